@@ -1,0 +1,295 @@
+package queue
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Box names one spool directory: Incoming, Quarantine, or Outgoing(peer).
+type Box string
+
+const (
+	// Incoming holds received files not yet processed.
+	Incoming Box = "incoming"
+	// Quarantine holds files that failed to open or to process, each with a reason file.
+	Quarantine Box = "quarantine"
+	outgoing   Box = "outgoing"
+	tmpDir         = "tmp"
+	// ReasonSuffix ends the name of the file beside a quarantined one that says why.
+	ReasonSuffix = ".reason"
+)
+
+// Outgoing is the box of files waiting for delivery to peer.
+func Outgoing(peer string) Box { return Box(string(outgoing) + "/" + peer) }
+
+// Peer returns the peer of an Outgoing box, or "" for any other box.
+func (b Box) Peer() string {
+	p, ok := strings.CutPrefix(string(b), string(outgoing)+"/")
+	if !ok {
+		return ""
+	}
+	return p
+}
+
+var (
+	nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,159}$`)
+	peerRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+@-]{0,127}$`)
+)
+
+// ValidName reports whether name can be a spool file name: letters, digits and ._+-,
+// not starting with a dot or dash, at most 160 characters. Names that come from the
+// network are checked with it before they touch the filesystem.
+func ValidName(name string) bool {
+	return nameRE.MatchString(name) && !strings.HasSuffix(name, ReasonSuffix) && !strings.Contains(name, "..")
+}
+
+// ValidPeer reports whether name can name a peer's outgoing directory
+// (the ValidName set plus '@', so that mail addresses work).
+func ValidPeer(name string) bool {
+	return peerRE.MatchString(name) && !strings.Contains(name, "..")
+}
+
+// NewName returns a fresh file name that sorts by creation time: UTC time to the
+// nanosecond, then 64 random bits, then ext (".pgp" for sealed messages).
+func NewName(now time.Time, ext string) string {
+	var r [8]byte
+	_, _ = rand.Read(r[:])
+	return now.UTC().Format("20060102T150405.000000000Z") + "-" + hex.EncodeToString(r[:]) + ext
+}
+
+// Spool is one node's set of spool directories.
+type Spool struct {
+	root string
+}
+
+// Entry describes one file in a box.
+type Entry struct {
+	Box     Box
+	Name    string
+	Size    int64
+	ModTime time.Time
+}
+
+// Open returns the spool rooted at root, creating its directories if needed.
+func Open(root string) (*Spool, error) {
+	for _, d := range []string{tmpDir, string(Incoming), string(Quarantine), string(outgoing)} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o700); err != nil {
+			return nil, fmt.Errorf("queue: open %s: %w", root, err)
+		}
+	}
+	return &Spool{root: root}, nil
+}
+
+// Root is the directory holding the spool's boxes.
+func (s *Spool) Root() string { return s.root }
+
+// Dir is the filesystem path of box.
+func (s *Spool) Dir(box Box) string { return filepath.Join(s.root, filepath.FromSlash(string(box))) }
+
+func (s *Spool) checkBox(box Box) error {
+	switch box {
+	case Incoming, Quarantine:
+		return nil
+	}
+	if p := box.Peer(); p != "" && ValidPeer(p) {
+		return nil
+	}
+	return fmt.Errorf("%w: box %q", ErrBadName, box)
+}
+
+// Put commits the contents of r as box/name: written to tmp/, fsynced, renamed into place,
+// and the directory fsynced. When Put returns nil the file survives a crash; when it returns
+// an error nothing is left behind. A file already there under name is replaced, so
+// delivering one file twice leaves one copy. If maxSize > 0 and r holds more than maxSize
+// bytes, Put fails with ErrTooLarge. It returns the number of bytes written.
+func (s *Spool) Put(box Box, name string, r io.Reader, maxSize int64) (int64, error) {
+	if err := s.checkBox(box); err != nil {
+		return 0, err
+	}
+	if !ValidName(name) {
+		return 0, fmt.Errorf("%w: file %q", ErrBadName, name)
+	}
+	dir := s.Dir(box)
+	if box.Peer() != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return 0, fmt.Errorf("queue: put %s/%s: %w", box, name, err)
+		}
+	}
+	n, err := commit(filepath.Join(s.root, tmpDir), dir, name, r, maxSize)
+	if err != nil {
+		return n, fmt.Errorf("queue: put %s/%s: %w", box, name, err)
+	}
+	return n, nil
+}
+
+// commit is the write → fsync → rename → fsync dir sequence.
+func commit(tmp, dir, name string, r io.Reader, maxSize int64) (n int64, err error) {
+	f, err := os.CreateTemp(tmp, "put-*.tmp")
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	src := r
+	if maxSize > 0 {
+		src = io.LimitReader(r, maxSize+1)
+	}
+	buf := make([]byte, 256<<10)
+	if n, err = io.CopyBuffer(f, src, buf); err != nil {
+		return n, err
+	}
+	if maxSize > 0 && n > maxSize {
+		return n, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, maxSize)
+	}
+	if err = f.Sync(); err != nil {
+		return n, err
+	}
+	if err = f.Close(); err != nil {
+		return n, err
+	}
+	if err = os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
+		return n, err
+	}
+	return n, syncDir(dir)
+}
+
+// WriteFileAtomic commits data as path with the same write → fsync → rename → fsync dir
+// sequence as Put, for files outside the boxes (configuration, keys, stored pieces).
+func WriteFileAtomic(path string, data []byte, perm fs.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	fail := func(err error) error { f.Close(); os.Remove(tmp); return err }
+	if err := f.Chmod(perm); err != nil {
+		return fail(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// List returns the files in box, oldest name first. A missing box is empty.
+func (s *Spool) List(box Box) ([]Entry, error) {
+	if err := s.checkBox(box); err != nil {
+		return nil, err
+	}
+	des, err := os.ReadDir(s.Dir(box))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("queue: list %s: %w", box, err)
+	}
+	out := make([]Entry, 0, len(des))
+	for _, de := range des {
+		if !de.Type().IsRegular() || !ValidName(de.Name()) {
+			continue
+		}
+		info, err := de.Info()
+		if err != nil {
+			continue // removed since ReadDir: someone acked it
+		}
+		out = append(out, Entry{Box: box, Name: de.Name(), Size: info.Size(), ModTime: info.ModTime()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Peers returns the peers that have an outgoing directory, sorted.
+func (s *Spool) Peers() ([]string, error) {
+	des, err := os.ReadDir(s.Dir(outgoing))
+	if err != nil {
+		return nil, fmt.Errorf("queue: peers: %w", err)
+	}
+	var out []string
+	for _, de := range des {
+		if de.IsDir() && ValidPeer(de.Name()) {
+			out = append(out, de.Name())
+		}
+	}
+	return out, nil
+}
+
+// Reason returns why a quarantined file was quarantined.
+func (s *Spool) Reason(name string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(s.Dir(Quarantine), name+ReasonSuffix))
+	return strings.TrimSpace(string(b)), err
+}
+
+// CleanTmp removes files in tmp/ older than age: leftovers of writers that crashed.
+func (s *Spool) CleanTmp(age time.Duration, now time.Time) (int, error) {
+	dir := filepath.Join(s.root, tmpDir)
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("queue: clean tmp: %w", err)
+	}
+	n := 0
+	for _, de := range des {
+		info, err := de.Info()
+		if err != nil || now.Sub(info.ModTime()) < age {
+			continue
+		}
+		if os.Remove(filepath.Join(dir, de.Name())) == nil {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// ExpireQuarantine removes quarantined files (and their reasons) older than age.
+func (s *Spool) ExpireQuarantine(age time.Duration, now time.Time) (int, error) {
+	es, err := s.List(Quarantine)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range es {
+		if now.Sub(e.ModTime) < age {
+			continue
+		}
+		p := filepath.Join(s.Dir(Quarantine), e.Name)
+		if os.Remove(p) == nil {
+			os.Remove(p + ReasonSuffix)
+			n++
+		}
+	}
+	return n, nil
+}
