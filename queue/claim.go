@@ -103,7 +103,7 @@ func (c *Claim) Quarantine(reason string) error {
 	}
 	defer c.release()
 	qdir := c.s.Dir(Quarantine)
-	reason = strings.TrimSpace(strings.ReplaceAll(reason, "\n", " "))
+	reason = strings.TrimSpace(strings.NewReplacer("\r", " ", "\n", " ").Replace(reason))
 	if reason == "" {
 		reason = "unknown reason"
 	}
@@ -127,7 +127,7 @@ func (c *Claim) MoveTo(box Box) error {
 		return err
 	}
 	dir := c.s.Dir(box)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := mkdirDurable(dir); err != nil {
 		return fmt.Errorf("queue: move %s/%s: %w", c.box, c.name, err)
 	}
 	if err := os.Rename(c.Path(), filepath.Join(dir, c.name)); err != nil {

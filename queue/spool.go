@@ -121,7 +121,7 @@ func (s *Spool) Put(box Box, name string, r io.Reader, maxSize int64) (int64, er
 	}
 	dir := s.Dir(box)
 	if box.Peer() != "" {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
+		if err := mkdirDurable(dir); err != nil {
 			return 0, fmt.Errorf("queue: put %s/%s: %w", box, name, err)
 		}
 	}
@@ -197,6 +197,20 @@ func WriteFileAtomic(path string, data []byte, perm fs.FileMode) error {
 	return syncDir(dir)
 }
 
+// mkdirDurable creates dir (one level: its parent must exist) if it is missing, and then
+// fsyncs the parent, so that the new directory entry survives a crash together with the
+// files about to be committed into it.
+func mkdirDurable(dir string) error {
+	err := os.Mkdir(dir, 0o700)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(dir))
+}
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -248,10 +262,17 @@ func (s *Spool) Peers() ([]string, error) {
 	return out, nil
 }
 
-// Reason returns why a quarantined file was quarantined.
+// Reason returns why a quarantined file was quarantined: the box it came from, a colon,
+// and the reason given to Claim.Quarantine.
 func (s *Spool) Reason(name string) (string, error) {
+	if !ValidName(name) {
+		return "", fmt.Errorf("%w: file %q", ErrBadName, name)
+	}
 	b, err := os.ReadFile(filepath.Join(s.Dir(Quarantine), name+ReasonSuffix))
-	return strings.TrimSpace(string(b)), err
+	if err != nil {
+		return "", fmt.Errorf("queue: reason %s: %w", name, err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 // CleanTmp removes files in tmp/ older than age: leftovers of writers that crashed.
@@ -274,20 +295,45 @@ func (s *Spool) CleanTmp(age time.Duration, now time.Time) (int, error) {
 	return n, nil
 }
 
-// ExpireQuarantine removes quarantined files (and their reasons) older than age.
+// ExpireQuarantine removes quarantined files (and their reasons) that were quarantined
+// longer than age ago. The age counts from the reason file, written when the file was
+// quarantined: a rename keeps the file's own time, which is when it arrived. Reason files
+// left without their file (a crash inside Claim.Quarantine) expire the same way.
 func (s *Spool) ExpireQuarantine(age time.Duration, now time.Time) (int, error) {
-	es, err := s.List(Quarantine)
+	dir := s.Dir(Quarantine)
+	des, err := os.ReadDir(dir)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("queue: expire quarantine: %w", err)
+	}
+	names := make(map[string]bool, len(des))
+	for _, de := range des {
+		names[de.Name()] = true
+	}
+	old := func(name string) bool {
+		info, err := os.Stat(filepath.Join(dir, name))
+		return err == nil && now.Sub(info.ModTime()) >= age
 	}
 	n := 0
-	for _, e := range es {
-		if now.Sub(e.ModTime) < age {
+	for _, de := range des {
+		name := de.Name()
+		if base, ok := strings.CutSuffix(name, ReasonSuffix); ok && ValidName(base) {
+			if !names[base] && old(name) {
+				os.Remove(filepath.Join(dir, name)) // orphan reason
+			}
 			continue
 		}
-		p := filepath.Join(s.Dir(Quarantine), e.Name)
-		if os.Remove(p) == nil {
-			os.Remove(p + ReasonSuffix)
+		if !de.Type().IsRegular() || !ValidName(name) {
+			continue
+		}
+		when := name
+		if names[name+ReasonSuffix] {
+			when = name + ReasonSuffix
+		}
+		if !old(when) {
+			continue
+		}
+		if os.Remove(filepath.Join(dir, name)) == nil {
+			os.Remove(filepath.Join(dir, name+ReasonSuffix))
 			n++
 		}
 	}
