@@ -1,0 +1,287 @@
+package relay
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/dibs-backup/dibs/pgpmsg"
+	"github.com/dibs-backup/dibs/queue"
+)
+
+const (
+	// DefaultQuota is how many bytes a DirStore holds for one recipient unless told otherwise.
+	DefaultQuota = 1_000_000_000
+	// DefaultMaxAge is how long a DirStore keeps an uncollected file: DIBS's maxMsgAge.
+	DefaultMaxAge = 10 * 24 * time.Hour
+	// tmpMaxAge is how old a leftover of a crashed deposit in tmp/ must be to be removed.
+	tmpMaxAge = time.Hour
+)
+
+// DirOptions configure a DirStore.
+type DirOptions struct {
+	// AllowFile holds the armored public keys (concatenated `dibs export_key` outputs) of
+	// everyone who may deposit and collect. It is re-read when it changes. A missing file
+	// allows nobody; a file that no longer parses leaves the previous keys in force.
+	AllowFile string
+	// Quota is how many bytes may wait for one recipient; 0 means DefaultQuota.
+	Quota int64
+	// MaxFileSize is the largest file taken; 0 means DefaultMaxFileSize.
+	MaxFileSize int64
+	// MaxAge is how long an uncollected file is kept; 0 means DefaultMaxAge.
+	MaxAge time.Duration
+}
+
+// DirStore is the Store of `dibs relay_server`: a spool in its own directory, where files
+// for recipient R wait in outgoing/R/ (R a fingerprint), committed atomically like every
+// spool file. Only keys in the allow file may open a session, and files go only from an
+// allowed key to an allowed key.
+type DirStore struct {
+	spool *queue.Spool
+	opts  DirOptions
+
+	allowMu  sync.Mutex
+	allowFI  fs.FileInfo // of the allow file as last read; nil if missing
+	allowed  *pgpmsg.Keyring
+	allowErr error // of the last read that failed, for Reload
+
+	mu       sync.Mutex
+	reserved map[pgpmsg.Fingerprint]int64 // bytes of deposits in progress, by recipient
+	inflight map[string]bool              // "<to>/<name>" of deposits in progress
+}
+
+var (
+	_ Store   = (*DirStore)(nil)
+	_ Expirer = (*DirStore)(nil)
+)
+
+// OpenDirStore opens (creating if needed) the relay store in dir. It fails if the allow
+// file exists but cannot be read as public keys.
+func OpenDirStore(dir string, opts DirOptions) (*DirStore, error) {
+	if opts.AllowFile == "" {
+		return nil, fmt.Errorf("relay: open store %s: no allow file", dir)
+	}
+	if opts.Quota <= 0 {
+		opts.Quota = DefaultQuota
+	}
+	if opts.MaxFileSize <= 0 {
+		opts.MaxFileSize = DefaultMaxFileSize
+	}
+	if opts.MaxAge <= 0 {
+		opts.MaxAge = DefaultMaxAge
+	}
+	sp, err := queue.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("relay: open store: %w", err)
+	}
+	s := &DirStore{spool: sp, opts: opts, allowed: pgpmsg.NewKeyring(),
+		reserved: make(map[pgpmsg.Fingerprint]int64), inflight: make(map[string]bool)}
+	if err := s.Reload(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Reload reads the allow file now if it changed since it was last read, and returns the
+// error of the last read if it failed (the keys from before stay in force then).
+func (s *DirStore) Reload() error {
+	s.allowMu.Lock()
+	defer s.allowMu.Unlock()
+	s.reloadLocked()
+	return s.allowErr
+}
+
+func (s *DirStore) reloadLocked() {
+	fi, err := os.Stat(s.opts.AllowFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		s.allowFI, s.allowed, s.allowErr = nil, pgpmsg.NewKeyring(), nil
+		return
+	}
+	if err != nil {
+		s.allowErr = fmt.Errorf("relay: allow file: %w", err)
+		return
+	}
+	if old := s.allowFI; old != nil && os.SameFile(old, fi) && old.Size() == fi.Size() && old.ModTime().Equal(fi.ModTime()) {
+		return
+	}
+	s.allowFI = fi // a file that fails to parse is read again only once it changes again
+	b, err := os.ReadFile(s.opts.AllowFile)
+	if err != nil {
+		s.allowErr = fmt.Errorf("relay: allow file: %w", err)
+		return
+	}
+	kr := pgpmsg.NewKeyring()
+	if len(bytes.TrimSpace(b)) > 0 {
+		keys, err := pgpmsg.ReadKeys(bytes.NewReader(b))
+		if err != nil {
+			s.allowErr = fmt.Errorf("relay: allow file %s: %w", s.opts.AllowFile, err)
+			return
+		}
+		for _, k := range keys {
+			kr.Add(k)
+		}
+	}
+	s.allowed, s.allowErr = kr, nil
+}
+
+// Key returns fp's key if the allow file names it.
+func (s *DirStore) Key(fp pgpmsg.Fingerprint) (*pgpmsg.Key, bool) {
+	s.allowMu.Lock()
+	defer s.allowMu.Unlock()
+	s.reloadLocked()
+	return s.allowed.Lookup(fp)
+}
+
+// Recipient allows deposits from an allowed key for an allowed key, and returns the
+// recipient's encryption key ids.
+func (s *DirStore) Recipient(from, to pgpmsg.Fingerprint) ([]uint64, error) {
+	if _, ok := s.Key(from); !ok {
+		return nil, fmt.Errorf("%s may not deposit here: %w", from, ErrForbidden)
+	}
+	k, ok := s.Key(to)
+	if !ok {
+		return nil, fmt.Errorf("this relay takes no files for %s: %w", to, ErrForbidden)
+	}
+	return k.EncryptionKeyIDs(), nil
+}
+
+// Deposit commits a file for to in outgoing/<to>/, within to's quota.
+func (s *DirStore) Deposit(from, to pgpmsg.Fingerprint, name string, size int64, r io.Reader) error {
+	if _, err := s.Recipient(from, to); err != nil {
+		return err
+	}
+	if size > s.opts.MaxFileSize {
+		return fmt.Errorf("%d bytes, this relay takes at most %d: %w", size, s.opts.MaxFileSize, ErrTooLarge)
+	}
+	if !queue.ValidName(name) {
+		return fmt.Errorf("%w: file %q", queue.ErrBadName, name)
+	}
+	box := queue.Outgoing(string(to))
+	if err := s.reserve(to, box, name, size); err != nil {
+		if errors.Is(err, errDuplicate) {
+			return nil
+		}
+		return err
+	}
+	_, err := s.spool.Put(box, name, &exactReader{r: r, left: size}, size)
+	s.mu.Lock()
+	s.reserved[to] -= size
+	if s.reserved[to] == 0 {
+		delete(s.reserved, to)
+	}
+	delete(s.inflight, string(to)+"/"+name)
+	s.mu.Unlock()
+	return err
+}
+
+var errDuplicate = errors.New("duplicate")
+
+// reserve books size bytes of to's quota for a deposit of name. The bytes held are counted
+// on disk each time rather than kept in a counter that could drift from the truth.
+func (s *DirStore) reserve(to pgpmsg.Fingerprint, box queue.Box, name string, size int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := string(to) + "/" + name
+	if s.inflight[key] {
+		return fmt.Errorf("%s is being deposited right now: %w", name, ErrBusy)
+	}
+	if _, err := os.Lstat(filepath.Join(s.spool.Dir(box), name)); err == nil {
+		return errDuplicate
+	}
+	es, err := s.spool.List(box)
+	if err != nil {
+		return err
+	}
+	held := s.reserved[to]
+	for _, e := range es {
+		held += e.Size
+	}
+	if held+size > s.opts.Quota {
+		return fmt.Errorf("%s holds %d bytes, %d more would pass its quota of %d: %w",
+			to, held, size, s.opts.Quota, ErrOverQuota)
+	}
+	s.inflight[key] = true
+	s.reserved[to] += size
+	return nil
+}
+
+// List returns the files waiting for to.
+func (s *DirStore) List(to pgpmsg.Fingerprint) ([]queue.Entry, error) {
+	if _, ok := s.Key(to); !ok {
+		return nil, fmt.Errorf("%s may not collect here: %w", to, ErrForbidden)
+	}
+	return s.spool.List(queue.Outgoing(string(to)))
+}
+
+// Open claims a file waiting for to.
+func (s *DirStore) Open(to pgpmsg.Fingerprint, name string) (io.ReadCloser, int64, error) {
+	if _, ok := s.Key(to); !ok {
+		return nil, 0, fmt.Errorf("%s may not collect here: %w", to, ErrForbidden)
+	}
+	c, err := claim(s.spool, queue.Outgoing(string(to)), name)
+	if err != nil {
+		return nil, 0, err
+	}
+	return claimReader{c.Reader(), c}, c.Size(), nil
+}
+
+// Remove deletes a file waiting for to.
+func (s *DirStore) Remove(to pgpmsg.Fingerprint, name string) error {
+	if _, ok := s.Key(to); !ok {
+		return fmt.Errorf("%s may not collect here: %w", to, ErrForbidden)
+	}
+	c, err := claim(s.spool, queue.Outgoing(string(to)), name)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return c.Ack()
+}
+
+// Expire removes files older than MaxAge, whoever they are for, and leftovers of crashed
+// deposits. It returns the number of files removed and the first error met; it goes on
+// past errors.
+func (s *DirStore) Expire(now time.Time) (int, error) {
+	var first error
+	keep := func(err error) {
+		if first == nil && err != nil {
+			first = fmt.Errorf("relay: expire: %w", err)
+		}
+	}
+	_, err := s.spool.CleanTmp(tmpMaxAge, now)
+	keep(err)
+	recipients, err := s.spool.Peers()
+	keep(err)
+	n := 0
+	for _, r := range recipients {
+		es, err := s.spool.List(queue.Outgoing(r))
+		keep(err)
+		for _, e := range es {
+			if now.Sub(e.ModTime) <= s.opts.MaxAge {
+				continue
+			}
+			c, err := claim(s.spool, e.Box, e.Name)
+			if errors.Is(err, ErrBusy) || errors.Is(err, ErrNotFound) {
+				continue // being collected right now, or collected already
+			}
+			if err != nil {
+				keep(err)
+				continue
+			}
+			if err := c.Ack(); err != nil {
+				keep(err)
+				continue
+			}
+			n++
+		}
+	}
+	return n, first
+}

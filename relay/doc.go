@@ -1,0 +1,34 @@
+// Package relay is dibs's HTTP store-and-forward protocol: a node deposits sealed files for a
+// recipient, and the recipient, after proving who it is, lists, downloads and deletes them.
+//
+// Every dibs daemon serves it on daemonPort for its own peers (a SpoolStore: peers push into
+// incoming/, passive peers pull from outgoing/<peer>/), and `dibs relay_server` serves it for
+// third parties that cannot accept connections (a DirStore). Same protocol, different Store.
+// Files are opaque sealed OpenPGP messages: a relay never sees plaintext.
+//
+// The protocol, version 1, under a base URL such as http://host:6363 or https://relay.example/dibs:
+//
+//	GET    /dibs/v1/hello              no auth  → {"software","version","protocol":1,"key"}
+//	POST   /dibs/v1/challenge          no auth  → {"nonce"}: 32 random bytes, base64, single use, 2 min
+//	POST   /dibs/v1/session            {"key","nonce","signature"} → {"token","expires"}
+//	PUT    /dibs/v1/files/<to>/<name>  deposit a file for fingerprint <to>; Content-Length required
+//	GET    /dibs/v1/files              [{"name","size"}]: the files waiting for the caller's key
+//	GET    /dibs/v1/files/<name>       one of them
+//	DELETE /dibs/v1/files/<name>       remove it, once the caller has committed it locally
+//
+// A session proves who is pulling or depositing: the signature is a detached OpenPGP signature,
+// by the key named in "key", over exactly the bytes of SessionStatement: the nonce, the key's
+// fingerprint and the server's host as the client addressed it. Naming the host stops a server
+// we talk to from passing on another server's challenge and spending our signature there. The
+// token (256 random bits, valid 10 minutes, bound to the key) then goes in
+// "Authorization: Bearer <token>". Nobody sees, fetches or deletes files addressed to another key.
+//
+// Errors are JSON {"error": "..."} with the status: 400 bad request or name, 401 no or expired
+// token, 403 unknown key, bad signature, used nonce, or a deposit the store refuses, 404 no such
+// file, 409 the file is busy (being delivered by another worker; retry), 411 no Content-Length,
+// 413 file larger than the server takes, 507 the recipient's quota is full.
+//
+// The server does not do TLS: serve it with http.Server.ServeTLS (relay_server --tls_cert,
+// --tls_key) or behind a TLS-terminating proxy. Without TLS, tokens and file names can be
+// sniffed on the path; file contents stay sealed.
+package relay

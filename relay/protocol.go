@@ -1,0 +1,82 @@
+package relay
+
+import (
+	"strings"
+	"time"
+
+	"github.com/dibs-backup/dibs/pgpmsg"
+)
+
+// Protocol is the version of the protocol this package speaks; it is part of every path.
+const Protocol = 1
+
+const (
+	pathPrefix    = "/dibs/v1"
+	pathHello     = pathPrefix + "/hello"
+	pathChallenge = pathPrefix + "/challenge"
+	pathSession   = pathPrefix + "/session"
+	pathFiles     = pathPrefix + "/files"
+)
+
+const (
+	// DefaultMaxFileSize is the largest file a server takes, and a client downloads, unless
+	// told otherwise.
+	DefaultMaxFileSize = 256 << 20
+	// NonceLifetime is how long a challenge can be answered.
+	NonceLifetime = 2 * time.Minute
+	// TokenLifetime is how long a session token is valid.
+	TokenLifetime = 10 * time.Minute
+
+	maxJSONRequest   = 16 << 10 // session requests: a fingerprint, a nonce and a signature
+	maxJSONResponse  = 64 << 10 // hello, challenge, session, errors
+	maxListResponse  = 16 << 20 // a file list
+	maxListEntries   = 10000    // files per list response; the client lists again
+	nonceBytes       = 32
+	tokenBytes       = 32
+	maxNonces        = 4096 // outstanding challenges, all callers together
+	maxTokensPerKey  = 16   // live sessions per key
+	sessionStatement = "dibs-session-v1"
+)
+
+// HelloInfo is what GET /dibs/v1/hello answers.
+type HelloInfo struct {
+	Software string `json:"software"`
+	Version  string `json:"version"`
+	Protocol int    `json:"protocol"`
+	// Key is the fingerprint of the serving node's key, or "" for a relay that has none.
+	Key string `json:"key"`
+}
+
+type challengeResponse struct {
+	Nonce string `json:"nonce"`
+}
+
+type sessionRequest struct {
+	Key       string `json:"key"`
+	Nonce     string `json:"nonce"`
+	Signature string `json:"signature"` // base64 of a detached signature over SessionStatement
+	Server    string `json:"server"`    // the host the client addressed, as signed
+}
+
+type sessionResponse struct {
+	Token   string `json:"token"`
+	Expires string `json:"expires"` // RFC 3339
+}
+
+// FileInfo is one entry of GET /dibs/v1/files.
+type FileInfo struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+}
+
+type errorResponse struct {
+	Error string `json:"error"`
+}
+
+// SessionStatement is the exact text a client signs to open a session: the base64 nonce
+// from the challenge, its own fingerprint, and the server's host ("host" or "host:port", as
+// in the URL the client uses, lower case).
+func SessionStatement(nonce string, key pgpmsg.Fingerprint, host string) []byte {
+	return []byte(sessionStatement + "\nnonce: " + nonce + "\nkey: " + string(key) +
+		"\nserver: " + strings.ToLower(host) + "\n")
+}

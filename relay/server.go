@@ -1,0 +1,333 @@
+package relay
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dibs-backup/dibs/pgpmsg"
+	"github.com/dibs-backup/dibs/queue"
+)
+
+// ServerOptions tune a Server. The zero value is usable.
+type ServerOptions struct {
+	// MaxFileSize is the largest deposit accepted; 0 means DefaultMaxFileSize.
+	MaxFileSize int64
+	// Version is the software version that hello reports.
+	Version string
+	// Key is the serving node's own fingerprint, reported by hello; "" for a relay.
+	Key pgpmsg.Fingerprint
+	// Hosts are the names ("host" or "host:port") clients may address this server by.
+	// Empty means the Host header of the request, which is right unless a proxy in front
+	// rewrites it.
+	Hosts []string
+	// Now is the clock; nil means time.Now. Tests set it.
+	Now func() time.Time
+	// ExpireEvery is how often Run sweeps; 0 means one minute.
+	ExpireEvery time.Duration
+	// OnError, if set, is told of the errors the server cannot send to a client: internal
+	// errors behind a 500 response, and failures of the periodic expiry. The daemon logs them.
+	OnError func(error)
+}
+
+// Server serves the relay protocol from a Store. It is an http.Handler; its zero value is
+// not usable, call NewServer.
+type Server struct {
+	store Store
+	opts  ServerOptions
+	auth  *authTable
+	mux   *http.ServeMux
+}
+
+// NewServer returns a server of store's files.
+func NewServer(store Store, opts ServerOptions) *Server {
+	if opts.MaxFileSize <= 0 {
+		opts.MaxFileSize = DefaultMaxFileSize
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.ExpireEvery <= 0 {
+		opts.ExpireEvery = time.Minute
+	}
+	s := &Server{store: store, opts: opts, auth: newAuthTable(), mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET "+pathHello, s.hello)
+	s.mux.HandleFunc("POST "+pathChallenge, s.challenge)
+	s.mux.HandleFunc("POST "+pathSession, s.session)
+	s.mux.HandleFunc("GET "+pathFiles, s.authed(s.list))
+	s.mux.HandleFunc("PUT "+pathFiles+"/{to}/{name}", s.authed(s.deposit))
+	s.mux.HandleFunc("GET "+pathFiles+"/{name}", s.authed(s.get))
+	s.mux.HandleFunc("DELETE "+pathFiles+"/{name}", s.authed(s.remove))
+	return s
+}
+
+// ServeHTTP answers one protocol request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Run sweeps expired challenges and sessions, and expires old files if the store is an
+// Expirer, every ExpireEvery until ctx is done. It returns nil then. Expiry errors go to
+// OnError; the next sweep tries again.
+func (s *Server) Run(ctx context.Context) error {
+	t := time.NewTicker(s.opts.ExpireEvery)
+	defer t.Stop()
+	for {
+		s.Sweep()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Sweep does one round of Run's work now.
+func (s *Server) Sweep() {
+	now := s.opts.Now()
+	s.auth.sweep(now)
+	if e, ok := s.store.(Expirer); ok {
+		if _, err := e.Expire(now); err != nil {
+			s.report(err)
+		}
+	}
+}
+
+func (s *Server) report(err error) {
+	if s.opts.OnError != nil {
+		s.opts.OnError(err)
+	}
+}
+
+func (s *Server) hello(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, HelloInfo{Software: "dibs", Version: s.opts.Version,
+		Protocol: Protocol, Key: string(s.opts.Key)})
+}
+
+func (s *Server) challenge(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, challengeResponse{Nonce: s.auth.newNonce(s.opts.Now())})
+}
+
+func (s *Server) session(w http.ResponseWriter, r *http.Request) {
+	var req sessionRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONRequest))
+	if err := dec.Decode(&req); err != nil {
+		s.fail(w, fmt.Errorf("relay: session: bad request: %w", errBadRequest))
+		return
+	}
+	now := s.opts.Now()
+	// Spend the nonce first, whatever else is wrong, so that one challenge buys one try.
+	if !s.auth.useNonce(req.Nonce, now) {
+		s.fail(w, fmt.Errorf("relay: session: unknown, used or expired nonce: %w", ErrForbidden))
+		return
+	}
+	fp, err := pgpmsg.ParseFingerprint(req.Key)
+	if err != nil {
+		s.fail(w, fmt.Errorf("relay: session: %v: %w", err, ErrForbidden))
+		return
+	}
+	if !s.knownHost(req.Server, r.Host) {
+		s.fail(w, fmt.Errorf("relay: session: signed for server %q, not this one: %w", req.Server, ErrForbidden))
+		return
+	}
+	key, ok := s.store.Key(fp)
+	if !ok {
+		s.fail(w, fmt.Errorf("relay: session: key %s is not accepted here: %w", fp, ErrForbidden))
+		return
+	}
+	sig, err := base64.StdEncoding.DecodeString(req.Signature)
+	if err != nil {
+		s.fail(w, fmt.Errorf("relay: session: signature is not base64: %w", ErrForbidden))
+		return
+	}
+	signer, err := pgpmsg.VerifyDetached(pgpmsg.NewKeyring(key), SessionStatement(req.Nonce, fp, req.Server), sig)
+	if err != nil || signer.Fingerprint() != fp {
+		s.fail(w, fmt.Errorf("relay: session: signature does not verify with key %s: %w", fp, ErrForbidden))
+		return
+	}
+	token, exp := s.auth.newToken(fp, now)
+	writeJSON(w, http.StatusOK, sessionResponse{Token: token, Expires: exp.UTC().Format(time.RFC3339)})
+}
+
+// knownHost reports whether host, the server name a client signed, names this server.
+func (s *Server) knownHost(host, reqHost string) bool {
+	if host == "" {
+		return false
+	}
+	if len(s.opts.Hosts) == 0 {
+		return strings.EqualFold(host, reqHost)
+	}
+	for _, h := range s.opts.Hosts {
+		if strings.EqualFold(host, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// authed wraps h so that it runs only for a caller with a live session of a key the store
+// still accepts.
+func (s *Server) authed(h func(w http.ResponseWriter, r *http.Request, who pgpmsg.Fingerprint)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok {
+			s.fail(w, fmt.Errorf("relay: no session token: %w", ErrUnauthorized))
+			return
+		}
+		who, ok := s.auth.lookup(strings.TrimSpace(token), s.opts.Now())
+		if !ok {
+			s.fail(w, fmt.Errorf("relay: unknown or expired session token: %w", ErrUnauthorized))
+			return
+		}
+		if _, ok := s.store.Key(who); !ok {
+			s.fail(w, fmt.Errorf("relay: key %s is no longer accepted here: %w", who, ErrForbidden))
+			return
+		}
+		h(w, r, who)
+	}
+}
+
+func (s *Server) deposit(w http.ResponseWriter, r *http.Request, from pgpmsg.Fingerprint) {
+	name := r.PathValue("name")
+	to, err := pgpmsg.ParseFingerprint(r.PathValue("to"))
+	if err != nil {
+		s.fail(w, fmt.Errorf("relay: deposit: recipient: %v: %w", err, errBadRequest))
+		return
+	}
+	if !queue.ValidName(name) {
+		s.fail(w, fmt.Errorf("relay: deposit: bad file name %q: %w", name, errBadRequest))
+		return
+	}
+	// Everything that can be refused is refused before the body is read.
+	size := r.ContentLength
+	if size < 0 {
+		s.fail(w, fmt.Errorf("relay: deposit %s: %w", name, errNoLength))
+		return
+	}
+	if size > s.opts.MaxFileSize {
+		s.fail(w, fmt.Errorf("relay: deposit %s: %d bytes, this server takes at most %d: %w",
+			name, size, s.opts.MaxFileSize, ErrTooLarge))
+		return
+	}
+	ids, err := s.store.Recipient(from, to)
+	if err != nil {
+		s.fail(w, fmt.Errorf("relay: deposit %s: %w", name, err))
+		return
+	}
+	var body io.Reader = &exactReader{r: r.Body, left: size}
+	if ids != nil {
+		body = &recipientFilter{r: body, size: size, want: ids}
+	}
+	if err := s.store.Deposit(from, to, name, size, body); err != nil {
+		s.fail(w, fmt.Errorf("relay: deposit %s: %w", name, err))
+		return
+	}
+	writeJSON(w, http.StatusCreated, FileInfo{Name: name, Size: size})
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request, who pgpmsg.Fingerprint) {
+	es, err := s.store.List(who)
+	if err != nil {
+		s.fail(w, fmt.Errorf("relay: list: %w", err))
+		return
+	}
+	out := make([]FileInfo, 0, min(len(es), maxListEntries))
+	for _, e := range es {
+		if len(out) == maxListEntries {
+			break // the client lists again once it has collected these
+		}
+		out = append(out, FileInfo{Name: e.Name, Size: e.Size})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request, who pgpmsg.Fingerprint) {
+	name := r.PathValue("name")
+	if !queue.ValidName(name) {
+		s.fail(w, fmt.Errorf("relay: get: bad file name %q: %w", name, errBadRequest))
+		return
+	}
+	rc, size, err := s.store.Open(who, name)
+	if err != nil {
+		s.fail(w, fmt.Errorf("relay: get %s: %w", name, err))
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	w.WriteHeader(http.StatusOK)
+	// A copy that fails midway cannot change the status any more; the client sees a short
+	// body and keeps nothing.
+	io.Copy(w, io.LimitReader(rc, size))
+}
+
+func (s *Server) remove(w http.ResponseWriter, r *http.Request, who pgpmsg.Fingerprint) {
+	name := r.PathValue("name")
+	if !queue.ValidName(name) {
+		s.fail(w, fmt.Errorf("relay: remove: bad file name %q: %w", name, errBadRequest))
+		return
+	}
+	if err := s.store.Remove(who, name); err != nil {
+		s.fail(w, fmt.Errorf("relay: remove %s: %w", name, err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+var (
+	errBadRequest = errors.New("bad request")
+	errNoLength   = errors.New("Content-Length required")
+)
+
+// fail answers with err's status and, unless it is an internal error, its text.
+func (s *Server) fail(w http.ResponseWriter, err error) {
+	code := statusOf(err)
+	msg := err.Error()
+	if code == http.StatusInternalServerError {
+		s.report(err)
+		msg = "relay: internal error"
+	}
+	if code == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="dibs"`)
+	}
+	writeJSON(w, code, errorResponse{Error: msg})
+}
+
+func statusOf(err error) int {
+	var bodyErr *bodyError
+	switch {
+	case errors.Is(err, errBadRequest), errors.Is(err, queue.ErrBadName), errors.As(err, &bodyErr):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrUnauthorized):
+		return http.StatusUnauthorized
+	case errors.Is(err, ErrForbidden):
+		return http.StatusForbidden
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrBusy):
+		return http.StatusConflict
+	case errors.Is(err, errNoLength):
+		return http.StatusLengthRequired
+	case errors.Is(err, ErrTooLarge), errors.Is(err, queue.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrOverQuota):
+		return http.StatusInsufficientStorage
+	}
+	return http.StatusInternalServerError
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code, b = http.StatusInternalServerError, []byte(`{"error":"relay: internal error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(code)
+	w.Write(append(b, '\n'))
+}
