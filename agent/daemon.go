@@ -1,0 +1,286 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/dibs-backup/dibs/pgpmsg"
+	"github.com/dibs-backup/dibs/queue"
+	"github.com/dibs-backup/dibs/relay"
+)
+
+const (
+	pidFile      = "daemon.pid"
+	stopFile     = "stop_daemon"
+	minBackoff   = 2 * time.Second
+	maxBackoff   = 10 * time.Minute
+	processEvery = 5 * time.Second
+	sendEvery    = time.Second
+)
+
+// ErrDaemonRunning means another daemon serves this DIBS_DIR.
+var ErrDaemonRunning = errors.New("a daemon is already running for this DIBS_DIR (dibs stop_daemon stops it)")
+
+// Daemon is a running start_daemon: it serves the peer protocol and runs send, poll,
+// process and the periodic work on their schedules.
+type Daemon struct {
+	n    *Node
+	ln   net.Listener
+	srv  *http.Server
+	wake chan struct{} // a file arrived: process now
+	sent chan struct{} // replies were queued: send now
+	lock *os.File
+}
+
+// StartDaemon takes the daemon lock and starts serving on ln (nil: daemonHost:daemonPort).
+// Run it with Run.
+func (n *Node) StartDaemon(ln net.Listener) (*Daemon, error) {
+	lock, err := os.OpenFile(filepath.Join(n.Dir, pidFile), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, ErrDaemonRunning
+	}
+	lock.Truncate(0)
+	lock.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	lock.Sync()
+	os.Remove(filepath.Join(n.Dir, stopFile))
+	if ln == nil {
+		addr := net.JoinHostPort(n.Opts.String("daemonHost"), strconv.FormatInt(n.Opts.Int("daemonPort"), 10))
+		ln, err = net.Listen("tcp", addr)
+		if err != nil {
+			lock.Close()
+			return nil, fmt.Errorf("daemon: listen %s: %w (is daemonPort free?)", addr, err)
+		}
+	}
+	n.KeepDB = false
+	n.Close()
+	d := &Daemon{n: n, ln: ln, wake: make(chan struct{}, 1), sent: make(chan struct{}, 1), lock: lock}
+	store := &wakingStore{SpoolStore: &relay.SpoolStore{
+		Spool:       n.Spool,
+		Self:        n.Fingerprint(),
+		SelfKeyIDs:  n.ID.EncryptionKeyIDs(),
+		Peer:        n.peerForRelay,
+		MaxFileSize: n.Opts.Int("maxMsgSize"),
+	}, wake: d.wake}
+	handler := relay.NewServer(store, relay.ServerOptions{
+		MaxFileSize: n.Opts.Int("maxMsgSize"),
+		Version:     SoftwareVersion,
+		Key:         n.Fingerprint(),
+		OnError:     func(err error) { n.Log.Error("server", "err", err) },
+	})
+	d.srv = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	go func() {
+		if err := d.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.Log.Error("serve", "err", err)
+		}
+	}()
+	go handler.Run(context.Background())
+	return d, nil
+}
+
+// Addr is where the daemon listens.
+func (d *Daemon) Addr() net.Addr { return d.ln.Addr() }
+
+func (n *Node) peerForRelay(fp pgpmsg.Fingerprint) (string, *pgpmsg.Key, bool) {
+	p, k, ok := n.PeerByFingerprint(fp)
+	if !ok || k == nil {
+		return "", nil, false
+	}
+	return p.Name, k, true
+}
+
+// wakingStore tells the daemon when a peer pushed a file, so it is processed at once.
+type wakingStore struct {
+	*relay.SpoolStore
+	wake chan struct{}
+}
+
+func (s *wakingStore) Deposit(from, to pgpmsg.Fingerprint, name string, size int64, r io.Reader) error {
+	err := s.SpoolStore.Deposit(from, to, name, size, r)
+	if err == nil {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+	return err
+}
+
+// Run runs the daemon's loops until ctx is done or a stop is asked for (stop_daemon),
+// then shuts the server down gracefully.
+func (d *Daemon) Run(ctx context.Context) error {
+	n := d.n
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	n.Log.Info("daemon started", "addr", d.ln.Addr().String(), "key", string(n.Fingerprint()))
+	var wg sync.WaitGroup
+	loop := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
+	loop(func() { d.processLoop(ctx) })
+	loop(func() { d.sendLoop(ctx) })
+	loop(func() { d.periodicLoop(ctx) })
+	stopPath := filepath.Join(n.Dir, stopFile)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+			if _, err := os.Stat(stopPath); err == nil {
+				os.Remove(stopPath)
+				n.Log.Info("stop asked for")
+				cancel()
+			}
+		}
+	}
+	shut, cancelShut := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelShut()
+	d.srv.Shutdown(shut)
+	wg.Wait()
+	n.Close()
+	d.lock.Close()
+	n.Log.Info("daemon stopped")
+	return nil
+}
+
+func (d *Daemon) processLoop(ctx context.Context) {
+	t := time.NewTicker(processEvery)
+	defer t.Stop()
+	for {
+		res, err := d.n.ProcessIncoming(ctx)
+		if err != nil && ctx.Err() == nil {
+			d.n.Log.Error("process", "err", err)
+		}
+		if res.Processed > 0 {
+			select {
+			case d.sent <- struct{}{}:
+			default:
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.wake:
+		case <-t.C:
+		}
+	}
+}
+
+// sendLoop delivers what is queued for peers we talk to actively (push, relay, mail),
+// each peer on its own backoff after failures.
+func (d *Daemon) sendLoop(ctx context.Context) {
+	type backoff struct {
+		next  time.Time
+		delay time.Duration
+	}
+	state := map[string]*backoff{}
+	t := time.NewTicker(sendEvery)
+	defer t.Stop()
+	for {
+		peers, _ := d.n.Spool.Peers()
+		for _, name := range peers {
+			if ctx.Err() != nil {
+				return
+			}
+			es, err := d.n.Spool.List(queue.Outgoing(name))
+			if err != nil || len(es) == 0 {
+				continue
+			}
+			p, _, err := d.n.Peer(name)
+			if err != nil || strings.Trim(strings.ReplaceAll(p.Talk, Passive, ""), ", ") == "" {
+				continue
+			}
+			b := state[name]
+			if b == nil {
+				b = &backoff{}
+				state[name] = b
+			}
+			if time.Now().Before(b.next) {
+				continue
+			}
+			res, err := d.n.SendOutgoing(ctx, name)
+			if err != nil && res.Sent == 0 {
+				b.delay = min(max(2*b.delay, minBackoff), maxBackoff)
+				b.next = time.Now().Add(b.delay)
+				d.n.Log.Warn("peer unreachable; will retry", "peer", name, "retry_in", b.delay, "err", err)
+			} else {
+				b.delay, b.next = 0, time.Time{}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.sent:
+		case <-t.C:
+		}
+	}
+}
+
+// periodicLoop runs the batch DIBS ran every pollInterval: poll, then housekeeping. It
+// runs once at start (DIBS waited a whole interval first).
+func (d *Daemon) periodicLoop(ctx context.Context) {
+	n := d.n
+	for {
+		if k, err := n.PollPassives(ctx); err != nil && ctx.Err() == nil {
+			n.Log.Warn("poll_passives", "err", err)
+		} else if k > 0 {
+			select {
+			case d.wake <- struct{}{}:
+			default:
+			}
+		}
+		n.Spool.CleanTmp(time.Hour, time.Now())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(n.Opts.Duration("pollInterval")):
+		}
+	}
+}
+
+// StopDaemon asks the daemon of dir to stop and waits up to timeout for it to exit.
+func StopDaemon(dir string, timeout time.Duration) error {
+	path := filepath.Join(dir, pidFile)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("no daemon is running for %s", dir)
+	}
+	defer f.Close()
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+		return fmt.Errorf("no daemon is running for %s", dir)
+	}
+	// The stop file works for any daemon; the signal makes it immediate.
+	if err := queue.WriteFileAtomic(filepath.Join(dir, stopFile), nil, 0o600); err != nil {
+		return err
+	}
+	if b, err := os.ReadFile(path); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+			syscall.Kill(pid, syscall.SIGTERM)
+		}
+	}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("the daemon did not stop within %s", timeout)
+}

@@ -1,0 +1,359 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/dibs-backup/dibs/pgpmsg"
+	"github.com/dibs-backup/dibs/queue"
+)
+
+// Files and directories of a node (DESIGN.md "A node's directory").
+const (
+	optionsFile   = "dibsrc.toml"
+	peersFile     = "peers.toml"
+	keysDir       = "keys"
+	secretKeyFile = "keys/secret.asc"
+	publicKeyFile = "keys/public.asc"
+	peerKeysDir   = "keys/peers"
+	dbFile        = "db/dibs.db"
+	lockFile      = "config.lock"
+	tmpDirName    = "tmp"
+)
+
+// ErrNotInitialized means DIBS_DIR has no key yet.
+var ErrNotInitialized = errors.New("no key in this DIBS_DIR: run dibs init --key NAME first (or import_recovery_kit)")
+
+// Node is one dibs node: its directory, key, options, peers, spool and database.
+// A Node is safe for concurrent use by the daemon's goroutines.
+type Node struct {
+	Dir   string
+	Opts  *Options
+	ID    *pgpmsg.Identity
+	Spool *queue.Spool
+	// Transports move spool files; the caller (cmd, testenv) builds them.
+	Transports Transports
+	// Now is the clock; tests move it.
+	Now func() time.Time
+	// Log receives the node's events. Commands leave it discarding; the daemon logs.
+	Log *slog.Logger
+
+	mu       sync.Mutex
+	peerStat peerFileStat
+	peers    []*Peer
+	keys     map[string]*pgpmsg.Key // by peer name
+	byFP     map[pgpmsg.Fingerprint]*Peer
+	keyring  *pgpmsg.Keyring
+
+	dbMu   sync.Mutex
+	db     *database
+	dbRefs int
+	// KeepDB keeps the database open between uses (commands); the daemon clears it so
+	// that cron commands can take their turn.
+	KeepDB bool
+
+	outboxMu sync.Mutex
+}
+
+type peerFileStat struct {
+	mod  time.Time
+	size int64
+	ok   bool
+}
+
+// InitConfig says how to create a node.
+type InitConfig struct {
+	KeyName string
+	Admin   string
+	// SecretKey, if not nil, is an existing armored secret key to use instead of a new one.
+	SecretKey io.Reader
+}
+
+// Init creates a node directory with a default dibsrc.toml and a key. It refuses if a key exists.
+func Init(dir string, cfg InitConfig) (*Node, error) {
+	if _, err := os.Stat(filepath.Join(dir, secretKeyFile)); err == nil {
+		return nil, fmt.Errorf("%s already has a key (%s); use another DIBS_DIR", dir, secretKeyFile)
+	}
+	if err := makeDirs(dir); err != nil {
+		return nil, err
+	}
+	var id *pgpmsg.Identity
+	var err error
+	if cfg.SecretKey != nil {
+		id, err = pgpmsg.ReadIdentity(cfg.SecretKey)
+		if err != nil {
+			return nil, fmt.Errorf("reading --secret_key_file: %w", err)
+		}
+	} else {
+		if cfg.KeyName == "" {
+			return nil, fmt.Errorf("--key NAME is needed (e.g. --key alice.dibs@example.org)")
+		}
+		id, err = pgpmsg.Generate(cfg.KeyName, time.Now())
+		if err != nil {
+			return nil, err
+		}
+	}
+	opts, err := loadOptions(dir)
+	if err != nil {
+		return nil, err
+	}
+	name := cfg.KeyName
+	if name == "" {
+		name = id.Name()
+	}
+	opts.set["dibsPublicKey"] = name
+	opts.set["dibsPrivateKey"] = name
+	if cfg.Admin != "" {
+		if err := opts.Set("dibsAdmin", cfg.Admin); err != nil {
+			return nil, err
+		}
+	}
+	if err := queue.WriteFileAtomic(filepath.Join(dir, optionsFile), opts.encode(), 0o600); err != nil {
+		return nil, err
+	}
+	if err := writeIdentity(dir, id); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(dir, peersFile)); errors.Is(err, fs.ErrNotExist) {
+		b, _ := encodePeers(nil)
+		if err := queue.WriteFileAtomic(filepath.Join(dir, peersFile), b, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	return Open(dir)
+}
+
+func writeIdentity(dir string, id *pgpmsg.Identity) error {
+	var sec, pub bytes.Buffer
+	if err := id.WriteSecret(&sec); err != nil {
+		return err
+	}
+	if err := id.Public().WriteArmored(&pub); err != nil {
+		return err
+	}
+	if err := queue.WriteFileAtomic(filepath.Join(dir, secretKeyFile), sec.Bytes(), 0o600); err != nil {
+		return err
+	}
+	return queue.WriteFileAtomic(filepath.Join(dir, publicKeyFile), pub.Bytes(), 0o644)
+}
+
+func makeDirs(dir string) error {
+	for _, d := range []string{"", keysDir, peerKeysDir, "db", tmpDirName, "recovery", "storage", "autoBackup", "errorDir"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Open opens an initialized node directory.
+func Open(dir string) (*Node, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(filepath.Join(abs, secretKeyFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNotInitialized
+	}
+	if err != nil {
+		return nil, err
+	}
+	id, err := pgpmsg.ReadIdentity(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", secretKeyFile, err)
+	}
+	if err := makeDirs(abs); err != nil {
+		return nil, err
+	}
+	opts, err := loadOptions(abs)
+	if err != nil {
+		return nil, err
+	}
+	sp, err := queue.Open(abs)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		Dir: abs, Opts: opts, ID: id, Spool: sp,
+		Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		KeepDB: true,
+	}
+	if _, err := n.Peers(); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Close releases the database.
+func (n *Node) Close() error {
+	n.dbMu.Lock()
+	defer n.dbMu.Unlock()
+	if n.db != nil {
+		err := n.db.close()
+		n.db = nil
+		return err
+	}
+	return nil
+}
+
+// TmpDir is where the node writes temporary files (same filesystem as the spool).
+func (n *Node) TmpDir() string { return filepath.Join(n.Dir, tmpDirName) }
+
+// Fingerprint is our key's fingerprint.
+func (n *Node) Fingerprint() pgpmsg.Fingerprint { return n.ID.Fingerprint() }
+
+// lockConfig takes the node's configuration lock (peers.toml, dibsrc.toml writes) for a
+// read-modify-write; it waits for other processes.
+func (n *Node) lockConfig() (func(), error) {
+	f, err := os.OpenFile(filepath.Join(n.Dir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
+
+// Peers returns the peer list, re-read when peers.toml changed on disk.
+func (n *Node) Peers() ([]*Peer, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.reloadPeersLocked(); err != nil {
+		return nil, err
+	}
+	return append([]*Peer(nil), n.peers...), nil
+}
+
+func (n *Node) reloadPeersLocked() error {
+	st, err := os.Stat(filepath.Join(n.Dir, peersFile))
+	var cur peerFileStat
+	if err == nil {
+		cur = peerFileStat{mod: st.ModTime(), size: st.Size(), ok: true}
+	}
+	if cur == n.peerStat && n.keyring != nil {
+		return nil
+	}
+	peers, err := loadPeers(n.Dir)
+	if err != nil {
+		return err
+	}
+	keys := map[string]*pgpmsg.Key{}
+	byFP := map[pgpmsg.Fingerprint]*Peer{}
+	kr := pgpmsg.NewKeyring()
+	for _, p := range peers {
+		f, err := os.Open(n.peerKeyPath(p.Name))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		k, err := pgpmsg.ReadKey(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("key of peer %s: %w", p.Name, err)
+		}
+		keys[p.Name] = k
+		byFP[k.Fingerprint()] = p
+		kr.Add(k)
+	}
+	n.peers, n.keys, n.byFP, n.keyring, n.peerStat = peers, keys, byFP, kr, cur
+	return nil
+}
+
+func (n *Node) peerKeyPath(name string) string {
+	return filepath.Join(n.Dir, peerKeysDir, name+".asc")
+}
+
+// Peer returns the named peer and its key (nil if none was given).
+func (n *Node) Peer(name string) (*Peer, *pgpmsg.Key, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.reloadPeersLocked(); err != nil {
+		return nil, nil, err
+	}
+	for _, p := range n.peers {
+		if p.Name == name {
+			return p, n.keys[name], nil
+		}
+	}
+	return nil, nil, fmt.Errorf("no peer %q (dibs show_database --only peers lists them)", name)
+}
+
+// PeerByFingerprint returns the peer whose key has fingerprint fp.
+func (n *Node) PeerByFingerprint(fp pgpmsg.Fingerprint) (*Peer, *pgpmsg.Key, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.reloadPeersLocked() != nil {
+		return nil, nil, false
+	}
+	p, ok := n.byFP[fp]
+	if !ok {
+		return nil, nil, false
+	}
+	return p, n.keys[p.Name], true
+}
+
+// Keyring holds the keys of every peer: the signers we accept.
+func (n *Node) Keyring() (*pgpmsg.Keyring, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if err := n.reloadPeersLocked(); err != nil {
+		return nil, err
+	}
+	return n.keyring, nil
+}
+
+// savePeers writes the peer list and refreshes the cache. Call with the config lock held.
+func (n *Node) savePeers(peers []*Peer) error {
+	b, err := encodePeers(peers)
+	if err != nil {
+		return err
+	}
+	if err := queue.WriteFileAtomic(filepath.Join(n.Dir, peersFile), b, 0o600); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.keyring = nil // force a reload
+	return n.reloadPeersLocked()
+}
+
+// SetOption validates and writes one option into dibsrc.toml.
+func (n *Node) SetOption(name, value string) error {
+	unlock, err := n.lockConfig()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	opts, err := loadOptions(n.Dir)
+	if err != nil {
+		return err
+	}
+	if err := opts.Set(name, value); err != nil {
+		return err
+	}
+	if err := queue.WriteFileAtomic(filepath.Join(n.Dir, optionsFile), opts.encode(), 0o600); err != nil {
+		return err
+	}
+	n.Opts = opts
+	return nil
+}
+
+// WriteFileAtomic commits data as path: temp file, fsync, rename, fsync dir.
+func WriteFileAtomic(path string, data []byte, perm fs.FileMode) error {
+	return queue.WriteFileAtomic(path, data, perm)
+}

@@ -1,0 +1,190 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/dibs-backup/dibs/pgpmsg"
+	"github.com/dibs-backup/dibs/queue"
+)
+
+// ProtocolVersion is the Dibs-Version this node writes.
+const ProtocolVersion = pgpmsg.Version
+
+// OutMessage is a message to a peer, recorded in the database's outbox in the same
+// transaction as the change that caused it, and sealed into outgoing/<peer>/ after the
+// commit. A crash in between seals it again under the same name and Message-Id, so a
+// reply is neither lost nor doubled in effect.
+type OutMessage struct {
+	Peer      string      `json:"peer"`
+	Type      string      `json:"type"`
+	ID        string      `json:"id"`
+	InReplyTo string      `json:"in_reply_to,omitempty"`
+	Date      time.Time   `json:"date"`
+	Fields    [][2]string `json:"fields,omitempty"`
+	Payload   []byte      `json:"payload,omitempty"`
+	// PayloadFile names a file whose contents are the payload (large payloads).
+	PayloadFile string `json:"payload_file,omitempty"`
+}
+
+// FileName is the outgoing spool name of the message: its date, then its id.
+func (m *OutMessage) FileName() string {
+	return m.Date.UTC().Format("20060102T150405.000000000Z") + "-" + m.ID + ".pgp"
+}
+
+// newOut makes a message to peer with a fresh id.
+func (n *Node) newOut(peer, typ string, fields [][2]string, payload []byte) OutMessage {
+	return OutMessage{Peer: peer, Type: typ, ID: pgpmsg.NewMessageID(), Date: n.Now().UTC(), Fields: fields, Payload: payload}
+}
+
+// addOutbox records m in tx's outbox.
+func addOutbox(tx *bolt.Tx, m OutMessage) error {
+	b := tx.Bucket(bucketOutbox)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return err
+	}
+	return putJSON(b, u64(seq), m)
+}
+
+// Post queues one message for peer: through the outbox, sealed into outgoing/<peer>/.
+// It returns the message's id.
+func (n *Node) Post(peer, typ string, fields [][2]string, payload []byte) (string, error) {
+	if _, _, err := n.Peer(peer); err != nil {
+		return "", err
+	}
+	m := n.newOut(peer, typ, fields, payload)
+	err := n.withDB(func(db *bolt.DB) error {
+		return db.Update(func(tx *bolt.Tx) error { return addOutbox(tx, m) })
+	})
+	if err != nil {
+		return "", err
+	}
+	return m.ID, n.FlushOutbox()
+}
+
+// FlushOutbox seals every message waiting in the outbox into its peer's outgoing box, and
+// removes it from the outbox once the file is durable. A message to a peer without a key
+// stays in the outbox (and is reported) until the peer has one.
+func (n *Node) FlushOutbox() error {
+	n.outboxMu.Lock()
+	defer n.outboxMu.Unlock()
+	type entry struct {
+		key []byte
+		m   OutMessage
+	}
+	var pending []entry
+	err := n.withDB(func(db *bolt.DB) error {
+		return db.View(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketOutbox).ForEach(func(k, v []byte) error {
+				var m OutMessage
+				if err := json.Unmarshal(v, &m); err != nil {
+					return err
+				}
+				pending = append(pending, entry{append([]byte(nil), k...), m})
+				return nil
+			})
+		})
+	})
+	if err != nil || len(pending) == 0 {
+		return err
+	}
+	var (
+		mu       sync.Mutex
+		done     [][]byte
+		firstErr error
+		wg       sync.WaitGroup
+		sem      = make(chan struct{}, 4)
+	)
+	for _, e := range pending {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			err := n.sealInto(e.m)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				return
+			}
+			done = append(done, e.key)
+		}()
+	}
+	wg.Wait()
+	if len(done) > 0 {
+		err := n.withDB(func(db *bolt.DB) error {
+			return db.Update(func(tx *bolt.Tx) error {
+				b := tx.Bucket(bucketOutbox)
+				for _, k := range done {
+					if err := b.Delete(k); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return firstErr
+}
+
+// sealInto seals m and commits it into outgoing/<peer>/.
+func (n *Node) sealInto(m OutMessage) error {
+	_, key, err := n.Peer(m.Peer)
+	if err != nil {
+		return fmt.Errorf("message %s: %w", m.ID, err)
+	}
+	if key == nil {
+		return fmt.Errorf("message %s for %s waits: the peer has no key (dibs edit_peer --peer %s --key_file F)", m.ID, m.Peer, m.Peer)
+	}
+	h := n.header(m, key)
+	var payload io.Reader = bytes.NewReader(m.Payload)
+	if m.PayloadFile != "" {
+		f, err := os.Open(m.PayloadFile)
+		if err != nil {
+			return fmt.Errorf("message %s: payload: %w", m.ID, err)
+		}
+		defer f.Close()
+		payload = f
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		pw.CloseWithError(pgpmsg.Seal(pw, h, payload, n.ID, key))
+	}()
+	_, err = n.Spool.Put(queue.Outgoing(m.Peer), m.FileName(), pr, 0)
+	pr.CloseWithError(err)
+	if err != nil {
+		return fmt.Errorf("message %s for %s: %w", m.ID, m.Peer, err)
+	}
+	return nil
+}
+
+func (n *Node) header(m OutMessage, to *pgpmsg.Key) pgpmsg.Header {
+	var h pgpmsg.Header
+	h.Set(pgpmsg.FieldVersion, ProtocolVersion)
+	h.Set(pgpmsg.FieldType, m.Type)
+	h.Set(pgpmsg.FieldFrom, string(n.Fingerprint()))
+	h.Set(pgpmsg.FieldTo, string(to.Fingerprint()))
+	h.Set(pgpmsg.FieldMessageID, m.ID)
+	h.Set(pgpmsg.FieldDate, m.Date.UTC().Format(time.RFC3339Nano))
+	if m.InReplyTo != "" {
+		h.Set(pgpmsg.FieldInReplyTo, m.InReplyTo)
+	}
+	for _, f := range m.Fields {
+		h.Add(f[0], f[1])
+	}
+	return h
+}

@@ -1,0 +1,176 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/dibs-backup/dibs/queue"
+)
+
+// Talk and listen methods.
+const (
+	Active  = "active"  // talk: push to the peer's daemon; listen: the peer pushes to ours
+	Passive = "passive" // talk: wait in outgoing/ until the peer pulls; listen: we pull from the peer's daemon
+	Mail    = "mail"    // talk: SMTP to the peer's e-mail; listen: our IMAP mailbox
+	Relay   = "relay"   // talk: deposit at the peer's relay; listen: poll our relay
+)
+
+var methods = []string{Active, Passive, Mail, Relay}
+
+// Peer is one entry of the peer list (peers.toml): who the peer is and how to reach it.
+// Usage and liveness are in the database, not here: this file changes only when the
+// user changes it, so it can be kept safe with the key.
+type Peer struct {
+	Name        string `toml:"peer"`
+	Email       string `toml:"email"`
+	Comment     string `toml:"comment,omitempty"`
+	Fingerprint string `toml:"fingerprint,omitempty"`
+	// Talk lists how our messages reach the peer, in order of preference ("active,relay").
+	Talk   string `toml:"talk"`
+	Listen string `toml:"listen"`
+	Host   string `toml:"host,omitempty"`
+	Port   int    `toml:"port,omitempty"`
+	// Relay is where files for this peer are deposited when talk includes relay
+	// (default: our own relayURL).
+	Relay       string `toml:"relay,omitempty"`
+	LocalQuota  int64  `toml:"local_quota"`
+	RemoteQuota int64  `toml:"remote_quota"`
+}
+
+// TalkMethods returns the peer's talk methods in order.
+func (p *Peer) TalkMethods() []string {
+	var out []string
+	for _, m := range strings.Split(p.Talk, ",") {
+		if m = strings.TrimSpace(m); m != "" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Talks reports whether method is one of the peer's talk methods.
+func (p *Peer) Talks(method string) bool {
+	for _, m := range p.TalkMethods() {
+		if m == method {
+			return true
+		}
+	}
+	return false
+}
+
+// DaemonURL is the base URL of the peer's daemon.
+func (p *Peer) DaemonURL() string {
+	h := p.Host
+	if strings.HasPrefix(h, "http://") || strings.HasPrefix(h, "https://") {
+		return strings.TrimRight(h, "/")
+	}
+	port := p.Port
+	if port == 0 {
+		port = 6363
+	}
+	if strings.Contains(h, ":") && !strings.HasPrefix(h, "[") {
+		h = "[" + h + "]"
+	}
+	return fmt.Sprintf("http://%s:%d", h, port)
+}
+
+// validate checks a peer record on its own; opts give defaults it may rely on.
+func (p *Peer) validate(opts *Options) error {
+	if !queue.ValidPeer(p.Name) {
+		return fmt.Errorf("--peer %q must be letters, digits and ._+@- (at most 128)", p.Name)
+	}
+	if p.Email == "" || !strings.Contains(p.Email, "@") || strings.ContainsAny(p.Email, " \r\n<>") {
+		return fmt.Errorf("--email %q is not an e-mail address", p.Email)
+	}
+	talk := p.TalkMethods()
+	if len(talk) == 0 {
+		return fmt.Errorf("--talk must be one of %s (or several, comma-separated)", strings.Join(methods, ", "))
+	}
+	for _, m := range talk {
+		if !oneOf(m, methods) {
+			return fmt.Errorf("--talk must be one of %s (or several, comma-separated)", strings.Join(methods, ", "))
+		}
+	}
+	if !oneOf(p.Listen, methods) {
+		return fmt.Errorf("--listen must be one of %s", strings.Join(methods, ", "))
+	}
+	if (p.Talks(Active) || p.Listen == Passive) && p.Host == "" {
+		return fmt.Errorf("--host is needed when talk is active or listen is passive (we connect to the peer's daemon)")
+	}
+	if p.Port < 0 || p.Port > 65535 {
+		return fmt.Errorf("--port %d is not a TCP port", p.Port)
+	}
+	if p.Relay != "" {
+		if err := checkURL(p.Relay); err != nil {
+			return fmt.Errorf("--relay: %w", err)
+		}
+	}
+	if p.Talks(Relay) && p.Relay == "" && opts.String("relayURL") == "" {
+		return fmt.Errorf("talk relay needs --relay URL (or our relayURL option)")
+	}
+	if p.Listen == Relay && opts.String("relayURL") == "" {
+		return fmt.Errorf("listen relay needs our relayURL option: dibs set_option --name relayURL --value URL")
+	}
+	if p.Listen == Mail && opts.String("imapServer") == "" {
+		return fmt.Errorf("listen mail needs our imapServer option: dibs set_option --name imapServer --value host:port")
+	}
+	if p.LocalQuota < 0 || p.RemoteQuota < 0 {
+		return fmt.Errorf("quotas cannot be negative")
+	}
+	return nil
+}
+
+func oneOf(s string, set []string) bool {
+	for _, x := range set {
+		if s == x {
+			return true
+		}
+	}
+	return false
+}
+
+type peerFile struct {
+	Peers []*Peer `toml:"peer"`
+}
+
+func loadPeers(dir string) ([]*Peer, error) {
+	b, err := os.ReadFile(filepath.Join(dir, peersFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var pf peerFile
+	if _, err := toml.Decode(string(b), &pf); err != nil {
+		return nil, fmt.Errorf("%s: %w", peersFile, err)
+	}
+	seen := map[string]bool{}
+	for _, p := range pf.Peers {
+		if !queue.ValidPeer(p.Name) || seen[p.Name] {
+			return nil, fmt.Errorf("%s: bad or repeated peer name %q", peersFile, p.Name)
+		}
+		seen[p.Name] = true
+	}
+	return pf.Peers, nil
+}
+
+func encodePeers(peers []*Peer) ([]byte, error) {
+	sorted := append([]*Peer(nil), peers...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	var b bytes.Buffer
+	b.WriteString("# dibs peer list. Keep it safe with your secret key (dibs export_recovery_kit).\n")
+	b.WriteString("# Peers' public keys are in keys/peers/<peer>.asc. Quotas are in bytes.\n\n")
+	if err := toml.NewEncoder(&b).Encode(peerFile{Peers: sorted}); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}

@@ -1,0 +1,300 @@
+package agent
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/dibs-backup/dibs/pgpmsg"
+	"github.com/dibs-backup/dibs/queue"
+)
+
+// ProcessResult counts what one processing run did.
+type ProcessResult struct {
+	Processed   int // verified, acted on, removed
+	Quarantined int // moved to quarantine/ with a reason
+	Left        int // left in incoming/ for a later run (busy elsewhere, or a temporary failure)
+}
+
+// retryLater marks a handler error as temporary: the file stays in incoming/.
+type retryLater struct{ err error }
+
+func (e retryLater) Error() string { return e.err.Error() }
+func (e retryLater) Unwrap() error { return e.err }
+
+func isTemporary(err error) bool {
+	var r retryLater
+	return errors.As(err, &r) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
+		errors.Is(err, ErrDBBusy) || errors.Is(err, context.Canceled)
+}
+
+// rejection is a message that must not be acted on; its text is the quarantine reason.
+type rejection struct{ reason string }
+
+func (e *rejection) Error() string { return e.reason }
+
+func reject(format string, args ...any) error { return &rejection{fmt.Sprintf(format, args...)} }
+
+// ProcessIncoming opens, verifies and acts on every file in incoming/, oldest first.
+// A file that fails any check goes to quarantine/ with its reason and processing goes on;
+// a message whose Message-Id was processed before changes nothing. Files claimed by
+// another process (a daemon and a cron job running together) are left to it.
+func (n *Node) ProcessIncoming(ctx context.Context) (ProcessResult, error) {
+	entries, err := n.Spool.List(queue.Incoming)
+	if err != nil {
+		return ProcessResult{}, err
+	}
+	var res ProcessResult
+	if len(entries) == 0 {
+		return res, nil
+	}
+	err = n.withDB(func(db *bolt.DB) error {
+		res = n.processEntries(ctx, db, entries)
+		return nil
+	})
+	if err != nil {
+		return res, err
+	}
+	if err := n.FlushOutbox(); err != nil {
+		return res, err
+	}
+	return res, ctx.Err()
+}
+
+func (n *Node) processEntries(ctx context.Context, db *bolt.DB, entries []queue.Entry) ProcessResult {
+	var (
+		mu  sync.Mutex
+		res ProcessResult
+		wg  sync.WaitGroup
+	)
+	work := make(chan queue.Entry)
+	flush := make(chan struct{}, 1)
+	flushDone := make(chan struct{})
+	go func() { // one flusher seals the replies of committed messages while workers go on
+		defer close(flushDone)
+		for range flush {
+			if err := n.FlushOutbox(); err != nil {
+				n.Log.Warn("outbox", "err", err)
+			}
+		}
+	}()
+	workers := 4 * runtime.GOMAXPROCS(0)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range work {
+				outcome := n.processOne(db, e.Name)
+				mu.Lock()
+				switch outcome {
+				case outProcessed:
+					res.Processed++
+				case outQuarantined:
+					res.Quarantined++
+				default:
+					res.Left++
+				}
+				mu.Unlock()
+				if outcome == outProcessed {
+					select {
+					case flush <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for _, e := range entries {
+		if ctx.Err() != nil {
+			break
+		}
+		work <- e
+	}
+	close(work)
+	wg.Wait()
+	close(flush)
+	<-flushDone
+	n.pruneSeen(db)
+	return res
+}
+
+type outcome int
+
+const (
+	outLeft outcome = iota
+	outProcessed
+	outQuarantined
+)
+
+// ProcessFile processes one message file. A file outside incoming/ is first copied in
+// (durably), so that it is handled exactly like a delivered one.
+func (n *Node) ProcessFile(path string) (ProcessResult, error) {
+	name := filepath.Base(path)
+	abs, _ := filepath.Abs(path)
+	if filepath.Dir(abs) != n.Spool.Dir(queue.Incoming) {
+		f, err := os.Open(path)
+		if err != nil {
+			return ProcessResult{}, err
+		}
+		defer f.Close()
+		if !queue.ValidName(name) {
+			name = queue.NewName(n.Now(), ".pgp")
+		}
+		if _, err := n.Spool.Put(queue.Incoming, name, f, n.Opts.Int("maxMsgSize")); err != nil {
+			return ProcessResult{}, err
+		}
+	}
+	var res ProcessResult
+	err := n.withDB(func(db *bolt.DB) error {
+		switch n.processOne(db, name) {
+		case outProcessed:
+			res.Processed++
+		case outQuarantined:
+			res.Quarantined++
+		default:
+			res.Left++
+		}
+		return nil
+	})
+	if err != nil {
+		return res, err
+	}
+	return res, n.FlushOutbox()
+}
+
+// processOne claims, verifies and acts on one incoming file.
+func (n *Node) processOne(db *bolt.DB, name string) outcome {
+	c, err := n.Spool.Claim(queue.Incoming, name)
+	if err != nil {
+		return outLeft // busy with another worker, or already gone
+	}
+	log := n.Log.With("msg", name)
+	quarantine := func(reason string) outcome {
+		log.Warn("quarantined", "reason", reason)
+		if err := c.Quarantine(reason); err != nil {
+			log.Error("quarantine failed", "err", err)
+			return outLeft
+		}
+		return outQuarantined
+	}
+	maxSize := n.Opts.Int("maxMsgSize")
+	if c.Size() > maxSize {
+		return quarantine(fmt.Sprintf("oversized: %d bytes, more than maxMsgSize %d", c.Size(), maxSize))
+	}
+	kr, err := n.Keyring()
+	if err != nil {
+		c.Release()
+		log.Error("peer list", "err", err)
+		return outLeft
+	}
+	msg, err := pgpmsg.Open(c.Reader(), n.ID, kr, pgpmsg.OpenOptions{MaxSize: maxSize, TempDir: n.TmpDir()})
+	if err != nil {
+		return quarantine(err.Error())
+	}
+	defer msg.Close()
+	peer, _, ok := n.PeerByFingerprint(msg.Signer.Fingerprint())
+	if !ok {
+		return quarantine("signer " + string(msg.Signer.Fingerprint()) + " is no longer a peer")
+	}
+	log = log.With("peer", peer.Name, "type", msg.Header.Get(pgpmsg.FieldType))
+	now := n.Now()
+	date, err := msg.Header.Date()
+	if err != nil {
+		return quarantine(err.Error())
+	}
+	if age := now.Sub(date); age > n.Opts.Duration("maxMsgAge") {
+		return quarantine(fmt.Sprintf("stale: Date %s is older than maxMsgAge (%s)", date.Format(time.RFC3339), n.Opts.Duration("maxMsgAge")))
+	}
+	if skew := date.Sub(now); skew > n.Opts.Duration("clockSkew") {
+		return quarantine(fmt.Sprintf("Date %s is %s in the future (clockSkew allows %s)", date.Format(time.RFC3339), skew.Round(time.Second), n.Opts.Duration("clockSkew")))
+	}
+	typ := msg.Header.Get(pgpmsg.FieldType)
+	h, ok := handlers[typ]
+	if !ok {
+		return quarantine("unknown message type " + typ)
+	}
+	id := msg.Header.Get(pgpmsg.FieldMessageID)
+	idKey, err := hex.DecodeString(id)
+	if err != nil {
+		return quarantine("bad Message-Id")
+	}
+	err = db.Batch(func(tx *bolt.Tx) error {
+		seen := tx.Bucket(bucketSeen)
+		if seen.Get(idKey) != nil {
+			return reject("replay: Message-Id %s was processed before", id)
+		}
+		req := &Request{Node: n, Tx: tx, Peer: peer, Msg: msg, Header: msg.Header, Now: now}
+		if err := h(req); err != nil {
+			return err
+		}
+		ps, err := peerState(tx, peer.Name)
+		if err != nil {
+			return err
+		}
+		if date.After(ps.LastHeard) {
+			ps.LastHeard = date
+		}
+		if err := putPeerState(tx, peer.Name, ps); err != nil {
+			return err
+		}
+		return seen.Put(idKey, u64(uint64(date.Unix())))
+	})
+	if err != nil {
+		if isTemporary(err) {
+			log.Warn("left for a later run", "err", err)
+			c.Release()
+			return outLeft
+		}
+		return quarantine(err.Error())
+	}
+	if err := c.Ack(); err != nil {
+		log.Error("ack", "err", err) // processed; a second run sees the Message-Id and drops it
+	}
+	log.Info("processed")
+	return outProcessed
+}
+
+// pruneSeen forgets Message-Ids whose Date is so old that the Date check alone now
+// refuses them: the replay table stays bounded.
+func (n *Node) pruneSeen(db *bolt.DB) {
+	horizon := n.Now().Add(-n.Opts.Duration("maxMsgAge") - n.Opts.Duration("clockSkew") - time.Hour).Unix()
+	var old [][]byte
+	db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSeen).ForEach(func(k, v []byte) error {
+			if len(v) == 8 && int64(beUint64(v)) < horizon {
+				old = append(old, append([]byte(nil), k...))
+			}
+			return nil
+		})
+	})
+	if len(old) == 0 {
+		return
+	}
+	db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketSeen)
+		for _, k := range old {
+			b.Delete(k)
+		}
+		return nil
+	})
+}
+
+func beUint64(b []byte) uint64 {
+	var v uint64
+	for _, x := range b {
+		v = v<<8 | uint64(x)
+	}
+	return v
+}
+
+var _ = io.EOF

@@ -1,0 +1,117 @@
+package agent
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dibs-backup/dibs/queue"
+)
+
+// Sections of show_database, in output order.
+var Sections = []string{"peers", "files", "storage", "recovery", "probe", "stats", "posted_contracts", "proposed_contracts"}
+
+// PeerRow is one peer as show_database prints it (the JSON field names are a contract).
+type PeerRow struct {
+	Peer        string  `json:"peer"`
+	Email       string  `json:"email"`
+	Comment     string  `json:"comment"`
+	Fingerprint string  `json:"fingerprint"`
+	Talk        string  `json:"talk"`
+	Listen      string  `json:"listen"`
+	Host        string  `json:"host"`
+	Port        int     `json:"port"`
+	Relay       string  `json:"relay"`
+	LocalQuota  int64   `json:"local_quota"`
+	LocalUsed   int64   `json:"local_used"`
+	RemoteQuota int64   `json:"remote_quota"`
+	RemoteUsed  int64   `json:"remote_used"`
+	LastHeard   *string `json:"last_heard"`
+	LastMethod  string  `json:"last_method"`
+	LastError   string  `json:"last_error"`
+	QueueDepth  int     `json:"queue_depth"`
+}
+
+// FileRow is one stored file.
+type FileRow struct {
+	Name    string `json:"name"`
+	Version int    `json:"version"`
+	Size    int64  `json:"size"`
+	Pieces  int    `json:"pieces"`
+	Status  string `json:"status"`
+}
+
+// StorageRow is what we hold for one peer.
+type StorageRow struct {
+	Peer   string `json:"peer"`
+	Pieces int    `json:"pieces"`
+	Bytes  int64  `json:"bytes"`
+}
+
+// RecoveryRow is one recovery in progress or done.
+type RecoveryRow struct {
+	Name  string `json:"name"`
+	State string `json:"state"`
+}
+
+// Database gathers the sections of show_database.
+func (n *Node) Database(only string) (map[string]any, error) {
+	if only != "" && !oneOf(only, Sections) {
+		return nil, fmt.Errorf("--only must be one of %s", strings.Join(Sections, ", "))
+	}
+	out := map[string]any{}
+	want := func(s string) bool { return only == "" || only == s }
+	if want("peers") {
+		rows, err := n.peerRows()
+		if err != nil {
+			return nil, err
+		}
+		out["peers"] = rows
+	}
+	// The backup engine fills these; until something is stored they are empty lists.
+	for _, s := range []string{"probe", "stats", "posted_contracts", "proposed_contracts"} {
+		if want(s) {
+			out[s] = []any{}
+		}
+	}
+	if want("files") {
+		out["files"] = []FileRow{}
+	}
+	if want("storage") {
+		out["storage"] = []StorageRow{}
+	}
+	if want("recovery") {
+		out["recovery"] = []RecoveryRow{}
+	}
+	return out, nil
+}
+
+func (n *Node) peerRows() ([]PeerRow, error) {
+	peers, err := n.Peers()
+	if err != nil {
+		return nil, err
+	}
+	states, err := n.PeerStates()
+	if err != nil {
+		return nil, err
+	}
+	rows := []PeerRow{}
+	for _, p := range peers {
+		st := states[p.Name]
+		r := PeerRow{
+			Peer: p.Name, Email: p.Email, Comment: p.Comment, Fingerprint: p.Fingerprint,
+			Talk: p.Talk, Listen: p.Listen, Host: p.Host, Port: p.Port, Relay: p.Relay,
+			LocalQuota: p.LocalQuota, LocalUsed: st.LocalUsed, RemoteQuota: p.RemoteQuota, RemoteUsed: st.RemoteUsed,
+			LastMethod: st.LastMethod, LastError: st.LastError,
+		}
+		if !st.LastHeard.IsZero() {
+			s := st.LastHeard.UTC().Format(time.RFC3339)
+			r.LastHeard = &s
+		}
+		if es, err := n.Spool.List(queue.Outgoing(p.Name)); err == nil {
+			r.QueueDepth = len(es)
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
+}

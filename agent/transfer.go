@@ -1,0 +1,256 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/dibs-backup/dibs/queue"
+)
+
+// Transports are the ways spool files move, by method name (Active, Relay, Mail for
+// talk; Passive, Relay, Mail for listen). cmd builds them from the options; testenv
+// builds its own, wrapped with faults.
+type Transports struct {
+	Senders map[string]queue.Sender
+	Pollers map[string]queue.Poller
+}
+
+// SendResult counts what one delivery run did.
+type SendResult struct {
+	Sent        int
+	Waiting     int // left queued: passive peers, unreachable peers, retry not yet due
+	Quarantined int // no method can ever deliver them
+}
+
+// endpoint is where method delivers files for p.
+func (n *Node) endpoint(p *Peer, method string) (queue.Endpoint, error) {
+	_, key, err := n.Peer(p.Name)
+	if err != nil {
+		return queue.Endpoint{}, err
+	}
+	ep := queue.Endpoint{Peer: p.Name}
+	if key != nil {
+		ep.Key = string(key.Fingerprint())
+	}
+	switch method {
+	case Active:
+		ep.Addr = p.DaemonURL()
+	case Relay:
+		ep.Addr = p.Relay
+		if ep.Addr == "" {
+			ep.Addr = n.Opts.String("relayURL")
+		}
+	case Mail:
+		ep.Addr = p.Email
+	default:
+		return ep, fmt.Errorf("talk method %q cannot send", method)
+	}
+	return ep, nil
+}
+
+// SendOutgoing delivers the files in outgoing/ by each peer's talk methods (only peer's, if
+// peer is not ""). A file is removed only after its transport reports it stored durably at
+// the next hop. A peer's later talk methods are tried for a file once it has waited
+// talkRetryDelay per earlier method. Temporary failures leave files queued; a file that
+// every method refuses for good goes to quarantine/ with the reasons.
+func (n *Node) SendOutgoing(ctx context.Context, peer string) (SendResult, error) {
+	var res SendResult
+	names, err := n.Spool.Peers()
+	if err != nil {
+		return res, err
+	}
+	var errs []error
+	for _, name := range names {
+		if peer != "" && name != peer {
+			continue
+		}
+		p, _, err := n.Peer(name)
+		if err != nil {
+			es, _ := n.Spool.List(queue.Outgoing(name))
+			res.Waiting += len(es)
+			continue // files for a deleted peer stay until someone decides
+		}
+		r, err := n.sendPeer(ctx, p, "")
+		res.Sent += r.Sent
+		res.Waiting += r.Waiting
+		res.Quarantined += r.Quarantined
+		if err != nil {
+			errs = append(errs, fmt.Errorf("peer %s: %w", name, err))
+		}
+	}
+	return res, errors.Join(errs...)
+}
+
+// SendFile delivers one file of outgoing/<peer>/ now.
+func (n *Node) SendFile(ctx context.Context, peer, name string) error {
+	p, _, err := n.Peer(peer)
+	if err != nil {
+		return err
+	}
+	r, err := n.sendPeer(ctx, p, name)
+	if err != nil {
+		return err
+	}
+	if r.Sent == 0 {
+		return fmt.Errorf("%s was not sent (talk %s)", name, p.Talk)
+	}
+	return nil
+}
+
+func (n *Node) sendPeer(ctx context.Context, p *Peer, only string) (SendResult, error) {
+	var res SendResult
+	entries, err := n.Spool.List(queue.Outgoing(p.Name))
+	if err != nil {
+		return res, err
+	}
+	var methods []string
+	for _, m := range p.TalkMethods() {
+		if m != Passive {
+			methods = append(methods, m)
+		}
+	}
+	down := map[string]error{} // methods that failed temporarily in this run: the peer is away
+	var lastErr error
+	for _, e := range entries {
+		if only != "" && e.Name != only {
+			continue
+		}
+		if len(methods) == 0 || ctx.Err() != nil {
+			res.Waiting++
+			continue
+		}
+		c, err := n.Spool.Claim(e.Box, e.Name)
+		if err != nil {
+			continue // being sent or pulled by someone else
+		}
+		age := n.Now().Sub(e.ModTime)
+		var refusals []string
+		sent := false
+		tried := 0
+		for i, m := range methods {
+			if i > 0 && age < time.Duration(i)*n.Opts.Duration("talkRetryDelay") {
+				break
+			}
+			if err := down[m]; err != nil {
+				tried++
+				continue
+			}
+			tried++
+			err := n.sendVia(ctx, p, m, c)
+			if err == nil {
+				sent = true
+				n.updatePeerState(p.Name, func(ps *PeerState) {
+					ps.LastMethod, ps.LastSent = m, n.Now().UTC()
+				})
+				n.Log.Info("sent", "peer", p.Name, "msg", e.Name, "transport", m)
+				break
+			}
+			lastErr = err
+			n.Log.Warn("send failed", "peer", p.Name, "msg", e.Name, "transport", m, "err", err)
+			n.updatePeerState(p.Name, func(ps *PeerState) {
+				ps.LastError, ps.LastErrorAt = m+": "+err.Error(), n.Now().UTC()
+			})
+			if queue.IsPermanent(err) {
+				refusals = append(refusals, m+": "+err.Error())
+			} else {
+				down[m] = err
+			}
+		}
+		switch {
+		case sent:
+			c.Ack()
+			res.Sent++
+		case len(refusals) == len(methods) && tried == len(methods):
+			c.Quarantine("undeliverable to " + p.Name + ": " + strings.Join(refusals, "; "))
+			res.Quarantined++
+		default:
+			c.Release()
+			res.Waiting++
+		}
+	}
+	if res.Sent == 0 && lastErr != nil {
+		return res, lastErr
+	}
+	return res, nil
+}
+
+func (n *Node) sendVia(ctx context.Context, p *Peer, method string, c *queue.Claim) error {
+	s, ok := n.Transports.Senders[method]
+	if !ok {
+		return queue.Permanent(fmt.Errorf("no %s transport is configured", method))
+	}
+	ep, err := n.endpoint(p, method)
+	if err != nil {
+		return queue.Permanent(err)
+	}
+	if ep.Addr == "" {
+		return queue.Permanent(fmt.Errorf("no address for talk %s", method))
+	}
+	path := c.Path()
+	msg := queue.Message{Name: c.Name(), Size: c.Size(), Body: func() (io.ReadCloser, error) { return os.Open(path) }}
+	return s.Send(ctx, ep, msg)
+}
+
+// Sink commits a received file into incoming/, refusing files over maxMsgSize.
+func (n *Node) Sink() queue.Sink {
+	return func(name string, r io.Reader) error {
+		if !queue.ValidName(name) {
+			name = queue.NewName(n.Now(), ".pgp")
+		}
+		_, err := n.Spool.Put(queue.Incoming, name, r, n.Opts.Int("maxMsgSize"))
+		return err
+	}
+}
+
+// PollPassives pulls the files addressed to us: from each peer we listen to passively,
+// from our relay, and from our mailbox. It returns how many files arrived; one source
+// failing does not stop the others.
+func (n *Node) PollPassives(ctx context.Context) (int, error) {
+	peers, err := n.Peers()
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	var errs []error
+	poll := func(method string, ep queue.Endpoint) {
+		p, ok := n.Transports.Pollers[method]
+		if !ok {
+			errs = append(errs, fmt.Errorf("listen %s: no transport is configured", method))
+			return
+		}
+		k, err := p.Poll(ctx, ep, n.Sink())
+		total += k
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listen %s %s: %w", method, ep.Addr, err))
+			n.Log.Warn("poll failed", "transport", method, "peer", ep.Peer, "err", err)
+		} else if k > 0 {
+			n.Log.Info("polled", "transport", method, "peer", ep.Peer, "files", k)
+		}
+	}
+	me := string(n.Fingerprint())
+	relay, mail := false, false
+	for _, p := range peers {
+		switch p.Listen {
+		case Passive:
+			poll(Passive, queue.Endpoint{Peer: p.Name, Key: me, Addr: p.DaemonURL()})
+		case Relay:
+			relay = true
+		case Mail:
+			mail = true
+		}
+	}
+	if relay || n.Opts.String("relayURL") != "" {
+		if u := n.Opts.String("relayURL"); u != "" {
+			poll(Relay, queue.Endpoint{Key: me, Addr: u})
+		}
+	}
+	if mail {
+		poll(Mail, queue.Endpoint{Key: me, Addr: n.Opts.String("imapServer")})
+	}
+	return total, errors.Join(errs...)
+}

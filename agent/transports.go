@@ -1,0 +1,89 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/dibs-backup/dibs/mailbox"
+	"github.com/dibs-backup/dibs/queue"
+	"github.com/dibs-backup/dibs/relay"
+)
+
+// DefaultTransports builds the transports the node's options describe: the relay
+// protocol client for active push, passive pull and relays, and SMTP/IMAP for mail.
+// A mail transport whose settings are wrong reports that on every use instead.
+func DefaultTransports(n *Node) Transports {
+	rc := &relay.Client{ID: n.ID, MaxFileSize: n.Opts.Int("maxMsgSize")}
+	t := Transports{
+		Senders: map[string]queue.Sender{Active: rc, Relay: rc},
+		Pollers: map[string]queue.Poller{Passive: rc, Relay: rc},
+	}
+	if s, err := mailbox.NewSender(n.smtpConfig()); err != nil {
+		t.Senders[Mail] = brokenTransport{fmt.Errorf("smtp settings: %w", err)}
+	} else {
+		t.Senders[Mail] = s
+	}
+	if n.Opts.String("imapServer") != "" {
+		if p, err := mailbox.NewPoller(n.imapConfig()); err != nil {
+			t.Pollers[Mail] = brokenTransport{fmt.Errorf("imap settings: %w", err)}
+		} else {
+			t.Pollers[Mail] = p
+		}
+	}
+	return t
+}
+
+func (n *Node) smtpConfig() mailbox.SMTPConfig {
+	o := n.Opts
+	from := o.String("dibsAdmin")
+	return mailbox.SMTPConfig{
+		Server: o.String("smtpServer"), User: o.String("smtpUser"), Password: o.String("smtpPassword"),
+		PasswordFile: o.Path("smtpPasswordFile"), TLS: o.String("smtpTLS"), From: from,
+		CAFile: o.Path("mailCAFile"), MaxMessageSize: o.Int("mailMaxSize"),
+		Timeout: o.Duration("daemonTimeout"),
+	}
+}
+
+func (n *Node) imapConfig() mailbox.IMAPConfig {
+	o := n.Opts
+	return mailbox.IMAPConfig{
+		Server: o.String("imapServer"), User: o.String("imapUser"), Password: o.String("imapPassword"),
+		PasswordFile: o.Path("imapPasswordFile"), Mailbox: o.String("imapMailbox"), TLS: o.String("imapTLS"),
+		CAFile: o.Path("mailCAFile"), MaxMessageSize: o.Int("maxMsgSize")*14/10 + 64<<10,
+		Timeout: o.Duration("daemonTimeout"),
+	}
+}
+
+// brokenTransport stands for a transport that could not be built: it fails every call
+// with the reason, marked permanent.
+type brokenTransport struct{ err error }
+
+func (b brokenTransport) Send(context.Context, queue.Endpoint, queue.Message) error {
+	return queue.Permanent(b.err)
+}
+
+func (b brokenTransport) Poll(context.Context, queue.Endpoint, queue.Sink) (int, error) {
+	return 0, queue.Permanent(b.err)
+}
+
+// HelloInfo is what a daemon says of itself.
+type HelloInfo = relay.HelloInfo
+
+// Hello asks the daemon at host:port who it is (send_hello --host --port).
+func (n *Node) Hello(ctx context.Context, host string, port int) (HelloInfo, error) {
+	p := &Peer{Host: host, Port: port}
+	c := &relay.Client{ID: n.ID}
+	return c.Hello(ctx, p.DaemonURL())
+}
+
+// ImportMaildir takes the dibs mails addressed to us out of a Maildir into incoming/.
+func (n *Node) ImportMaildir(dir string) (int, error) {
+	return mailbox.ImportMaildir(dir, string(n.Fingerprint()), n.Sink())
+}
+
+var (
+	_ = io.EOF
+	_ = strconv.Itoa
+)

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+)
+
+func init() {
+	register(&command{
+		name:     "help",
+		synopsis: "[COMMAND]",
+		help:     "List the commands, or show one command's flags and what it does.",
+		run:      runHelp,
+	})
+}
+
+func runHelp(a *App, fs *flag.FlagSet) error { return nil } // Main calls helpCommand instead
+
+// helpCommand is `dibs help [COMMAND]`: the one command that takes a plain argument.
+func (a *App) helpCommand(args []string) int {
+	switch len(args) {
+	case 0:
+		printCommands(a.Stdout)
+		return exitOK
+	case 1:
+		c, ok := commands[strings.TrimLeft(args[0], "-")]
+		if !ok {
+			fmt.Fprintf(a.Stderr, "dibs: help: unknown command %q; dibs help lists them\n", args[0])
+			return exitUsage
+		}
+		printHelp(a.Stdout, c)
+		return exitOK
+	}
+	fmt.Fprintln(a.Stderr, "dibs: help: give at most one command")
+	return exitUsage
+}
+
+func printHelp(w io.Writer, c *command) {
+	fmt.Fprintf(w, "usage: dibs %s %s\n\n%s\n", c.name, c.synopsis, c.help)
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	if c.flags != nil {
+		c.flags(fs)
+	}
+	var b strings.Builder
+	fs.VisitAll(func(f *flag.Flag) {
+		fmt.Fprintf(&b, "  --%s\t%s\n", f.Name, f.Usage)
+	})
+	if b.Len() > 0 {
+		fmt.Fprintf(w, "\nflags:\n%s", b.String())
+	}
+}
+
+func printCommands(w io.Writer) {
+	fmt.Fprintln(w, "usage: dibs COMMAND [--flag value | --flag=value] ...")
+	fmt.Fprintln(w, "DIBS_DIR selects the node directory (default ~/.dibs). dibs help COMMAND tells more.")
+	fmt.Fprintln(w)
+	for _, c := range sortedCommands() {
+		first, _, _ := strings.Cut(c.help, "\n")
+		fmt.Fprintf(w, "  %-20s %s\n", c.name, first)
+	}
+}

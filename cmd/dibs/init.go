@@ -1,0 +1,53 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/dibs-backup/dibs/agent"
+)
+
+func init() {
+	register(&command{
+		name:     "init",
+		synopsis: "--key NAME [--admin EMAIL] [--secret_key_file F]",
+		help: `Create DIBS_DIR with a default dibsrc.toml and a new OpenPGP key (no passphrase)
+whose user id is NAME (e.g. alice.dibs@example.org). With --secret_key_file, use an
+existing unprotected secret key (gpg --export-secret-keys --armor) instead.
+Refuses if DIBS_DIR already has a key.`,
+		flags: func(fs *flag.FlagSet) {
+			fs.String("key", "", "the key's name (user id), e.g. alice.dibs@example.org")
+			fs.String("admin", "", "the owner's real e-mail address (dibsAdmin)")
+			fs.String("secret_key_file", "", "use this armored secret key instead of making one")
+		},
+		run: runInit,
+	})
+}
+
+func runInit(a *App, fs *flag.FlagSet) error {
+	set := given(fs)
+	if !set["key"] && !set["secret_key_file"] {
+		return usagef("--key NAME is required, e.g. --key alice.dibs@example.org (dibs help init)")
+	}
+	dir, err := a.dibsDir()
+	if err != nil {
+		return err
+	}
+	cfg := agent.InitConfig{KeyName: fs.Lookup("key").Value.String(), Admin: fs.Lookup("admin").Value.String()}
+	if f := fs.Lookup("secret_key_file").Value.String(); f != "" {
+		kf, err := os.Open(f)
+		if err != nil {
+			return fmt.Errorf("--secret_key_file: %w", err)
+		}
+		defer kf.Close()
+		cfg.SecretKey = kf
+	}
+	n, err := agent.Init(dir, cfg)
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	fmt.Fprintf(a.Stdout, "initialized %s\nkey %s %s\n", n.Dir, n.ID.Name(), n.Fingerprint())
+	return nil
+}

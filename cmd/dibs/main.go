@@ -1,0 +1,181 @@
+// Command dibs is the peer-to-peer backup agent: `dibs COMMAND [--flag value] ...`.
+// `dibs help` lists the commands; ../shared/CLI.md is the contract they keep.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/dibs-backup/dibs/agent"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1 // the command failed
+	exitUsage = 2 // the command line is wrong
+)
+
+// App is one invocation's world: where output goes and the environment it reads.
+// Tests build their own.
+type App struct {
+	Stdout, Stderr io.Writer
+	Stdin          io.Reader
+	Getenv         func(string) string
+	Ctx            context.Context
+}
+
+// command is one CLI command: its name, its flags and help, and what it does.
+type command struct {
+	name     string
+	synopsis string // flags, as in CLI.md
+	help     string // what it does, a few lines
+	flags    func(fs *flag.FlagSet) // declares the flags
+	run      func(a *App, fs *flag.FlagSet) error
+}
+
+var commands = map[string]*command{}
+
+func register(c *command) { commands[c.name] = c }
+
+// usageError is a wrong command line: exit code 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	a := &App{Stdout: os.Stdout, Stderr: os.Stderr, Stdin: os.Stdin, Getenv: os.Getenv, Ctx: ctx}
+	code := a.Main(os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// Main runs one command line and returns the exit code. Every failure is one line on
+// stderr: "dibs: COMMAND: what is wrong".
+func (a *App) Main(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprintln(a.Stderr, "dibs: no command given; dibs help lists them")
+		return exitUsage
+	}
+	name := args[0]
+	if name == "-h" || name == "--help" || name == "-help" {
+		name = "help"
+	}
+	if name == "help" {
+		return a.helpCommand(args[1:])
+	}
+	c, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(a.Stderr, "dibs: unknown command %q; dibs help lists them\n", name)
+		return exitUsage
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	if c.flags != nil {
+		c.flags(fs)
+	}
+	err := fs.Parse(args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		printHelp(a.Stdout, c)
+		return exitOK
+	}
+	if err != nil {
+		err = usagef("%s (dibs help %s)", strings.Replace(err.Error(), " -", " --", 1), name)
+	} else if fs.NArg() > 0 {
+		err = usagef("unexpected argument %q: every value goes with a --flag (dibs help %s)", fs.Arg(0), name)
+	} else {
+		err = c.run(a, fs)
+	}
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(a.Stderr, "dibs: %s: %s\n", name, oneLine(err.Error()))
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	return exitError
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}
+
+// dibsDir is DIBS_DIR, default ~/.dibs.
+func (a *App) dibsDir() (string, error) {
+	if d := a.Getenv("DIBS_DIR"); d != "" {
+		return filepath.Abs(d)
+	}
+	home := a.Getenv("HOME")
+	if home == "" {
+		h, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("set DIBS_DIR or HOME")
+		}
+		home = h
+	}
+	return filepath.Join(home, ".dibs"), nil
+}
+
+// node opens the node in DIBS_DIR with the transports its options describe.
+func (a *App) node() (*agent.Node, error) {
+	dir, err := a.dibsDir()
+	if err != nil {
+		return nil, err
+	}
+	n, err := agent.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	n.Transports = agent.DefaultTransports(n)
+	return n, nil
+}
+
+// withNode runs fn on the node and closes it.
+func (a *App) withNode(fn func(n *agent.Node) error) error {
+	n, err := a.node()
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	return fn(n)
+}
+
+// need checks that every named flag was given.
+func need(fs *flag.FlagSet, names ...string) error {
+	set := given(fs)
+	for _, n := range names {
+		if !set[n] {
+			return usagef("--%s is required (dibs help %s)", n, fs.Name())
+		}
+	}
+	return nil
+}
+
+// given is the set of flags on the command line.
+func given(fs *flag.FlagSet) map[string]bool {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
+}
+
+func sortedCommands() []*command {
+	out := make([]*command, 0, len(commands))
+	for _, c := range commands {
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}

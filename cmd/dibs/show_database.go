@@ -1,0 +1,104 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/dibs-backup/dibs/agent"
+)
+
+func init() {
+	register(&command{
+		name:     "show_database",
+		synopsis: "[--only peers|files|storage|recovery|probe|stats|posted_contracts|proposed_contracts] [--json]",
+		help: `Print the node database: peers with quotas, use and liveness, stored files, what we
+hold for others, recoveries. --json prints one JSON object whose keys are the sections
+(for scripts; fields may be added, never renamed).`,
+		flags: func(fs *flag.FlagSet) {
+			fs.String("only", "", "print just this section")
+			fs.Bool("json", false, "print JSON for scripts")
+		},
+		run: func(a *App, fs *flag.FlagSet) error {
+			only := fs.Lookup("only").Value.String()
+			return a.withNode(func(n *agent.Node) error {
+				db, err := n.Database(only)
+				if err != nil {
+					return usagef("%s", err)
+				}
+				if fs.Lookup("json").Value.String() == "true" {
+					enc := json.NewEncoder(a.Stdout)
+					enc.SetIndent("", "  ")
+					return enc.Encode(db)
+				}
+				for _, s := range agent.Sections {
+					if v, ok := db[s]; ok {
+						printSection(a.Stdout, s, v)
+					}
+				}
+				return nil
+			})
+		},
+	})
+}
+
+// printSection prints one section as a table, from its JSON form so that text and JSON
+// always show the same fields.
+func printSection(w io.Writer, name string, v any) {
+	raw, _ := json.Marshal(v)
+	var rows []map[string]any
+	json.Unmarshal(raw, &rows)
+	fmt.Fprintf(w, "== %s (%d)\n", name, len(rows))
+	if len(rows) == 0 {
+		return
+	}
+	var cols []string
+	var first map[string]json.RawMessage
+	json.Unmarshal(mustFirst(raw), &first)
+	// Keep the struct's field order: re-read the first object's keys in order.
+	cols = orderedKeys(mustFirst(raw))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(cols, "\t"))
+	for _, r := range rows {
+		var cells []string
+		for _, c := range cols {
+			cell := r[c]
+			if cell == nil {
+				cells = append(cells, "-")
+			} else if f, ok := cell.(float64); ok && (strings.HasSuffix(c, "_quota") || strings.HasSuffix(c, "_used") || c == "bytes" || c == "size") {
+				cells = append(cells, agent.FormatSize(int64(f)))
+			} else {
+				cells = append(cells, fmt.Sprint(cell))
+			}
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+	}
+	tw.Flush()
+}
+
+func mustFirst(raw []byte) []byte {
+	var arr []json.RawMessage
+	if json.Unmarshal(raw, &arr) != nil || len(arr) == 0 {
+		return []byte("{}")
+	}
+	return arr[0]
+}
+
+func orderedKeys(obj []byte) []string {
+	dec := json.NewDecoder(strings.NewReader(string(obj)))
+	var keys []string
+	dec.Token() // {
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			break
+		}
+		keys = append(keys, t.(string))
+		var skip json.RawMessage
+		dec.Decode(&skip)
+	}
+	return keys
+}

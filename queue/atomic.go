@@ -1,0 +1,43 @@
+package queue
+
+import (
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// WriteAtomic streams r into path with the spool's commit sequence (a temp file beside
+// path, fsync, rename, fsync the directory), for directories outside the spool: a carried
+// directory, a relay's store. It creates path's directory if needed.
+func WriteAtomic(path string, r io.Reader, perm fs.FileMode) (int64, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return 0, err
+	}
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return 0, err
+	}
+	tmp := f.Name()
+	fail := func(err error) error { f.Close(); os.Remove(tmp); return err }
+	if err := f.Chmod(perm); err != nil {
+		return 0, fail(err)
+	}
+	n, err := io.CopyBuffer(f, r, make([]byte, 256<<10))
+	if err != nil {
+		return n, fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return n, fail(err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return n, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return n, err
+	}
+	return n, syncDir(dir)
+}
