@@ -97,15 +97,21 @@ func (f *recipientFilter) Read(p []byte) (int, error) {
 	return f.rest.Read(p)
 }
 
+// filterError is the recipients filter's refusal. It wraps ErrForbidden.
+type filterError struct{ msg string }
+
+func (e *filterError) Error() string { return e.msg + ": " + ErrForbidden.Error() }
+func (e *filterError) Unwrap() error { return ErrForbidden }
+
 func checkRecipients(prefix []byte, want []uint64) error {
 	got, err := pgpmsg.Recipients(bytes.NewReader(prefix))
 	if err != nil {
-		return fmt.Errorf("not a sealed OpenPGP message (%v): %w", err, ErrForbidden)
+		return &filterError{fmt.Sprintf("not a sealed OpenPGP message (%v)", err)}
 	}
 	for _, id := range got {
 		if slices.Contains(want, id) {
 			return nil
 		}
 	}
-	return fmt.Errorf("file is not encrypted to the recipient's key: %w", ErrForbidden)
+	return &filterError{"file is not encrypted to the recipient's key"}
 }

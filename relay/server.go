@@ -224,6 +224,9 @@ func (s *Server) deposit(w http.ResponseWriter, r *http.Request, from pgpmsg.Fin
 		body = &recipientFilter{r: body, size: size, want: ids}
 	}
 	if err := s.store.Deposit(from, to, name, size, body); err != nil {
+		if fe := (*filterError)(nil); errors.As(err, &fe) {
+			err = fe // not "queue: put ...: reading request body: ..."
+		}
 		s.fail(w, fmt.Errorf("relay: deposit %s: %w", name, err))
 		return
 	}
@@ -301,7 +304,7 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 func statusOf(err error) int {
 	var bodyErr *bodyError
 	switch {
-	case errors.Is(err, errBadRequest), errors.Is(err, queue.ErrBadName), errors.As(err, &bodyErr):
+	case errors.Is(err, errBadRequest), errors.Is(err, queue.ErrBadName):
 		return http.StatusBadRequest
 	case errors.Is(err, ErrUnauthorized):
 		return http.StatusUnauthorized
@@ -317,6 +320,8 @@ func statusOf(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, ErrOverQuota):
 		return http.StatusInsufficientStorage
+	case errors.As(err, &bodyErr): // last: a refusal met while reading wraps a sentinel above
+		return http.StatusBadRequest
 	}
 	return http.StatusInternalServerError
 }
