@@ -14,10 +14,10 @@ import (
 // The node database is a bbolt file: one writer at a time, every commit fsynced, readers
 // see consistent snapshots. Its buckets:
 var (
-	bucketSeen     = []byte("seen")      // Message-Id (hex) -> Date (unix seconds, 8 bytes): the replay table
-	bucketPeers    = []byte("peers")     // peer name -> PeerState (JSON)
-	bucketOutbox   = []byte("outbox")    // sequence (8 bytes) -> OutMessage (JSON): replies waiting to be sealed
-	bucketRequests = []byte("requests")  // Message-Id -> pending request we sent (JSON), for retries
+	bucketSeen     = []byte("seen")     // Message-Id (hex) -> Date (unix seconds, 8 bytes): the replay table
+	bucketPeers    = []byte("peers")    // peer name -> PeerState (JSON)
+	bucketOutbox   = []byte("outbox")   // sequence (8 bytes) -> OutMessage (JSON): replies waiting to be sealed
+	bucketRequests = []byte("requests") // Message-Id -> pending request we sent (JSON), for retries
 	allBuckets     = [][]byte{bucketSeen, bucketPeers, bucketOutbox, bucketRequests}
 )
 

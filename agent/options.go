@@ -22,13 +22,13 @@ import (
 type optKind int
 
 const (
-	kindString optKind = iota
-	kindInt            // a whole number
-	kindSeconds        // a whole number of seconds
-	kindSize           // DIBS size units, stored as bytes
-	kindBool           // 0/1, true/false
-	kindEnum           // one of choices
-	kindPath           // a file or directory; relative to DIBS_DIR
+	kindString  optKind = iota
+	kindInt             // a whole number
+	kindSeconds         // a whole number of seconds
+	kindSize            // DIBS size units, stored as bytes
+	kindBool            // 0/1, true/false
+	kindEnum            // one of choices
+	kindPath            // a file or directory; relative to DIBS_DIR
 )
 
 type optDef struct {

@@ -37,8 +37,8 @@ type App struct {
 // command is one CLI command: its name, its flags and help, and what it does.
 type command struct {
 	name     string
-	synopsis string // flags, as in CLI.md
-	help     string // what it does, a few lines
+	synopsis string                 // flags, as in CLI.md
+	help     string                 // what it does, a few lines
 	flags    func(fs *flag.FlagSet) // declares the flags
 	run      func(a *App, fs *flag.FlagSet) error
 }
