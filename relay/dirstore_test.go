@@ -1,0 +1,174 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/dibs-backup/dibs/queue"
+)
+
+func relayEndpoint(t *testing.T, r *relayServer, to string) queue.Endpoint {
+	return queue.Endpoint{Peer: to, Key: string(fp(t, to)), Addr: r.url}
+}
+
+func TestRelay_DepositAndCollect(t *testing.T) {
+	r := newRelay(t, DirOptions{}, "alice", "bob")
+	data := sealed(t, "bob", "alice", 3000)
+	if err := newClient(t, "bob").Send(context.Background(), relayEndpoint(t, r, "alice"), message("m1.pgp", data)); err != nil {
+		t.Fatal(err)
+	}
+	// Bob cannot collect what he left for alice.
+	if n, err := newClient(t, "bob").Poll(context.Background(), relayEndpoint(t, r, "bob"), (&memSink{}).sink); n != 0 || err != nil {
+		t.Fatalf("bob's Poll = %d, %v; want 0, nil", n, err)
+	}
+	s := &memSink{}
+	n, err := newClient(t, "alice").Poll(context.Background(), relayEndpoint(t, r, "alice"), s.sink)
+	if n != 1 || err != nil || string(s.files["m1.pgp"]) != string(data) {
+		t.Fatalf("alice's Poll = %d, %v, %d files", n, err, len(s.files))
+	}
+	if es, _ := r.store.List(fp(t, "alice")); len(es) != 0 {
+		t.Fatalf("relay still holds %v", es)
+	}
+}
+
+func TestRelay_StrangerCannotDeposit(t *testing.T) {
+	r := newRelay(t, DirOptions{}, "alice", "bob")
+	err := newClient(t, "mallory").Send(context.Background(), relayEndpoint(t, r, "alice"), message("m.pgp", sealed(t, "mallory", "alice", 10)))
+	if !errors.Is(err, ErrForbidden) || !queue.IsPermanent(err) {
+		t.Fatalf("stranger's deposit = %v; want a permanent ErrForbidden", err)
+	}
+	if err := r.store.Deposit(fp(t, "mallory"), fp(t, "alice"), "m.pgp", 1, nil); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("Store.Deposit from a stranger = %v", err)
+	}
+}
+
+func TestRelay_DepositForNonAllowedRecipientRefused(t *testing.T) {
+	r := newRelay(t, DirOptions{}, "alice", "bob")
+	err := newClient(t, "bob").Send(context.Background(), relayEndpoint(t, r, "dave"), message("m.pgp", sealed(t, "bob", "dave", 10)))
+	if !errors.Is(err, ErrForbidden) || !queue.IsPermanent(err) {
+		t.Fatalf("deposit for dave = %v; want a permanent ErrForbidden", err)
+	}
+}
+
+func TestRelay_MisaddressedFileRefused(t *testing.T) {
+	r := newRelay(t, DirOptions{}, "alice", "bob", "carol")
+	err := newClient(t, "bob").Send(context.Background(), relayEndpoint(t, r, "alice"), message("m.pgp", sealed(t, "bob", "carol", 10)))
+	if !errors.Is(err, ErrForbidden) {
+		t.Fatalf("a file for carol deposited for alice = %v; want ErrForbidden", err)
+	}
+}
+
+func TestRelay_OverQuota_507Temporary(t *testing.T) {
+	data := sealed(t, "bob", "alice", 4000)
+	size := int64(len(data))
+	r := newRelay(t, DirOptions{Quota: 2*size + size/2}, "alice", "bob", "carol")
+	bob, carol := newClient(t, "bob"), newClient(t, "carol")
+	for _, name := range []string{"a.pgp", "b.pgp"} {
+		if err := bob.Send(context.Background(), relayEndpoint(t, r, "alice"), message(name, data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := bob.Send(context.Background(), relayEndpoint(t, r, "alice"), message("c.pgp", data))
+	if !errors.Is(err, ErrOverQuota) || queue.IsPermanent(err) {
+		t.Fatalf("third deposit = %v; want a temporary ErrOverQuota", err)
+	}
+	// The quota is alice's: carol's share is untouched.
+	if err := bob.Send(context.Background(), relayEndpoint(t, r, "carol"), message("c.pgp", sealed(t, "bob", "carol", 4000))); err != nil {
+		t.Fatalf("deposit for carol: %v", err)
+	}
+	// A duplicate of a held file is accepted without counting twice.
+	if err := carol.Send(context.Background(), relayEndpoint(t, r, "alice"), message("a.pgp", data)); err != nil {
+		t.Fatalf("re-deposit of a held file: %v", err)
+	}
+	// Once alice collects, there is room again.
+	if n, err := newClient(t, "alice").Poll(context.Background(), relayEndpoint(t, r, "alice"), (&memSink{}).sink); n != 2 || err != nil {
+		t.Fatalf("alice's Poll = %d, %v", n, err)
+	}
+	if err := bob.Send(context.Background(), relayEndpoint(t, r, "alice"), message("c.pgp", data)); err != nil {
+		t.Fatalf("deposit after collection: %v", err)
+	}
+}
+
+func TestRelay_StoreLimitTooLarge(t *testing.T) {
+	r := newRelay(t, DirOptions{MaxFileSize: 100}, "alice", "bob")
+	err := newClient(t, "bob").Send(context.Background(), relayEndpoint(t, r, "alice"), message("m.pgp", sealed(t, "bob", "alice", 1000)))
+	if !errors.Is(err, ErrTooLarge) || !queue.IsPermanent(err) {
+		t.Fatalf("deposit over the store's limit = %v; want a permanent ErrTooLarge", err)
+	}
+}
+
+func TestRelay_Expire(t *testing.T) {
+	r := newRelay(t, DirOptions{MaxAge: time.Hour}, "alice", "bob")
+	bob := newClient(t, "bob")
+	for _, name := range []string{"old.pgp", "new.pgp"} {
+		if err := bob.Send(context.Background(), relayEndpoint(t, r, "alice"), message(name, sealed(t, "bob", "alice", 10))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(r.store.spool.Dir(queue.Outgoing(string(fp(t, "alice"))))+"/old.pgp", old, old); err != nil {
+		t.Fatal(err)
+	}
+	n, err := r.store.Expire(time.Now())
+	if n != 1 || err != nil {
+		t.Fatalf("Expire = %d, %v; want 1, nil", n, err)
+	}
+	es, _ := r.store.List(fp(t, "alice"))
+	if len(es) != 1 || es[0].Name != "new.pgp" {
+		t.Fatalf("left after expiry: %v", es)
+	}
+	// Server.Sweep runs the store's expiry too.
+	r.clock.Advance(2 * time.Hour)
+	r.srv.Sweep()
+	if es, _ := r.store.List(fp(t, "alice")); len(es) != 0 {
+		t.Fatalf("left after Sweep: %v", es)
+	}
+}
+
+func TestRelay_AllowFileReread(t *testing.T) {
+	r := newRelay(t, DirOptions{}, "alice", "bob")
+	dave := newClient(t, "dave")
+	if err := dave.Send(context.Background(), relayEndpoint(t, r, "alice"), message("d.pgp", sealed(t, "dave", "alice", 10))); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("dave before he is allowed: %v", err)
+	}
+	bobTok := rawSession(t, r.url, id(t, "bob"))
+
+	writeAllow(t, r.allow, "alice", "dave") // bob out, dave in
+	if err := dave.Send(context.Background(), relayEndpoint(t, r, "alice"), message("d.pgp", sealed(t, "dave", "alice", 10))); err != nil {
+		t.Fatalf("dave after the allow file changed: %v", err)
+	}
+	if code, _ := do(t, "GET", r.url+"/dibs/v1/files", bobTok, nil); code != 403 {
+		t.Fatalf("bob's session after he was removed: %d, want 403", code)
+	}
+
+	// A broken allow file leaves the keys in force, and Reload says why.
+	if err := os.WriteFile(r.allow, []byte("-----BEGIN PGP PUBLIC KEY BLOCK-----\ngarbage\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.store.Reload(); err == nil {
+		t.Fatal("Reload of a broken allow file returned nil")
+	}
+	if _, ok := r.store.Key(fp(t, "dave")); !ok {
+		t.Fatal("a broken allow file dropped the keys in force")
+	}
+	// A missing allow file allows nobody.
+	os.Remove(r.allow)
+	if _, ok := r.store.Key(fp(t, "alice")); ok {
+		t.Fatal("alice is allowed without an allow file")
+	}
+}
+
+func TestOpenDirStore_BadAllowFile(t *testing.T) {
+	dir := t.TempDir()
+	allow := dir + "/allow.asc"
+	os.WriteFile(allow, []byte("not keys"), 0o600)
+	if _, err := OpenDirStore(dir+"/store", DirOptions{AllowFile: allow}); err == nil {
+		t.Fatal("OpenDirStore with an unreadable allow file succeeded")
+	}
+	if _, err := OpenDirStore(dir+"/store", DirOptions{}); err == nil {
+		t.Fatal("OpenDirStore without an allow file succeeded")
+	}
+}
