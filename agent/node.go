@@ -76,6 +76,8 @@ type InitConfig struct {
 	Admin   string
 	// SecretKey, if not nil, is an existing armored secret key to use instead of a new one.
 	SecretKey io.Reader
+	// Identity, if not nil, is the key to use (tests use fixed keys).
+	Identity *pgpmsg.Identity
 }
 
 // Init creates a node directory with a default dibsrc.toml and a key. It refuses if a key exists.
@@ -88,12 +90,15 @@ func Init(dir string, cfg InitConfig) (*Node, error) {
 	}
 	var id *pgpmsg.Identity
 	var err error
-	if cfg.SecretKey != nil {
+	switch {
+	case cfg.Identity != nil:
+		id = cfg.Identity
+	case cfg.SecretKey != nil:
 		id, err = pgpmsg.ReadIdentity(cfg.SecretKey)
 		if err != nil {
 			return nil, fmt.Errorf("reading --secret_key_file: %w", err)
 		}
-	} else {
+	default:
 		if cfg.KeyName == "" {
 			return nil, fmt.Errorf("--key NAME is needed (e.g. --key alice.dibs@example.org)")
 		}
