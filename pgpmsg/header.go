@@ -139,18 +139,18 @@ func (h Header) marshal() ([]byte, error) {
 	size := 2
 	for _, f := range h.fields {
 		if err := checkName(f.Name); err != nil {
-			return nil, fmt.Errorf("pgpmsg: write header: %w", err)
+			return nil, fmt.Errorf("pgpmsg: header: %w", err)
 		}
 		if err := checkValue(f.Value); err != nil {
-			return nil, fmt.Errorf("pgpmsg: write header: field %s: %w", f.Name, err)
+			return nil, fmt.Errorf("pgpmsg: header: field %s: %w", f.Name, err)
 		}
 		if f.Value != strings.Trim(f.Value, " \t") {
-			return nil, fmt.Errorf("pgpmsg: write header: field %s: %w: leading or trailing white space", f.Name, ErrMalformed)
+			return nil, fmt.Errorf("pgpmsg: header: field %s: %w: leading or trailing white space", f.Name, ErrMalformed)
 		}
 		size += len(f.Name) + 2 + len(f.Value) + 2
 	}
 	if size > MaxHeaderSize {
-		return nil, fmt.Errorf("pgpmsg: write header: %w: %d bytes, limit %d", ErrTooLarge, size, MaxHeaderSize)
+		return nil, fmt.Errorf("pgpmsg: header: %w: %d bytes, limit %d", ErrTooLarge, size, MaxHeaderSize)
 	}
 	b := make([]byte, 0, size)
 	for _, f := range h.fields {
@@ -170,6 +170,15 @@ func (h Header) marshal() ([]byte, error) {
 // EOF (ErrMalformed), and blocks longer than MaxHeaderSize (ErrTooLarge).
 // Errors from r are returned wrapped.
 func ReadHeader(r *bufio.Reader) (Header, error) {
+	h, err := readHeader(r)
+	if err != nil {
+		return Header{}, fmt.Errorf("pgpmsg: %w", err)
+	}
+	return h, nil
+}
+
+// readHeader is ReadHeader with errors not prefixed by the package name.
+func readHeader(r *bufio.Reader) (Header, error) {
 	var h Header
 	total := 0
 	var acc []byte
@@ -179,17 +188,17 @@ func ReadHeader(r *bufio.Reader) (Header, error) {
 		for {
 			frag, err := r.ReadSlice('\n')
 			if total+len(acc)+len(frag) > MaxHeaderSize {
-				return Header{}, fmt.Errorf("pgpmsg: read header: %w: header over %d bytes", ErrTooLarge, MaxHeaderSize)
+				return Header{}, fmt.Errorf("header: %w: header over %d bytes", ErrTooLarge, MaxHeaderSize)
 			}
 			if err == bufio.ErrBufferFull {
 				acc = append(acc, frag...)
 				continue
 			}
 			if err == io.EOF {
-				return Header{}, fmt.Errorf("pgpmsg: read header: %w: no empty line before end of data (line %d)", ErrMalformed, lineNo)
+				return Header{}, fmt.Errorf("header: %w: no empty line before end of data (line %d)", ErrMalformed, lineNo)
 			}
 			if err != nil {
-				return Header{}, fmt.Errorf("pgpmsg: read header: %w", err)
+				return Header{}, fmt.Errorf("header: %w", err)
 			}
 			if len(acc) > 0 {
 				acc = append(acc, frag...)
@@ -208,19 +217,19 @@ func ReadHeader(r *bufio.Reader) (Header, error) {
 			return h, nil
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			return Header{}, fmt.Errorf("pgpmsg: read header: line %d: %w: continuation lines are not allowed", lineNo, ErrMalformed)
+			return Header{}, fmt.Errorf("header: line %d: %w: continuation lines are not allowed", lineNo, ErrMalformed)
 		}
 		i := bytes.IndexByte(line, ':')
 		if i < 0 {
-			return Header{}, fmt.Errorf("pgpmsg: read header: line %d: %w: missing colon", lineNo, ErrMalformed)
+			return Header{}, fmt.Errorf("header: line %d: %w: missing colon", lineNo, ErrMalformed)
 		}
 		name := string(line[:i])
 		if err := checkName(name); err != nil {
-			return Header{}, fmt.Errorf("pgpmsg: read header: line %d: %w", lineNo, err)
+			return Header{}, fmt.Errorf("header: line %d: %w", lineNo, err)
 		}
 		value := string(bytes.Trim(line[i+1:], " \t"))
 		if err := checkValue(value); err != nil {
-			return Header{}, fmt.Errorf("pgpmsg: read header: line %d: field %s: %w", lineNo, name, err)
+			return Header{}, fmt.Errorf("header: line %d: field %s: %w", lineNo, name, err)
 		}
 		h.fields = append(h.fields, Field{name, value})
 	}
@@ -265,16 +274,23 @@ func checkValue(v string) error {
 // Date parses as RFC 3339. Each of these fields may appear at most once.
 // Errors wrap ErrMalformed.
 func (h Header) Validate() error {
+	if err := h.validate(); err != nil {
+		return fmt.Errorf("pgpmsg: %w", err)
+	}
+	return nil
+}
+
+func (h Header) validate() error {
 	for _, name := range []string{FieldVersion, FieldType, FieldFrom, FieldTo, FieldMessageID, FieldDate, FieldInReplyTo} {
 		switch n := len(h.Values(name)); {
 		case n > 1:
-			return fmt.Errorf("pgpmsg: header: %w: %s appears %d times", ErrMalformed, name, n)
+			return fmt.Errorf("header: %w: %s appears %d times", ErrMalformed, name, n)
 		case n == 0 && name != FieldInReplyTo:
-			return fmt.Errorf("pgpmsg: header: %w: %s missing", ErrMalformed, name)
+			return fmt.Errorf("header: %w: %s missing", ErrMalformed, name)
 		}
 	}
 	bad := func(name, why string) error {
-		return fmt.Errorf("pgpmsg: header: %w: %s %q: %s", ErrMalformed, name, h.Get(name), why)
+		return fmt.Errorf("header: %w: %s %q: %s", ErrMalformed, name, h.Get(name), why)
 	}
 	if h.Get(FieldVersion) != Version {
 		return bad(FieldVersion, "unsupported version, want "+Version)
@@ -293,7 +309,7 @@ func (h Header) Validate() error {
 	if h.Has(FieldInReplyTo) && !isMessageID(h.Get(FieldInReplyTo)) {
 		return bad(FieldInReplyTo, "want 32 lower-case hex digits")
 	}
-	if _, err := h.Date(); err != nil {
+	if _, err := time.Parse(time.RFC3339Nano, h.Get(FieldDate)); err != nil {
 		return bad(FieldDate, "want RFC 3339")
 	}
 	return nil

@@ -164,7 +164,7 @@ func Open(src io.Reader, me *Identity, peers *Keyring, opts OpenOptions) (*Opene
 
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
-	hdr, headerErr := ReadHeader(hbr)
+	hdr, headerErr := readHeader(hbr)
 	var readErr error
 	switch {
 	case headerErr == nil:
@@ -199,7 +199,7 @@ func Open(src io.Reader, me *Identity, peers *Keyring, opts OpenOptions) (*Opene
 	if headerErr != nil {
 		return nil, fmt.Errorf("pgpmsg: open: %w", headerErr)
 	}
-	if err := hdr.Validate(); err != nil {
+	if err := hdr.validate(); err != nil {
 		return nil, fmt.Errorf("pgpmsg: open: %w", err)
 	}
 	if from := hdr.From(); from != signer.fp {

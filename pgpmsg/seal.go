@@ -38,12 +38,12 @@ func Seal(dst io.Writer, h Header, payload io.Reader, from *Identity, to *Key) e
 	if err := setFingerprint(&h, FieldTo, to.Fingerprint(), ErrWrongRecipient); err != nil {
 		return err
 	}
-	if err := h.Validate(); err != nil {
+	if err := h.validate(); err != nil {
 		return fmt.Errorf("pgpmsg: seal: %w", err)
 	}
 	hdr, err := h.marshal()
 	if err != nil {
-		return fmt.Errorf("pgpmsg: seal: %w", err)
+		return err
 	}
 
 	// The OpenPGP writers emit many tiny writes (packet length bytes);
