@@ -61,7 +61,7 @@ type Shard struct {
 	Index       int   // 0..n-1; the first k hold the segment itself, zero-padded
 	K, M        int   // the code
 	SegmentSize int64 // original length of the segment (needed by Join; Split pads)
-	Hash        [32]byte
+	Hash        [32]byte // SHA-256 of Data
 	Data        []byte
 }
 
