@@ -435,3 +435,31 @@ func TestWriteFileAtomic(t *testing.T) {
 		t.Errorf("dir = %v, want only conf.toml", got)
 	}
 }
+
+func TestWriteAtomic_StreamsIntoNewDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "carry", "bob")
+	p := filepath.Join(dir, "m.pgp")
+	n, err := WriteAtomic(p, strings.NewReader("payload"), 0o600)
+	if err != nil || n != 7 {
+		t.Fatalf("WriteAtomic = %d, %v", n, err)
+	}
+	if got := readFile(t, p); got != "payload" {
+		t.Errorf("content = %q", got)
+	}
+	boom := errors.New("boom")
+	if _, err := WriteAtomic(filepath.Join(dir, "half.pgp"), io.MultiReader(strings.NewReader("x"), iotest.ErrReader(boom)), 0o600); !errors.Is(err, boom) {
+		t.Errorf("WriteAtomic with a failing reader: err = %v", err)
+	}
+	if got := dirNames(t, dir); !slices.Equal(got, []string{"m.pgp"}) {
+		t.Errorf("dir = %v, want only m.pgp", got)
+	}
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
