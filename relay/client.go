@@ -376,7 +376,7 @@ func (c *Client) send(ctx context.Context, dst queue.Endpoint, msg queue.Message
 		return req, nil
 	})
 	if err != nil {
-		return err
+		return stalled(ctx, err)
 	}
 	drain(resp)
 	return nil
@@ -486,7 +486,7 @@ func (c *Client) fetch(ctx context.Context, base *url.URL, f FileInfo, sink queu
 		return http.NewRequestWithContext(ctx, http.MethodGet, endpoint(base, pathFiles+"/"+url.PathEscape(f.Name)), nil)
 	})
 	if err != nil {
-		return fmt.Errorf("get %s: %w", f.Name, err)
+		return fmt.Errorf("get %s: %w", f.Name, stalled(ctx, err))
 	}
 	defer resp.Body.Close()
 	if resp.ContentLength != f.Size {
@@ -494,7 +494,7 @@ func (c *Client) fetch(ctx context.Context, base *url.URL, f FileInfo, sink queu
 	}
 	body := &exactReader{r: stop.reader(resp.Body, false), left: f.Size}
 	if err := sink(f.Name, body); err != nil {
-		return fmt.Errorf("commit %s: %w", f.Name, err)
+		return fmt.Errorf("commit %s: %w", f.Name, stalled(ctx, err))
 	}
 	if body.left != 0 {
 		return fmt.Errorf("commit %s: sink returned before reading the whole file", f.Name)
@@ -531,6 +531,14 @@ func withIdleTimeout(ctx context.Context, idle time.Duration) (context.Context, 
 	it := &idleTimer{idle: idle, cancel: cancel}
 	it.t = time.AfterFunc(idle, func() { cancel(errStalled) })
 	return ctx, it
+}
+
+// stalled explains err if the idle timer ended ctx.
+func stalled(ctx context.Context, err error) error {
+	if errors.Is(context.Cause(ctx), errStalled) && !errors.Is(err, errStalled) {
+		return fmt.Errorf("%w: %w", errStalled, err)
+	}
+	return err
 }
 
 func (it *idleTimer) done() {

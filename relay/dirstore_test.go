@@ -10,7 +10,7 @@ import (
 	"github.com/dibs-backup/dibs/queue"
 )
 
-func relayEndpoint(t *testing.T, r *relayServer, to string) queue.Endpoint {
+func relayEndpoint(t testing.TB, r *relayServer, to string) queue.Endpoint {
 	return queue.Endpoint{Peer: to, Key: string(fp(t, to)), Addr: r.url}
 }
 

@@ -333,6 +333,13 @@ func TestSpoolStore_DepositForAnotherRecipientRefused(t *testing.T) {
 	if !errors.Is(err, ErrForbidden) || !queue.IsPermanent(err) {
 		t.Fatalf("deposit for carol at alice's = %v; want a permanent ErrForbidden", err)
 	}
+	// The store refuses by itself, whatever the file holds.
+	if _, err := d.store.Recipient(fp(t, "bob"), fp(t, "carol")); !errors.Is(err, ErrForbidden) {
+		t.Errorf("Recipient(bob, carol) = %v; want ErrForbidden", err)
+	}
+	if err := d.store.Deposit(fp(t, "bob"), fp(t, "carol"), "y.pgp", 1, strings.NewReader("y")); !errors.Is(err, ErrForbidden) {
+		t.Errorf("Deposit(bob, carol) = %v; want ErrForbidden", err)
+	}
 	if got := names(t, d.spool, queue.Incoming); len(got) != 0 {
 		t.Fatalf("incoming = %v", got)
 	}
@@ -476,5 +483,36 @@ func TestAuthTable_SessionsBoundedPerKey(t *testing.T) {
 	a.sweep(now.Add(TokenLifetime))
 	if len(a.sessions) != 0 || len(a.byKey) != 0 {
 		t.Fatalf("%d sessions left after they all expired", len(a.sessions))
+	}
+}
+
+func TestPoll_StalledDownload_GivesUpTemporarily(t *testing.T) {
+	d := newDaemon(t, "alice", "bob")
+	put(t, d.spool, queue.Outgoing("bob"), "slow.pgp", bytes.Repeat([]byte("x"), 1000))
+	stall := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "GET" && r.URL.Path == "/dibs/v1/files/slow.pgp" {
+			w.Header().Set("Content-Length", "1000")
+			w.Write([]byte("xxxxxxxxxx"))
+			w.(http.Flusher).Flush()
+			<-r.Context().Done() // then nothing more, until the client gives up
+			return
+		}
+		d.srv.ServeHTTP(w, r)
+	})
+	hs := httptest.NewServer(stall)
+	defer hs.Close()
+	bob := newClient(t, "bob")
+	bob.IdleTimeout = 200 * time.Millisecond
+	s := &memSink{}
+	start := time.Now()
+	n, err := bob.Poll(context.Background(), queue.Endpoint{Addr: hs.URL}, s.sink)
+	if n != 0 || !errors.Is(err, errStalled) || queue.IsPermanent(err) {
+		t.Fatalf("Poll of a stalled download = %d, %v; want a temporary stall error", n, err)
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Errorf("gave up after %v", time.Since(start))
+	}
+	if got := names(t, d.spool, queue.Outgoing("bob")); len(got) != 1 {
+		t.Fatalf("outgoing/bob = %v, want the file kept", got)
 	}
 }
