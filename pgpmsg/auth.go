@@ -2,6 +2,7 @@ package pgpmsg
 
 import (
 	"bufio"
+	"crypto"
 	"bytes"
 	"errors"
 	"fmt"
@@ -74,6 +75,11 @@ func checkSignature(s *packet.Signature, now time.Time) error {
 	}
 	if s.SigType != packet.SigTypeBinary {
 		return fmt.Errorf("%w: signature type %#x, want binary (0x00)", ErrBadSignature, int(s.SigType))
+	}
+	switch s.Hash {
+	case crypto.SHA256, crypto.SHA384, crypto.SHA512, crypto.SHA3_256, crypto.SHA3_512:
+	default:
+		return fmt.Errorf("%w: weak or unknown hash %v", ErrBadSignature, s.Hash)
 	}
 	if s.CreationTime.After(now.Add(maxFutureSkew)) {
 		return fmt.Errorf("%w: signature made in the future (%s)", ErrBadSignature, s.CreationTime.UTC().Format(time.RFC3339))
