@@ -2,8 +2,8 @@ package pgpmsg
 
 import (
 	"bufio"
-	"crypto"
 	"bytes"
+	"crypto"
 	"errors"
 	"fmt"
 	"io"
