@@ -26,7 +26,8 @@
 // Errors are JSON {"error": "..."} with the status: 400 bad request or name, 401 no or expired
 // token, 403 unknown key, bad signature, used nonce, or a deposit the store refuses, 404 no such
 // file, 409 the file is busy (being delivered by another worker; retry), 411 no Content-Length,
-// 413 file larger than the server takes, 507 the recipient's quota is full.
+// 413 file larger than the server takes, 507 the recipient's quota (or a daemon's incoming/)
+// is full: try later.
 //
 // The server does not do TLS: serve it with http.Server.ServeTLS (relay_server --tls_cert,
 // --tls_key) or behind a TLS-terminating proxy. Without TLS, tokens and file names can be

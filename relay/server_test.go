@@ -516,3 +516,23 @@ func TestPoll_StalledDownload_GivesUpTemporarily(t *testing.T) {
 		t.Fatalf("outgoing/bob = %v, want the file kept", got)
 	}
 }
+
+func TestSpoolStore_IncomingFull_507Temporary(t *testing.T) {
+	d := newDaemon(t, "alice", "bob")
+	data := sealed(t, "bob", "alice", 1000)
+	d.store.MaxIncoming = int64(len(data)) * 3 / 2
+	bob := newClient(t, "bob")
+	if err := bob.Send(context.Background(), d.endpoint(t), message("a.pgp", data)); err != nil {
+		t.Fatal(err)
+	}
+	err := bob.Send(context.Background(), d.endpoint(t), message("b.pgp", data))
+	if !errors.Is(err, ErrOverQuota) || queue.IsPermanent(err) {
+		t.Fatalf("deposit into a full incoming/ = %v; want a temporary ErrOverQuota", err)
+	}
+	if _, err := drainIncoming(context.Background(), d.spool, (&memSink{}).sink); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.Send(context.Background(), d.endpoint(t), message("b.pgp", data)); err != nil {
+		t.Fatalf("deposit once incoming/ was processed: %v", err)
+	}
+}

@@ -29,7 +29,15 @@ type SpoolStore struct {
 	Peer func(fp pgpmsg.Fingerprint) (name string, key *pgpmsg.Key, ok bool)
 	// MaxFileSize is the largest file taken into incoming/; 0 leaves it to the server.
 	MaxFileSize int64
+	// MaxIncoming bounds the bytes waiting in incoming/: past it, deposits are refused
+	// with ErrOverQuota (the sender retries later) until process_message catches up, so
+	// that no peer can fill our disk. 0 means DefaultMaxIncoming; negative, no bound.
+	// Deposits in flight together can pass it by their sizes.
+	MaxIncoming int64
 }
+
+// DefaultMaxIncoming is SpoolStore's bound on the bytes waiting in incoming/.
+const DefaultMaxIncoming = 10_000_000_000
 
 var _ Store = (*SpoolStore)(nil)
 
@@ -78,8 +86,33 @@ func (s *SpoolStore) Deposit(from, to pgpmsg.Fingerprint, name string, size int6
 	if _, err := os.Lstat(filepath.Join(s.Spool.Dir(queue.Incoming), name)); err == nil {
 		return nil
 	}
+	if err := s.checkRoom(size); err != nil {
+		return err
+	}
 	if _, err := s.Spool.Put(queue.Incoming, name, &exactReader{r: r, left: size}, size); err != nil {
 		return err
+	}
+	return nil
+}
+
+func (s *SpoolStore) checkRoom(size int64) error {
+	limit := s.MaxIncoming
+	if limit == 0 {
+		limit = DefaultMaxIncoming
+	}
+	if limit < 0 {
+		return nil
+	}
+	es, err := s.Spool.List(queue.Incoming)
+	if err != nil {
+		return err
+	}
+	var held int64
+	for _, e := range es {
+		held += e.Size
+	}
+	if held+size > limit {
+		return fmt.Errorf("incoming/ holds %d bytes, %d more would pass its bound of %d: %w", held, size, limit, ErrOverQuota)
 	}
 	return nil
 }
