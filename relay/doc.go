@@ -10,7 +10,7 @@
 //
 //	GET    /dibs/v1/hello              no auth  → {"software","version","protocol":1,"key"}
 //	POST   /dibs/v1/challenge          no auth  → {"nonce"}: 32 random bytes, base64, single use, 2 min
-//	POST   /dibs/v1/session            {"key","nonce","signature"} → {"token","expires"}
+//	POST   /dibs/v1/session            {"key","nonce","signature","server"} → {"token","expires"}
 //	PUT    /dibs/v1/files/<to>/<name>  deposit a file for fingerprint <to>; Content-Length required
 //	GET    /dibs/v1/files              [{"name","size"}]: the files waiting for the caller's key
 //	GET    /dibs/v1/files/<name>       one of them
