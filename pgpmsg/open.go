@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
@@ -179,6 +180,9 @@ func Open(src io.Reader, me *Identity, peers *Keyring, opts OpenOptions) (*Opene
 	if readErr == nil {
 		readErr = fr.finish()
 	}
+	if readErr == nil {
+		readErr = sink.finish()
+	}
 	if fr.bad != nil {
 		return nil, fmt.Errorf("pgpmsg: open: %w", fr.bad)
 	}
@@ -340,13 +344,20 @@ func (s *stickyErrReader) Read(p []byte) (int, error) {
 var errSpill = errors.New("temporary file")
 
 // spill keeps up to memLimit bytes in memory and moves everything to a
-// temporary file once more arrive.
+// temporary file once more arrive. File writes run on their own goroutine,
+// double-buffered, so that disk I/O overlaps decryption.
 type spill struct {
 	memLimit int
 	dir      string
 	mem      []byte
 	file     *os.File
 	size     int64
+
+	free, full chan *[]byte // buffers from copyBufs, empty / to be written
+	done       chan struct{}
+	mu         sync.Mutex
+	werr       error
+	finished   bool
 }
 
 func (s *spill) Write(p []byte) (int, error) {
@@ -356,26 +367,87 @@ func (s *spill) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	if s.file == nil {
-		f, err := os.CreateTemp(s.dir, "pgpmsg-*.tmp")
-		if err != nil {
+		if err := s.start(); err != nil {
+			return 0, err
+		}
+	}
+	total := len(p)
+	for len(p) > 0 {
+		if err := s.writeErr(); err != nil {
 			return 0, fmt.Errorf("%w: %w", errSpill, err)
 		}
-		s.file = f
-		if _, err := f.Write(s.mem); err != nil {
-			return 0, fmt.Errorf("%w: %w", errSpill, err)
-		}
-		s.mem = nil
+		bp := <-s.free
+		b := (*bp)[:min(len(p), cap(*bp))]
+		copy(b, p)
+		*bp = b
+		s.full <- bp
+		p = p[len(b):]
 	}
-	n, err := s.file.Write(p)
-	s.size += int64(n)
-	if err != nil {
-		return n, fmt.Errorf("%w: %w", errSpill, err)
-	}
-	return n, nil
+	s.size += int64(total)
+	return total, nil
 }
 
-// discard removes the temporary file, if any.
+// start creates the temporary file, moves the memory buffer there and
+// starts the writer.
+func (s *spill) start() error {
+	f, err := os.CreateTemp(s.dir, "pgpmsg-*.tmp")
+	if err != nil {
+		return fmt.Errorf("%w: %w", errSpill, err)
+	}
+	s.file = f
+	if _, err := f.Write(s.mem); err != nil {
+		return fmt.Errorf("%w: %w", errSpill, err)
+	}
+	s.mem = nil
+	s.free, s.full, s.done = make(chan *[]byte, 2), make(chan *[]byte, 2), make(chan struct{})
+	for range 2 {
+		s.free <- copyBufs.Get().(*[]byte)
+	}
+	go s.writer()
+	return nil
+}
+
+func (s *spill) writer() {
+	defer close(s.done)
+	for bp := range s.full {
+		if s.writeErr() == nil {
+			if _, err := s.file.Write(*bp); err != nil {
+				s.mu.Lock()
+				s.werr = err
+				s.mu.Unlock()
+			}
+		}
+		*bp = (*bp)[:cap(*bp)]
+		s.free <- bp
+	}
+}
+
+func (s *spill) writeErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.werr
+}
+
+// finish waits for pending writes and returns the first write error.
+func (s *spill) finish() error {
+	if s.full == nil || s.finished {
+		return nil
+	}
+	s.finished = true
+	close(s.full)
+	<-s.done
+	for range 2 {
+		copyBufs.Put(<-s.free)
+	}
+	if err := s.writeErr(); err != nil {
+		return fmt.Errorf("%w: %w", errSpill, err)
+	}
+	return nil
+}
+
+// discard stops the writer and removes the temporary file, if any.
 func (s *spill) discard() {
+	s.finish()
 	s.mem = nil
 	if s.file != nil {
 		s.file.Close()
