@@ -103,6 +103,7 @@ func newIdentity(e *pgp.Entity) (*Identity, error) {
 			return fail("%w (subkey %X)", ErrKeyProtected, sk.PublicKey.KeyId)
 		}
 	}
+	warm(e)
 	now := time.Now()
 	sk, ok := e.SigningKey(now, nil)
 	if !ok || sk.PrivateKey == nil || sk.PrivateKey.Dummy() {
@@ -214,7 +215,28 @@ func publicPart(e *pgp.Entity) (*Key, error) {
 	if len(el) != 1 {
 		return nil, fmt.Errorf("%w: public part of %X does not read back", ErrBadKey, e.PrimaryKey.Fingerprint)
 	}
+	warm(el[0])
 	return &Key{e: el[0], fp: fingerprintOf(el[0].PrimaryKey.Fingerprint)}, nil
+}
+
+// warm verifies every self-signature and revocation of e once, now.
+// go-crypto caches each signature's validity inside the entity on first
+// use; doing it here, before e is shared, keeps concurrent Seal, Open and
+// VerifyDetached calls from racing on those caches. The zero time makes
+// go-crypto consider every signature and leave expiry to later checks.
+func warm(e *pgp.Entity) {
+	var zero time.Time
+	e.Revoked(zero)
+	e.LatestValidDirectSignature(zero, nil)
+	for _, ident := range e.Identities {
+		ident.Verify(zero, nil)
+		ident.Revoked(nil, zero, nil)
+	}
+	for i := range e.Subkeys {
+		sk := &e.Subkeys[i]
+		sk.LatestValidBindingSignature(zero, nil)
+		sk.Revoked(nil, zero)
+	}
 }
 
 // Fingerprint returns the primary key's fingerprint.

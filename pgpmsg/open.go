@@ -40,8 +40,9 @@ type Opened struct {
 	size int64
 }
 
-// Payload returns a new reader of the whole payload, positioned at 0. Readers
-// are independent of each other; they fail once o is closed.
+// Payload returns a new reader of the whole payload, positioned at 0.
+// Readers are independent of each other. Call it before Close: readers of
+// a payload kept in a temporary file fail once o is closed.
 func (o *Opened) Payload() io.ReadSeeker {
 	if o.file != nil {
 		return io.NewSectionReader(o.file, 0, o.size)
