@@ -218,7 +218,7 @@ func (p *Poller) poll(ctx context.Context, c *imapclient.Client, key string, sin
 			return n, err
 		}
 	}
-	return n, bads.err("poll "+p.cfg.Mailbox, "dibs mails unusable, flagged "+string(FlagBad))
+	return n, bads.err("flagged " + string(FlagBad) + " and left in place")
 }
 
 // dropOversized flags the mails larger than the cap as bad without fetching them and

@@ -55,7 +55,10 @@ func ImportMaildir(dir string, key string, sink queue.Sink) (int, error) {
 	if !found {
 		return 0, fmt.Errorf("mailbox: import %s: no new/ or cur/: not a Maildir", dir)
 	}
-	return n, bads.err("import "+dir, "dibs mails unusable, left in place")
+	if err := bads.err("left in place"); err != nil {
+		return n, fmt.Errorf("mailbox: import %s: %w", dir, err)
+	}
+	return n, nil
 }
 
 // importFile hands one mail file's attachment to sink and removes the file once it is

@@ -42,11 +42,11 @@ func (b *badMails) add(id string, err error) {
 }
 
 // err is the error a poll reports for the bad mails it met, or nil.
-func (b *badMails) err(op, what string) error {
+func (b *badMails) err(what string) error {
 	if b.n == 0 {
 		return nil
 	}
-	return queue.Permanent(fmt.Errorf("mailbox: %s: %w: %d %s (first: %s)", op, ErrBadMail, b.n, what, b.first))
+	return queue.Permanent(fmt.Errorf("%w: %d dibs mails %s (first: %s)", ErrBadMail, b.n, what, b.first))
 }
 
 // openMail reads the header of the mail r and finds its attachment. It returns errNotOurs

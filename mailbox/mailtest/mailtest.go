@@ -163,6 +163,10 @@ func StartWith(t testing.TB, opt Options, users ...User) *Server {
 	t.Cleanup(func() {
 		s.smtp.Close()
 		s.imap.Close()
+		// A server closed before its Serve goroutine registered the listener would
+		// otherwise accept forever.
+		sln.Close()
+		iln.Close()
 		wg.Wait()
 	})
 	return s
