@@ -66,9 +66,11 @@ func NewSender(cfg SMTPConfig) (*Sender, error) {
 	if err := checkCleartext(mode, host, cfg.User); err != nil {
 		return nil, queue.Permanent(fmt.Errorf("mailbox: smtp config: %w", err))
 	}
-	if _, err := mail.ParseAddress(cfg.From); err != nil {
+	from, err := mail.ParseAddress(cfg.From)
+	if err != nil {
 		return nil, fmt.Errorf("mailbox: smtp config: From %q: %w", cfg.From, err)
 	}
+	cfg.From = from.Address // "Name <addr>" would break MAIL FROM
 	s := &Sender{cfg: cfg, host: host, addr: addr, mode: mode, now: time.Now}
 	if cfg.User != "" {
 		if s.password, err = secret(cfg.Password, cfg.PasswordFile, cfg.PasswordEnv); err != nil {
