@@ -386,3 +386,7 @@ func (n *Node) Quarantined() map[string]string {
 	}
 	return out
 }
+
+// Start runs the node's full daemon loops (send, poll, process on their own schedules)
+// until the test ends.
+func (n *Node) Start() { n.run() }
