@@ -2,7 +2,6 @@ package agent
 
 import (
 	"archive/tar"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -126,5 +125,3 @@ func ImportRecoveryKit(dir string, r io.Reader) (*Node, error) {
 	}
 	return Open(dir)
 }
-
-var _ = bytes.MinRead

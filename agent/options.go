@@ -290,17 +290,13 @@ func (o *Options) Show(name string) (string, bool, error) {
 		return "", false, fmt.Errorf("unknown option %q (dibs show_option lists them)", name)
 	}
 	_, set := o.set[name]
-	v := o.get(name)
-	switch v := v.(type) {
-	case bool:
-		if v {
+	if b, ok := o.get(d.name).(bool); ok {
+		if b {
 			return "1", set, nil
 		}
 		return "0", set, nil
-	default:
-		_ = d
-		return fmt.Sprint(v), set, nil
 	}
+	return fmt.Sprint(o.get(name)), set, nil
 }
 
 // Doc is the one-line description of an option.

@@ -2,10 +2,10 @@ package agent
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -271,7 +271,7 @@ func (n *Node) pruneSeen(db *bolt.DB) {
 	var old [][]byte
 	db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketSeen).ForEach(func(k, v []byte) error {
-			if len(v) == 8 && int64(beUint64(v)) < horizon {
+			if len(v) == 8 && int64(binary.BigEndian.Uint64(v)) < horizon {
 				old = append(old, append([]byte(nil), k...))
 			}
 			return nil
@@ -288,13 +288,3 @@ func (n *Node) pruneSeen(db *bolt.DB) {
 		return nil
 	})
 }
-
-func beUint64(b []byte) uint64 {
-	var v uint64
-	for _, x := range b {
-		v = v<<8 | uint64(x)
-	}
-	return v
-}
-
-var _ = io.EOF

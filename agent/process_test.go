@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	pgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
+	pgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 
 	"github.com/dibs-backup/dibs/agent"
 	"github.com/dibs-backup/dibs/pgpmsg"
@@ -91,7 +91,11 @@ func TestProcess_BadFilesQuarantinedAndNextProcessed(t *testing.T) {
 	}{
 		{"a-forged-by-stranger.pgp", "signer", seal(t, hello(mallory, bob.ID, now), mallory, bobKey)},
 		{"b-forged-from.pgp", "", rawSeal(t, forgedFrom, mallory, bobKey)},
-		{"c-signer-not-from.pgp", "", rawSeal(t, func() pgpmsg.Header { h := hello(carol, bob.ID, now); h.Set(pgpmsg.FieldFrom, string(alice.Fingerprint())); return h }(), carol, bobKey)},
+		{"c-signer-not-from.pgp", "", rawSeal(t, func() pgpmsg.Header {
+			h := hello(carol, bob.ID, now)
+			h.Set(pgpmsg.FieldFrom, string(alice.Fingerprint()))
+			return h
+		}(), carol, bobKey)},
 		{"d-readdressed.pgp", "", rawSeal(t, readdressed, alice, bobKey)},
 		{"e-for-carol.pgp", "", seal(t, hello(alice, carol, now), alice, pgpmsgtest.Key(t, "carol"))},
 		{"f-truncated.pgp", "", good[:len(good)/2]},
@@ -156,4 +160,3 @@ func countFiles(t *testing.T, dir string) int {
 	des, _ := os.ReadDir(dir)
 	return len(des)
 }
-

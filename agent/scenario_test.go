@@ -1,13 +1,11 @@
 package agent_test
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/dibs-backup/dibs/agent"
 	"github.com/dibs-backup/dibs/testenv"
@@ -194,6 +192,3 @@ func TestPeerDisappears_FilesWaitAndGoWhenItReturns(t *testing.T) {
 		t.Fatal("the queued HELLO was lost")
 	}
 }
-
-var _ = bytes.MinRead
-var _ = time.Second

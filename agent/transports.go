@@ -3,8 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"io"
-	"strconv"
 
 	"github.com/dibs-backup/dibs/mailbox"
 	"github.com/dibs-backup/dibs/queue"
@@ -82,8 +80,3 @@ func (n *Node) Hello(ctx context.Context, host string, port int) (HelloInfo, err
 func (n *Node) ImportMaildir(dir string) (int, error) {
 	return mailbox.ImportMaildir(dir, string(n.Fingerprint()), n.Sink())
 }
-
-var (
-	_ = io.EOF
-	_ = strconv.Itoa
-)

@@ -58,9 +58,9 @@ func (c *Code) String() string { return fmt.Sprintf("RS(%d+%d)", c.k, c.m) }
 
 // Shard is one coded piece of a segment; it carries enough to be checked and placed on its own.
 type Shard struct {
-	Index       int   // 0..n-1; the first k hold the segment itself, zero-padded
-	K, M        int   // the code
-	SegmentSize int64 // original length of the segment (needed by Join; Split pads)
+	Index       int      // 0..n-1; the first k hold the segment itself, zero-padded
+	K, M        int      // the code
+	SegmentSize int64    // original length of the segment (needed by Join; Split pads)
 	Hash        [32]byte // SHA-256 of Data
 	Data        []byte
 }

@@ -12,7 +12,10 @@ import (
 // directory, a relay's store. It creates path's directory if needed.
 func WriteAtomic(path string, r io.Reader, perm fs.FileMode) (int64, error) {
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return 0, err
+	}
+	if err := mkdirDurable(dir); err != nil {
 		return 0, err
 	}
 	f, err := os.CreateTemp(dir, ".tmp-*")

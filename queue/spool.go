@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -170,31 +171,8 @@ func commit(tmp, dir, name string, r io.Reader, maxSize int64) (n int64, err err
 // WriteFileAtomic commits data as path with the same write → fsync → rename → fsync dir
 // sequence as Put, for files outside the boxes (configuration, keys, stored pieces).
 func WriteFileAtomic(path string, data []byte, perm fs.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	fail := func(err error) error { f.Close(); os.Remove(tmp); return err }
-	if err := f.Chmod(perm); err != nil {
-		return fail(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(dir)
+	_, err := WriteAtomic(path, bytes.NewReader(data), perm)
+	return err
 }
 
 // mkdirDurable creates dir (one level: its parent must exist) if it is missing, and then

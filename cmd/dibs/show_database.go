@@ -55,11 +55,8 @@ func printSection(w io.Writer, name string, v any) {
 	if len(rows) == 0 {
 		return
 	}
-	var cols []string
-	var first map[string]json.RawMessage
-	json.Unmarshal(mustFirst(raw), &first)
-	// Keep the struct's field order: re-read the first object's keys in order.
-	cols = orderedKeys(mustFirst(raw))
+	// Keep the struct's field order: read the first object's keys in order.
+	cols := orderedKeys(mustFirst(raw))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(cols, "\t"))
 	for _, r := range rows {
