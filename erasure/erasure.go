@@ -87,6 +87,20 @@ func (c *Code) Split(segment []byte) ([]Shard, error) {
 	return c.encode(buf, len(segment))
 }
 
+// BufferSize is the length of the buffer SplitBuffer needs for a segment of up to
+// segmentSize bytes: room for its n shards.
+func (c *Code) BufferSize(segmentSize int) int { return c.N() * shardSize(int64(segmentSize), c.k) }
+
+// SplitBuffer codes the segment held in buf[:size] in place, without copying it: buf must
+// have at least BufferSize(size) bytes. The shards' Data alias buf, so the caller may
+// reuse buf (for the next segment) only when it is done with the shards.
+func (c *Code) SplitBuffer(buf []byte, size int) ([]Shard, error) {
+	if size < 0 || len(buf) < c.BufferSize(size) {
+		return nil, fmt.Errorf("erasure: split buffer: %d bytes for a %d-byte segment, need %d", len(buf), size, c.BufferSize(size))
+	}
+	return c.encode(buf, size)
+}
+
 // encode codes the segment held in buf[:size], which must have room for n shards of
 // shardSize(size) bytes. The shards' Data alias buf.
 func (c *Code) encode(buf []byte, size int) ([]Shard, error) {

@@ -453,3 +453,32 @@ func TestSplitReader_MemoryBounded(t *testing.T) {
 type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+func TestSplitBufferMatchesSplit(t *testing.T) {
+	c, err := New(3, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg := make([]byte, 1000)
+	for i := range seg {
+		seg[i] = byte(i * 7)
+	}
+	want, err := c.Split(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, c.BufferSize(len(seg)))
+	copy(buf, seg)
+	got, err := c.SplitBuffer(buf, len(seg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range want {
+		if got[i].Hash != want[i].Hash || string(got[i].Data) != string(want[i].Data) {
+			t.Fatalf("shard %d differs", i)
+		}
+	}
+	if _, err := c.SplitBuffer(buf[:10], len(seg)); err == nil {
+		t.Fatal("a short buffer was accepted")
+	}
+}
