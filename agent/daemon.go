@@ -237,6 +237,7 @@ func (d *Daemon) sendLoop(ctx context.Context) {
 // runs once at start (DIBS waited a whole interval first).
 func (d *Daemon) periodicLoop(ctx context.Context) {
 	n := d.n
+	var sched schedule
 	for {
 		if k, err := n.PollPassives(ctx); err != nil && ctx.Err() == nil {
 			n.Log.Warn("poll_passives", "err", err)
@@ -247,6 +248,7 @@ func (d *Daemon) periodicLoop(ctx context.Context) {
 			}
 		}
 		n.Spool.CleanTmp(time.Hour, time.Now())
+		n.housekeeping(ctx, &sched)
 		select {
 		case <-ctx.Done():
 			return

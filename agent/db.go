@@ -89,6 +89,18 @@ type PeerState struct {
 	LastSent    time.Time `json:"last_sent,omitzero"`
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	// RemotePending is the size of pieces sent to the peer and not yet acknowledged:
+	// placement counts it against remote_quota along with RemoteUsed.
+	RemotePending int64 `json:"remote_pending,omitempty"`
+	// Probe statistics: answers that proved the piece, that did not, and probes that
+	// went unanswered for probeTimeout; RTTTotal sums the good answers' response times.
+	ProbesGood    int           `json:"probes_good,omitempty"`
+	ProbesFailed  int           `json:"probes_failed,omitempty"`
+	ProbesTimeout int           `json:"probes_timeout,omitempty"`
+	ProbeRTTTotal time.Duration `json:"probe_rtt_total,omitempty"`
+	LastProbe     time.Time     `json:"last_probe,omitzero"`
+	// Forgotten is set when the peer told us (FORGET_YOU) it dropped what it held for us.
+	Forgotten time.Time `json:"forgotten,omitzero"`
 }
 
 func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {

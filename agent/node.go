@@ -62,6 +62,7 @@ type Node struct {
 	KeepDB bool
 
 	outboxMu sync.Mutex
+	wire     sync.Map // fingerprint -> key copy that seals with AEAD (storage.go)
 }
 
 type peerFileStat struct {

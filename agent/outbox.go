@@ -162,7 +162,7 @@ func (n *Node) sealInto(m OutMessage) error {
 	}
 	pr, pw := io.Pipe()
 	go func() {
-		pw.CloseWithError(pgpmsg.Seal(pw, h, payload, n.ID, key))
+		pw.CloseWithError(pgpmsg.Seal(pw, h, payload, n.ID, n.wireKey(key)))
 	}()
 	_, err = n.Spool.Put(queue.Outgoing(m.Peer), m.FileName(), pr, 0)
 	pr.CloseWithError(err)

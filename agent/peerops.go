@@ -174,8 +174,8 @@ func (n *Node) DeletePeer(name string) error {
 	if err != nil {
 		return err
 	}
-	if st.LocalUsed > 0 || st.RemoteUsed > 0 {
-		return fmt.Errorf("peer %s still holds %s for us and we hold %s for it; unstore or forget first", name, FormatSize(st.RemoteUsed), FormatSize(st.LocalUsed))
+	if st.LocalUsed > 0 || st.RemoteUsed > 0 || st.RemotePending > 0 {
+		return fmt.Errorf("peer %s still holds %s for us and we hold %s for it; unstore or forget first", name, FormatSize(st.RemoteUsed+st.RemotePending), FormatSize(st.LocalUsed))
 	}
 	es, _ := n.Spool.List(queue.Outgoing(name))
 	for _, e := range es {

@@ -34,11 +34,13 @@ type PeerRow struct {
 
 // FileRow is one stored file.
 type FileRow struct {
-	Name    string `json:"name"`
-	Version int    `json:"version"`
-	Size    int64  `json:"size"`
-	Pieces  int    `json:"pieces"`
-	Status  string `json:"status"`
+	Name    string  `json:"name"`
+	Version int     `json:"version"`
+	Size    int64   `json:"size"`
+	Pieces  int     `json:"pieces"`
+	Status  string  `json:"status"`
+	Kind    string  `json:"kind"`    // file, dir or symlink
+	Deleted *string `json:"deleted"` // when it was found gone locally (null: present)
 }
 
 // StorageRow is what we hold for one peer.
@@ -50,8 +52,13 @@ type StorageRow struct {
 
 // RecoveryRow is one recovery in progress or done.
 type RecoveryRow struct {
-	Name  string `json:"name"`
-	State string `json:"state"`
+	Name      string `json:"name"`
+	State     string `json:"state"`
+	Kind      string `json:"kind"`
+	Objects   int    `json:"objects"`   // objects the recovery needs
+	Assembled int    `json:"assembled"` // of them, rebuilt from enough pieces
+	Written   int    `json:"written"`   // entries written under recovery/
+	Error     string `json:"error,omitempty"`
 }
 
 // Database gathers the sections of show_database.
@@ -68,20 +75,13 @@ func (n *Node) Database(only string) (map[string]any, error) {
 		}
 		out["peers"] = rows
 	}
-	// The backup engine fills these; until something is stored they are empty lists.
-	for _, s := range []string{"probe", "stats", "posted_contracts", "proposed_contracts"} {
+	for _, s := range []string{"posted_contracts", "proposed_contracts"} {
 		if want(s) {
 			out[s] = []any{}
 		}
 	}
-	if want("files") {
-		out["files"] = []FileRow{}
-	}
-	if want("storage") {
-		out["storage"] = []StorageRow{}
-	}
-	if want("recovery") {
-		out["recovery"] = []RecoveryRow{}
+	if err := n.engineSections(out, want); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -50,8 +50,9 @@ type Env struct {
 	// Relay is the relay server two NAT'd nodes talk through (nil if none was needed).
 	Relay *httptest.Server
 	// Mail is the mail server of Mail nodes (nil if none).
-	Mail *mailtest.Server
-	net  *network
+	Mail  *mailtest.Server
+	net   *network
+	setup Setup
 }
 
 // Node is one node of the grid.
@@ -91,7 +92,7 @@ func (nw *network) dialer(from string) func(ctx context.Context, netw, addr stri
 // New starts the grid; everything stops in t.Cleanup.
 func New(t testing.TB, s Setup) *Env {
 	t.Helper()
-	e := &Env{T: t, net: &network{blocked: map[string]bool{}, down: map[string]bool{}}}
+	e := &Env{T: t, net: &network{blocked: map[string]bool{}, down: map[string]bool{}}, setup: s}
 	root := t.TempDir()
 	needRelay, needMail := false, false
 	for i, a := range s.Nodes {
@@ -152,6 +153,12 @@ func (e *Env) startNode(root string, spec NodeSpec, s Setup) *Node {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return e.serveNode(an, spec, s, "127.0.0.1:0")
+}
+
+// serveNode sets a node's options and transports and starts its daemon on addr.
+func (e *Env) serveNode(an *agent.Node, spec NodeSpec, s Setup, addr string) *Node {
+	t := e.T
 	opts := map[string]string{"pollInterval": "3600", "talkRetryDelay": "0"}
 	if e.Relay != nil {
 		opts["relayURL"] = e.Relay.URL
@@ -178,7 +185,7 @@ func (e *Env) startNode(root string, spec NodeSpec, s Setup) *Node {
 	}
 	n := &Node{Node: an, Spec: spec, Faults: &Faults{}}
 	n.Transports = e.transports(n)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,96 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// autoPrefix is the stored-name prefix of what auto_check backs up.
+const autoPrefix = "/autoBackup"
+
+// AutoCheck stores every entry of autoBackupDir (users put symlinks there; they are
+// followed) as /autoBackup/<entry>, incrementally. An entry that was removed from
+// autoBackupDir has its stored files marked deleted: they stay recoverable until
+// keepDeleted says otherwise. Then it maintains what is stored (see maintain).
+func (n *Node) AutoCheck(ctx context.Context) (StoreResult, error) {
+	var total StoreResult
+	dir := n.Opts.Path("autoBackupDir")
+	des, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return total, fmt.Errorf("autoBackupDir: %w", err)
+	}
+	var errs []error
+	present := map[string]bool{}
+	for _, de := range des {
+		sname := autoPrefix + "/" + de.Name()
+		present[sname] = true
+		res, err := n.Store(ctx, filepath.Join(dir, de.Name()), sname)
+		total.Entries += res.Entries
+		total.Unchanged += res.Unchanged
+		total.Stored += res.Stored
+		total.Bytes += res.Bytes
+		total.Objects += res.Objects
+		total.Pieces += res.Pieces
+		total.Deleted += res.Deleted
+		total.Warnings = append(total.Warnings, res.Warnings...)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", de.Name(), err))
+		}
+	}
+	gone, err := n.markGone(autoPrefix, present)
+	total.Deleted += gone
+	return total, errors.Join(append(errs, err, n.maintain())...)
+}
+
+// markGone marks deleted the live versions under prefix/<entry> whose entry is not in
+// present.
+func (n *Node) markGone(prefix string, present map[string]bool) (int, error) {
+	now := n.Now().UTC()
+	gone := 0
+	err := n.withDB(func(db *bolt.DB) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			latest := map[string]FileVersion{}
+			c := tx.Bucket(bucketVersions).Cursor()
+			p := []byte(prefix + "/")
+			for k, v := c.Seek(p); k != nil && len(k) >= len(p) && string(k[:len(p)]) == string(p); k, v = c.Next() {
+				name, _, ok := splitVersionKey(k)
+				if !ok {
+					continue
+				}
+				var fv FileVersion
+				if err := json.Unmarshal(v, &fv); err != nil {
+					return err
+				}
+				latest[name] = fv
+			}
+			for name, fv := range latest {
+				top := name
+				if rest := name[len(prefix)+1:]; rest != "" {
+					if i := strings.IndexByte(rest, '/'); i >= 0 {
+						top = prefix + "/" + rest[:i]
+					}
+				}
+				if present[top] || !fv.Deleted.IsZero() {
+					continue
+				}
+				fv.Deleted = now
+				if err := putJSON(tx.Bucket(bucketVersions), versionKey(fv.Name, fv.Version), fv); err != nil {
+					return err
+				}
+				if err := tx.Bucket(bucketStat).Delete([]byte(name)); err != nil {
+					return err
+				}
+				gone++
+			}
+			return nil
+		})
+	})
+	return gone, err
+}

@@ -1,0 +1,249 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Messages that end a trade.
+const (
+	TypeClearDB   = "CLEAR_DB"
+	TypeForgetYou = "FORGET_YOU"
+)
+
+func init() {
+	handlers[TypeClearDB] = handleClearDB
+	handlers[TypeForgetYou] = handleForgetYou
+}
+
+// Clear asks every peer to drop everything it stores for us and empties our books. A
+// peer that is down today gets the request when it is reachable: it waits in the spool.
+func (n *Node) Clear() (int, error) {
+	peers, err := n.Peers()
+	if err != nil {
+		return 0, err
+	}
+	err = n.withDB(func(db *bolt.DB) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			for _, b := range [][]byte{bucketVersions, bucketObjects, bucketPieceIdx, bucketStat, bucketProbes} {
+				if err := tx.DeleteBucket(b); err != nil {
+					return err
+				}
+				if _, err := tx.CreateBucket(b); err != nil {
+					return err
+				}
+			}
+			for _, p := range peers {
+				ps, err := peerState(tx, p.Name)
+				if err != nil {
+					return err
+				}
+				ps.RemoteUsed, ps.RemotePending = 0, 0
+				if err := putPeerState(tx, p.Name, ps); err != nil {
+					return err
+				}
+				if err := n.requestTx(tx, p.Name, TypeClearDB, nil, nil); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	return len(peers), n.FlushOutbox()
+}
+
+// handleClearDB drops everything we hold for the sender.
+func handleClearDB(r *Request) error {
+	ids := heldIDs(r.Tx, r.Peer.Name)
+	if err := r.Node.dropHeld(r.Tx, r.Peer.Name, ids); err != nil {
+		return err
+	}
+	return r.ack(TypeClearDB, [2]string{fieldCount, fmt.Sprint(len(ids))})
+}
+
+// Forget drops everything we store for peer and tells it so (FORGET_YOU).
+func (n *Node) Forget(peer string) (int, error) {
+	if _, _, err := n.Peer(peer); err != nil {
+		return 0, err
+	}
+	var dropped int
+	err := n.withDB(func(db *bolt.DB) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			ids := heldIDs(tx, peer)
+			dropped = len(ids)
+			if err := n.dropHeld(tx, peer, ids); err != nil {
+				return err
+			}
+			return n.requestTx(tx, peer, TypeForgetYou, nil, nil)
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	os.RemoveAll(filepath.Join(n.Dir, storageDir, peer)) // what is left is empty directories
+	return dropped, n.FlushOutbox()
+}
+
+// handleForgetYou records that the sender dropped everything it held for us: all our
+// pieces there are lost, and repair places them elsewhere.
+func handleForgetYou(r *Request) error {
+	tx := r.Tx
+	var touched []*Object
+	err := tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
+		var o Object
+		if err := json.Unmarshal(v, &o); err != nil {
+			return err
+		}
+		changed := false
+		for s := range o.Segments {
+			for i := range o.Segments[s].Pieces {
+				p := &o.Segments[s].Pieces[i]
+				if p.Peer == r.Peer.Name && healthy(*p) {
+					p.State, p.Why = PieceLost, "the peer forgot us"
+					changed = true
+				}
+			}
+		}
+		if changed {
+			touched = append(touched, &o)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, o := range touched {
+		if err := putObject(tx, o); err != nil {
+			return err
+		}
+	}
+	ps, err := peerState(tx, r.Peer.Name)
+	if err != nil {
+		return err
+	}
+	ps.RemoteUsed, ps.RemotePending, ps.Forgotten = 0, 0, r.Now
+	if err := putPeerState(tx, r.Peer.Name, ps); err != nil {
+		return err
+	}
+	return r.ack(TypeForgetYou)
+}
+
+// CleanupResult says what cleanup removed.
+type CleanupResult struct {
+	EmptyDirs   int
+	Quarantined int // quarantined files older than maxMsgAge
+	Temp        int // leftovers of interrupted writes
+	Staging     int // shards of recoveries no longer running
+	Versions    int // versions of files deleted locally longer ago than keepDeleted
+	Probes      int // probes counted as timeouts
+}
+
+// Cleanup removes empty storage directories, expired quarantine and temporary files,
+// the staging area of finished recoveries, and versions of locally deleted files older
+// than keepDeleted (0 keeps them forever).
+func (n *Node) Cleanup() (CleanupResult, error) {
+	var res CleanupResult
+	var errs []error
+	now := n.Now()
+	var err error
+	if res.Quarantined, err = n.Spool.ExpireQuarantine(n.Opts.Duration("maxMsgAge"), now); err != nil {
+		errs = append(errs, err)
+	}
+	if res.Temp, err = n.Spool.CleanTmp(time.Hour, now); err != nil {
+		errs = append(errs, err)
+	}
+	if res.Probes, err = n.ExpireProbes(); err != nil {
+		errs = append(errs, err)
+	}
+	active := map[string]bool{}
+	keep := n.Opts.Duration("keepDeleted")
+	err = n.withDB(func(db *bolt.DB) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			jobs, err := activeJobs(tx)
+			if err != nil {
+				return err
+			}
+			for _, j := range jobs {
+				for id := range j.Objects {
+					active[id] = true
+				}
+			}
+			if keep <= 0 {
+				return nil
+			}
+			var old []FileVersion
+			err = tx.Bucket(bucketVersions).ForEach(func(k, v []byte) error {
+				var fv FileVersion
+				if err := json.Unmarshal(v, &fv); err != nil {
+					return err
+				}
+				if !fv.Deleted.IsZero() && now.Sub(fv.Deleted) > keep {
+					old = append(old, fv)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			for _, fv := range old {
+				// Every version of a name deleted that long ago goes.
+				vs, err := versions(tx, fv.Name)
+				if err != nil {
+					return err
+				}
+				for _, v := range vs {
+					if err := n.dropVersionTx(tx, v); err != nil {
+						return err
+					}
+					res.Versions++
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if des, err := os.ReadDir(filepath.Join(n.Dir, stagingDir)); err == nil {
+		for _, de := range des {
+			if !active[de.Name()] {
+				if err := os.RemoveAll(filepath.Join(n.Dir, stagingDir, de.Name())); err == nil {
+					res.Staging++
+				}
+			}
+		}
+	}
+	res.EmptyDirs = removeEmptyDirs(filepath.Join(n.Dir, storageDir))
+	if err := n.FlushOutbox(); err != nil {
+		errs = append(errs, err)
+	}
+	return res, errors.Join(errs...)
+}
+
+// removeEmptyDirs removes the empty directories below root (not root), deepest first.
+func removeEmptyDirs(root string) int {
+	var dirs []string
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() && p != root {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	removed := 0
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if os.Remove(dirs[i]) == nil { // fails unless empty
+			removed++
+		}
+	}
+	return removed
+}

@@ -1,0 +1,4 @@
+package agent
+
+// CodeFor exposes codeFor to the tests.
+var CodeFor = codeFor

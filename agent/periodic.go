@@ -1,0 +1,65 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"os"
+	"time"
+)
+
+// schedule remembers when the daemon last ran each periodic task.
+type schedule struct {
+	probe, sync, cleanup time.Time
+}
+
+// housekeeping is the daemon's periodic batch beyond polling: auto_check (when
+// autoBackupDir has entries), probes every probePeriod, re-sending unanswered requests,
+// repair, a storage-list exchange and cleanup once a day. Errors are logged: one failing
+// task does not stop the others.
+func (n *Node) housekeeping(ctx context.Context, s *schedule) {
+	now := n.Now()
+	logErr := func(task string, err error) {
+		if err != nil && ctx.Err() == nil {
+			n.Log.Warn(task, "err", err)
+		}
+	}
+	if des, err := os.ReadDir(n.Opts.Path("autoBackupDir")); err == nil && len(des) > 0 {
+		res, err := n.AutoCheck(ctx) // stores, then maintains
+		logErr("auto_check", err)
+		if res.Stored > 0 {
+			n.Log.Info("auto_check", "stored", res.Stored, "bytes", res.Bytes)
+		}
+	} else {
+		logErr("maintain", n.maintain())
+	}
+	if now.Sub(s.probe) >= n.Opts.Duration("probePeriod") {
+		if _, err := n.Probe(""); err == nil {
+			s.probe = now
+		} else {
+			n.Log.Info("probe", "skipped", err)
+		}
+	}
+	if now.Sub(s.sync) >= 24*time.Hour {
+		_, err := n.SyncPeers()
+		logErr("storage list", err)
+		s.sync = now
+	}
+	if now.Sub(s.cleanup) >= 24*time.Hour {
+		_, err := n.Cleanup()
+		logErr("cleanup", err)
+		s.cleanup = now
+	}
+}
+
+// maintain is the upkeep that follows every auto_check (so a node run from cron keeps its
+// backups healthy too): probes unanswered too long count as timeouts, unanswered
+// requests are sent again, and segments that lost pieces are repaired.
+func (n *Node) maintain() error {
+	_, err1 := n.ExpireProbes()
+	_, err2 := n.ResendRequests()
+	res, err3 := n.Repair()
+	if res.Rebuilt+res.Fetching+res.MarkedLost > 0 {
+		n.Log.Info("repair", "lost", res.MarkedLost, "rebuilt", res.Rebuilt, "fetching", res.Fetching, "short", res.Short)
+	}
+	return errors.Join(err1, err2, err3)
+}

@@ -1,0 +1,713 @@
+package agent
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+
+	"github.com/dibs-backup/dibs/agent/merkle"
+	"github.com/dibs-backup/dibs/erasure"
+	"github.com/dibs-backup/dibs/queue"
+)
+
+// Recovery messages.
+const (
+	TypeRecover         = "RECOVER"
+	TypeRecoverResponse = "RECOVER_RESPONSE"
+	TypeRecoverAll      = "RECOVER_ALL"
+	TypeFinishedAll     = "FINISHED_RECOVER_ALL"
+)
+
+// Recovery states (show_database --only recovery).
+const (
+	RecoveryWaiting = "waiting"
+	RecoveryDone    = "done"
+	RecoveryFailed  = "failed"
+)
+
+// Job kinds.
+const (
+	jobFile   = "file"
+	jobAll    = "all"
+	jobRepair = "repair"
+)
+
+const (
+	recoveryDir  = "recovery"
+	stagingDir   = "recovery.tmp"
+	allJobName   = "*all*"
+	objectFile   = "object"
+	repairPrefix = "*repair* "
+)
+
+// RecoveryJob is a recovery in progress: it lives in the database, with the shards
+// received so far under recovery.tmp/, so it survives restarts.
+type RecoveryJob struct {
+	Name    string    `json:"name"`
+	Kind    string    `json:"kind"`
+	Target  string    `json:"target,omitempty"` // stored name (file jobs), object id (repair)
+	Version int       `json:"version,omitempty"`
+	State   string    `json:"state"`
+	Started time.Time `json:"started"`
+	Ended   time.Time `json:"ended,omitzero"`
+	// Objects maps the object ids the job needs to whether they are assembled.
+	Objects map[string]bool `json:"objects"`
+	// Finished maps each peer asked by recover_all to the pieces it said it sent (-1: not yet).
+	Finished map[string]int `json:"finished,omitempty"`
+	Received map[string]int `json:"received,omitempty"`
+	// Pieces are the piece ids recover_all received, so a piece sent twice counts once.
+	Pieces  map[string]bool `json:"pieces,omitempty"`
+	Written int             `json:"written"`
+	Error   string          `json:"error,omitempty"`
+}
+
+func init() {
+	handlers[TypeRecover] = handleRecover
+	handlers[TypeRecoverResponse] = answering(handleRecoverResponse)
+	handlers[TypeRecoverAll] = handleRecoverAll
+	handlers[TypeFinishedAll] = answering(handleFinishedAll)
+	nackHandlers[TypeRecover] = func(r *Request) error { return nil } // the piece is gone there: others will do
+}
+
+func getJob(tx *bolt.Tx, name string) (*RecoveryJob, error) {
+	var j RecoveryJob
+	ok, err := getJSON(tx.Bucket(bucketRecovery), []byte(name), &j)
+	if err != nil || !ok {
+		return nil, err
+	}
+	j.init()
+	return &j, nil
+}
+
+// init gives a job read back from the database its maps (empty ones are not stored).
+func (j *RecoveryJob) init() {
+	if j.Objects == nil {
+		j.Objects = map[string]bool{}
+	}
+	if j.Kind == jobAll {
+		if j.Finished == nil {
+			j.Finished = map[string]int{}
+		}
+		if j.Received == nil {
+			j.Received = map[string]int{}
+		}
+		if j.Pieces == nil {
+			j.Pieces = map[string]bool{}
+		}
+	}
+}
+
+func putJob(tx *bolt.Tx, j *RecoveryJob) error {
+	return putJSON(tx.Bucket(bucketRecovery), []byte(j.Name), j)
+}
+
+// RecoverFile asks the peers holding pieces of a stored file or tree (its latest
+// version, or version) for them. The files appear under recovery/ once enough answers
+// are processed.
+func (n *Node) RecoverFile(sname string, version int) (string, error) {
+	root, err := StoredName(sname)
+	if err != nil {
+		return "", err
+	}
+	job := &RecoveryJob{Name: root, Kind: jobFile, Target: root, Version: version, State: RecoveryWaiting, Started: n.Now().UTC(), Objects: map[string]bool{}}
+	err = n.withDB(func(db *bolt.DB) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			chosen, err := chooseVersions(tx, root, version)
+			if err != nil {
+				return err
+			}
+			if len(chosen) == 0 {
+				if version > 0 {
+					return fmt.Errorf("%s has no version %d (dibs show_database --only files)", root, version)
+				}
+				return fmt.Errorf("%s is not stored (dibs show_database --only files lists what is)", root)
+			}
+			for _, fv := range chosen {
+				if fv.Object != "" {
+					job.Objects[fv.Object] = false
+				}
+			}
+			if err := n.askForObjects(tx, job); err != nil {
+				return err
+			}
+			if err := putJob(tx, job); err != nil {
+				return err
+			}
+			return n.checkJob(tx, job)
+		})
+	})
+	if err != nil {
+		return "", err
+	}
+	return job.Name, n.FlushOutbox()
+}
+
+// chooseVersions picks, for every stored name under root, the requested version (or the
+// newest when version is 0).
+func chooseVersions(tx *bolt.Tx, root string, version int) (map[string]FileVersion, error) {
+	chosen := map[string]FileVersion{}
+	c := tx.Bucket(bucketVersions).Cursor()
+	for k, v := c.Seek([]byte(root)); k != nil && bytes.HasPrefix(k, []byte(root)); k, v = c.Next() {
+		name, ver, ok := splitVersionKey(k)
+		if !ok || !under(name, root) {
+			continue
+		}
+		if version > 0 && ver != version {
+			continue
+		}
+		var fv FileVersion
+		if err := json.Unmarshal(v, &fv); err != nil {
+			return nil, err
+		}
+		chosen[name] = fv // versions come in order: the newest wins
+	}
+	return chosen, nil
+}
+
+// askForObjects sends one RECOVER per peer, listing the pieces it holds of the job's
+// objects not yet assembled. Asking all holders costs little: the fastest k win.
+func (n *Node) askForObjects(tx *bolt.Tx, job *RecoveryJob) error {
+	byPeer := map[string][]string{}
+	for id, done := range job.Objects {
+		if done {
+			continue
+		}
+		o, err := getObject(tx, id)
+		if err != nil {
+			return err
+		}
+		if o == nil {
+			continue
+		}
+		for _, seg := range o.Segments {
+			for _, p := range seg.Pieces {
+				if p.ID != "" && (p.State == PieceStored || p.State == PieceSent) {
+					byPeer[p.Peer] = append(byPeer[p.Peer], p.ID)
+				}
+			}
+		}
+	}
+	for _, peer := range sortedKeys(byPeer) {
+		if _, _, err := n.Peer(peer); err != nil {
+			continue
+		}
+		if err := n.requestTx(tx, peer, TypeRecover, nil, writeIDs(byPeer[peer])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// RecoverAll asks every peer for everything it holds for us. It needs only the key and
+// the peer list: the pieces' manifests rebuild the file database as they arrive.
+func (n *Node) RecoverAll() error {
+	peers, err := n.Peers()
+	if err != nil {
+		return err
+	}
+	if len(peers) == 0 {
+		return errors.New("no peers to recover from (import_recovery_kit sets them up)")
+	}
+	err = n.withDB(func(db *bolt.DB) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			job := &RecoveryJob{Name: allJobName, Kind: jobAll, State: RecoveryWaiting, Started: n.Now().UTC(),
+				Objects: map[string]bool{}, Finished: map[string]int{}, Received: map[string]int{}, Pieces: map[string]bool{}}
+			for _, p := range peers {
+				job.Finished[p.Name] = -1
+				if err := n.requestTx(tx, p.Name, TypeRecoverAll, nil, nil); err != nil {
+					return err
+				}
+			}
+			return putJob(tx, job)
+		})
+	})
+	if err != nil {
+		return err
+	}
+	return n.FlushOutbox()
+}
+
+// handleRecover sends back the listed pieces we hold for the sender; a piece we do not
+// hold gets a NACK.
+func handleRecover(r *Request) error {
+	ids, err := r.idList()
+	if err != nil {
+		return err
+	}
+	held := r.Tx.Bucket(bucketHeld)
+	for _, id := range ids {
+		if held.Get(heldKey(r.Peer.Name, id)) == nil {
+			if err := r.nack(TypeRecover, "unknown piece", [2]string{fieldPiece, id}); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := r.ReplyFile(TypeRecoverResponse, [][2]string{{fieldPiece, id}}, r.Node.storagePath(r.Peer.Name, id)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// handleRecoverAll sends back every piece we hold for the sender, then says how many.
+func handleRecoverAll(r *Request) error {
+	ids := heldIDs(r.Tx, r.Peer.Name)
+	for _, id := range ids {
+		if err := r.ReplyFile(TypeRecoverResponse, [][2]string{{fieldPiece, id}}, r.Node.storagePath(r.Peer.Name, id)); err != nil {
+			return err
+		}
+	}
+	return r.Reply(TypeFinishedAll, [][2]string{{fieldCount, strconv.Itoa(len(ids))}}, nil)
+}
+
+// handleFinishedAll records that a peer sent all it holds for us.
+func handleFinishedAll(r *Request) error {
+	job, err := getJob(r.Tx, allJobName)
+	if err != nil || job == nil || job.State != RecoveryWaiting {
+		return err
+	}
+	c, err := strconv.Atoi(r.Header.Get(fieldCount))
+	if err != nil || c < 0 {
+		return reject("FINISHED_RECOVER_ALL: bad Count")
+	}
+	job.Finished[r.Peer.Name] = c
+	if err := putJob(r.Tx, job); err != nil {
+		return err
+	}
+	return r.Node.checkJob(r.Tx, job)
+}
+
+// handleRecoverResponse takes a piece back: it checks it, rebuilds the books from its
+// manifest if they were lost, keeps the shard, and assembles the object once k shards of
+// every segment are here.
+func handleRecoverResponse(r *Request) error {
+	n := r.Node
+	id := r.Header.Get(fieldPiece)
+	if !validID(id) {
+		return reject("RECOVER_RESPONSE: bad Piece-Id")
+	}
+	jobs, err := activeJobs(r.Tx)
+	if err != nil {
+		return err
+	}
+	if len(jobs) == 0 {
+		return nil // nothing asked for: a late or extra answer
+	}
+	tree := merkle.NewHasher(merkle.DefaultBlockSize)
+	op, err := n.openPiece(io.TeeReader(r.Msg.Payload(), tree), n.Opts.Int("maxMsgSize"))
+	if err != nil {
+		return reject("RECOVER_RESPONSE from %s: %v", r.Peer.Name, err)
+	}
+	if op.Info.Piece != id {
+		return reject("RECOVER_RESPONSE: piece %s carries %s", id, op.Info.Piece)
+	}
+	var all *RecoveryJob
+	wanted := false
+	for _, j := range jobs {
+		if j.Kind == jobAll {
+			all = j
+			if !j.Pieces[id] {
+				j.Pieces[id] = true
+				j.Received[r.Peer.Name]++
+			}
+			if _, ok := j.Objects[op.Info.Object]; !ok {
+				j.Objects[op.Info.Object] = false
+			}
+		}
+		if done, ok := j.Objects[op.Info.Object]; ok && !done {
+			wanted = true
+		}
+	}
+	o, err := getObject(r.Tx, op.Info.Object)
+	if err != nil {
+		return err
+	}
+	if o == nil && all != nil {
+		if o, err = n.rebuildBooks(r.Tx, op, r.Peer.Name, id, tree); err != nil {
+			return err
+		}
+	} else if o != nil && all != nil {
+		if err := n.notePiece(r.Tx, o, op, r.Peer.Name, id, tree); err != nil {
+			return err
+		}
+	}
+	if wanted && o != nil {
+		if err := n.stageShard(op); err != nil {
+			return retryLater{err}
+		}
+		ok, err := n.assemble(o)
+		if err != nil {
+			return err
+		}
+		if ok {
+			for _, j := range jobs {
+				if _, in := j.Objects[o.ID]; in {
+					j.Objects[o.ID] = true
+				}
+			}
+		}
+	}
+	for _, j := range jobs {
+		if err := putJob(r.Tx, j); err != nil {
+			return err
+		}
+		if err := n.checkJob(r.Tx, j); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func activeJobs(tx *bolt.Tx) ([]*RecoveryJob, error) {
+	var out []*RecoveryJob
+	err := tx.Bucket(bucketRecovery).ForEach(func(k, v []byte) error {
+		var j RecoveryJob
+		if err := json.Unmarshal(v, &j); err != nil {
+			return err
+		}
+		if j.State == RecoveryWaiting {
+			j.init()
+			out = append(out, &j)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// rebuildBooks creates the record of an object we had lost, from one of its pieces, and
+// the file versions its manifest lists.
+func (n *Node) rebuildBooks(tx *bolt.Tx, op *openedPiece, peer, id string, tree *merkle.Hasher) (*Object, error) {
+	pi := op.Info
+	o := &Object{ID: pi.Object, Size: pi.ObjectSize, K: pi.K, N: pi.N, SegmentSize: pi.SegmentSize, Created: n.Now().UTC(),
+		Manifest: op.Manifest, Segments: make([]Segment, pi.Segments)}
+	for s := range o.Segments {
+		o.Segments[s].Size = min(pi.SegmentSize, pi.ObjectSize-int64(s)*pi.SegmentSize)
+		if pi.ObjectSize == 0 {
+			o.Segments[s].Size = 0
+		}
+	}
+	for _, me := range op.Manifest {
+		name, err := StoredName(me.Name)
+		if err != nil || name != me.Name || me.Version < 1 {
+			return nil, reject("RECOVER_RESPONSE: bad manifest entry %q", me.Name)
+		}
+		key := versionKey(me.Name, me.Version)
+		if tx.Bucket(bucketVersions).Get(key) != nil {
+			continue
+		}
+		if err := putJSON(tx.Bucket(bucketVersions), key, FileVersion{ManifestEntry: me, Object: o.ID}); err != nil {
+			return nil, err
+		}
+		o.Refs++
+	}
+	return o, n.notePiece(tx, o, op, peer, id, tree)
+}
+
+// notePiece records that peer holds a piece (learnt from recover_all).
+func (n *Node) notePiece(tx *bolt.Tx, o *Object, op *openedPiece, peer, id string, tree *merkle.Hasher) error {
+	pi := op.Info
+	if pi.Segment >= len(o.Segments) || pi.K != o.K || pi.N != o.N {
+		return reject("RECOVER_RESPONSE: piece %s does not fit object %s", id, o.ID)
+	}
+	seg := &o.Segments[pi.Segment]
+	for _, p := range seg.Pieces {
+		if p.ID == id {
+			return nil
+		}
+	}
+	root := tree.Root()
+	seg.Pieces = append(seg.Pieces, Piece{ID: id, Index: pi.Index, Peer: peer, Size: tree.Size(),
+		ShardHash: hex.EncodeToString(pi.ShardHash[:]), Root: hex.EncodeToString(root[:]),
+		State: PieceStored, SentAt: n.Now().UTC(), AckAt: n.Now().UTC()})
+	sort.Slice(seg.Pieces, func(a, b int) bool { return seg.Pieces[a].Index < seg.Pieces[b].Index })
+	if err := tx.Bucket(bucketPieceIdx).Put([]byte(id), pieceIdxValue(o.ID, pi.Segment, pi.Index)); err != nil {
+		return err
+	}
+	ps, err := peerState(tx, peer)
+	if err != nil {
+		return err
+	}
+	ps.RemoteUsed += tree.Size()
+	if err := putPeerState(tx, peer, ps); err != nil {
+		return err
+	}
+	return putObject(tx, o)
+}
+
+func (n *Node) stagePath(obj string, parts ...string) string {
+	return filepath.Join(append([]string{n.Dir, stagingDir, obj}, parts...)...)
+}
+
+// stageShard keeps a received shard on disk until its object can be assembled.
+func (n *Node) stageShard(op *openedPiece) error {
+	p := n.stagePath(op.Info.Object, fmt.Sprintf("%d.%d", op.Info.Segment, op.Info.Index))
+	if _, err := os.Stat(p); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return err
+	}
+	_, err := queue.WriteAtomic(p, bytes.NewReader(op.Shard), 0o600)
+	return err
+}
+
+// assemble joins the object from staged shards once every segment has k of them. The
+// object file is kept until its job is done.
+func (n *Node) assemble(o *Object) (bool, error) {
+	dst := n.stagePath(o.ID, objectFile)
+	if _, err := os.Stat(dst); err == nil {
+		return true, nil
+	}
+	code, err := erasure.New(o.K, o.N-o.K)
+	if err != nil {
+		return false, err
+	}
+	// Enough shards everywhere?
+	have := make([][]string, len(o.Segments))
+	entries, err := os.ReadDir(n.stagePath(o.ID))
+	if err != nil {
+		return false, nil
+	}
+	for _, e := range entries {
+		var s, i int
+		if _, err := fmt.Sscanf(e.Name(), "%d.%d", &s, &i); err != nil || s < 0 || s >= len(o.Segments) {
+			continue
+		}
+		have[s] = append(have[s], e.Name())
+	}
+	for _, h := range have {
+		if len(h) < o.K {
+			return false, nil
+		}
+	}
+	tmp, err := os.CreateTemp(n.stagePath(o.ID), ".object-*")
+	if err != nil {
+		return false, retryLater{err}
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	for s, names := range have {
+		var shards []erasure.Shard
+		for _, name := range names {
+			data, err := os.ReadFile(n.stagePath(o.ID, name))
+			if err != nil {
+				return false, retryLater{err}
+			}
+			var idx int
+			fmt.Sscanf(name, "%d.%d", new(int), &idx)
+			var sum [32]byte
+			for _, seg := range o.Segments[s].Pieces {
+				if seg.Index == idx && seg.ShardHash != "" {
+					hb, _ := hex.DecodeString(seg.ShardHash)
+					copy(sum[:], hb)
+				}
+			}
+			if sum == ([32]byte{}) {
+				sum = sha256.Sum256(data) // learnt from the piece itself, which was checked when staged
+			}
+			shards = append(shards, erasure.Shard{Index: idx, K: o.K, M: o.N - o.K, SegmentSize: o.Segments[s].Size, Hash: sum, Data: data})
+		}
+		if err := code.Join(tmp, shards); err != nil {
+			return false, fmt.Errorf("object %s segment %d: %w", o.ID, s, err)
+		}
+	}
+	if err := tmp.Sync(); err != nil {
+		return false, retryLater{err}
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return false, retryLater{err}
+	}
+	for _, names := range have {
+		for _, name := range names {
+			os.Remove(n.stagePath(o.ID, name))
+		}
+	}
+	return true, nil
+}
+
+// checkJob finishes a job whose objects are all here: it writes the files.
+func (n *Node) checkJob(tx *bolt.Tx, j *RecoveryJob) error {
+	if j.State != RecoveryWaiting {
+		return nil
+	}
+	if j.Kind == jobAll {
+		for peer, c := range j.Finished {
+			if c < 0 || j.Received[peer] < c {
+				return nil
+			}
+		}
+	}
+	missing := 0
+	for _, done := range j.Objects {
+		if !done {
+			missing++
+		}
+	}
+	if missing > 0 {
+		if j.Kind != jobAll {
+			return nil
+		}
+		// Every peer has answered: what is still missing cannot be rebuilt.
+		j.Error = fmt.Sprintf("%d objects have fewer than k pieces left", missing)
+	}
+	switch j.Kind {
+	case jobRepair:
+		return n.finishRepairTx(tx, j)
+	case jobAll:
+		chosen, err := chooseVersions(tx, "/", 0)
+		if err != nil {
+			return err
+		}
+		return n.writeJob(tx, j, chosen)
+	default:
+		chosen, err := chooseVersions(tx, j.Target, j.Version)
+		if err != nil {
+			return err
+		}
+		return n.writeJob(tx, j, chosen)
+	}
+}
+
+// writeJob writes the chosen versions into recovery/ and closes the job.
+func (n *Node) writeJob(tx *bolt.Tx, j *RecoveryJob, chosen map[string]FileVersion) error {
+	names := sortedKeys(chosen)
+	var failed []string
+	var dirs, links []FileVersion
+	for _, name := range names {
+		fv := chosen[name]
+		switch fv.Kind {
+		case KindDir:
+			dirs = append(dirs, fv)
+		case KindSymlink:
+			links = append(links, fv)
+		default:
+			if fv.Object != "" && !j.Objects[fv.Object] {
+				failed = append(failed, name)
+				continue
+			}
+			if err := n.writeRecovered(fv); err != nil {
+				n.Log.Error("recover", "name", name, "err", err)
+				failed = append(failed, name+": "+err.Error())
+				continue
+			}
+			j.Written++
+		}
+	}
+	for _, fv := range links {
+		if err := n.writeRecovered(fv); err != nil {
+			failed = append(failed, fv.Name+": "+err.Error())
+			continue
+		}
+		j.Written++
+	}
+	for i := len(dirs) - 1; i >= 0; i-- { // deepest first: children do not touch a finished parent
+		if err := n.writeRecovered(dirs[i]); err != nil {
+			failed = append(failed, dirs[i].Name+": "+err.Error())
+			continue
+		}
+		j.Written++
+	}
+	j.State, j.Ended = RecoveryDone, n.Now().UTC()
+	if len(failed) > 0 {
+		j.State = RecoveryFailed
+		if j.Error != "" {
+			j.Error += "; "
+		}
+		j.Error += fmt.Sprintf("%d not recovered: %s", len(failed), strings.Join(failed[:min(len(failed), 5)], ", "))
+	}
+	for id := range j.Objects {
+		os.RemoveAll(n.stagePath(id))
+	}
+	return putJob(tx, j)
+}
+
+// recoveredPath is where a stored name is recovered: under recovery/, never outside.
+func (n *Node) recoveredPath(name string) (string, error) {
+	root := filepath.Join(n.Dir, recoveryDir)
+	p := filepath.Join(root, filepath.FromSlash(name))
+	if p != root && !strings.HasPrefix(p, root+string(filepath.Separator)) {
+		return "", fmt.Errorf("stored name %q leaves the recovery directory", name)
+	}
+	// No parent may be a symlink we recovered: writing through it could land anywhere.
+	for d := filepath.Dir(p); len(d) > len(root); d = filepath.Dir(d) {
+		if fi, err := os.Lstat(d); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			return "", fmt.Errorf("%s: a parent is a symlink", name)
+		}
+	}
+	return p, nil
+}
+
+// writeRecovered writes one version with its content, mode and mtime.
+func (n *Node) writeRecovered(fv FileVersion) error {
+	p, err := n.recoveredPath(fv.Name)
+	if err != nil {
+		return err
+	}
+	mode := fs.FileMode(fv.Mode).Perm()
+	switch fv.Kind {
+	case KindDir:
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			return err
+		}
+		os.Chmod(p, mode|fs.FileMode(fv.Mode)&(fs.ModeSetgid|fs.ModeSticky))
+		return os.Chtimes(p, fv.MTime, fv.MTime)
+	case KindSymlink:
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return err
+		}
+		os.Remove(p)
+		if err := os.Symlink(fv.Link, p); err != nil {
+			return err
+		}
+		ts := unix.NsecToTimeval(fv.MTime.UnixNano())
+		_ = unix.Lutimes(p, []unix.Timeval{ts, ts}) // best effort: not every filesystem keeps it
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return err
+	}
+	var src io.Reader = bytes.NewReader(nil)
+	if fv.Object != "" && fv.Size > 0 {
+		f, err := os.Open(n.stagePath(fv.Object, objectFile))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		src = io.NewSectionReader(f, fv.Offset, fv.Size)
+	}
+	h := sha256.New()
+	if _, err := queue.WriteAtomic(p, io.TeeReader(src, h), 0o600); err != nil {
+		return err
+	}
+	if fv.Hash != "" && hex.EncodeToString(h.Sum(nil)) != fv.Hash {
+		os.Remove(p)
+		return errors.New("content does not match its hash")
+	}
+	if err := os.Chmod(p, mode|fs.FileMode(fv.Mode)&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+		return err
+	}
+	return os.Chtimes(p, fv.MTime, fv.MTime)
+}

@@ -1,0 +1,417 @@
+package agent
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/dibs-backup/dibs/erasure"
+	"github.com/dibs-backup/dibs/pgpmsg"
+)
+
+// RepairResult says what one repair pass did.
+type RepairResult struct {
+	MarkedLost int // pieces newly counted as lost (silent peer, no answer)
+	Rebuilt    int // pieces sealed again and placed on other peers
+	Fetching   int // objects whose pieces are being fetched back to rebuild them
+	Short      int // segments that still miss pieces (no peer with room)
+}
+
+// Repair marks pieces lost whose peer has been silent for repairAfter, or that were
+// never acknowledged in that time, and rebuilds every segment whose healthy pieces
+// leave fewer than repairSpare spares: from the local files if they are unchanged, else
+// by fetching k pieces back. New pieces go to peers holding no piece of that segment.
+func (n *Node) Repair() (RepairResult, error) {
+	var res RepairResult
+	states, err := n.PeerStates()
+	if err != nil {
+		return res, err
+	}
+	now := n.Now().UTC()
+	after := n.Opts.Duration("repairAfter")
+	silent := map[string]bool{}
+	for name, ps := range states {
+		if ps.LastHeard.IsZero() || now.Sub(ps.LastHeard) > after {
+			silent[name] = true
+		}
+	}
+	var todo []string
+	err = n.withDB(func(db *bolt.DB) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
+				var o Object
+				if err := json.Unmarshal(v, &o); err != nil {
+					return err
+				}
+				if o.Refs <= 0 {
+					return nil
+				}
+				changed := false
+				unpend := map[string]int64{}
+				for s := range o.Segments {
+					for i := range o.Segments[s].Pieces {
+						p := &o.Segments[s].Pieces[i]
+						if p.ID == "" || (p.State != PieceStored && p.State != PieceSent) {
+							continue
+						}
+						if _, _, err := n.Peer(p.Peer); err != nil {
+							p.State, p.Why = PieceLost, "peer deleted"
+						} else if silent[p.Peer] && now.Sub(p.SentAt) > after {
+							p.State, p.Why = PieceLost, "peer silent for more than repairAfter"
+						} else if p.State == PieceSent && now.Sub(p.SentAt) > after {
+							p.State, p.Why = PieceLost, "never acknowledged"
+						} else {
+							continue
+						}
+						if p.AckAt.IsZero() {
+							unpend[p.Peer] += p.Size
+						}
+						res.MarkedLost++
+						changed = true
+					}
+				}
+				if changed {
+					if err := putObject(tx, &o); err != nil {
+						return err
+					}
+				}
+				for peer, b := range unpend {
+					if err := addPeerUsage(tx, peer, 0, -b); err != nil {
+						return err
+					}
+				}
+				if len(o.needRepair(n.spare(&o))) > 0 {
+					todo = append(todo, o.ID)
+				}
+				return nil
+			})
+		})
+	})
+	if err != nil {
+		return res, err
+	}
+	var errs []error
+	for _, id := range todo {
+		err := n.withDB(func(db *bolt.DB) error {
+			return db.Update(func(tx *bolt.Tx) error {
+				o, err := getObject(tx, id)
+				if err != nil || o == nil {
+					return err
+				}
+				if j, err := getJob(tx, repairPrefix+id); err != nil || (j != nil && j.State == RecoveryWaiting) {
+					return err // already fetching
+				}
+				shards, err := n.localShards(tx, o)
+				if err != nil {
+					n.Log.Info("repair: local copy unusable, fetching pieces back", "object", id, "why", err)
+					res.Fetching++
+					return n.startRepairFetch(tx, o)
+				}
+				placed, short, err := n.replace(tx, o, shards)
+				res.Rebuilt += placed
+				res.Short += short
+				return err
+			})
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("object %s: %w", id, err))
+		}
+	}
+	if err := n.FlushOutbox(); err != nil {
+		errs = append(errs, err)
+	}
+	return res, errors.Join(errs...)
+}
+
+// spare is repairSpare: a segment that lost pieces is repaired once it has that many
+// spares (healthy pieces beyond k) or fewer. The default, 1, repairs while one spare is
+// still there; a peer that is only briefly away is not counted lost (repairAfter).
+func (n *Node) spare(o *Object) int { return int(n.Opts.Int("repairSpare")) }
+
+func healthy(p Piece) bool { return p.ID != "" && (p.State == PieceStored || p.State == PieceSent) }
+
+// needRepair lists the segments missing pieces that have at most spare spare pieces
+// (healthy beyond k) left, and those with
+// a piece that never landed (refused over quota, or no peer had room): such a piece is
+// placed elsewhere at once, whatever the spares.
+func (o *Object) needRepair(spare int) []int {
+	var out []int
+	for s, seg := range o.Segments {
+		c, unplaced := 0, false
+		for _, p := range seg.Pieces {
+			if healthy(p) {
+				c++
+			} else if p.AckAt.IsZero() {
+				unplaced = true
+			}
+		}
+		if c < o.N && (unplaced || c-o.K <= spare) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// localShards rebuilds the shards of the segments needing repair from the local files,
+// if they still hold exactly what was stored (every shard hash must match).
+func (n *Node) localShards(tx *bolt.Tx, o *Object) (map[int][]erasure.Shard, error) {
+	code, err := erasure.New(o.K, o.N-o.K)
+	if err != nil {
+		return nil, err
+	}
+	sources := map[string]string{} // stored name -> local path
+	for _, me := range o.Manifest {
+		if me.Kind != KindFile || me.Size == 0 {
+			continue
+		}
+		var fv FileVersion
+		ok, err := getJSON(tx.Bucket(bucketVersions), versionKey(me.Name, me.Version), &fv)
+		if err != nil {
+			return nil, err
+		}
+		if !ok || fv.Source == "" {
+			return nil, fmt.Errorf("%s: no local source known", me.Name)
+		}
+		sources[me.Name] = fv.Source
+	}
+	out := map[int][]erasure.Shard{}
+	for _, s := range o.needRepair(n.spare(o)) {
+		seg := o.Segments[s]
+		start := int64(s) * o.SegmentSize
+		buf := make([]byte, code.BufferSize(int(seg.Size)))
+		for _, me := range o.Manifest {
+			if me.Kind != KindFile || me.Size == 0 {
+				continue
+			}
+			lo, hi := max(start, me.Offset), min(start+seg.Size, me.Offset+me.Size)
+			if lo >= hi {
+				continue
+			}
+			f, err := os.Open(sources[me.Name])
+			if err != nil {
+				return nil, err
+			}
+			_, err = f.ReadAt(buf[lo-start:hi-start], lo-me.Offset)
+			f.Close()
+			if err != nil && !errors.Is(err, io.EOF) {
+				return nil, err
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%s is shorter than stored", me.Name)
+			}
+		}
+		shards, err := code.SplitBuffer(buf, int(seg.Size))
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range seg.Pieces {
+			if p.ShardHash != "" && p.ShardHash != hex.EncodeToString(shards[p.Index].Hash[:]) {
+				return nil, fmt.Errorf("segment %d: local content changed since it was stored", s)
+			}
+		}
+		if len(seg.Pieces) == 0 {
+			return nil, fmt.Errorf("segment %d: no shard hash to check against", s)
+		}
+		out[s] = shards
+	}
+	return out, nil
+}
+
+// startRepairFetch asks the holders of an object's pieces for them; the repair finishes
+// when the object is assembled (finishRepairTx).
+func (n *Node) startRepairFetch(tx *bolt.Tx, o *Object) error {
+	job := &RecoveryJob{Name: repairPrefix + o.ID, Kind: jobRepair, Target: o.ID, State: RecoveryWaiting,
+		Started: n.Now().UTC(), Objects: map[string]bool{o.ID: false}}
+	if err := n.askForObjects(tx, job); err != nil {
+		return err
+	}
+	return putJob(tx, job)
+}
+
+// finishRepairTx re-codes an object fetched back for repair and places its missing pieces.
+func (n *Node) finishRepairTx(tx *bolt.Tx, j *RecoveryJob) error {
+	o, err := getObject(tx, j.Target)
+	if err != nil {
+		return err
+	}
+	j.State, j.Ended = RecoveryDone, n.Now().UTC()
+	defer os.RemoveAll(n.stagePath(j.Target))
+	if o == nil || !j.Objects[j.Target] {
+		if o != nil {
+			j.State, j.Error = RecoveryFailed, "fewer than k pieces came back"
+		}
+		return putJob(tx, j)
+	}
+	code, err := erasure.New(o.K, o.N-o.K)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(n.stagePath(o.ID, objectFile))
+	if err != nil {
+		return retryLater{err}
+	}
+	defer f.Close()
+	shards := map[int][]erasure.Shard{}
+	for _, s := range o.needRepair(n.spare(o)) {
+		seg := o.Segments[s]
+		buf := make([]byte, code.BufferSize(int(seg.Size)))
+		if _, err := f.ReadAt(buf[:seg.Size], int64(s)*o.SegmentSize); err != nil && !errors.Is(err, io.EOF) {
+			return retryLater{err}
+		}
+		if shards[s], err = code.SplitBuffer(buf, int(seg.Size)); err != nil {
+			return err
+		}
+	}
+	placed, short, err := n.replace(tx, o, shards)
+	if err != nil {
+		return err
+	}
+	n.Log.Info("repaired from fetched pieces", "object", o.ID, "placed", placed, "short", short)
+	return putJob(tx, j)
+}
+
+// replace seals the missing pieces of the given segments and places each on a peer that
+// holds no piece of that segment. Lost pieces are dropped from the books (their peer is
+// asked to delete them, in case it still has them).
+func (n *Node) replace(tx *bolt.Tx, o *Object, shards map[int][]erasure.Shard) (placed, short int, err error) {
+	man, err := json.Marshal(o.Manifest)
+	if err != nil {
+		return 0, 0, err
+	}
+	peers, err := n.Peers()
+	if err != nil {
+		return 0, 0, err
+	}
+	unstore := map[string][]string{}
+	pending := map[string]int64{}
+	for s, sh := range shards {
+		seg := &o.Segments[s]
+		busy := map[string]bool{}
+		lostHere := map[string]bool{}
+		have := map[int]bool{}
+		var keep []Piece
+		for _, p := range seg.Pieces {
+			if healthy(p) {
+				busy[p.Peer] = true
+				have[p.Index] = true
+				keep = append(keep, p)
+				continue
+			}
+			if p.ID != "" {
+				lostHere[p.Peer] = true // put it back there only if no other peer can take it
+				unstore[p.Peer] = append(unstore[p.Peer], p.ID)
+				if err := tx.Bucket(bucketPieceIdx).Delete([]byte(p.ID)); err != nil {
+					return placed, short, err
+				}
+				if !p.AckAt.IsZero() {
+					if err := addPeerUsage(tx, p.Peer, -p.Size, 0); err != nil {
+						return placed, short, err
+					}
+				}
+			}
+		}
+		seg.Pieces = keep
+		for idx := 0; idx < o.N; idx++ {
+			if have[idx] {
+				continue
+			}
+			var cand *candidate
+			for _, p := range append(notIn(peers, lostHere), inSet(peers, lostHere)...) {
+				if busy[p.Name] {
+					continue
+				}
+				_, key, err := n.Peer(p.Name)
+				if err != nil || key == nil {
+					continue
+				}
+				ps, err := peerState(tx, p.Name)
+				if err != nil {
+					return placed, short, err
+				}
+				if !ps.Forgotten.IsZero() && ps.LastHeard.Before(ps.Forgotten) {
+					continue
+				}
+				size := int64(len(sh[idx].Data)) + pieceOverhead
+				if p.RemoteQuota-ps.RemoteUsed-ps.RemotePending-pending[p.Name] < size {
+					continue
+				}
+				cand = &candidate{name: p.Name, key: n.wireKey(key)}
+				break
+			}
+			if cand == nil {
+				short++
+				continue
+			}
+			info := PieceInfo{Piece: pgpmsg.NewMessageID(), Object: o.ID, Segment: s, Segments: len(o.Segments), Index: idx, K: o.K, N: o.N,
+				ObjectSize: o.Size, SegmentSize: o.SegmentSize, SegmentLen: seg.Size, ShardHash: sh[idx].Hash}
+			p, err := n.sealStore(cand, info, man, sh[idx].Data)
+			if err != nil {
+				return placed, short, retryLater{err}
+			}
+			p.msgFile = ""
+			seg.Pieces = append(seg.Pieces, p)
+			busy[cand.name] = true
+			pending[cand.name] += p.Size
+			if err := tx.Bucket(bucketPieceIdx).Put([]byte(p.ID), pieceIdxValue(o.ID, s, idx)); err != nil {
+				return placed, short, err
+			}
+			placed++
+		}
+	}
+	for peer, b := range pending {
+		ps, err := peerState(tx, peer)
+		if err != nil {
+			return placed, short, err
+		}
+		ps.RemotePending += b
+		if err := putPeerState(tx, peer, ps); err != nil {
+			return placed, short, err
+		}
+	}
+	for _, peer := range sortedKeys(unstore) {
+		if _, _, err := n.Peer(peer); err != nil {
+			continue
+		}
+		if err := n.requestTx(tx, peer, TypeUnstore, nil, writeIDs(unstore[peer])); err != nil {
+			return placed, short, err
+		}
+	}
+	return placed, short, putObject(tx, o)
+}
+
+// addPeerUsage moves a peer's counts of bytes it holds for us (used) and of bytes sent
+// and not yet acknowledged (pending), never below zero.
+func addPeerUsage(tx *bolt.Tx, peer string, used, pending int64) error {
+	ps, err := peerState(tx, peer)
+	if err != nil {
+		return err
+	}
+	ps.RemoteUsed = max(0, ps.RemoteUsed+used)
+	ps.RemotePending = max(0, ps.RemotePending+pending)
+	return putPeerState(tx, peer, ps)
+}
+
+func notIn(peers []*Peer, set map[string]bool) []*Peer {
+	var out []*Peer
+	for _, p := range peers {
+		if !set[p.Name] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func inSet(peers []*Peer, set map[string]bool) []*Peer {
+	var out []*Peer
+	for _, p := range peers {
+		if set[p.Name] {
+			out = append(out, p)
+		}
+	}
+	return out
+}

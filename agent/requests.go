@@ -1,0 +1,112 @@
+package agent
+
+import (
+	"encoding/json"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/dibs-backup/dibs/pgpmsg"
+	"github.com/dibs-backup/dibs/queue"
+)
+
+// pendingRequest is a request we sent and wait an answer to. If none comes within
+// resendAfter of its delivery, it is sent again under a new Message-Id: every request
+// that is re-sent this way (UNSTORE, CLEAR_DB, RECOVER, RECOVER_ALL, FORGET_YOU) is
+// harmless to carry out twice.
+type pendingRequest struct {
+	Peer    string      `json:"peer"`
+	Type    string      `json:"type"`
+	Fields  [][2]string `json:"fields,omitempty"`
+	Payload []byte      `json:"payload,omitempty"`
+	Sent    time.Time   `json:"sent"`
+	Tries   int         `json:"tries"`
+}
+
+// requestTx queues a request to peer and records it until it is answered.
+func (n *Node) requestTx(tx *bolt.Tx, peer, typ string, fields [][2]string, payload []byte) error {
+	m := n.newOut(peer, typ, fields, payload)
+	if err := addOutbox(tx, m); err != nil {
+		return err
+	}
+	return putJSON(tx.Bucket(bucketRequests), []byte(m.ID), pendingRequest{Peer: peer, Type: typ, Fields: fields, Payload: payload, Sent: m.Date, Tries: 1})
+}
+
+// answering wraps the handler of an answer: once it succeeds, the request it answers
+// (In-Reply-To) is no longer pending.
+func answering(h handler) handler {
+	return func(r *Request) error {
+		if err := h(r); err != nil {
+			return err
+		}
+		if id := r.Header.Get(pgpmsg.FieldInReplyTo); id != "" {
+			return r.Tx.Bucket(bucketRequests).Delete([]byte(id))
+		}
+		return nil
+	}
+}
+
+// ResendRequests sends again the requests delivered more than resendAfter ago and still
+// unanswered. A request whose file still waits in outgoing/ was not delivered yet: it is
+// left alone (the transports retry it).
+func (n *Node) ResendRequests() (int, error) {
+	now := n.Now()
+	after := n.Opts.Duration("resendAfter")
+	waiting := map[string]bool{} // message ids still in a spool
+	peers, _ := n.Spool.Peers()
+	for _, p := range peers {
+		es, _ := n.Spool.List(queue.Outgoing(p))
+		for _, e := range es {
+			if i := strings.LastIndexByte(e.Name, '-'); i >= 0 {
+				waiting[strings.TrimSuffix(e.Name[i+1:], ".pgp")] = true
+			}
+		}
+	}
+	resent := 0
+	err := n.withDB(func(db *bolt.DB) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketRequests)
+			type item struct {
+				id string
+				r  pendingRequest
+			}
+			var due []item
+			err := b.ForEach(func(k, v []byte) error {
+				var r pendingRequest
+				if err := json.Unmarshal(v, &r); err != nil {
+					return b.Delete(k)
+				}
+				if now.Sub(r.Sent) > after && !waiting[string(k)] {
+					due = append(due, item{string(k), r})
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			for _, it := range due {
+				if err := b.Delete([]byte(it.id)); err != nil {
+					return err
+				}
+				if _, _, err := n.Peer(it.r.Peer); err != nil {
+					continue // the peer is gone: nothing to ask
+				}
+				m := n.newOut(it.r.Peer, it.r.Type, it.r.Fields, it.r.Payload)
+				if err := addOutbox(tx, m); err != nil {
+					return err
+				}
+				it.r.Sent, it.r.Tries = m.Date, it.r.Tries+1
+				if err := putJSON(b, []byte(m.ID), it.r); err != nil {
+					return err
+				}
+				resent++
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return resent, err
+	}
+	return resent, n.FlushOutbox()
+}

@@ -1,0 +1,478 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/dibs-backup/dibs/pgpmsg"
+	"github.com/dibs-backup/dibs/queue"
+)
+
+// storageDir is where we keep pieces for others.
+const storageDir = "storage"
+
+// storagePath is where the piece id of peer is kept: storage/<peer>/xx/yy/<id>.
+func (n *Node) storagePath(peer, id string) string {
+	return filepath.Join(n.Dir, storageDir, peer, id[:2], id[2:4], id)
+}
+
+func init() {
+	handlers[TypeStore] = handleStore
+	handlers[TypeUnstore] = handleUnstore
+	handlers[TypeAck] = answering(handleAck)
+	handlers[TypeNack] = answering(handleNack)
+}
+
+// ReplyFile queues a reply whose payload is the content of path (a held piece).
+func (r *Request) ReplyFile(typ string, fields [][2]string, path string) error {
+	m := r.Node.newOut(r.Peer.Name, typ, fields, nil)
+	m.InReplyTo = r.Header.Get(pgpmsg.FieldMessageID)
+	m.PayloadFile = path
+	return addOutbox(r.Tx, m)
+}
+
+func (r *Request) ack(op string, fields ...[2]string) error {
+	return r.Reply(TypeAck, append([][2]string{{fieldOp, op}}, fields...), nil)
+}
+
+func (r *Request) nack(op, reason string, fields ...[2]string) error {
+	return r.Reply(TypeNack, append([][2]string{{fieldOp, op}, {fieldReason, reason}}, fields...), nil)
+}
+
+// handleStore keeps a piece for the sender, within the quota we granted it, and
+// acknowledges it; over quota it answers NACK so the owner places the piece elsewhere.
+// A STORE seen again (same piece) is acknowledged again without writing anything.
+func handleStore(r *Request) error {
+	id := r.Header.Get(fieldPiece)
+	if !validID(id) {
+		return reject("STORE: bad Piece-Id")
+	}
+	held := tx(r).Bucket(bucketHeld)
+	key := heldKey(r.Peer.Name, id)
+	if held.Get(key) != nil {
+		return r.ack(TypeStore, [2]string{fieldPiece, id})
+	}
+	size := r.Msg.PayloadSize()
+	ps, err := peerState(r.Tx, r.Peer.Name)
+	if err != nil {
+		return err
+	}
+	if ps.LocalUsed+size > r.Peer.LocalQuota {
+		return r.nack(TypeStore, fmt.Sprintf("over quota: %d of %d bytes used, piece is %d", ps.LocalUsed, r.Peer.LocalQuota, size), [2]string{fieldPiece, id})
+	}
+	path := r.Node.storagePath(r.Peer.Name, id)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return retryLater{err}
+	}
+	if _, err := queue.WriteAtomic(path, r.Msg.Payload(), 0o600); err != nil {
+		return retryLater{fmt.Errorf("keep piece: %w", err)}
+	}
+	if err := putJSON(held, key, HeldPiece{Size: size, Stored: r.Now, Sent: mustDate(r.Header)}); err != nil {
+		return err
+	}
+	ps.LocalUsed += size
+	if err := putPeerState(r.Tx, r.Peer.Name, ps); err != nil {
+		return err
+	}
+	return r.ack(TypeStore, [2]string{fieldPiece, id})
+}
+
+func tx(r *Request) *bolt.Tx { return r.Tx }
+
+func mustDate(h pgpmsg.Header) (t time.Time) {
+	t, _ = h.Date()
+	return t
+}
+
+// readIDs parses a payload that lists piece ids, one per line.
+func readIDs(b []byte) ([]string, error) {
+	var ids []string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		if !validID(line) {
+			return nil, fmt.Errorf("bad piece id %q", line)
+		}
+		ids = append(ids, line)
+	}
+	return ids, sc.Err()
+}
+
+func writeIDs(ids []string) []byte {
+	var b bytes.Buffer
+	for _, id := range ids {
+		b.WriteString(id)
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
+}
+
+// maxListPayload bounds a payload listing piece ids.
+const maxListPayload = 64 << 20
+
+func (r *Request) idList() ([]string, error) {
+	if r.Msg.PayloadSize() > maxListPayload {
+		return nil, reject("%s: piece list too long", r.Header.Get(pgpmsg.FieldType))
+	}
+	b, err := r.Msg.PayloadBytes()
+	if err != nil {
+		return nil, err
+	}
+	ids, err := readIDs(b)
+	if err != nil {
+		return nil, reject("%s: %v", r.Header.Get(pgpmsg.FieldType), err)
+	}
+	return ids, nil
+}
+
+// handleUnstore drops the listed pieces we hold for the sender; a piece we do not have
+// is already gone. The ACK lists the pieces, so the owner can close its books.
+func handleUnstore(r *Request) error {
+	ids, err := r.idList()
+	if err != nil {
+		return err
+	}
+	if err := r.Node.dropHeld(r.Tx, r.Peer.Name, ids); err != nil {
+		return err
+	}
+	return r.Reply(TypeAck, [][2]string{{fieldOp, TypeUnstore}, {fieldCount, fmt.Sprint(len(ids))}}, writeIDs(ids))
+}
+
+// dropHeld removes pieces we hold for peer, from disk and from the books.
+func (n *Node) dropHeld(tx *bolt.Tx, peer string, ids []string) error {
+	held := tx.Bucket(bucketHeld)
+	ps, err := peerState(tx, peer)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		key := heldKey(peer, id)
+		var hp HeldPiece
+		ok, err := getJSON(held, key, &hp)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		if err := os.Remove(n.storagePath(peer, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return retryLater{err}
+		}
+		if err := held.Delete(key); err != nil {
+			return err
+		}
+		ps.LocalUsed = max(0, ps.LocalUsed-hp.Size)
+	}
+	return putPeerState(tx, peer, ps)
+}
+
+// heldIDs lists the pieces we hold for peer.
+func heldIDs(tx *bolt.Tx, peer string) []string {
+	var ids []string
+	prefix := []byte(peer + "\x00")
+	c := tx.Bucket(bucketHeld).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		ids = append(ids, string(k[len(prefix):]))
+	}
+	return ids
+}
+
+// handleAck closes the owner's books on a request the peer carried out.
+func handleAck(r *Request) error {
+	switch op := r.Header.Get(fieldOp); op {
+	case TypeStore:
+		return r.Node.pieceAnswered(r, r.Header.Get(fieldPiece), true, "")
+	case TypeUnstore:
+		ids, err := r.idList()
+		if err != nil {
+			return err
+		}
+		return r.Node.piecesUnstored(r.Tx, r.Peer.Name, ids)
+	default:
+		if h, ok := ackHandlers[op]; ok {
+			return h(r)
+		}
+		return nil // an ACK of something we do not track changes nothing
+	}
+}
+
+// handleNack records a refusal: a refused piece is lost, and repair places it elsewhere.
+func handleNack(r *Request) error {
+	reason := r.Header.Get(fieldReason)
+	r.Node.Log.Warn("refused", "peer", r.Peer.Name, "op", r.Header.Get(fieldOp), "reason", reason)
+	switch op := r.Header.Get(fieldOp); op {
+	case TypeStore:
+		return r.Node.pieceAnswered(r, r.Header.Get(fieldPiece), false, "refused: "+reason)
+	default:
+		if h, ok := nackHandlers[op]; ok {
+			return h(r)
+		}
+		return nil
+	}
+}
+
+// ackHandlers and nackHandlers take answers to other requests (recovery, probe, clear).
+var (
+	ackHandlers  = map[string]handler{}
+	nackHandlers = map[string]handler{}
+)
+
+// pieceAnswered applies a peer's ACK or NACK of a STORE.
+func (n *Node) pieceAnswered(r *Request, id string, ok bool, why string) error {
+	if !validID(id) {
+		return reject("%s: bad Piece-Id", r.Header.Get(pgpmsg.FieldType))
+	}
+	o, s, i, err := findPiece(r.Tx, id)
+	if err != nil {
+		return err
+	}
+	if o == nil {
+		if ok { // a piece we no longer want: let the peer drop it
+			return r.Reply(TypeUnstore, nil, writeIDs([]string{id}))
+		}
+		return nil
+	}
+	p := &o.Segments[s].Pieces[i]
+	if p.Peer != r.Peer.Name {
+		return reject("%s of piece %s from %s, but it was sent to %s", r.Header.Get(pgpmsg.FieldType), id, r.Peer.Name, p.Peer)
+	}
+	ps, err := peerState(r.Tx, p.Peer)
+	if err != nil {
+		return err
+	}
+	switch {
+	case p.State == PieceSent && ok:
+		p.State, p.AckAt = PieceStored, r.Now
+		ps.RemotePending = max(0, ps.RemotePending-p.Size)
+		ps.RemoteUsed += p.Size
+	case p.State == PieceSent:
+		p.State, p.Why = PieceLost, why
+		ps.RemotePending = max(0, ps.RemotePending-p.Size)
+	case ok && (p.State == PieceLost || p.State == PieceUnstoring):
+		// Given up on, or dropped meanwhile: the peer holds a piece we do not count.
+		return r.Reply(TypeUnstore, nil, writeIDs([]string{id}))
+	default:
+		return nil // a duplicate answer
+	}
+	if err := putPeerState(r.Tx, p.Peer, ps); err != nil {
+		return err
+	}
+	return putObject(r.Tx, o)
+}
+
+// piecesUnstored closes the books on pieces a peer confirmed it dropped.
+func (n *Node) piecesUnstored(tx *bolt.Tx, peer string, ids []string) error {
+	ps, err := peerState(tx, peer)
+	if err != nil {
+		return err
+	}
+	touched := map[string]*Object{}
+	for _, id := range ids {
+		o, s, i, err := findPiece(tx, id)
+		if err != nil {
+			return err
+		}
+		if o == nil {
+			continue
+		}
+		if t, ok := touched[o.ID]; ok {
+			o = t
+		}
+		p := &o.Segments[s].Pieces[i]
+		if p.Peer != peer {
+			continue
+		}
+		switch p.State {
+		case PieceStored, PieceUnstoring:
+			if !p.AckAt.IsZero() {
+				ps.RemoteUsed = max(0, ps.RemoteUsed-p.Size)
+			}
+		case PieceSent:
+			ps.RemotePending = max(0, ps.RemotePending-p.Size)
+		}
+		p.State, p.ID = "", ""
+		if err := tx.Bucket(bucketPieceIdx).Delete([]byte(id)); err != nil {
+			return err
+		}
+		touched[o.ID] = o
+	}
+	for _, o := range touched {
+		if o.Refs <= 0 && !o.hasPieces() {
+			if err := tx.Bucket(bucketObjects).Delete([]byte(o.ID)); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := putObject(tx, o); err != nil {
+			return err
+		}
+	}
+	return putPeerState(tx, peer, ps)
+}
+
+func (o *Object) hasPieces() bool {
+	for _, seg := range o.Segments {
+		for _, p := range seg.Pieces {
+			if p.ID != "" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// unstoreObjectTx asks the peers to drop every piece of an object no version uses any
+// more: one UNSTORE per peer, listing its pieces. The object goes when all are answered.
+func (n *Node) unstoreObjectTx(tx *bolt.Tx, o *Object) error {
+	byPeer := map[string][]string{}
+	for s := range o.Segments {
+		for i := range o.Segments[s].Pieces {
+			p := &o.Segments[s].Pieces[i]
+			if p.ID == "" {
+				continue
+			}
+			if p.State == PieceLost {
+				// Lost pieces may still sit at the peer; asking costs one line.
+				if _, _, err := n.Peer(p.Peer); err != nil {
+					p.ID = ""
+					continue
+				}
+			}
+			p.State = PieceUnstoring
+			byPeer[p.Peer] = append(byPeer[p.Peer], p.ID)
+		}
+	}
+	peers := make([]string, 0, len(byPeer))
+	for p := range byPeer {
+		peers = append(peers, p)
+	}
+	sort.Strings(peers)
+	for _, peer := range peers {
+		if _, _, err := n.Peer(peer); err != nil {
+			continue // a deleted peer: nothing to tell
+		}
+		if err := n.requestTx(tx, peer, TypeUnstore, nil, writeIDs(byPeer[peer])); err != nil {
+			return err
+		}
+	}
+	if !o.hasPieces() {
+		return tx.Bucket(bucketObjects).Delete([]byte(o.ID))
+	}
+	return putObject(tx, o)
+}
+
+// dropVersionTx removes one file version and releases its object.
+func (n *Node) dropVersionTx(tx *bolt.Tx, fv FileVersion) error {
+	if err := tx.Bucket(bucketVersions).Delete(versionKey(fv.Name, fv.Version)); err != nil {
+		return err
+	}
+	if fv.Object == "" {
+		return nil
+	}
+	o, err := getObject(tx, fv.Object)
+	if err != nil || o == nil {
+		return err
+	}
+	o.Refs--
+	if o.Refs > 0 {
+		return putObject(tx, o)
+	}
+	return n.unstoreObjectTx(tx, o)
+}
+
+// pruneVersionsTx keeps the newest maxVersions versions of name.
+func (n *Node) pruneVersionsTx(tx *bolt.Tx, name string) error {
+	vs, err := versions(tx, name)
+	if err != nil {
+		return err
+	}
+	keep := int(n.Opts.Int("maxVersions"))
+	for i := 0; i < len(vs)-keep; i++ {
+		if err := n.dropVersionTx(tx, vs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// UnstoreResult says what unstore_file dropped.
+type UnstoreResult struct {
+	Versions int
+	Names    int
+}
+
+// Unstore drops a stored file or tree (every version) and asks the peers to drop the
+// pieces no other version uses.
+func (n *Node) Unstore(sname string) (UnstoreResult, error) {
+	var res UnstoreResult
+	root, err := StoredName(sname)
+	if err != nil {
+		return res, err
+	}
+	err = n.withDB(func(db *bolt.DB) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			var all []FileVersion
+			names := map[string]bool{}
+			c := tx.Bucket(bucketVersions).Cursor()
+			for k, v := c.Seek([]byte(root)); k != nil && bytes.HasPrefix(k, []byte(root)); k, v = c.Next() {
+				name, _, ok := splitVersionKey(k)
+				if !ok || !under(name, root) {
+					continue
+				}
+				var fv FileVersion
+				if err := json.Unmarshal(v, &fv); err != nil {
+					return err
+				}
+				all = append(all, fv)
+				names[name] = true
+			}
+			if len(all) == 0 {
+				return fmt.Errorf("%s is not stored (dibs show_database --only files lists what is)", root)
+			}
+			for _, fv := range all {
+				if err := n.dropVersionTx(tx, fv); err != nil {
+					return err
+				}
+			}
+			for name := range names {
+				if err := tx.Bucket(bucketStat).Delete([]byte(name)); err != nil {
+					return err
+				}
+			}
+			res.Versions, res.Names = len(all), len(names)
+			return nil
+		})
+	})
+	if err != nil {
+		return res, err
+	}
+	return res, n.FlushOutbox()
+}
+
+// wireKey is the copy of a peer's key that seals with SEIPDv2-GCM: every peer runs dibs,
+// so messages between nodes use the fast AEAD mode whatever the key advertises. The
+// copies are cached by fingerprint.
+func (n *Node) wireKey(k *pgpmsg.Key) *pgpmsg.Key {
+	if v, ok := n.wire.Load(k.Fingerprint()); ok {
+		return v.(*pgpmsg.Key)
+	}
+	w := k.WithAEAD()
+	n.wire.Store(k.Fingerprint(), w)
+	return w
+}
+
+// selfKey is the key pieces are sealed to: ours.
+func (n *Node) selfKey() *pgpmsg.Key { return n.wireKey(n.ID.Public()) }

@@ -1,0 +1,795 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/dibs-backup/dibs/agent/merkle"
+	"github.com/dibs-backup/dibs/erasure"
+	"github.com/dibs-backup/dibs/mailbox"
+	"github.com/dibs-backup/dibs/pgpmsg"
+	"github.com/dibs-backup/dibs/queue"
+)
+
+// Message types of the backup protocol.
+const (
+	TypeStore   = "STORE"
+	TypeUnstore = "UNSTORE"
+	TypeAck     = "ACK"
+	TypeNack    = "NACK"
+
+	fieldOp     = "Op"
+	fieldReason = "Reason"
+	fieldCount  = "Count"
+)
+
+// Limits of the store engine.
+const (
+	// maxSegment bounds one segment (k shards) in memory: two are in flight at a time.
+	maxSegment = 32 << 20
+	// maxK bounds the data shards per segment, however many peers there are.
+	maxK = 16
+	// pieceOverhead is room left in a message for its headers, manifest framing and
+	// OpenPGP packets.
+	pieceOverhead = 64 << 10
+)
+
+// StoreResult counts what one store run did.
+type StoreResult struct {
+	Entries   int   // files, directories and links looked at
+	Unchanged int   // skipped by the stat cache or because their content was the same
+	Stored    int   // new versions
+	Bytes     int64 // content bytes coded and sealed
+	Objects   int
+	Pieces    int
+	Deleted   int      // stored entries found gone locally (still recoverable)
+	Warnings  []string // entries that were skipped, and why
+}
+
+// StoredName returns the canonical form of a stored name: absolute, clean, with
+// forward slashes. "docs/a", "/docs/a/" and "/docs//a" are the same stored name, in
+// store, recover, unstore and probe alike.
+func StoredName(s string) (string, error) {
+	if s == "" {
+		return "", errors.New("empty stored name")
+	}
+	if strings.ContainsRune(s, 0) {
+		return "", errors.New("a stored name cannot contain a NUL byte")
+	}
+	return path.Clean("/" + filepath.ToSlash(s)), nil
+}
+
+// under reports whether name is root or inside it.
+func under(name, root string) bool {
+	return name == root || root == "/" || strings.HasPrefix(name, root+"/")
+}
+
+// codeFor chooses k and m for a number of peers. Each of the n = k+m pieces of a
+// segment goes to a different peer; m is redundantPieces (fewer if there are not enough
+// peers, but one whenever there are two peers); from five peers on, one peer is left out
+// of each segment so that repair has somewhere to put a lost piece; k takes the rest, up
+// to maxK. 2 peers: 1+1 (mirror); 3: 1+2; 4: 2+2; 5: 2+2; 10: 7+2 (with the default
+// redundantPieces = 2).
+func codeFor(peers, redundant int) (k, m int, err error) {
+	if peers < 1 {
+		return 0, 0, errors.New("no peer to store on: add one with dibs add_peer")
+	}
+	n := peers
+	if peers >= 5 {
+		n = peers - 1
+	}
+	m = min(redundant, n-1)
+	k = min(n-m, maxK)
+	return k, m, nil
+}
+
+// candidate is a peer that can take pieces in this run.
+type candidate struct {
+	name string
+	key  *pgpmsg.Key
+	room int64 // remote_quota left, counting pieces not yet acknowledged
+	used int   // pieces placed in this run, to spread them
+}
+
+// storeRun is one store command: its peers, code, buffers and workers.
+type storeRun struct {
+	n         *Node
+	ctx       context.Context
+	now       time.Time
+	code      *erasure.Code
+	shardSize int // target bytes per shard
+	segSize   int // k * shardSize
+	packLimit int64
+	peers     []*candidate
+	placeMu   sync.Mutex
+
+	bufs chan []byte    // two segment buffers, reused
+	jobs chan pieceJob  // sealing work
+	wg   sync.WaitGroup // the workers
+
+	stat    map[string]statEntry
+	latest  map[string]FileVersion
+	pack    packBuf
+	res     StoreResult
+	pending map[string]int64 // bytes placed per peer in this run, not yet in the books
+}
+
+type pieceJob struct {
+	peer  *candidate
+	info  PieceInfo
+	man   []byte
+	shard []byte
+	out   *Piece
+	done  func(error)
+}
+
+// packBuf collects small files and metadata-only entries into one object.
+type packBuf struct {
+	data    []byte
+	entries []ManifestEntry
+	sources []string
+	stats   []statEntry
+}
+
+// Store stores a file or a directory tree, incrementally, under its absolute path or as
+// the stored name as. The top-level item is followed if it is a symlink; symlinks inside
+// a tree are stored as links.
+func (n *Node) Store(ctx context.Context, item, as string) (StoreResult, error) {
+	abs, err := filepath.Abs(item)
+	if err != nil {
+		return StoreResult{}, err
+	}
+	if as == "" {
+		as = abs
+	}
+	sname, err := StoredName(as)
+	if err != nil {
+		return StoreResult{}, err
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return StoreResult{}, fmt.Errorf("%s: %w", item, unwrapPath(err))
+	}
+	r, err := n.newStoreRun(ctx)
+	if err != nil {
+		return StoreResult{}, err
+	}
+	defer r.close()
+	if err := r.load(sname); err != nil {
+		return r.res, err
+	}
+	seen := map[string]bool{}
+	err = filepath.WalkDir(real, func(p string, d fs.DirEntry, werr error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		rel, _ := filepath.Rel(real, p)
+		name := sname
+		if rel != "." {
+			name = path.Join(sname, filepath.ToSlash(rel))
+		}
+		if werr != nil {
+			r.warn("%s: %v", p, unwrapPath(werr))
+			seen[name] = true // unreadable now is not deleted
+			if d != nil && d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		seen[name] = true
+		var fi fs.FileInfo
+		if rel == "." {
+			fi, err = os.Stat(p)
+		} else {
+			fi, err = d.Info()
+		}
+		if err != nil {
+			r.warn("%s: %v", p, unwrapPath(err))
+			return nil
+		}
+		return r.entry(p, name, fi)
+	})
+	if err != nil {
+		return r.res, err
+	}
+	if err := r.flushPack(); err != nil {
+		return r.res, err
+	}
+	if err := r.markDeleted(sname, seen); err != nil {
+		return r.res, err
+	}
+	return r.res, nil
+}
+
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func (r *storeRun) warn(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	r.res.Warnings = append(r.res.Warnings, msg)
+	r.n.Log.Warn("store", "skipped", msg)
+}
+
+// newStoreRun picks the peers and the code, and starts the sealing workers.
+func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
+	peers, err := n.Peers()
+	if err != nil {
+		return nil, err
+	}
+	states, err := n.PeerStates()
+	if err != nil {
+		return nil, err
+	}
+	r := &storeRun{n: n, ctx: ctx, now: n.Now().UTC(), pending: map[string]int64{}}
+	maxPayload := n.Opts.Int("maxMsgSize") - pieceOverhead
+	for _, p := range peers {
+		_, key, err := n.Peer(p.Name)
+		if err != nil || key == nil {
+			continue
+		}
+		ps := states[p.Name]
+		if !ps.Forgotten.IsZero() && ps.LastHeard.Before(ps.Forgotten) {
+			continue
+		}
+		room := p.RemoteQuota - ps.RemoteUsed - ps.RemotePending
+		if room <= 0 {
+			continue
+		}
+		if p.Talks(Mail) {
+			maxPayload = min(maxPayload, mailbox.MaxPayload(n.Opts.Int("mailMaxSize"))-pieceOverhead)
+		}
+		r.peers = append(r.peers, &candidate{name: p.Name, key: n.wireKey(key), room: room})
+	}
+	if len(r.peers) == 0 {
+		if len(peers) == 0 {
+			return nil, errors.New("no peer to store on: add one with dibs add_peer")
+		}
+		return nil, errors.New("no peer has room left (raise remote_quota with dibs edit_peer, or add peers)")
+	}
+	k, m, err := codeFor(len(r.peers), int(n.Opts.Int("redundantPieces")))
+	if err != nil {
+		return nil, err
+	}
+	if r.code, err = erasure.New(k, m); err != nil {
+		return nil, err
+	}
+	r.shardSize = int(min(n.Opts.Int("kbPerFile")*1000, maxPayload, int64(maxSegment/k)))
+	if r.shardSize < 4096 {
+		return nil, fmt.Errorf("pieces would be %d bytes: raise kbPerFile, maxMsgSize or mailMaxSize", r.shardSize)
+	}
+	r.segSize = k * r.shardSize
+	r.packLimit = int64(min(r.segSize/4, 1<<20))
+	r.bufs = make(chan []byte, 2)
+	for range 2 {
+		r.bufs <- make([]byte, r.code.BufferSize(r.segSize))
+	}
+	r.jobs = make(chan pieceJob)
+	for range runtime.GOMAXPROCS(0) {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			for j := range r.jobs {
+				p, err := n.sealStore(j.peer, j.info, j.man, j.shard)
+				if err == nil {
+					*j.out = p
+				}
+				j.done(err)
+			}
+		}()
+	}
+	return r, nil
+}
+
+func (r *storeRun) close() {
+	close(r.jobs)
+	r.wg.Wait()
+}
+
+// load reads the stat cache and the latest version of every stored name under root.
+func (r *storeRun) load(root string) error {
+	r.stat = map[string]statEntry{}
+	r.latest = map[string]FileVersion{}
+	return r.n.withDB(func(db *bolt.DB) error {
+		return db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketStat).Cursor()
+			for k, v := c.Seek([]byte(root)); k != nil && bytes.HasPrefix(k, []byte(root)); k, v = c.Next() {
+				if !under(string(k), root) {
+					continue
+				}
+				var se statEntry
+				if err := json.Unmarshal(v, &se); err != nil {
+					return err
+				}
+				r.stat[string(k)] = se
+			}
+			vc := tx.Bucket(bucketVersions).Cursor()
+			for k, v := vc.Seek([]byte(root)); k != nil && bytes.HasPrefix(k, []byte(root)); k, v = vc.Next() {
+				name, _, ok := splitVersionKey(k)
+				if !ok || !under(name, root) {
+					continue
+				}
+				var fv FileVersion
+				if err := json.Unmarshal(v, &fv); err != nil {
+					return err
+				}
+				r.latest[name] = fv // keys are in version order: the last one wins
+			}
+			return nil
+		})
+	})
+}
+
+func statOf(fi fs.FileInfo, name string) statEntry {
+	se := statEntry{Size: fi.Size(), MTime: fi.ModTime().UTC(), Mode: uint32(fi.Mode()), Name: name}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		se.Ino = st.Ino
+		se.CTime = time.Unix(st.Ctim.Sec, st.Ctim.Nsec).UTC()
+	}
+	return se
+}
+
+func sameStat(a, b statEntry) bool {
+	return a.Size == b.Size && a.MTime.Equal(b.MTime) && a.Ino == b.Ino && a.CTime.Equal(b.CTime) && a.Mode == b.Mode
+}
+
+// entry stores one walked entry if it changed.
+func (r *storeRun) entry(p, name string, fi fs.FileInfo) error {
+	r.res.Entries++
+	se := statOf(fi, name)
+	if old, ok := r.stat[name]; ok && sameStat(old, se) {
+		if lv, ok := r.latest[name]; ok && lv.Deleted.IsZero() {
+			r.res.Unchanged++
+			return nil
+		}
+	}
+	me := ManifestEntry{Name: name, Size: 0, Mode: uint32(fi.Mode().Perm() | fi.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)), MTime: fi.ModTime().UTC(), Stored: r.now}
+	me.Version = r.latest[name].Version + 1
+	switch {
+	case fi.IsDir():
+		me.Kind = KindDir
+	case fi.Mode()&fs.ModeSymlink != 0:
+		me.Kind = KindSymlink
+		link, err := os.Readlink(p)
+		if err != nil {
+			r.warn("%s: %v", p, unwrapPath(err))
+			return nil
+		}
+		me.Link = link
+		if lv, ok := r.latest[name]; ok && lv.Deleted.IsZero() && lv.Kind == KindSymlink && lv.Link == link {
+			return r.keepStat(name, se, lv)
+		}
+	case fi.Mode().IsRegular():
+		me.Kind = KindFile
+		me.Size = fi.Size()
+	default:
+		r.warn("%s: not a regular file, directory or symlink (%s): not stored", p, fi.Mode().Type())
+		return nil
+	}
+	if me.Kind == KindDir {
+		if lv, ok := r.latest[name]; ok && lv.Deleted.IsZero() && lv.Kind == KindDir && lv.Mode == me.Mode {
+			return r.keepStat(name, se, lv) // a directory's content is its entries
+		}
+	}
+	if me.Kind != KindFile || me.Size < r.packLimit {
+		return r.packEntry(p, me, se)
+	}
+	return r.storeLarge(p, me, se)
+}
+
+// keepStat records that an entry is unchanged in substance although its stat changed.
+func (r *storeRun) keepStat(name string, se statEntry, lv FileVersion) error {
+	r.res.Unchanged++
+	se.Version, se.Hash = lv.Version, lv.Hash
+	r.stat[name] = se
+	return r.n.withDB(func(db *bolt.DB) error {
+		return db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bucketStat), []byte(name), se) })
+	})
+}
+
+// sameContent reports whether the latest version of name is a live file with this hash.
+func (r *storeRun) sameContent(name, hash string, mode uint32) (FileVersion, bool) {
+	lv, ok := r.latest[name]
+	return lv, ok && lv.Deleted.IsZero() && lv.Kind == KindFile && lv.Hash == hash && lv.Mode == mode
+}
+
+// packEntry adds a small file, a directory or a link to the pack.
+func (r *storeRun) packEntry(p string, me ManifestEntry, se statEntry) error {
+	var data []byte
+	if me.Kind == KindFile && me.Size > 0 {
+		var err error
+		data, err = readSmall(p, r.packLimit)
+		if err != nil {
+			r.warn("%s: %v", p, unwrapPath(err))
+			return nil
+		}
+		me.Size = int64(len(data))
+	}
+	if me.Kind == KindFile {
+		sum := sha256.Sum256(data)
+		me.Hash = hex.EncodeToString(sum[:])
+		if lv, same := r.sameContent(me.Name, me.Hash, me.Mode); same {
+			return r.keepStat(me.Name, se, lv)
+		}
+	}
+	if int64(len(r.pack.data))+me.Size > int64(r.segSize) {
+		if err := r.flushPack(); err != nil {
+			return err
+		}
+	}
+	me.Offset = int64(len(r.pack.data))
+	r.pack.data = append(r.pack.data, data...)
+	r.pack.entries = append(r.pack.entries, me)
+	r.pack.sources = append(r.pack.sources, p)
+	se.Version, se.Hash = me.Version, me.Hash
+	r.pack.stats = append(r.pack.stats, se)
+	return nil
+}
+
+// readSmall reads a whole small file; a file that grew past limit while read is cut
+// there and stored again next time (its stat no longer matches).
+func readSmall(p string, limit int64) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, limit))
+}
+
+// flushPack stores the pack as one object.
+func (r *storeRun) flushPack() error {
+	if len(r.pack.entries) == 0 {
+		return nil
+	}
+	pk := r.pack
+	r.pack = packBuf{}
+	obj, err := r.encodeObject(bytes.NewReader(pk.data), int64(len(pk.data)), pk.entries, nil)
+	if err != nil {
+		return err
+	}
+	return r.commit(obj, pk.entries, pk.sources, pk.stats)
+}
+
+// storeLarge stores one large file as its own object, streaming it segment by segment.
+func (r *storeRun) storeLarge(p string, me ManifestEntry, se statEntry) error {
+	if lv, ok := r.latest[me.Name]; ok && lv.Deleted.IsZero() && lv.Kind == KindFile && lv.Size == me.Size && lv.Mode == me.Mode {
+		// Only the stat changed? Hash first: a touched file is not a new version.
+		h, err := hashFile(p)
+		if err != nil {
+			r.warn("%s: %v", p, unwrapPath(err))
+			return nil
+		}
+		if h == lv.Hash {
+			return r.keepStat(me.Name, se, lv)
+		}
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		r.warn("%s: %v", p, unwrapPath(err))
+		return nil
+	}
+	defer f.Close()
+	h := sha256.New()
+	obj, err := r.encodeObject(f, me.Size, []ManifestEntry{me}, h)
+	if errors.Is(err, errChanged) {
+		r.warn("%s: changed while it was read: stored next time", p)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	me.Hash = hex.EncodeToString(h.Sum(nil))
+	se.Version, se.Hash = me.Version, me.Hash
+	return r.commit(obj, []ManifestEntry{me}, []string{p}, []statEntry{se})
+}
+
+func hashFile(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+var errChanged = errors.New("changed while read")
+
+// encodeObject codes size bytes of src into pieces and seals them into the peers'
+// outgoing boxes. It reads one segment while the previous one is being sealed.
+func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEntry, h hash.Hash) (*Object, error) {
+	man, err := json.Marshal(manifest)
+	if err != nil {
+		return nil, err
+	}
+	if len(man) > maxManifest {
+		return nil, fmt.Errorf("manifest of %d entries is too large", len(manifest))
+	}
+	k, nn := r.code.K(), r.code.N()
+	segs := int(max(1, (size+int64(r.segSize)-1)/int64(r.segSize)))
+	obj := &Object{ID: pgpmsg.NewMessageID(), Size: size, K: k, N: nn, SegmentSize: int64(r.segSize), Created: r.now, Manifest: manifest, Segments: make([]Segment, segs)}
+	var (
+		mu       sync.Mutex
+		firstErr error
+		all      sync.WaitGroup
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+	}
+	failed := func() bool { mu.Lock(); defer mu.Unlock(); return firstErr != nil }
+	for s := 0; s < segs && !failed(); s++ {
+		if err := r.ctx.Err(); err != nil {
+			fail(err)
+			break
+		}
+		buf := <-r.bufs
+		want := int(min(int64(r.segSize), size-int64(s)*int64(r.segSize)))
+		if _, err := io.ReadFull(src, buf[:want]); err != nil {
+			r.bufs <- buf
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				err = errChanged
+			}
+			fail(err)
+			break
+		}
+		if h != nil {
+			h.Write(buf[:want])
+		}
+		shards, err := r.code.SplitBuffer(buf, want)
+		if err != nil {
+			r.bufs <- buf
+			fail(err)
+			break
+		}
+		seg := &obj.Segments[s]
+		seg.Size = int64(want)
+		seg.Pieces = make([]Piece, nn)
+		peers := r.place(nn, int64(len(shards[0].Data)))
+		var segWG sync.WaitGroup
+		for i, sh := range shards {
+			seg.Pieces[i] = Piece{Index: i, ShardHash: hex.EncodeToString(sh.Hash[:])}
+			if peers[i] == nil {
+				seg.Pieces[i].State, seg.Pieces[i].Why = PieceLost, "no peer with room when stored"
+				continue
+			}
+			info := PieceInfo{Piece: pgpmsg.NewMessageID(), Object: obj.ID, Segment: s, Segments: segs, Index: i, K: k, N: nn,
+				ObjectSize: size, SegmentSize: int64(r.segSize), SegmentLen: int64(want), ShardHash: sh.Hash}
+			segWG.Add(1)
+			all.Add(1)
+			r.jobs <- pieceJob{peer: peers[i], info: info, man: man, shard: sh.Data, out: &seg.Pieces[i], done: func(err error) {
+				if err != nil {
+					fail(err)
+				}
+				segWG.Done()
+				all.Done()
+			}}
+		}
+		go func() { segWG.Wait(); r.bufs <- buf }()
+	}
+	all.Wait()
+	if firstErr == nil && h != nil {
+		// A file that grew while read: its stat will differ next time; what we have is whole.
+		var one [1]byte
+		if m, _ := src.Read(one[:]); m > 0 {
+			firstErr = errChanged
+		}
+	}
+	if firstErr != nil {
+		r.discard(obj)
+		return nil, firstErr
+	}
+	for _, seg := range obj.Segments {
+		c := 0
+		for _, p := range seg.Pieces {
+			if p.State == PieceSent {
+				c++
+			}
+		}
+		if c < k {
+			r.discard(obj)
+			return nil, fmt.Errorf("only %d peers have room for a %d-byte piece; need at least %d (raise remote_quota or add peers)", c, r.shardSize, k)
+		}
+	}
+	r.res.Objects++
+	r.res.Bytes += size
+	for _, seg := range obj.Segments {
+		for _, p := range seg.Pieces {
+			if p.State == PieceSent {
+				r.res.Pieces++
+			}
+		}
+	}
+	return obj, nil
+}
+
+// place picks a distinct peer with room for each of n pieces of size bytes, the
+// emptiest first; nil where no peer is left.
+func (r *storeRun) place(n int, size int64) []*candidate {
+	r.placeMu.Lock()
+	defer r.placeMu.Unlock()
+	order := append([]*candidate(nil), r.peers...)
+	sort.SliceStable(order, func(i, j int) bool {
+		if order[i].used != order[j].used {
+			return order[i].used < order[j].used
+		}
+		return order[i].room > order[j].room
+	})
+	out := make([]*candidate, n)
+	i := 0
+	for _, c := range order {
+		if i == n {
+			break
+		}
+		if c.room < size+pieceOverhead {
+			continue
+		}
+		c.room -= size + pieceOverhead
+		c.used++
+		out[i] = c
+		i++
+	}
+	return out
+}
+
+// discard removes the sealed pieces of an object that could not be stored whole.
+func (r *storeRun) discard(obj *Object) {
+	for _, seg := range obj.Segments {
+		for _, p := range seg.Pieces {
+			if p.State == PieceSent && p.msgFile != "" {
+				if c, err := r.n.Spool.Claim(queue.Outgoing(p.Peer), p.msgFile); err == nil {
+					c.Ack()
+				}
+			}
+		}
+	}
+}
+
+// commit records an object, its file versions and the stat cache in one transaction,
+// then drops versions beyond maxVersions.
+func (r *storeRun) commit(obj *Object, entries []ManifestEntry, sources []string, stats []statEntry) error {
+	obj.Refs = len(entries)
+	pending := map[string]int64{}
+	for _, seg := range obj.Segments {
+		for _, p := range seg.Pieces {
+			if p.State == PieceSent {
+				pending[p.Peer] += p.Size
+			}
+		}
+	}
+	err := r.n.withDB(func(db *bolt.DB) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			for s, seg := range obj.Segments {
+				for _, p := range seg.Pieces {
+					if p.ID != "" {
+						if err := tx.Bucket(bucketPieceIdx).Put([]byte(p.ID), pieceIdxValue(obj.ID, s, p.Index)); err != nil {
+							return err
+						}
+					}
+				}
+			}
+			if err := putObject(tx, obj); err != nil {
+				return err
+			}
+			for peer, b := range pending {
+				ps, err := peerState(tx, peer)
+				if err != nil {
+					return err
+				}
+				ps.RemotePending += b
+				if err := putPeerState(tx, peer, ps); err != nil {
+					return err
+				}
+			}
+			for i, me := range entries {
+				fv := FileVersion{ManifestEntry: me, Object: obj.ID, Source: sources[i]}
+				if err := putJSON(tx.Bucket(bucketVersions), versionKey(me.Name, me.Version), fv); err != nil {
+					return err
+				}
+				if err := putJSON(tx.Bucket(bucketStat), []byte(me.Name), stats[i]); err != nil {
+					return err
+				}
+				if err := r.n.pruneVersionsTx(tx, me.Name); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		r.discard(obj)
+		return err
+	}
+	for i, me := range entries {
+		r.latest[me.Name] = FileVersion{ManifestEntry: me, Object: obj.ID}
+		r.stat[me.Name] = stats[i]
+	}
+	r.res.Stored += len(entries)
+	return r.n.FlushOutbox()
+}
+
+// markDeleted marks the stored entries under root that are gone locally. They stay
+// recoverable until keepDeleted says otherwise.
+func (r *storeRun) markDeleted(root string, seen map[string]bool) error {
+	var gone []string
+	for name, lv := range r.latest {
+		if !seen[name] && lv.Deleted.IsZero() {
+			gone = append(gone, name)
+		}
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	r.res.Deleted = len(gone)
+	return r.n.withDB(func(db *bolt.DB) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			for _, name := range gone {
+				lv := r.latest[name]
+				lv.Deleted = r.now
+				if err := putJSON(tx.Bucket(bucketVersions), versionKey(name, lv.Version), lv); err != nil {
+					return err
+				}
+				if err := tx.Bucket(bucketStat).Delete([]byte(name)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+}
+
+// sealStore seals one piece to ourselves, wraps it in a STORE message to the peer, and
+// commits that into outgoing/<peer>/, computing the piece's hash-tree root on the way.
+func (n *Node) sealStore(peer *candidate, pi PieceInfo, manifest, shard []byte) (Piece, error) {
+	m := n.newOut(peer.name, TypeStore, [][2]string{{fieldPiece, pi.Piece}}, nil)
+	h := n.header(m, peer.key)
+	inner, innerW := io.Pipe()
+	go func() { innerW.CloseWithError(n.sealPiece(innerW, pi, manifest, shard)) }()
+	tree := merkle.NewHasher(merkle.DefaultBlockSize)
+	outer, outerW := io.Pipe()
+	go func() {
+		outerW.CloseWithError(pgpmsg.Seal(outerW, h, io.TeeReader(inner, tree), n.ID, peer.key))
+	}()
+	_, err := n.Spool.Put(queue.Outgoing(peer.name), m.FileName(), outer, 0)
+	outer.CloseWithError(err)
+	inner.CloseWithError(err)
+	if err != nil {
+		return Piece{}, fmt.Errorf("piece for %s: %w", peer.name, err)
+	}
+	root := tree.Root()
+	return Piece{
+		ID: pi.Piece, Index: pi.Index, Peer: peer.name, Size: tree.Size(),
+		ShardHash: hex.EncodeToString(pi.ShardHash[:]), Root: hex.EncodeToString(root[:]),
+		State: PieceSent, SentAt: m.Date, msgFile: m.FileName(),
+	}, nil
+}

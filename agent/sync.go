@@ -1,0 +1,165 @@
+package agent
+
+import (
+	"encoding/json"
+	"os"
+	"strconv"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/dibs-backup/dibs/pgpmsg"
+)
+
+// TypeStorageList reconciles the books of an owner and a peer: the owner lists the
+// pieces it counts at the peer; the peer drops the pieces of that owner it holds and the
+// list does not name (unless their STORE is newer than the list: it may have crossed it),
+// and answers with the listed pieces it does not have, which the owner counts as lost.
+const TypeStorageList = "STORAGE_LIST"
+
+func init() {
+	handlers[TypeStorageList] = handleStorageList
+	ackHandlers[TypeStorageList] = handleStorageListAck
+}
+
+// SyncPeers sends every peer the list of pieces we count there.
+func (n *Node) SyncPeers() (int, error) {
+	peers, err := n.Peers()
+	if err != nil {
+		return 0, err
+	}
+	sent := 0
+	err = n.withDB(func(db *bolt.DB) error {
+		return db.Update(func(tx *bolt.Tx) error {
+			lists := map[string][]string{}
+			err := tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
+				var o Object
+				if err := json.Unmarshal(v, &o); err != nil {
+					return err
+				}
+				for _, seg := range o.Segments {
+					for _, p := range seg.Pieces {
+						if healthy(p) {
+							lists[p.Peer] = append(lists[p.Peer], p.ID)
+						}
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			for _, p := range peers {
+				if _, key, err := n.Peer(p.Name); err != nil || key == nil {
+					continue
+				}
+				if err := addOutbox(tx, n.newOut(p.Name, TypeStorageList, nil, writeIDs(lists[p.Name]))); err != nil {
+					return err
+				}
+				sent++
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return sent, err
+	}
+	return sent, n.FlushOutbox()
+}
+
+// handleStorageList is the peer's side of the reconciliation.
+func handleStorageList(r *Request) error {
+	ids, err := r.idList()
+	if err != nil {
+		return err
+	}
+	date, err := r.Header.Date()
+	if err != nil {
+		return reject("STORAGE_LIST: %v", err)
+	}
+	listed := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		listed[id] = true
+	}
+	held := r.Tx.Bucket(bucketHeld)
+	var drop []string
+	for _, id := range heldIDs(r.Tx, r.Peer.Name) {
+		if listed[id] {
+			if _, err := os.Stat(r.Node.storagePath(r.Peer.Name, id)); err == nil {
+				delete(listed, id) // held, and still on disk
+			} else {
+				drop = append(drop, id) // the books say held, the disk lost it
+			}
+			continue
+		}
+		var hp HeldPiece
+		if _, err := getJSON(held, heldKey(r.Peer.Name, id), &hp); err != nil {
+			return err
+		}
+		if hp.Sent.Before(date) {
+			drop = append(drop, id)
+		}
+	}
+	if err := r.Node.dropHeld(r.Tx, r.Peer.Name, drop); err != nil {
+		return err
+	}
+	var missing []string
+	for _, id := range ids {
+		if listed[id] {
+			missing = append(missing, id)
+		}
+	}
+	r.Node.Log.Info("storage list", "peer", r.Peer.Name, "dropped", len(drop), "missing", len(missing))
+	return r.Reply(TypeAck, [][2]string{{fieldOp, TypeStorageList}, {fieldCount, strconv.Itoa(len(drop))}}, writeIDs(missing))
+}
+
+// handleStorageListAck marks lost the acknowledged pieces the peer says it lacks, and
+// closes the books on the pieces we were unstoring there: the list left them out, so
+// the peer dropped them.
+func handleStorageListAck(r *Request) error {
+	ids, err := r.idList()
+	if err != nil {
+		return err
+	}
+	var unstoring []string
+	err = r.Tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
+		var o Object
+		if err := json.Unmarshal(v, &o); err != nil {
+			return err
+		}
+		for _, seg := range o.Segments {
+			for _, p := range seg.Pieces {
+				if p.ID != "" && p.Peer == r.Peer.Name && p.State == PieceUnstoring {
+					unstoring = append(unstoring, p.ID)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := r.Node.piecesUnstored(r.Tx, r.Peer.Name, unstoring); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		o, s, i, err := findPiece(r.Tx, id)
+		if err != nil {
+			return err
+		}
+		if o == nil {
+			continue
+		}
+		p := &o.Segments[s].Pieces[i]
+		if p.Peer != r.Peer.Name || p.State != PieceStored {
+			continue // a piece still on its way is not lost
+		}
+		p.State, p.Why = PieceLost, "the peer's storage list lacks it"
+		if err := putObject(r.Tx, o); err != nil { // usage is given back when repair drops it
+			return err
+		}
+	}
+	if len(ids) > 0 {
+		r.Node.Log.Warn("pieces missing at peer", "peer", r.Peer.Name, "count", len(ids), "in-reply-to", r.Header.Get(pgpmsg.FieldInReplyTo))
+	}
+	return nil
+}

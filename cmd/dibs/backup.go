@@ -1,0 +1,213 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"strconv"
+
+	"github.com/dibs-backup/dibs/agent"
+)
+
+func init() {
+	register(&command{
+		name:     "store",
+		synopsis: "--name ITEM [--as SNAME]",
+		help: `Store a file or a directory tree, incrementally: unchanged files are skipped (stat cache),
+changed ones become new versions (up to maxVersions). The stored name is ITEM's absolute
+path, or SNAME. ITEM itself is followed if it is a symlink; links inside a tree are stored
+as links. Pieces are sealed into outgoing/; send_message delivers them.`,
+		flags: func(fs *flag.FlagSet) {
+			fs.String("name", "", "the file or directory to store")
+			fs.String("as", "", "store it under this stored name instead of its absolute path")
+		},
+		run: func(a *App, fs *flag.FlagSet) error {
+			if err := need(fs, "name"); err != nil {
+				return err
+			}
+			return a.withNode(func(n *agent.Node) error {
+				res, err := n.Store(a.Ctx, flagString(fs, "name"), flagString(fs, "as"))
+				a.printStore(res)
+				return err
+			})
+		},
+	})
+	register(&command{
+		name:     "auto_check",
+		synopsis: "",
+		help: `Store everything linked or placed in autoBackupDir, as /autoBackup/<entry>/...; entries
+removed from it are marked deleted (still recoverable until keepDeleted).`,
+		run: func(a *App, fs *flag.FlagSet) error {
+			return a.withNode(func(n *agent.Node) error {
+				res, err := n.AutoCheck(a.Ctx)
+				a.printStore(res)
+				return err
+			})
+		},
+	})
+	register(&command{
+		name:     "unstore_file",
+		synopsis: "--file SNAME",
+		help:     "Drop a stored file or tree, every version, and ask the peers to delete its pieces.",
+		flags:    func(fs *flag.FlagSet) { fs.String("file", "", "the stored name (as store printed it)") },
+		run: func(a *App, fs *flag.FlagSet) error {
+			if err := need(fs, "file"); err != nil {
+				return err
+			}
+			return a.withNode(func(n *agent.Node) error {
+				res, err := n.Unstore(flagString(fs, "file"))
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.Stdout, "unstored %d versions of %d names\n", res.Versions, res.Names)
+				return nil
+			})
+		},
+	})
+	register(&command{
+		name:     "recover_file",
+		synopsis: "--file SNAME [--version N]",
+		help: `Ask the peers for the pieces of a stored file or tree (its newest version, or version N).
+It appears under DIBS_DIR/recovery/SNAME once enough answers are processed
+(show_database --only recovery shows progress).`,
+		flags: func(fs *flag.FlagSet) {
+			fs.String("file", "", "the stored name")
+			fs.Int("version", 0, "the version to recover (default: the newest)")
+		},
+		run: func(a *App, fs *flag.FlagSet) error {
+			if err := need(fs, "file"); err != nil {
+				return err
+			}
+			v, _ := strconv.Atoi(flagString(fs, "version"))
+			if v < 0 {
+				return usagef("--version must be 1 or more")
+			}
+			return a.withNode(func(n *agent.Node) error {
+				job, err := n.RecoverFile(flagString(fs, "file"), v)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.Stdout, "asked the peers for %s; it will appear under %s/recovery%s\n", job, n.Dir, job)
+				return nil
+			})
+		},
+	})
+	register(&command{
+		name:     "recover_all",
+		synopsis: "",
+		help: `Ask every peer for everything it holds for us. Needs only the key and the peer list
+(import_recovery_kit): the files and the file database are rebuilt from the pieces.`,
+		run: func(a *App, fs *flag.FlagSet) error {
+			return a.withNode(func(n *agent.Node) error {
+				if err := n.RecoverAll(); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.Stdout, "asked every peer; files appear under %s/recovery/ as answers are processed\n", n.Dir)
+				return nil
+			})
+		},
+	})
+	register(&command{
+		name:     "probe",
+		synopsis: "[--file SNAME]",
+		help: `Challenge the peers holding a random (or the named) stored file: each must answer with
+random blocks of its piece and their hash-tree paths. Results: show_database --only probe.`,
+		flags: func(fs *flag.FlagSet) { fs.String("file", "", "the stored name to probe") },
+		run: func(a *App, fs *flag.FlagSet) error {
+			return a.withNode(func(n *agent.Node) error {
+				res, err := n.Probe(flagString(fs, "file"))
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.Stdout, "probing %d pieces of %s\n", res.Pieces, res.Name)
+				return nil
+			})
+		},
+	})
+	register(&command{
+		name:     "clear",
+		synopsis: "",
+		help: `Ask every peer to drop everything it stores for us, and forget what we stored. Peers
+that are down get the request when they are reachable (it waits in the spool).`,
+		run: func(a *App, fs *flag.FlagSet) error {
+			return a.withNode(func(n *agent.Node) error {
+				k, err := n.Clear()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.Stdout, "asked %d peers to drop everything they store for us\n", k)
+				return nil
+			})
+		},
+	})
+	register(&command{
+		name:     "forget",
+		synopsis: "--peer NAME",
+		help:     "Drop everything we store for that peer and tell it so (FORGET_YOU).",
+		flags:    func(fs *flag.FlagSet) { fs.String("peer", "", "the peer") },
+		run: func(a *App, fs *flag.FlagSet) error {
+			if err := need(fs, "peer"); err != nil {
+				return err
+			}
+			return a.withNode(func(n *agent.Node) error {
+				k, err := n.Forget(flagString(fs, "peer"))
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.Stdout, "dropped %d pieces held for %s\n", k, flagString(fs, "peer"))
+				return nil
+			})
+		},
+	})
+	register(&command{
+		name:     "cleanup",
+		synopsis: "",
+		help: `Remove empty storage directories, quarantined files older than maxMsgAge, leftovers of
+interrupted writes and recoveries, and versions of files deleted locally longer ago than
+keepDeleted; count unanswered probes as timeouts.`,
+		run: func(a *App, fs *flag.FlagSet) error {
+			return a.withNode(func(n *agent.Node) error {
+				res, err := n.Cleanup()
+				fmt.Fprintf(a.Stdout, "removed %d empty directories, %d quarantined files, %d temporary files, %d recovery leftovers, %d old versions; %d probes timed out\n",
+					res.EmptyDirs, res.Quarantined, res.Temp, res.Staging, res.Versions, res.Probes)
+				return err
+			})
+		},
+	})
+	register(&command{
+		name:     "merge_stats",
+		synopsis: "",
+		help: `Fold recorded statistics into the database and print them. dibs records probe answers
+and liveness in the database as messages are processed, so this only expires probes left
+unanswered past probeTimeout and prints the stats section.`,
+		run: func(a *App, fs *flag.FlagSet) error {
+			return a.withNode(func(n *agent.Node) error {
+				if _, err := n.ExpireProbes(); err != nil {
+					return err
+				}
+				db, err := n.Database("stats")
+				if err != nil {
+					return err
+				}
+				enc := json.NewEncoder(a.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(db["stats"])
+			})
+		},
+	})
+}
+
+func flagString(fs *flag.FlagSet, name string) string {
+	if f := fs.Lookup(name); f != nil {
+		return f.Value.String()
+	}
+	return ""
+}
+
+func (a *App) printStore(res agent.StoreResult) {
+	for _, w := range res.Warnings {
+		fmt.Fprintf(a.Stderr, "dibs: warning: %s\n", w)
+	}
+	fmt.Fprintf(a.Stdout, "looked at %d entries: %d unchanged, %d new versions (%s in %d objects, %d pieces), %d deleted locally\n",
+		res.Entries, res.Unchanged, res.Stored, agent.FormatSize(res.Bytes), res.Objects, res.Pieces, res.Deleted)
+}
