@@ -45,7 +45,7 @@ const (
 // Limits of the store engine.
 const (
 	// maxSegment bounds one segment (k shards) in memory: two are in flight at a time.
-	maxSegment = 32 << 20
+	maxSegment = 16 << 20
 	// maxK bounds the data shards per segment, however many peers there are.
 	maxK = 16
 	// pieceOverhead is room left in a message for its headers, manifest framing and
@@ -130,7 +130,12 @@ type storeRun struct {
 	latest  map[string]FileVersion
 	pack    packBuf
 	res     StoreResult
-	pending map[string]int64 // bytes placed per peer in this run, not yet in the books
+
+	commits   chan pendingCommit // objects waiting for their commit, in order
+	committed chan struct{}      // closed when the committer is done
+	errMu     sync.Mutex
+	asyncErr  error // the first failure of a seal or a commit
+	stored    int   // versions committed (committer only)
 }
 
 type pieceJob struct {
@@ -182,6 +187,9 @@ func (n *Node) Store(ctx context.Context, item, as string) (StoreResult, error) 
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if err := r.failed(); err != nil {
+			return err
+		}
 		rel, _ := filepath.Rel(real, p)
 		name := sname
 		if rel != "." {
@@ -214,6 +222,9 @@ func (n *Node) Store(ctx context.Context, item, as string) (StoreResult, error) 
 	if err := r.flushPack(); err != nil {
 		return r.res, err
 	}
+	if err := r.finish(); err != nil {
+		return r.res, err
+	}
 	if err := r.markDeleted(sname, seen); err != nil {
 		return r.res, err
 	}
@@ -244,7 +255,7 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &storeRun{n: n, ctx: ctx, now: n.Now().UTC(), pending: map[string]int64{}}
+	r := &storeRun{n: n, ctx: ctx, now: n.Now().UTC()}
 	maxPayload := n.Opts.Int("maxMsgSize") - pieceOverhead
 	for _, p := range peers {
 		_, key, err := n.Peer(p.Name)
@@ -287,6 +298,9 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 	for range 2 {
 		r.bufs <- make([]byte, r.code.BufferSize(r.segSize))
 	}
+	r.commits = make(chan pendingCommit, 64)
+	r.committed = make(chan struct{})
+	go r.committer()
 	r.jobs = make(chan pieceJob)
 	for range runtime.GOMAXPROCS(0) {
 		r.wg.Add(1)
@@ -304,7 +318,20 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 	return r, nil
 }
 
+// finish waits for every submitted object to be committed (or discarded) and returns
+// the first failure.
+func (r *storeRun) finish() error {
+	if r.commits != nil {
+		close(r.commits)
+		<-r.committed
+		r.commits = nil
+	}
+	r.res.Stored = r.stored
+	return r.failed()
+}
+
 func (r *storeRun) close() {
+	r.finish()
 	close(r.jobs)
 	r.wg.Wait()
 }
@@ -467,11 +494,11 @@ func (r *storeRun) flushPack() error {
 	}
 	pk := r.pack
 	r.pack = packBuf{}
-	obj, err := r.encodeObject(bytes.NewReader(pk.data), int64(len(pk.data)), pk.entries, nil)
+	po, err := r.encodeObject(bytes.NewReader(pk.data), int64(len(pk.data)), pk.entries, nil)
 	if err != nil {
 		return err
 	}
-	return r.commit(obj, pk.entries, pk.sources, pk.stats)
+	return r.submit(po, pk.entries, pk.sources, pk.stats)
 }
 
 // storeLarge stores one large file as its own object, streaming it segment by segment.
@@ -494,7 +521,7 @@ func (r *storeRun) storeLarge(p string, me ManifestEntry, se statEntry) error {
 	}
 	defer f.Close()
 	h := sha256.New()
-	obj, err := r.encodeObject(f, me.Size, []ManifestEntry{me}, h)
+	po, err := r.encodeObject(f, me.Size, []ManifestEntry{me}, h)
 	if errors.Is(err, errChanged) {
 		r.warn("%s: changed while it was read: stored next time", p)
 		return nil
@@ -504,7 +531,7 @@ func (r *storeRun) storeLarge(p string, me ManifestEntry, se statEntry) error {
 	}
 	me.Hash = hex.EncodeToString(h.Sum(nil))
 	se.Version, se.Hash = me.Version, me.Hash
-	return r.commit(obj, []ManifestEntry{me}, []string{p}, []statEntry{se})
+	return r.submit(po, []ManifestEntry{me}, []string{p}, []statEntry{se})
 }
 
 func hashFile(p string) (string, error) {
@@ -522,9 +549,18 @@ func hashFile(p string) (string, error) {
 
 var errChanged = errors.New("changed while read")
 
-// encodeObject codes size bytes of src into pieces and seals them into the peers'
-// outgoing boxes. It reads one segment while the previous one is being sealed.
-func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEntry, h hash.Hash) (*Object, error) {
+// pendingObj is an object whose pieces are being sealed: done closes when all are, and
+// err then says whether one failed.
+type pendingObj struct {
+	obj  *Object
+	done chan struct{}
+	err  error
+}
+
+// encodeObject codes size bytes of src into pieces and hands them to the sealing
+// workers. It returns once src is read: the pieces of this object are sealed while the
+// next object is read (two segment buffers bound the memory in flight).
+func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEntry, h hash.Hash) (*pendingObj, error) {
 	man, err := json.Marshal(manifest)
 	if err != nil {
 		return nil, err
@@ -535,22 +571,27 @@ func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEn
 	k, nn := r.code.K(), r.code.N()
 	segs := int(max(1, (size+int64(r.segSize)-1)/int64(r.segSize)))
 	obj := &Object{ID: pgpmsg.NewMessageID(), Size: size, K: k, N: nn, SegmentSize: int64(r.segSize), Created: r.now, Manifest: manifest, Segments: make([]Segment, segs)}
+	po := &pendingObj{obj: obj, done: make(chan struct{})}
 	var (
-		mu       sync.Mutex
-		firstErr error
-		all      sync.WaitGroup
+		mu      sync.Mutex
+		all     sync.WaitGroup
+		readErr error
+		pieces  int
 	)
 	fail := func(err error) {
 		mu.Lock()
-		if firstErr == nil {
-			firstErr = err
+		if po.err == nil {
+			po.err = err
 		}
 		mu.Unlock()
 	}
-	failed := func() bool { mu.Lock(); defer mu.Unlock(); return firstErr != nil }
-	for s := 0; s < segs && !failed(); s++ {
+	for s := 0; s < segs; s++ {
 		if err := r.ctx.Err(); err != nil {
-			fail(err)
+			readErr = err
+			break
+		}
+		if r.failed() != nil {
+			readErr = r.failed()
 			break
 		}
 		buf := <-r.bufs
@@ -560,7 +601,7 @@ func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEn
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 				err = errChanged
 			}
-			fail(err)
+			readErr = err
 			break
 		}
 		if h != nil {
@@ -569,13 +610,24 @@ func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEn
 		shards, err := r.code.SplitBuffer(buf, want)
 		if err != nil {
 			r.bufs <- buf
-			fail(err)
+			readErr = err
 			break
 		}
 		seg := &obj.Segments[s]
 		seg.Size = int64(want)
 		seg.Pieces = make([]Piece, nn)
 		peers := r.place(nn, int64(len(shards[0].Data)))
+		placed := 0
+		for _, p := range peers {
+			if p != nil {
+				placed++
+			}
+		}
+		if placed < k {
+			r.bufs <- buf
+			readErr = fmt.Errorf("only %d peers have room for a %d-byte piece; need at least %d (raise remote_quota or add peers)", placed, r.shardSize, k)
+			break
+		}
 		var segWG sync.WaitGroup
 		for i, sh := range shards {
 			seg.Pieces[i] = Piece{Index: i, ShardHash: hex.EncodeToString(sh.Hash[:])}
@@ -587,6 +639,7 @@ func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEn
 				ObjectSize: size, SegmentSize: int64(r.segSize), SegmentLen: int64(want), ShardHash: sh.Hash}
 			segWG.Add(1)
 			all.Add(1)
+			pieces++
 			r.jobs <- pieceJob{peer: peers[i], info: info, man: man, shard: sh.Data, out: &seg.Pieces[i], done: func(err error) {
 				if err != nil {
 					fail(err)
@@ -597,40 +650,83 @@ func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEn
 		}
 		go func() { segWG.Wait(); r.bufs <- buf }()
 	}
-	all.Wait()
-	if firstErr == nil && h != nil {
+	if readErr == nil && h != nil {
 		// A file that grew while read: its stat will differ next time; what we have is whole.
 		var one [1]byte
 		if m, _ := src.Read(one[:]); m > 0 {
-			firstErr = errChanged
+			readErr = errChanged
 		}
 	}
-	if firstErr != nil {
+	if readErr != nil {
+		all.Wait()
 		r.discard(obj)
-		return nil, firstErr
-	}
-	for _, seg := range obj.Segments {
-		c := 0
-		for _, p := range seg.Pieces {
-			if p.State == PieceSent {
-				c++
-			}
-		}
-		if c < k {
-			r.discard(obj)
-			return nil, fmt.Errorf("only %d peers have room for a %d-byte piece; need at least %d (raise remote_quota or add peers)", c, r.shardSize, k)
-		}
+		return nil, readErr
 	}
 	r.res.Objects++
 	r.res.Bytes += size
-	for _, seg := range obj.Segments {
-		for _, p := range seg.Pieces {
-			if p.State == PieceSent {
-				r.res.Pieces++
-			}
+	r.res.Pieces += pieces
+	go func() {
+		all.Wait()
+		close(po.done)
+	}()
+	return po, nil
+}
+
+// submit queues an object for its commit, in order, once its pieces are sealed. The
+// walk goes on meanwhile: the run's view of what is stored moves now.
+func (r *storeRun) submit(po *pendingObj, entries []ManifestEntry, sources []string, stats []statEntry) error {
+	for i, me := range entries {
+		r.latest[me.Name] = FileVersion{ManifestEntry: me, Object: po.obj.ID}
+		r.stat[me.Name] = stats[i]
+	}
+	select {
+	case r.commits <- pendingCommit{po, entries, sources, stats}:
+		return nil
+	case <-r.ctx.Done():
+		<-po.done
+		r.discard(po.obj)
+		return r.ctx.Err()
+	}
+}
+
+type pendingCommit struct {
+	po      *pendingObj
+	entries []ManifestEntry
+	sources []string
+	stats   []statEntry
+}
+
+// committer records each object once its pieces are sealed, in the order they came.
+// After a failure it discards what follows.
+func (r *storeRun) committer() {
+	defer close(r.committed)
+	for pc := range r.commits {
+		<-pc.po.done
+		err := pc.po.err
+		if err == nil && r.failed() == nil {
+			err = r.commit(pc.po.obj, pc.entries, pc.sources, pc.stats)
+		}
+		if err != nil {
+			r.setFailed(err)
+		}
+		if err != nil || r.failed() != nil {
+			r.discard(pc.po.obj)
 		}
 	}
-	return obj, nil
+}
+
+func (r *storeRun) failed() error {
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	return r.asyncErr
+}
+
+func (r *storeRun) setFailed(err error) {
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	if r.asyncErr == nil {
+		r.asyncErr = err
+	}
 }
 
 // place picks a distinct peer with room for each of n pieces of size bytes, the
@@ -727,14 +823,9 @@ func (r *storeRun) commit(obj *Object, entries []ManifestEntry, sources []string
 		})
 	})
 	if err != nil {
-		r.discard(obj)
 		return err
 	}
-	for i, me := range entries {
-		r.latest[me.Name] = FileVersion{ManifestEntry: me, Object: obj.ID}
-		r.stat[me.Name] = stats[i]
-	}
-	r.res.Stored += len(entries)
+	r.stored += len(entries)
 	return r.n.FlushOutbox()
 }
 

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -54,7 +55,15 @@ func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
 
+// memoryLimit is the soft heap limit dibs runs under unless GOMEMLIMIT says otherwise:
+// a store keeps two segments in memory whatever the file size, and a limit makes the
+// garbage collector return the sealing layers' temporaries before the heap doubles.
+const memoryLimit = 96 << 20
+
 func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	a := &App{Stdout: os.Stdout, Stderr: os.Stderr, Stdin: os.Stdin, Getenv: os.Getenv, Ctx: ctx}
 	code := a.Main(os.Args[1:])
