@@ -126,10 +126,10 @@ type storeRun struct {
 	jobs chan pieceJob  // sealing work
 	wg   sync.WaitGroup // the workers
 
-	stat    map[string]statEntry
-	latest  map[string]FileVersion
-	pack    packBuf
-	res     StoreResult
+	stat   map[string]statEntry
+	latest map[string]FileVersion
+	pack   packBuf
+	res    StoreResult
 
 	commits   chan pendingCommit // objects waiting for their commit, in order
 	committed chan struct{}      // closed when the committer is done
