@@ -553,11 +553,32 @@ func (n *Node) checkJob(tx *bolt.Tx, j *RecoveryJob) error {
 	if j.State != RecoveryWaiting {
 		return nil
 	}
+	var silent []string
 	if j.Kind == jobAll {
-		for peer, c := range j.Finished {
-			if c < 0 || j.Received[peer] < c {
+		// Done when the peers that answered have sent all they hold and every object
+		// learnt of is assembled; a peer that has not answered at all (it may be gone for
+		// good) is not waited for once another one has finished.
+		finished := false
+		for _, peer := range sortedKeys(j.Finished) {
+			switch c := j.Finished[peer]; {
+			case c >= 0 && j.Received[peer] >= c:
+				finished = true
+			case c < 0 && j.Received[peer] == 0:
+				silent = append(silent, peer)
+			default:
 				return nil
 			}
+		}
+		if !finished {
+			return nil
+		}
+		if len(silent) > 0 {
+			for _, done := range j.Objects {
+				if !done {
+					return nil // the silent peers may still bring what is missing
+				}
+			}
+			j.Error = "no answer from " + strings.Join(silent, ", ")
 		}
 	}
 	missing := 0
@@ -571,7 +592,10 @@ func (n *Node) checkJob(tx *bolt.Tx, j *RecoveryJob) error {
 			return nil
 		}
 		// Every peer has answered: what is still missing cannot be rebuilt.
-		j.Error = fmt.Sprintf("%d objects have fewer than k pieces left", missing)
+		if j.Error != "" {
+			j.Error += "; "
+		}
+		j.Error += fmt.Sprintf("%d objects have fewer than k pieces left", missing)
 	}
 	switch j.Kind {
 	case jobRepair:

@@ -263,27 +263,46 @@ func TestStore_LoseWholeDirThenRecoverAll(t *testing.T) {
 		t.Fatal(err)
 	}
 	alice = env.Rebuild("alice", &kit)
+	env.Cut("carol") // and a peer is gone for good
 	if rows := fileRows(t, alice.Node); len(rows) != 0 {
 		t.Fatalf("a new directory knows %d files", len(rows))
 	}
 	if err := alice.RecoverAll(); err != nil {
 		t.Fatal(err)
 	}
-	env.Settle(ctx, 20)
+	settleAllowingErrors(env, 20)
 	checkQuiet(t, env)
 	if st := recoveryState(t, alice.Node, "*all*"); st != agent.RecoveryDone {
 		db, _ := alice.Database("recovery")
 		t.Fatalf("recover_all: %q %+v", st, db)
 	}
 	sameTree(t, tree, filepath.Join(alice.Dir, "recovery", "t"))
-	// The books are back: files are listed as stored, probes and new stores work.
+	// The books are back (carol's pieces are unknown: degraded, not lost), and probes,
+	// reconciliation, repair and new stores work.
 	rows := fileRows(t, alice.Node)
 	if len(rows) < 300 {
 		t.Fatalf("%d files in the rebuilt books", len(rows))
 	}
 	for _, r := range rows {
-		if r.Status != agent.StatusStored {
+		if r.Status != agent.StatusStored && r.Status != agent.StatusDegraded {
 			t.Fatalf("%s: %s after recover_all", r.Name, r.Status)
+		}
+	}
+	env.Mend("carol")
+	if _, err := alice.SyncPeers(); err != nil { // carol drops the pieces alice no longer knows
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 10)
+	if n := len(piecesOn(t, env.Node("carol"), "alice")); n != 0 {
+		t.Fatalf("carol kept %d pieces the rebuilt books do not know", n)
+	}
+	if _, err := alice.Repair(); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	for _, r := range fileRows(t, alice.Node) {
+		if r.Status != agent.StatusStored {
+			t.Fatalf("%s: %s after repair", r.Name, r.Status)
 		}
 	}
 	if _, err := alice.Probe("/t/bin/random.dat"); err != nil {
