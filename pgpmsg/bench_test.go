@@ -209,3 +209,48 @@ func TestMemoryFlat(t *testing.T) {
 		t.Fatal("payload differs")
 	}
 }
+
+// BenchmarkSealAEAD256MiB seals to a key copy that takes SEIPDv2-GCM (WithAEAD), as
+// dibs does between nodes.
+func BenchmarkSealAEAD256MiB(b *testing.B) {
+	alice, bob := id(b, "alice"), id(b, "bob").Public().WithAEAD()
+	h := newHeader("STORE")
+	const size = 256 << 20
+	b.SetBytes(size)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := pgpmsg.Seal(io.Discard, h, newPatternReader(size), alice, bob); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkOpenAEAD256MiB opens such a message (decrypt, verify, spill to a temp file).
+func BenchmarkOpenAEAD256MiB(b *testing.B) {
+	bob, peers := id(b, "bob"), pgpmsgtest.Keyring(b, "alice")
+	path := filepath.Join(b.TempDir(), "msg.pgp")
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const size = 256 << 20
+	if err := pgpmsg.Seal(f, newHeader("STORE"), newPatternReader(size), id(b, "alice"), bob.Public().WithAEAD()); err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+	dir := b.TempDir()
+	b.SetBytes(size)
+	b.ReportAllocs()
+	for b.Loop() {
+		f, err := os.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m, err := pgpmsg.Open(f, bob, peers, pgpmsg.OpenOptions{TempDir: dir})
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.Close()
+		f.Close()
+	}
+}
