@@ -46,6 +46,8 @@ const (
 const (
 	// maxSegment bounds one segment (k shards) in memory: two are in flight at a time.
 	maxSegment = 16 << 20
+	// segBuffers is how many segments are in memory at once: one read while others seal.
+	segBuffers = 2
 	// maxK bounds the data shards per segment, however many peers there are.
 	maxK = 16
 	// pieceOverhead is room left in a message for its headers, manifest framing and
@@ -294,15 +296,15 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 	}
 	r.segSize = k * r.shardSize
 	r.packLimit = int64(min(r.segSize/4, 1<<20))
-	r.bufs = make(chan []byte, 2)
-	for range 2 {
+	r.bufs = make(chan []byte, segBuffers)
+	for range segBuffers {
 		r.bufs <- make([]byte, r.code.BufferSize(r.segSize))
 	}
 	r.commits = make(chan pendingCommit, 64)
 	r.committed = make(chan struct{})
 	go r.committer()
 	r.jobs = make(chan pieceJob)
-	for range runtime.GOMAXPROCS(0) {
+	for range 2 * runtime.GOMAXPROCS(0) { // a sealing job also waits on the disk
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
@@ -505,7 +507,7 @@ func (r *storeRun) flushPack() error {
 func (r *storeRun) storeLarge(p string, me ManifestEntry, se statEntry) error {
 	if lv, ok := r.latest[me.Name]; ok && lv.Deleted.IsZero() && lv.Kind == KindFile && lv.Size == me.Size && lv.Mode == me.Mode {
 		// Only the stat changed? Hash first: a touched file is not a new version.
-		h, err := hashFile(p)
+		h, err := contentHash(p, lv.Hash)
 		if err != nil {
 			r.warn("%s: %v", p, unwrapPath(err))
 			return nil
@@ -520,7 +522,7 @@ func (r *storeRun) storeLarge(p string, me ManifestEntry, se statEntry) error {
 		return nil
 	}
 	defer f.Close()
-	h := sha256.New()
+	h := newShardHash(r.code.K(), r.segSize)
 	po, err := r.encodeObject(f, me.Size, []ManifestEntry{me}, h)
 	if errors.Is(err, errChanged) {
 		r.warn("%s: changed while it was read: stored next time", p)
@@ -529,22 +531,74 @@ func (r *storeRun) storeLarge(p string, me ManifestEntry, se statEntry) error {
 	if err != nil {
 		return err
 	}
-	me.Hash = hex.EncodeToString(h.Sum(nil))
+	me.Hash = h.sum()
 	se.Version, se.Hash = me.Version, me.Hash
 	return r.submit(po, []ManifestEntry{me}, []string{p}, []statEntry{se})
 }
 
-func hashFile(p string) (string, error) {
+// The content hash of a large file is not a hash of its bytes, which would cost a pass
+// of SHA-256 over everything stored: it hashes the hashes of its data shards, which the
+// erasure code computes anyway. Its form names the code it depends on:
+// "rs1-<k>-<segment size>:<hex>".
+type shardHash struct {
+	k, segSize int
+	h          hash.Hash
+}
+
+func newShardHash(k, segSize int) *shardHash {
+	return &shardHash{k: k, segSize: segSize, h: sha256.New()}
+}
+
+func (s *shardHash) add(shards []erasure.Shard) {
+	for _, sh := range shards[:s.k] {
+		s.h.Write(sh.Hash[:])
+	}
+}
+
+func (s *shardHash) sum() string {
+	return fmt.Sprintf("rs1-%d-%d:%s", s.k, s.segSize, hex.EncodeToString(s.h.Sum(nil)))
+}
+
+// contentHash computes the content hash of the file at p in the form of like: a shard
+// hash with the same code, or a plain SHA-256 of the bytes.
+func contentHash(p, like string) (string, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	var k, segSize int
+	if _, err := fmt.Sscanf(like, "rs1-%d-%d:", &k, &segSize); err != nil || k < 1 || segSize < k || segSize > maxSegment {
+		h := sha256.New()
+		if _, err := io.Copy(h, f); err != nil {
+			return "", err
+		}
+		return hex.EncodeToString(h.Sum(nil)), nil
+	}
+	code, err := erasure.New(k, 0)
+	if err != nil {
 		return "", err
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	sh := newShardHash(k, segSize)
+	buf := make([]byte, code.BufferSize(segSize))
+	for first := true; ; first = false {
+		n, err := io.ReadFull(f, buf[:segSize])
+		if n == 0 && !first {
+			break
+		}
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+			return "", err
+		}
+		shards, serr := code.SplitBuffer(buf, n)
+		if serr != nil {
+			return "", serr
+		}
+		sh.add(shards)
+		if err != nil {
+			break
+		}
+	}
+	return sh.sum(), nil
 }
 
 var errChanged = errors.New("changed while read")
@@ -560,7 +614,7 @@ type pendingObj struct {
 // encodeObject codes size bytes of src into pieces and hands them to the sealing
 // workers. It returns once src is read: the pieces of this object are sealed while the
 // next object is read (two segment buffers bound the memory in flight).
-func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEntry, h hash.Hash) (*pendingObj, error) {
+func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEntry, h *shardHash) (*pendingObj, error) {
 	man, err := json.Marshal(manifest)
 	if err != nil {
 		return nil, err
@@ -604,14 +658,14 @@ func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEn
 			readErr = err
 			break
 		}
-		if h != nil {
-			h.Write(buf[:want])
-		}
 		shards, err := r.code.SplitBuffer(buf, want)
 		if err != nil {
 			r.bufs <- buf
 			readErr = err
 			break
+		}
+		if h != nil {
+			h.add(shards)
 		}
 		seg := &obj.Segments[s]
 		seg.Size = int64(want)
