@@ -237,7 +237,7 @@ func (d *Daemon) sendLoop(ctx context.Context) {
 // runs once at start (DIBS waited a whole interval first).
 func (d *Daemon) periodicLoop(ctx context.Context) {
 	n := d.n
-	var sched schedule
+	sched := schedule{sync: time.Now(), cleanup: time.Now()} // daily chores: not at start
 	for {
 		if k, err := n.PollPassives(ctx); err != nil && ctx.Err() == nil {
 			n.Log.Warn("poll_passives", "err", err)

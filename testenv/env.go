@@ -200,7 +200,7 @@ func (e *Env) serveNode(an *agent.Node, spec NodeSpec, s Setup, addr string) *No
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	t.Cleanup(func() {
-		cancel()
+		n.cancel() // Start replaces the context: stop the one that runs
 		if n.done != nil {
 			<-n.done
 		} else {
