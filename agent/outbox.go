@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -14,6 +16,9 @@ import (
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
 )
+
+// outboxLock serializes outbox flushes between processes sharing a DIBS_DIR.
+const outboxLock = "db/outbox.lock"
 
 // ProtocolVersion is the Dibs-Version this node writes.
 const ProtocolVersion = pgpmsg.Version
@@ -76,12 +81,23 @@ func (n *Node) Post(peer, typ string, fields [][2]string, payload []byte) (strin
 func (n *Node) FlushOutbox() error {
 	n.outboxMu.Lock()
 	defer n.outboxMu.Unlock()
+	// Across processes too (a daemon and a cron command): two flushes of one message
+	// would seal it twice, and a copy delivered before the other was sealed would then
+	// travel again.
+	lock, err := os.OpenFile(filepath.Join(n.Dir, outboxLock), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return err
+	}
 	type entry struct {
 		key []byte
 		m   OutMessage
 	}
 	var pending []entry
-	err := n.withDB(func(db *bolt.DB) error {
+	err = n.withDB(func(db *bolt.DB) error {
 		return db.View(func(tx *bolt.Tx) error {
 			return tx.Bucket(bucketOutbox).ForEach(func(k, v []byte) error {
 				var m OutMessage
