@@ -134,6 +134,7 @@ var optionDefs = []optDef{
 	{name: "mailCAFile", kind: kindPath, def: constDef(""), doc: "extra CA certificates to trust for mail servers"},
 	{name: "mailMaxSize", kind: kindSize, def: constDef(int64(25000000)), min: 10000, doc: "largest mail the mail servers take"},
 	{name: "relayURL", kind: kindString, def: constDef(""), check: checkURL, doc: "our relay: where poll_passives collects our files"},
+	{name: "relayCAFile", kind: kindPath, def: constDef(""), doc: "extra CA certificates to trust for https relays and daemons (a relay's self-signed certificate)"},
 	{name: "talkRetryDelay", kind: kindSeconds, def: constDef(int64(600)), min: 0, doc: "how long a file waits before the next talk method is tried"},
 }
 

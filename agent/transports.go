@@ -2,7 +2,13 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
 
 	"github.com/dibs-backup/dibs/mailbox"
 	"github.com/dibs-backup/dibs/queue"
@@ -14,6 +20,17 @@ import (
 // A mail transport whose settings are wrong reports that on every use instead.
 func DefaultTransports(n *Node) Transports {
 	rc := &relay.Client{ID: n.ID, MaxFileSize: n.Opts.Int("maxMsgSize")}
+	if ca := n.Opts.Path("relayCAFile"); n.Opts.String("relayCAFile") != "" {
+		hc, err := httpClientTrusting(ca)
+		if err != nil {
+			broken := brokenTransport{fmt.Errorf("relayCAFile: %w", err)}
+			return Transports{
+				Senders: map[string]queue.Sender{Active: broken, Relay: broken, Mail: broken},
+				Pollers: map[string]queue.Poller{Passive: broken, Relay: broken},
+			}
+		}
+		rc.HTTP = hc
+	}
 	t := Transports{
 		Senders: map[string]queue.Sender{Active: rc, Relay: rc},
 		Pollers: map[string]queue.Poller{Passive: rc, Relay: rc},
@@ -79,4 +96,29 @@ func (n *Node) Hello(ctx context.Context, host string, port int) (HelloInfo, err
 // ImportMaildir takes the dibs mails addressed to us out of a Maildir into incoming/.
 func (n *Node) ImportMaildir(dir string) (int, error) {
 	return mailbox.ImportMaildir(dir, string(n.Fingerprint()), n.Sink())
+}
+
+// httpClientTrusting is an HTTP client for the relay protocol that also trusts the CA
+// certificates in caFile, and takes proxies from the environment (HTTPS_PROXY, ...).
+func httpClientTrusting(caFile string) (*http.Client, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
+	}
+	return &http.Client{Transport: &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout:   15 * time.Second,
+		ResponseHeaderTimeout: 2 * time.Minute,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   4,
+	}}, nil
 }
