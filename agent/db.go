@@ -21,6 +21,13 @@ var (
 	allBuckets     = [][]byte{bucketSeen, bucketPeers, bucketOutbox, bucketRequests}
 )
 
+// A daemon and cron commands sharing a DIBS_DIR take its two waited-for locks in one
+// order: the database (bbolt's flock on db/dibs.db), then the outbox lock (db/outbox.lock,
+// outbox.go). So the outbox is flushed only with the database held: a process holding the
+// outbox lock while it waited for the database would wait on one that held the database
+// and flushed, until bbolt's timeout (ErrDBBusy). Spool claims are never waited for (a
+// busy file is left to its holder), so they take no part.
+
 // ErrDBBusy means another process held the database for too long.
 var ErrDBBusy = errors.New("the database is busy (another dibs command or the daemon holds it); try again")
 
@@ -34,7 +41,7 @@ func openDB(dir string) (*database, error) {
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
-	b.MaxBatchDelay = 2 * time.Millisecond
+	b.MaxBatchDelay = 5 * time.Millisecond
 	err = b.Update(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {

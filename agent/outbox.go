@@ -20,6 +20,9 @@ import (
 // outboxLock serializes outbox flushes between processes sharing a DIBS_DIR.
 const outboxLock = "db/outbox.lock"
 
+// aeadThreshold is the payload size above which messages are sealed with SEIPDv2-GCM.
+const aeadThreshold = 256 << 10
+
 // ProtocolVersion is the Dibs-Version this node writes.
 const ProtocolVersion = pgpmsg.Version
 
@@ -119,25 +122,48 @@ func (n *Node) FlushOutbox() error {
 		wg       sync.WaitGroup
 		sem      = make(chan struct{}, 4)
 	)
+	// Small messages (replies, requests) are sealed in memory and committed per peer in
+	// one group commit; large ones stream into the spool one by one.
+	small := map[string][]queue.Item{}
+	smallKeys := map[string][][]byte{}
 	for _, e := range pending {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			err := n.sealInto(e.m)
+			var err error
+			var sealed []byte
+			if e.m.PayloadFile == "" && len(e.m.Payload) <= smallMessage {
+				sealed, err = n.sealBytes(e.m)
+			} else {
+				err = n.sealInto(e.m)
+			}
 			mu.Lock()
 			defer mu.Unlock()
-			if err != nil {
+			switch {
+			case err != nil:
 				if firstErr == nil {
 					firstErr = err
 				}
-				return
+			case sealed != nil:
+				small[e.m.Peer] = append(small[e.m.Peer], queue.Item{Name: e.m.FileName(), Data: sealed})
+				smallKeys[e.m.Peer] = append(smallKeys[e.m.Peer], e.key)
+			default:
+				done = append(done, e.key)
 			}
-			done = append(done, e.key)
 		}()
 	}
 	wg.Wait()
+	for peer, items := range small {
+		if err := n.Spool.PutBatch(queue.Outgoing(peer), items); err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("messages for %s: %w", peer, err)
+			}
+			continue
+		}
+		done = append(done, smallKeys[peer]...)
+	}
 	if len(done) > 0 {
 		err := n.withDB(func(db *bolt.DB) error {
 			return db.Update(func(tx *bolt.Tx) error {
@@ -157,6 +183,25 @@ func (n *Node) FlushOutbox() error {
 	return firstErr
 }
 
+// smallMessage is the largest payload sealed in memory and committed in a batch.
+const smallMessage = 64 << 10
+
+// sealBytes seals a small message in memory.
+func (n *Node) sealBytes(m OutMessage) ([]byte, error) {
+	_, key, err := n.Peer(m.Peer)
+	if err != nil {
+		return nil, fmt.Errorf("message %s: %w", m.ID, err)
+	}
+	if key == nil {
+		return nil, fmt.Errorf("message %s for %s waits: the peer has no key (dibs edit_peer --peer %s --key_file F)", m.ID, m.Peer, m.Peer)
+	}
+	var buf bytes.Buffer
+	if err := pgpmsg.Seal(&buf, n.header(m, key), bytes.NewReader(m.Payload), n.ID, key); err != nil {
+		return nil, fmt.Errorf("message %s for %s: %w", m.ID, m.Peer, err)
+	}
+	return buf.Bytes(), nil
+}
+
 // sealInto seals m and commits it into outgoing/<peer>/.
 func (n *Node) sealInto(m OutMessage) error {
 	_, key, err := n.Peer(m.Peer)
@@ -168,6 +213,7 @@ func (n *Node) sealInto(m OutMessage) error {
 	}
 	h := n.header(m, key)
 	var payload io.Reader = bytes.NewReader(m.Payload)
+	size := int64(len(m.Payload))
 	if m.PayloadFile != "" {
 		f, err := os.Open(m.PayloadFile)
 		if err != nil {
@@ -175,10 +221,19 @@ func (n *Node) sealInto(m OutMessage) error {
 		}
 		defer f.Close()
 		payload = f
+		if fi, err := f.Stat(); err == nil {
+			size = fi.Size()
+		}
+	}
+	// Large payloads go with SEIPDv2-GCM (fast; dibs reads it). Small ones keep SEIPDv1,
+	// which a stock GnuPG can read too, and which costs less than the AEAD layer's
+	// chunk buffers for a message of a few hundred bytes.
+	if size > aeadThreshold {
+		key = n.wireKey(key)
 	}
 	pr, pw := io.Pipe()
 	go func() {
-		pw.CloseWithError(pgpmsg.Seal(pw, h, payload, n.ID, n.wireKey(key)))
+		pw.CloseWithError(pgpmsg.Seal(pw, h, payload, n.ID, key))
 	}()
 	_, err = n.Spool.Put(queue.Outgoing(m.Peer), m.FileName(), pr, 0)
 	pr.CloseWithError(err)

@@ -60,12 +60,9 @@ func (n *Node) ProcessIncoming(ctx context.Context) (ProcessResult, error) {
 	}
 	err = n.withDB(func(db *bolt.DB) error {
 		res = n.processEntries(ctx, db, entries)
-		return nil
+		return n.FlushOutbox() // the database held: it is the outer lock (db.go)
 	})
 	if err != nil {
-		return res, err
-	}
-	if err := n.FlushOutbox(); err != nil {
 		return res, err
 	}
 	return res, ctx.Err()
@@ -88,7 +85,7 @@ func (n *Node) processEntries(ctx context.Context, db *bolt.DB, entries []queue.
 			}
 		}
 	}()
-	workers := 4 * runtime.GOMAXPROCS(0)
+	workers := 16 * runtime.GOMAXPROCS(0) // most wait on the batched commit: more of them make larger batches
 	for range workers {
 		wg.Add(1)
 		go func() {
@@ -164,12 +161,9 @@ func (n *Node) ProcessFile(path string) (ProcessResult, error) {
 		default:
 			res.Left++
 		}
-		return nil
+		return n.FlushOutbox()
 	})
-	if err != nil {
-		return res, err
-	}
-	return res, n.FlushOutbox()
+	return res, err
 }
 
 // processOne claims, verifies and acts on one incoming file.

@@ -21,7 +21,8 @@ func init() {
 	ackHandlers[TypeStorageList] = handleStorageListAck
 }
 
-// SyncPeers sends every peer that holds pieces of ours the list of those we count there.
+// SyncPeers sends every peer the list of pieces we count there (an empty list too: after
+// recover_all from a peer that did not answer, it may hold pieces our books do not know).
 func (n *Node) SyncPeers() (int, error) {
 	peers, err := n.Peers()
 	if err != nil {
@@ -49,8 +50,8 @@ func (n *Node) SyncPeers() (int, error) {
 				return err
 			}
 			for _, p := range peers {
-				if _, key, err := n.Peer(p.Name); err != nil || key == nil || len(lists[p.Name]) == 0 {
-					continue // nothing of ours is counted there
+				if _, key, err := n.Peer(p.Name); err != nil || key == nil {
+					continue
 				}
 				if err := addOutbox(tx, n.newOut(p.Name, TypeStorageList, nil, writeIDs(lists[p.Name]))); err != nil {
 					return err

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 )
 
 // WriteAtomic streams r into path with the spool's commit sequence (a temp file beside
@@ -27,7 +28,9 @@ func WriteAtomic(path string, r io.Reader, perm fs.FileMode) (int64, error) {
 	if err := f.Chmod(perm); err != nil {
 		return 0, fail(err)
 	}
-	n, err := io.CopyBuffer(f, r, make([]byte, 256<<10))
+	bp := copyBufs.Get().(*[]byte)
+	n, err := io.CopyBuffer(f, r, *bp)
+	copyBufs.Put(bp)
 	if err != nil {
 		return n, fail(err)
 	}
@@ -44,3 +47,7 @@ func WriteAtomic(path string, r io.Reader, perm fs.FileMode) (int64, error) {
 	}
 	return n, syncDir(dir)
 }
+
+// copyBufs are the buffers spool writes copy through: large enough for few syscalls,
+// reused so that thousands of small files do not each allocate one.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}

@@ -149,8 +149,10 @@ func commit(tmp, dir, name string, r io.Reader, maxSize int64) (n int64, err err
 	if maxSize > 0 {
 		src = io.LimitReader(r, maxSize+1)
 	}
-	buf := make([]byte, 256<<10)
-	if n, err = io.CopyBuffer(f, src, buf); err != nil {
+	bp := copyBufs.Get().(*[]byte)
+	n, err = io.CopyBuffer(f, src, *bp)
+	copyBufs.Put(bp)
+	if err != nil {
 		return n, err
 	}
 	if maxSize > 0 && n > maxSize {

@@ -463,3 +463,24 @@ func readFile(t *testing.T, p string) string {
 	}
 	return string(b)
 }
+
+func TestPutBatch(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := []Item{{Name: "20260101T000000Z-a.pgp", Data: []byte("a")}, {Name: "20260101T000000Z-b.pgp", Data: []byte("bb")}}
+	if err := s.PutBatch(Outgoing("bob"), items); err != nil {
+		t.Fatal(err)
+	}
+	es, err := s.List(Outgoing("bob"))
+	if err != nil || len(es) != 2 {
+		t.Fatalf("%d entries, %v", len(es), err)
+	}
+	if err := s.PutBatch(Outgoing("bob"), []Item{{Name: "../evil", Data: nil}}); err == nil {
+		t.Fatal("a bad name was accepted")
+	}
+	if left, _ := os.ReadDir(filepath.Join(s.root, tmpDir)); len(left) != 0 {
+		t.Fatalf("%d temp files left", len(left))
+	}
+}
