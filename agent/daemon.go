@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
 	"github.com/dibs-backup/dibs/relay"
@@ -204,8 +206,8 @@ func (d *Daemon) sendLoop(ctx context.Context) {
 				continue
 			}
 			p, _, err := d.n.Peer(name)
-			if err != nil || strings.Trim(strings.ReplaceAll(p.Talk, Passive, ""), ", ") == "" {
-				continue
+			if err != nil || !sendsActively(p) {
+				continue // a passive peer pulls its files
 			}
 			b := state[name]
 			if b == nil {
@@ -233,6 +235,17 @@ func (d *Daemon) sendLoop(ctx context.Context) {
 	}
 }
 
+// sendsActively reports whether any of p's talk methods delivers files: all but passive,
+// as sendPeer chooses them.
+func sendsActively(p *Peer) bool {
+	for _, m := range p.TalkMethods() {
+		if m != Passive {
+			return true
+		}
+	}
+	return false
+}
+
 // periodicLoop runs the batch DIBS ran every pollInterval: poll, then housekeeping. It
 // runs once at start (DIBS waited a whole interval first).
 func (d *Daemon) periodicLoop(ctx context.Context) {
@@ -248,7 +261,14 @@ func (d *Daemon) periodicLoop(ctx context.Context) {
 			}
 		}
 		n.Spool.CleanTmp(time.Hour, time.Now())
-		n.housekeeping(ctx, &sched)
+		// The chores flush the outbox: with the database held, the outer lock (db.go).
+		err := n.withDB(func(*bolt.DB) error {
+			n.housekeeping(ctx, &sched)
+			return nil
+		})
+		if err != nil && ctx.Err() == nil {
+			n.Log.Warn("housekeeping", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -216,6 +217,11 @@ func (n *Node) sealInto(m OutMessage) error {
 	size := int64(len(m.Payload))
 	if m.PayloadFile != "" {
 		f, err := os.Open(m.PayloadFile)
+		if errors.Is(err, os.ErrNotExist) {
+			// The payload (a held piece) was dropped since: the message can never go.
+			n.Log.Warn("message dropped: its payload is gone", "id", m.ID, "type", m.Type, "peer", m.Peer, "payload", m.PayloadFile)
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("message %s: payload: %w", m.ID, err)
 		}

@@ -313,9 +313,6 @@ func handleRecoverResponse(r *Request) error {
 	if err != nil {
 		return err
 	}
-	if len(jobs) == 0 {
-		return nil // nothing asked for: a late or extra answer
-	}
 	tree := merkle.NewHasher(merkle.DefaultBlockSize)
 	op, err := n.openPiece(io.TeeReader(r.Msg.Payload(), tree), n.Opts.Int("maxMsgSize"))
 	if err != nil {
@@ -323,6 +320,16 @@ func handleRecoverResponse(r *Request) error {
 	}
 	if op.Info.Piece != id {
 		return reject("RECOVER_RESPONSE: piece %s carries %s", id, op.Info.Piece)
+	}
+	if len(jobs) == 0 {
+		// A late answer (a recover_all finished without this peer): the piece is not
+		// needed, but the books learn that the peer holds it.
+		if o, err := getObject(r.Tx, op.Info.Object); err != nil || o == nil {
+			return err
+		} else if lastAll, err := getJob(r.Tx, allJobName); err == nil && lastAll != nil {
+			return n.notePiece(r.Tx, o, op, r.Peer.Name, id, tree)
+		}
+		return nil
 	}
 	var all *RecoveryJob
 	wanted := false

@@ -240,9 +240,9 @@ func (n *Node) pieceAnswered(r *Request, id string, ok bool, why string) error {
 		return err
 	}
 	if o == nil {
-		if ok { // a piece we no longer want: let the peer drop it
-			return r.Reply(TypeUnstore, nil, writeIDs([]string{id}))
-		}
+		// Not in our books. It may be a piece we dropped, or our books may be new (lost
+		// and being rebuilt by recover_all): never ask for a delete on this ground. The
+		// storage list, which is dated, frees what we really no longer reference.
 		return nil
 	}
 	p := &o.Segments[s].Pieces[i]

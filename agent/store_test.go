@@ -675,3 +675,44 @@ func TestRepair_FetchesBackWhenLocalFileChanged(t *testing.T) {
 		t.Fatalf("recovered %d bytes, want the %d stored", len(got), len(data))
 	}
 }
+
+// ACKs that were still on their way when the owner lost its directory reach the rebuilt
+// node, which does not know those pieces: it must not ask for them to be deleted, since
+// recover_all needs them.
+func TestStore_LateAcksAfterDiskLossDeleteNothing(t *testing.T) {
+	env := fourNodes(t, map[string]string{"kbPerFile": "100"})
+	alice, bob := env.Node("alice"), env.Node("bob")
+	dir := t.TempDir()
+	data := bytes.Repeat([]byte("keep me\r\n"), 40_000)
+	os.WriteFile(filepath.Join(dir, "f"), data, 0o644)
+	bob.Faults.Always(testenv.Hold) // bob's answers are late
+	if _, err := alice.Store(ctx, filepath.Join(dir, "f"), "/f"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 10)
+	held := len(piecesOn(t, bob, "alice"))
+	if held == 0 || bob.Faults.Held() == 0 {
+		t.Fatalf("bob holds %d pieces and %d late answers", held, bob.Faults.Held())
+	}
+	var kit bytes.Buffer
+	if err := alice.ExportRecoveryKit(&kit); err != nil {
+		t.Fatal(err)
+	}
+	alice = env.Rebuild("alice", &kit)
+	bob.Faults.Clear()
+	if err := bob.Faults.Release(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 10)
+	if now := len(piecesOn(t, bob, "alice")); now != held {
+		t.Fatalf("late ACKs to the rebuilt node cost bob %d of %d pieces", held-now, held)
+	}
+	if err := alice.RecoverAll(); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	got, err := os.ReadFile(filepath.Join(alice.Dir, "recovery", "f"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("recovered %d bytes, %v", len(got), err)
+	}
+}

@@ -31,6 +31,9 @@ func (n *Node) SyncPeers() (int, error) {
 	sent := 0
 	err = n.withDB(func(db *bolt.DB) error {
 		return db.Update(func(tx *bolt.Tx) error {
+			if jobs, err := activeJobs(tx); err != nil || len(jobs) > 0 {
+				return err // books being rebuilt or fetched: not the time to free anything
+			}
 			lists := map[string][]string{}
 			err := tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
 				var o Object
