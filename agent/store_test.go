@@ -716,3 +716,81 @@ func TestStore_LateAcksAfterDiskLossDeleteNothing(t *testing.T) {
 		t.Fatalf("recovered %d bytes, %v", len(got), err)
 	}
 }
+
+func TestStore_VersionsDeletionAndTouch(t *testing.T) {
+	env := fourNodes(t, map[string]string{"kbPerFile": "100", "maxVersions": "3"})
+	alice := env.Node("alice")
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big")     // a large file: its own object
+	small := filepath.Join(dir, "small") // a small one: packed
+	content := func(v int) []byte { return bytes.Repeat([]byte(fmt.Sprintf("version %d\r\n", v)), 30_000) }
+	versionsOf := func(name string) []agent.FileRow {
+		var out []agent.FileRow
+		for _, r := range fileRows(t, alice.Node) {
+			if r.Name == name {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	for v := 1; v <= 5; v++ {
+		os.WriteFile(big, content(v), 0o644)
+		os.WriteFile(small, []byte(fmt.Sprintf("small %d", v)), 0o644)
+		mt := time.Date(2020, 1, v, 0, 0, 0, 0, time.UTC)
+		os.Chtimes(big, mt, mt)
+		res, err := alice.Store(ctx, dir, "/d")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v > 1 && res.Stored != 2 { // big and small; the directory did not change
+			t.Fatalf("round %d: %+v", v, res)
+		}
+		env.Settle(ctx, 20)
+	}
+	vs := versionsOf("/d/big")
+	if len(vs) != 3 || vs[0].Version != 3 || vs[2].Version != 5 {
+		t.Fatalf("versions kept: %+v, want 3, 4, 5", vs)
+	}
+	// Touching without changing the content makes no new version.
+	later := time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)
+	os.Chtimes(big, later, later)
+	res, err := alice.Store(ctx, dir, "/d")
+	if err != nil || res.Stored != 0 {
+		t.Fatalf("touch: %+v, %v", res, err)
+	}
+	// Old versions' pieces were unstored at the peers: they hold 3 versions' worth.
+	stats, _ := alice.Database("stats")
+	var there int64
+	for _, r := range stats["stats"].([]agent.StatsRow) {
+		there += r.BytesThere
+	}
+	if there > 3*3*int64(len(content(1)))+3*3*200_000 {
+		t.Errorf("peers hold %d bytes for 3 versions of a %d-byte file", there, len(content(1)))
+	}
+	// An older version comes back on request.
+	if _, err := alice.RecoverFile("/d/big", 4); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	got, _ := os.ReadFile(filepath.Join(alice.Dir, "recovery", "d", "big"))
+	if !bytes.Equal(got, content(4)) {
+		t.Fatalf("version 4: %d bytes", len(got))
+	}
+	// A file deleted locally is marked, and stays recoverable.
+	os.Remove(small)
+	res, err = alice.Store(ctx, dir, "/d")
+	if err != nil || res.Deleted != 1 {
+		t.Fatalf("after a delete: %+v, %v", res, err)
+	}
+	vs = versionsOf("/d/small")
+	if vs[len(vs)-1].Deleted == nil {
+		t.Fatalf("the deleted file is not marked: %+v", vs)
+	}
+	if _, err := alice.RecoverFile("/d/small", 0); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	if got, _ := os.ReadFile(filepath.Join(alice.Dir, "recovery", "d", "small")); string(got) != "small 5" {
+		t.Fatalf("deleted file recovered as %q", got)
+	}
+}
