@@ -1,0 +1,528 @@
+package main
+
+// These tests run the dibs binary as a user (or a cron job) does: one process per
+// command, DIBS_DIR in the environment, daemons as background processes on loopback.
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dibs-backup/dibs/agent"
+	"github.com/dibs-backup/dibs/pgpmsg"
+)
+
+var dibsBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "dibs-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	dibsBin = filepath.Join(dir, "dibs")
+	if out, err := exec.Command("go", "build", "-o", dibsBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// cliNode is one DIBS_DIR driven through the binary.
+type cliNode struct {
+	t       *testing.T
+	name    string
+	dir     string
+	port    int
+	keyFile string // its export_key
+}
+
+// run runs `dibs args...` with the node's DIBS_DIR: stdout, stderr, exit code.
+func (n *cliNode) run(args ...string) (string, string, int) {
+	n.t.Helper()
+	cmd := exec.Command(dibsBin, args...)
+	cmd.Env = append(os.Environ(), "DIBS_DIR="+n.dir)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return out.String(), errb.String(), ee.ExitCode()
+	}
+	if err != nil {
+		n.t.Fatalf("%s: dibs %s: %v", n.name, strings.Join(args, " "), err)
+	}
+	return out.String(), errb.String(), 0
+}
+
+// ok runs dibs and fails the test unless it exits 0.
+func (n *cliNode) ok(args ...string) string {
+	n.t.Helper()
+	out, errs, code := n.run(args...)
+	if code != 0 {
+		n.t.Fatalf("%s: dibs %s: exit %d: %s", n.name, strings.Join(args, " "), code, errs)
+	}
+	return out
+}
+
+func newCLINode(t *testing.T, root, name string) *cliNode {
+	t.Helper()
+	n := &cliNode{t: t, name: name, dir: filepath.Join(root, name), port: freePort(t), keyFile: filepath.Join(root, name+".asc")}
+	n.ok("init", "--key", name+".dibs@cli.invalid")
+	n.ok("set_option", "--name", "daemonPort", "--value", fmt.Sprint(n.port))
+	n.ok("set_option", "--name", "daemonHost", "--value", "127.0.0.1")
+	n.ok("set_option", "--name", "talkRetryDelay", "--value", "0")
+	n.ok("export_key", "--out", n.keyFile)
+	if b, err := os.ReadFile(n.keyFile); err != nil || !bytes.Contains(b, []byte("BEGIN PGP PUBLIC KEY BLOCK")) {
+		t.Fatalf("%s: export_key --out wrote %q (%v)", name, b, err)
+	}
+	return n
+}
+
+// addPeer makes p a peer of n: talk is how n's messages reach p, listen how p's reach n.
+func (n *cliNode) addPeer(p *cliNode, talk, listen string) {
+	n.t.Helper()
+	n.ok("add_peer", "--peer", p.name, "--email", p.name+"@cli.invalid",
+		"--local_quota", "1g", "--remote_quota", "1g", "--talk", talk, "--listen", listen,
+		"--host", "127.0.0.1", "--port", fmt.Sprint(p.port), "--key_file", p.keyFile)
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// daemonProc is a `dibs start_daemon` running in the background.
+type daemonProc struct {
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	done   chan struct{} // closed when it has exited, with err
+	err    error
+}
+
+func (n *cliNode) startDaemon() *daemonProc {
+	n.t.Helper()
+	d := &daemonProc{cmd: exec.Command(dibsBin, "start_daemon"), stderr: &syncBuffer{}, done: make(chan struct{})}
+	d.cmd.Env = append(os.Environ(), "DIBS_DIR="+n.dir)
+	d.cmd.Stderr = d.stderr
+	if err := d.cmd.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+	go func() { d.err = d.cmd.Wait(); close(d.done) }()
+	n.t.Cleanup(func() {
+		select {
+		case <-d.done:
+		default:
+			d.cmd.Process.Kill()
+			<-d.done
+		}
+	})
+	for range 400 {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", n.port)); err == nil {
+			c.Close()
+			return d
+		}
+		select {
+		case <-d.done:
+			n.t.Fatalf("%s: start_daemon exited: %v: %s", n.name, d.err, d.stderr.String())
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+	n.t.Fatalf("%s: the daemon never listened on %d: %s", n.name, n.port, d.stderr.String())
+	return nil
+}
+
+// stop runs stop_daemon and waits for the daemon process, which must exit 0.
+func (n *cliNode) stopDaemon(d *daemonProc) {
+	n.t.Helper()
+	n.ok("stop_daemon")
+	select {
+	case <-d.done:
+		if d.err != nil {
+			n.t.Fatalf("%s: the daemon exited with %v: %s", n.name, d.err, d.stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		n.t.Fatalf("%s: the daemon still runs after stop_daemon", n.name)
+	}
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// lastHeard is show_database --json's last_heard of peer ("" if never).
+func (n *cliNode) lastHeard(peer string) string {
+	n.t.Helper()
+	var db struct {
+		Peers []struct {
+			Peer      string  `json:"peer"`
+			LastHeard *string `json:"last_heard"`
+		} `json:"peers"`
+	}
+	out := n.ok("show_database", "--json")
+	if err := json.Unmarshal([]byte(out), &db); err != nil {
+		n.t.Fatalf("%s: show_database --json: %v\n%s", n.name, err, out)
+	}
+	for _, p := range db.Peers {
+		if p.Peer == peer {
+			if p.LastHeard == nil {
+				return ""
+			}
+			if _, err := time.Parse(time.RFC3339, *p.LastHeard); err != nil {
+				n.t.Fatalf("%s: last_heard of %s is %q: %v", n.name, peer, *p.LastHeard, err)
+			}
+			return *p.LastHeard
+		}
+	}
+	n.t.Fatalf("%s: show_database lists no peer %s:\n%s", n.name, peer, out)
+	return ""
+}
+
+func files(t *testing.T, dir string) []string {
+	des, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, de := range des {
+		if !de.IsDir() {
+			out = append(out, de.Name())
+		}
+	}
+	return out
+}
+
+// A NAT'd node greets a node that runs start_daemon: its HELLO goes by push, the reply
+// waits at the daemon until the NAT'd node's cron-style send_message, poll_passives,
+// process_message pulls it. Both then show when they last heard of the other.
+func TestCLI_PassiveNodeAndDaemon(t *testing.T) {
+	root := t.TempDir()
+	alice, bob := newCLINode(t, root, "alice"), newCLINode(t, root, "bob")
+	alice.addPeer(bob, "active", "passive")
+	bob.addPeer(alice, "passive", "active")
+	d := bob.startDaemon()
+
+	if out := alice.ok("send_hello", "--host", "127.0.0.1", "--port", fmt.Sprint(bob.port)); !strings.Contains(out, "dibs") {
+		t.Errorf("send_hello --host: %q", out)
+	}
+	if out := alice.ok("send_hello", "--peer", "bob"); strings.Contains(out, "not delivered") {
+		t.Fatalf("send_hello --peer bob: %s", out)
+	}
+	if got := files(t, filepath.Join(alice.dir, "outgoing", "bob")); len(got) != 0 {
+		t.Fatalf("the HELLO was pushed, yet outgoing/bob holds %v", got)
+	}
+	var heard string
+	for range 50 { // alice's cron, until bob's daemon has processed the HELLO and answered
+		alice.ok("send_message")
+		alice.ok("poll_passives")
+		alice.ok("process_message")
+		if heard = alice.lastHeard("bob"); heard != "" {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if heard == "" {
+		t.Fatalf("alice never heard from bob; bob's daemon said:\n%s", bob.stderr(d))
+	}
+	bob.stopDaemon(d)
+	if bob.lastHeard("alice") == "" {
+		t.Errorf("bob processed alice's HELLO but shows no last_heard")
+	}
+	for _, n := range []*cliNode{alice, bob} {
+		if q := files(t, filepath.Join(n.dir, "quarantine")); len(q) > 0 {
+			t.Errorf("%s quarantined %v", n.name, q)
+		}
+		if in := files(t, filepath.Join(n.dir, "incoming")); len(in) > 0 {
+			t.Errorf("%s left %v in incoming/", n.name, in)
+		}
+	}
+	if _, errs, code := bob.run("stop_daemon"); code == 0 || !strings.HasPrefix(errs, "dibs: ") {
+		t.Errorf("stop_daemon with no daemon: exit %d, %q", code, errs)
+	}
+}
+
+func (n *cliNode) stderr(d *daemonProc) string { return d.stderr.String() }
+
+// Two nodes with no network at all exchange HELLOs on a carried directory.
+func TestCLI_Sneakernet(t *testing.T) {
+	root := t.TempDir()
+	alice, carol := newCLINode(t, root, "alice"), newCLINode(t, root, "carol")
+	alice.addPeer(carol, "passive", "passive")
+	carol.addPeer(alice, "passive", "passive")
+
+	alice.ok("send_hello", "--peer", "carol")
+	if out := alice.ok("send_message"); !strings.Contains(out, "sent 0, waiting 1") {
+		t.Errorf("send_message to a passive peer: %q", out)
+	}
+	stick := filepath.Join(root, "stick")
+	if out := alice.ok("export_messages", "--dir", stick); !strings.Contains(out, "exported 1") {
+		t.Fatalf("export_messages: %q", out)
+	}
+	if got := files(t, filepath.Join(alice.dir, "outgoing", "carol")); len(got) != 0 {
+		t.Errorf("export_messages left %v in outgoing/carol", got)
+	}
+	carried := carriedFiles(t, stick)
+	if out := carol.ok("import_messages", "--dir", stick); !strings.Contains(out, "imported 1") {
+		t.Fatalf("import_messages: %q", out)
+	}
+	if left := carriedFiles(t, stick); len(left) != 0 {
+		t.Errorf("import_messages left %v on the stick", left)
+	}
+	if out := carol.ok("process_message"); !strings.Contains(out, "processed 1, quarantined 0") {
+		t.Fatalf("carol process_message: %q", out)
+	}
+	if carol.lastHeard("alice") == "" {
+		t.Fatal("carol processed alice's HELLO but shows no last_heard")
+	}
+	if alice.lastHeard("carol") != "" {
+		t.Fatal("alice heard of carol before any reply travelled")
+	}
+	back := filepath.Join(root, "back")
+	carol.ok("export_messages", "--dir", back, "--peer", "alice")
+	alice.ok("import_messages", "--dir", back)
+	if out := alice.ok("process_message"); !strings.Contains(out, "processed 1, quarantined 0") {
+		t.Fatalf("alice process_message: %q", out)
+	}
+	if alice.lastHeard("carol") == "" {
+		t.Fatal("alice processed carol's reply but shows no last_heard")
+	}
+	// The same stick carried in again (a copy kept): a replay, quarantined, no reply.
+	for path, data := range carried {
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	carol.ok("import_messages", "--dir", stick)
+	if out := carol.ok("process_message"); !strings.Contains(out, "processed 0, quarantined 1") {
+		t.Errorf("a replayed HELLO: %q", out)
+	}
+	if got := files(t, filepath.Join(carol.dir, "outgoing", "alice")); len(got) != 0 {
+		t.Errorf("a replayed HELLO was answered: %v", got)
+	}
+}
+
+// carriedFiles reads every file under a carried directory.
+func carriedFiles(t *testing.T, dir string) map[string][]byte {
+	out := map[string][]byte{}
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[p] = b
+		}
+		return nil
+	})
+	return out
+}
+
+// A wrong command line is refused with a non-zero exit and one line on stderr.
+func TestCLI_WrongArguments(t *testing.T) {
+	root := t.TempDir()
+	alice := newCLINode(t, root, "alice")
+	for _, args := range [][]string{
+		{},
+		{"no_such_command"},
+		{"send_hello"},
+		{"send_hello", "--port", "1"},
+		{"add_peer", "--email", "x@cli.invalid", "--local_quota", "1g", "--remote_quota", "1g", "--talk", "active", "--listen", "active"},
+		{"add_peer", "--peer", "x", "--email", "x@cli.invalid", "--local_quota", "12q", "--remote_quota", "1g", "--talk", "active", "--listen", "active"},
+		{"set_option", "--name", "noSuchOption", "--value", "1"},
+		{"set_option", "--name", "daemonPort", "--value", "not-a-port"},
+		{"process_message", "stray"},
+		{"send_message", "--file", "x.pgp"},
+		{"export_messages"},
+		{"import_messages", "--dir", "a", "--maildir", "b"},
+		{"show_database", "--only", "nothing"},
+		{"process_message", "--no_such_flag"},
+	} {
+		_, errs, code := alice.run(args...)
+		lines := strings.Split(strings.TrimSuffix(errs, "\n"), "\n")
+		if code == 0 || len(lines) != 1 || !strings.HasPrefix(lines[0], "dibs: ") {
+			t.Errorf("dibs %s: exit %d, stderr %q; want an error and one line starting with \"dibs: \"", strings.Join(args, " "), code, errs)
+		}
+	}
+	// Nothing above changed the node.
+	if out := alice.ok("show_option", "--name", "daemonPort"); !strings.Contains(out, fmt.Sprint(alice.port)) {
+		t.Errorf("daemonPort is now %q", out)
+	}
+}
+
+// A daemon process and cron's process_message processes, again and again, on one
+// DIBS_DIR act on each file once: every HELLO gets exactly one reply, none is
+// quarantined, none is left.
+func TestCLI_DaemonAndCronProcessEachFileOnce(t *testing.T) {
+	root := t.TempDir()
+	alice := newCLINode(t, root, "alice")
+	// bob pushes to alice's daemon (each push wakes it); carol's files come on a stick,
+	// imported where the daemon only finds them on its next round, or cron first.
+	bob, carol := newCLINode(t, root, "bob"), newCLINode(t, root, "carol")
+	senders := []*cliNode{bob, carol}
+	alice.addPeer(bob, "passive", "active") // replies wait in outgoing/ to be counted
+	bob.addPeer(alice, "active", "passive")
+	alice.addPeer(carol, "passive", "passive")
+	carol.addPeer(alice, "passive", "passive")
+	const waves, perWave = 5, 30  // 300 HELLOs
+	hellos := map[string]string{} // Message-Id -> sender
+	post := func(s *cliNode) {
+		n, err := agent.Open(s.dir) // queueing by the library is quicker than send_hello
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		for range perWave {
+			id, err := n.Post("alice", agent.TypeHello, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hellos[id] = s.name
+		}
+	}
+	d := alice.startDaemon()
+
+	stop := make(chan struct{})
+	cronDone := make(chan struct{})
+	var cronRuns, cronProcessed int
+	go func() { // cron
+		defer close(cronDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			out, errs, code := alice.run("process_message")
+			if code != 0 {
+				t.Errorf("cron process_message: exit %d: %s", code, errs)
+				return
+			}
+			var p, q, l int
+			fmt.Sscanf(out, "processed %d, quarantined %d, left %d", &p, &q, &l)
+			cronRuns++
+			cronProcessed += p
+		}
+	}()
+	for w := range waves {
+		post(bob)
+		post(carol)
+		if out := bob.ok("send_message"); !strings.Contains(out, fmt.Sprintf("sent %d,", perWave)) {
+			t.Fatalf("bob send_message: %s", out)
+		}
+		stick := filepath.Join(root, fmt.Sprint("stick", w))
+		carol.ok("export_messages", "--dir", stick)
+		if out := alice.ok("import_messages", "--dir", stick); !strings.Contains(out, fmt.Sprintf("imported %d,", perWave)) {
+			t.Fatalf("alice import_messages: %s", out)
+		}
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for len(files(t, filepath.Join(alice.dir, "incoming"))) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	close(stop)
+	<-cronDone
+	alice.stopDaemon(d)
+	if left := files(t, filepath.Join(alice.dir, "incoming")); len(left) > 0 {
+		t.Fatalf("%d files left in incoming/; the daemon said:\n%s", len(left), d.stderr.String())
+	}
+	if q := files(t, filepath.Join(alice.dir, "quarantine")); len(q) > 0 {
+		t.Fatalf("quarantined %v", q)
+	}
+	// A lock-order deadlock between the two shows as a database open that timed out.
+	for _, line := range strings.Split(d.stderr.String(), "\n") {
+		if strings.Contains(line, agent.ErrDBBusy.Error()) {
+			t.Errorf("the daemon waited for the database until it gave up: %s", line)
+		}
+	}
+	alicePub := readKey(t, alice.keyFile)
+	answered := map[string]bool{}
+	for _, s := range senders {
+		me := readIdentity(t, s.dir)
+		box := filepath.Join(alice.dir, "outgoing", s.name)
+		for _, name := range files(t, box) {
+			inReplyTo := openReply(t, filepath.Join(box, name), me, alicePub)
+			if hellos[inReplyTo] != s.name {
+				t.Fatalf("reply %s to %s answers %q, not one of its HELLOs", name, s.name, inReplyTo)
+			}
+			if answered[inReplyTo] {
+				t.Fatalf("HELLO %s answered twice", inReplyTo)
+			}
+			answered[inReplyTo] = true
+		}
+	}
+	if len(answered) != len(hellos) {
+		t.Fatalf("%d replies for %d HELLOs", len(answered), len(hellos))
+	}
+	t.Logf("cron: %d runs processed %d of %d; the daemon the rest", cronRuns, cronProcessed, len(hellos))
+}
+
+func readKey(t *testing.T, path string) *pgpmsg.Key {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	k, err := pgpmsg.ReadKey(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func readIdentity(t *testing.T, dir string) *pgpmsg.Identity {
+	f, err := os.Open(filepath.Join(dir, "keys", "secret.asc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	id, err := pgpmsg.ReadIdentity(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// openReply opens a HELLO reply and returns its In-Reply-To.
+func openReply(t *testing.T, path string, me *pgpmsg.Identity, from *pgpmsg.Key) string {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	msg, err := pgpmsg.Open(f, me, pgpmsg.NewKeyring(from), pgpmsg.OpenOptions{})
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	defer msg.Close()
+	if typ := msg.Header.Get(pgpmsg.FieldType); typ != agent.TypeHello {
+		t.Fatalf("%s is a %s, not a HELLO reply", path, typ)
+	}
+	return msg.Header.Get(pgpmsg.FieldInReplyTo)
+}
