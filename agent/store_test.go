@@ -794,3 +794,31 @@ func TestStore_VersionsDeletionAndTouch(t *testing.T) {
 		t.Fatalf("deleted file recovered as %q", got)
 	}
 }
+
+func TestAutoCheck_FollowsLinksAndMarksRemovedEntries(t *testing.T) {
+	env := fourNodes(t, nil)
+	alice := env.Node("alice")
+	docs := filepath.Join(t.TempDir(), "docs")
+	os.MkdirAll(filepath.Join(docs, "sub"), 0o755)
+	os.WriteFile(filepath.Join(docs, "sub", "a.txt"), []byte("a"), 0o644)
+	auto := filepath.Join(alice.Dir, "autoBackup")
+	os.MkdirAll(auto, 0o755)
+	if err := os.Symlink(docs, filepath.Join(auto, "docs")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := alice.AutoCheck(ctx)
+	if err != nil || res.Stored != 3 {
+		t.Fatalf("auto_check: %+v, %v", res, err)
+	}
+	names := map[string]bool{}
+	for _, r := range fileRows(t, alice.Node) {
+		names[r.Name] = true
+	}
+	if !names["/autoBackup/docs/sub/a.txt"] {
+		t.Fatalf("stored names: %v", names)
+	}
+	os.Remove(filepath.Join(auto, "docs"))
+	if res, err = alice.AutoCheck(ctx); err != nil || res.Deleted != 3 {
+		t.Fatalf("after unlinking: %+v, %v", res, err)
+	}
+}
