@@ -85,13 +85,31 @@ func (n *Node) processEntries(ctx context.Context, db *bolt.DB, entries []queue.
 			}
 		}
 	}()
+	acks := make(chan *queue.Claim, 64)
+	ackDone := make(chan struct{})
+	go func() { // processed files are removed beside the work (an unlink waits on the journal)
+		defer close(ackDone)
+		var awg sync.WaitGroup
+		for range 4 {
+			awg.Add(1)
+			go func() {
+				defer awg.Done()
+				for c := range acks {
+					if err := c.Ack(); err != nil {
+						n.Log.Error("ack", "msg", c.Name(), "err", err) // processed: a rerun sees its Message-Id
+					}
+				}
+			}()
+		}
+		awg.Wait()
+	}()
 	workers := 16 * runtime.GOMAXPROCS(0) // most wait on the batched commit: more of them make larger batches
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for e := range work {
-				outcome := n.processOne(db, e.Name)
+				outcome := n.processOne(db, e.Name, acks)
 				mu.Lock()
 				switch outcome {
 				case outProcessed:
@@ -119,6 +137,8 @@ func (n *Node) processEntries(ctx context.Context, db *bolt.DB, entries []queue.
 	}
 	close(work)
 	wg.Wait()
+	close(acks)
+	<-ackDone
 	close(flush)
 	<-flushDone
 	n.pruneSeen(db)
@@ -153,7 +173,7 @@ func (n *Node) ProcessFile(path string) (ProcessResult, error) {
 	}
 	var res ProcessResult
 	err := n.withDB(func(db *bolt.DB) error {
-		switch n.processOne(db, name) {
+		switch n.processOne(db, name, nil) {
 		case outProcessed:
 			res.Processed++
 		case outQuarantined:
@@ -167,7 +187,7 @@ func (n *Node) ProcessFile(path string) (ProcessResult, error) {
 }
 
 // processOne claims, verifies and acts on one incoming file.
-func (n *Node) processOne(db *bolt.DB, name string) outcome {
+func (n *Node) processOne(db *bolt.DB, name string, acks chan<- *queue.Claim) outcome {
 	c, err := n.Spool.Claim(queue.Incoming, name)
 	if err != nil {
 		return outLeft // busy with another worker, or already gone
@@ -251,7 +271,9 @@ func (n *Node) processOne(db *bolt.DB, name string) outcome {
 		}
 		return quarantine(err.Error())
 	}
-	if err := c.Ack(); err != nil {
+	if acks != nil {
+		acks <- c // removing a file costs the filesystem a while: done beside the work
+	} else if err := c.Ack(); err != nil {
 		log.Error("ack", "err", err) // processed; a second run sees the Message-Id and drops it
 	}
 	log.Info("processed")
