@@ -249,7 +249,7 @@ func TestCLI_PassiveNodeAndDaemon(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	if heard == "" {
-		t.Fatalf("alice never heard from bob; bob's daemon said:\n%s", bob.stderr(d))
+		t.Fatalf("alice never heard from bob; bob's daemon said:\n%s", d.stderr.String())
 	}
 	bob.stopDaemon(d)
 	if bob.lastHeard("alice") == "" {
@@ -267,8 +267,6 @@ func TestCLI_PassiveNodeAndDaemon(t *testing.T) {
 		t.Errorf("stop_daemon with no daemon: exit %d, %q", code, errs)
 	}
 }
-
-func (n *cliNode) stderr(d *daemonProc) string { return d.stderr.String() }
 
 // Two nodes with no network at all exchange HELLOs on a carried directory.
 func TestCLI_Sneakernet(t *testing.T) {
