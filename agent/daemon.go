@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
 	"github.com/dibs-backup/dibs/relay"
@@ -261,14 +259,9 @@ func (d *Daemon) periodicLoop(ctx context.Context) {
 			}
 		}
 		n.Spool.CleanTmp(time.Hour, time.Now())
-		// The chores flush the outbox: with the database held, the outer lock (db.go).
-		err := n.withDB(func(*bolt.DB) error {
-			n.housekeeping(ctx, &sched)
-			return nil
-		})
-		if err != nil && ctx.Err() == nil {
-			n.Log.Warn("housekeeping", "err", err)
-		}
+		// The chores take the database per step (FlushOutbox takes it before the outbox
+		// lock), so a long auto_check does not shut cron commands out.
+		n.housekeeping(ctx, &sched)
 		select {
 		case <-ctx.Done():
 			return

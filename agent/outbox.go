@@ -83,6 +83,12 @@ func (n *Node) Post(peer, typ string, fields [][2]string, payload []byte) (strin
 // removes it from the outbox once the file is durable. A message to a peer without a key
 // stays in the outbox (and is reported) until the peer has one.
 func (n *Node) FlushOutbox() error {
+	// Lock order, everywhere: the database first, then the outbox lock (db.go). Holding
+	// the database through the flush keeps that order whoever calls.
+	return n.withDB(func(*bolt.DB) error { return n.flushOutbox() })
+}
+
+func (n *Node) flushOutbox() error {
 	n.outboxMu.Lock()
 	defer n.outboxMu.Unlock()
 	// Across processes too (a daemon and a cron command): two flushes of one message
