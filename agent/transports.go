@@ -116,8 +116,10 @@ func httpClientTrusting(caFile string) (*http.Client, error) {
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2:     true, // a custom TLSClientConfig turns HTTP/2 off otherwise
 		TLSHandshakeTimeout:   15 * time.Second,
 		ResponseHeaderTimeout: 2 * time.Minute,
+		ExpectContinueTimeout: 2 * time.Second, // a refused deposit (too large, over quota) sends no body
 		IdleConnTimeout:       90 * time.Second,
 		MaxIdleConnsPerHost:   4,
 	}}, nil

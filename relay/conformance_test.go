@@ -90,3 +90,32 @@ func TestConformance_Relay(t *testing.T) {
 		}
 	})
 }
+
+// TestConformance_PassivePull: alice keeps files for bob in her outgoing/bob (what her
+// send_message does for a passive peer); bob pulls them from her daemon.
+func TestConformance_PassivePull(t *testing.T) {
+	queuetest.Run(t, func(t *testing.T) queuetest.Pair {
+		d := newDaemon(t, "alice", "bob")
+		bob := newClient(t, "bob")
+		return queuetest.Pair{
+			// Queueing is a local write that a cancelled context stops before it starts;
+			// the transport under test is the pull.
+			Send: func(ctx context.Context, msg queue.Message) error {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				body, err := msg.Body()
+				if err != nil {
+					return err
+				}
+				defer body.Close()
+				_, err = d.spool.Put(queue.Outgoing("bob"), msg.Name, body, 0)
+				return err
+			},
+			Receive: func(ctx context.Context, sink queue.Sink) (int, error) {
+				return bob.Poll(ctx, queue.Endpoint{Peer: "alice", Key: string(fp(t, "bob")), Addr: d.url}, sink)
+			},
+			MaxSize: conformanceMaxSize,
+		}
+	})
+}

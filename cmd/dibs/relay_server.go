@@ -91,21 +91,33 @@ func runRelayServer(a *App, fs *flag.FlagSet) error {
 	if tlsConf != nil {
 		ln = tls.NewListener(ln, tlsConf)
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)} // e.g. TLS handshake errors
 	ctx, cancel := context.WithCancel(a.Ctx)
 	defer cancel()
-	go srv.Run(ctx)
-	go func() { // the allow file is re-read when it changes, also between requests
+	go srv.Run(ctx) // expires files older than --max_age
+	go func() {
+		// The store re-reads the allow file by itself whenever it changed (it looks at
+		// each request); this only says, once, that a new version does not parse (the
+		// keys from before stay in force).
 		t := time.NewTicker(10 * time.Second)
 		defer t.Stop()
+		last := ""
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+				msg := ""
 				if err := store.Reload(); err != nil {
-					log.Warn("allow file", "err", err)
+					msg = err.Error()
 				}
+				if msg != last && msg != "" {
+					log.Warn("allow file unreadable, the previous keys stay in force", "err", msg)
+				} else if msg != last {
+					log.Info("allow file read again")
+				}
+				last = msg
 			}
 		}
 	}()
