@@ -26,11 +26,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dibs-backup/dibs/pgpmsg"
+	"github.com/dibs-backup/dibs/queue"
 )
 
 // relayHost is a name that only the test proxy resolves: a node reaches the relay under
@@ -526,6 +530,65 @@ func TestRelayServer_Limits(t *testing.T) {
 		t.Errorf("alice's row of bob after a refusal over quota: %v", r)
 	}
 	srv.stop(t)
+
+	// --max_size below a HELLO (some 600 bytes): refused for good (413), so the file goes
+	// to quarantine.
+	// --max_age: a file older than that, left from before, is expired as the relay starts;
+	// a younger one stays.
+	dir := filepath.Join(root, "relay2")
+	sp, err := queue.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	box := queue.Outgoing(bob.fingerprint())
+	for _, name := range []string{"old.pgp", "young.pgp"} {
+		if _, err := sp.Put(box, name, strings.NewReader("sealed"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(filepath.Join(sp.Dir(box), "old.pgp"), old, old); err != nil {
+		t.Fatal(err)
+	}
+	port = freePort(t)
+	srv = startRelay(t, port, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--dir", dir, "--allow", allow, "--max_size", "0.1k", "--max_age", "3600")
+	url = fmt.Sprintf("http://127.0.0.1:%d", port)
+	alice.ok("edit_peer", "--peer", "bob", "--relay", url)
+	if out, _, _ := alice.run("send_message"); !strings.Contains(out, "undeliverable 1") {
+		t.Errorf("a relay with --max_size 0.1k and a queued HELLO: %q", out)
+	}
+	if q := files(t, filepath.Join(alice.dir, "quarantine")); len(q) == 0 {
+		t.Errorf("a file the relay refuses as too large was not quarantined")
+	}
+	if r := alice.peerRow("bob"); r["queue_depth"] != 0.0 || !strings.Contains(fmt.Sprint(r["last_error"]), "413") {
+		t.Errorf("alice's row of bob after a refusal as too large: %v", r)
+	}
+	var left []string
+	for range 100 {
+		if left = files(t, sp.Dir(box)); !slices.Contains(left, "old.pgp") {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !slices.Equal(left, []string{"young.pgp"}) {
+		t.Errorf("after a start with --max_age 3600 the relay holds %v for bob, want young.pgp", left)
+	}
+	srv.stop(t)
+}
+
+// fingerprint is the node's key fingerprint, read from its export_key output.
+func (n *relayNode) fingerprint() string {
+	n.t.Helper()
+	f, err := os.Open(n.key)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer f.Close()
+	keys, err := pgpmsg.ReadKeys(f)
+	if err != nil || len(keys) != 1 {
+		n.t.Fatalf("%s: %s: %d keys, %v", n.name, n.key, len(keys), err)
+	}
+	return string(keys[0].Fingerprint())
 }
 
 // Wrong command lines give one line on stderr and the exit code of their kind.
