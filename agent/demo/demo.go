@@ -29,6 +29,9 @@ type member struct {
 	nat  bool // accepts no connections: it pushes and pulls
 }
 
+// pieceKB is kbPerFile: small, so that a few megabytes make several pieces.
+const pieceKB = 256
+
 func (m *member) stop() {
 	if m.d != nil {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -41,9 +44,21 @@ func (m *member) stop() {
 	}
 }
 
+// The grid's code: three peers hold alice's pieces, and with one parity piece per segment
+// any two of them rebuild it, so losing one peer loses nothing (agent's codeFor).
+const (
+	parity  = 1
+	holders = 3 // bob, carol, dave
+)
+
+// timeLimit bounds the whole demo; it takes about a second.
+const timeLimit = 2 * time.Minute
+
 // Run runs the demo in dir (which it fills) and writes its report to out. It fails
 // unless every byte came back.
 func Run(ctx context.Context, dir string, out io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, timeLimit)
+	defer cancel()
 	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
 	start := time.Now()
 	step := func(what string) func() {
@@ -94,13 +109,19 @@ func Run(ctx context.Context, dir string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	say("   %d files, %s: %d objects, %d pieces sealed into the peers' spools", files, agent.FormatSize(bytesIn), res.Objects, res.Pieces)
+	say("   %d files, %d bytes (%s): %d objects, %d pieces of at most %s sealed into the peers' spools",
+		files, bytesIn, agent.FormatSize(bytesIn), res.Objects, res.Pieces, agent.FormatSize(pieceKB*1000))
+	say("   each segment: %d data + %d parity pieces, on %d different peers; any %d rebuild it",
+		holders-parity, parity, holders, holders-parity)
+	for _, w := range res.Warnings {
+		say("   warning: %s", w)
+	}
 	rounds, err := settle(ctx, grid, func() bool { return allStored(alice.n) })
 	if err != nil {
 		return err
 	}
 	say("   after %d rounds of send / poll / process every piece is acknowledged:", rounds)
-	if err := peerTable(alice.n, say); err != nil {
+	if err := peerTable(grid, say); err != nil {
 		return err
 	}
 	done()
@@ -146,13 +167,17 @@ func Run(ctx context.Context, dir string, out io.Writer) error {
 		return fmt.Errorf("recover_all ended %s", st)
 	}
 	got := filepath.Join(alice.n.Dir, "recovery", "sample")
-	same, total, err := compare(tree, got)
+	same, total, bytesOut, err := compare(tree, got)
 	if err != nil {
 		return err
 	}
-	say("   after %d rounds: %d of %d entries identical (content, mode, links), %s recovered", rounds, same, total, agent.FormatSize(bytesIn))
+	say("   after %d rounds: %d of %d entries identical (content, mode, mtime, links)", rounds, same, total)
+	say("   %d bytes (%s) recovered from bob and dave into %s", bytesOut, agent.FormatSize(bytesOut), got)
 	if same != total {
 		return fmt.Errorf("only %d of %d entries came back identical", same, total)
+	}
+	if bytesOut != bytesIn {
+		return fmt.Errorf("%d bytes came back of %d", bytesOut, bytesIn)
 	}
 	done()
 
@@ -183,7 +208,9 @@ func newMember(dir, name string, nat bool, addr string) (*member, error) {
 	if err != nil {
 		return nil, err
 	}
-	for k, v := range map[string]string{"kbPerFile": "256", "talkRetryDelay": "0", "daemonHost": "127.0.0.1"} {
+	opts := map[string]string{"kbPerFile": fmt.Sprint(pieceKB), "redundantPieces": fmt.Sprint(parity),
+		"talkRetryDelay": "0", "daemonHost": "127.0.0.1"}
+	for k, v := range opts {
 		if err := n.SetOption(k, v); err != nil {
 			return nil, err
 		}
@@ -287,13 +314,25 @@ func probesAnswered(n *agent.Node) bool {
 	return answered > 0 && waiting == 0
 }
 
-func peerTable(n *agent.Node, say func(string, ...any)) error {
-	db, err := n.Database("stats")
+// peerTable shows alice's books (stats) beside each peer's own (storage).
+func peerTable(grid map[string]*member, say func(string, ...any)) error {
+	db, err := grid["alice"].n.Database("stats")
 	if err != nil {
 		return err
 	}
 	for _, r := range db["stats"].([]agent.StatsRow) {
-		say("   %-6s holds %3d pieces of alice's, %s", r.Peer, r.PiecesThere, agent.FormatSize(r.BytesThere))
+		held := "?"
+		if m := grid[r.Peer]; m != nil {
+			if sdb, err := m.n.Database("storage"); err == nil {
+				held = "0"
+				for _, s := range sdb["storage"].([]agent.StorageRow) {
+					if s.Peer == "alice" {
+						held = fmt.Sprint(s.Pieces)
+					}
+				}
+			}
+		}
+		say("   %-6s holds %3d pieces of alice's, %s (its own books: %s pieces)", r.Peer, r.PiecesThere, agent.FormatSize(r.BytesThere), held)
 	}
 	return nil
 }
@@ -338,8 +377,9 @@ func makeSample(root string) (int, int64, error) {
 	return count + 1, total, nil
 }
 
-// compare counts the entries of want that got holds identically.
-func compare(want, got string) (same, total int, err error) {
+// compare counts the entries of want that got holds identically, and the bytes of the
+// regular files got holds.
+func compare(want, got string) (same, total int, bytes int64, err error) {
 	err = filepath.WalkDir(want, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -350,12 +390,16 @@ func compare(want, got string) (same, total int, err error) {
 		if err != nil {
 			return err
 		}
-		if b, err := describe(filepath.Join(got, rel)); err == nil && a == b {
+		gp := filepath.Join(got, rel)
+		if b, err := describe(gp); err == nil && a == b {
 			same++
+			if fi, err := os.Lstat(gp); err == nil && fi.Mode().IsRegular() {
+				bytes += fi.Size()
+			}
 		}
 		return nil
 	})
-	return same, total, err
+	return same, total, bytes, err
 }
 
 func describe(p string) (string, error) {
