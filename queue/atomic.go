@@ -29,7 +29,7 @@ func WriteAtomic(path string, r io.Reader, perm fs.FileMode) (int64, error) {
 		return 0, fail(err)
 	}
 	bp := copyBufs.Get().(*[]byte)
-	n, err := io.CopyBuffer(f, r, *bp)
+	n, err := io.CopyBuffer(writerOnly{f}, r, *bp)
 	copyBufs.Put(bp)
 	if err != nil {
 		return n, fail(err)

@@ -484,3 +484,39 @@ func TestPutBatch(t *testing.T) {
 		t.Fatalf("%d temp files left", len(left))
 	}
 }
+
+func TestPutWith_CommitsWhatIsWrittenOrNothing(t *testing.T) {
+	s := newSpool(t)
+	n, err := s.PutWith(Outgoing("bob"), "w.pgp", func(w io.Writer) error {
+		for _, part := range []string{"sealed ", "by a ", "writer"} {
+			if _, err := io.WriteString(w, part); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil || n != int64(len("sealed by a writer")) {
+		t.Fatalf("PutWith: %d, %v", n, err)
+	}
+	if got := readBox(t, s, Outgoing("bob"), "w.pgp"); got != "sealed by a writer" {
+		t.Fatalf("content %q", got)
+	}
+	// A writer that fails half way leaves nothing, in the box or in tmp/.
+	boom := errors.New("boom")
+	_, err = s.PutWith(Outgoing("bob"), "half.pgp", func(w io.Writer) error {
+		io.WriteString(w, "half a message")
+		return boom
+	})
+	if !errors.Is(err, boom) || !strings.HasPrefix(err.Error(), "queue: ") {
+		t.Fatalf("failing writer: %v", err)
+	}
+	if got := names(t, s, Outgoing("bob")); !slices.Equal(got, []string{"w.pgp"}) {
+		t.Errorf("outgoing/bob = %v, want [w.pgp]", got)
+	}
+	if left := dirNames(t, filepath.Join(s.Root(), "tmp")); len(left) != 0 {
+		t.Errorf("tmp/ = %v, want empty", left)
+	}
+	if _, err := s.PutWith(Outgoing("bob"), "../x", func(io.Writer) error { t.Fatal("called"); return nil }); !errors.Is(err, ErrBadName) {
+		t.Fatalf("bad name: %v", err)
+	}
+}
