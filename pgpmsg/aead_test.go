@@ -72,8 +72,11 @@ func TestWithAEAD_SealsSEIPDv2GCM(t *testing.T) {
 
 func TestWithAEAD_RoundTrip(t *testing.T) {
 	alice, bob := id(t, "alice"), id(t, "bob")
-	const chunk = 256 << 10 // go-crypto's default AEAD chunk
-	for _, size := range []int{0, 1, 1000, chunk - 1, chunk, chunk + 1, 3*chunk + 17} {
+	const chunk = 64 << 10 // Seal's AEAD chunk and Write size
+	if se, _ := dataPacket(t, seal(t, newHeader("STORE"), nil, alice, bob.Public().WithAEAD())); se.ChunkSizeByte != 10 {
+		t.Fatalf("chunk size byte %d, want 10 (64 KiB)", se.ChunkSizeByte)
+	}
+	for _, size := range []int{0, 1, 1000, chunk - 300, chunk - 1, chunk, chunk + 1, 256<<10 + 1, 3*chunk + 17} {
 		t.Run(strconv.Itoa(size), func(t *testing.T) {
 			payload := patterned(size)
 			msg := seal(t, newHeader("STORE"), payload, alice, bob.Public().WithAEAD())

@@ -456,3 +456,21 @@ func (s *spill) discard() {
 		s.file = nil
 	}
 }
+
+// copyChunks copies src to dst through buf, one Write per Read.
+func copyChunks(dst io.Writer, src io.Reader, buf []byte) error {
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return err
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}

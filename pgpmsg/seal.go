@@ -17,6 +17,14 @@ const copyBufSize = 1 << 20
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
+// sealChunk is the size of the Writes Seal makes into the OpenPGP writers, and of the
+// SEIPDv2 chunks. Each layer buffers about one Write (go-crypto's partial-length
+// writers hold a whole one), freshly allocated per message: small chunks keep that
+// memory few and hot in cache, while per-Write costs stay near 1 %.
+const sealChunk = 64 << 10
+
+var sealBufs = sync.Pool{New: func() any { b := make([]byte, sealChunk); return &b }}
+
 // Seal writes one OpenPGP message to dst: the header h followed by payload
 // (which may be nil), as binary literal data, signed by from and encrypted
 // to to (SEIPDv1 given dibs keys, no compression).
@@ -51,24 +59,18 @@ func Seal(dst io.Writer, h Header, payload io.Reader, from *Identity, to *Key) e
 	bw := bufio.NewWriterSize(dst, 64<<10)
 	// Never a nil config: go-crypto v1.5.2 panics with one when the
 	// recipient advertises SEIPDv2 (LIBRARIES.md §1.8).
-	cfg := &packet.Config{DefaultCipher: packet.CipherAES256}
+	cfg := &packet.Config{DefaultCipher: packet.CipherAES256,
+		// Used only when the recipient's key advertises SEIPDv2 (Key.WithAEAD).
+		AEADConfig: &packet.AEADConfig{DefaultMode: packet.AEADModeGCM, ChunkSize: sealChunk}}
 	w, err := pgp.Encrypt(bw, []*pgp.Entity{to.e}, nil, []*pgp.Entity{from.e}, &pgp.FileHints{} /* IsUTF8 false: literal format 'b' */, cfg)
 	if err != nil {
 		return fmt.Errorf("pgpmsg: seal to %s: %w", to.fp, err)
 	}
-	if _, err := w.Write(hdr); err != nil {
+	bp := sealBufs.Get().(*[]byte)
+	err = writeChunks(w, hdr, payload, *bp)
+	sealBufs.Put(bp)
+	if err != nil {
 		return fmt.Errorf("pgpmsg: seal: %w", err)
-	}
-	if payload != nil {
-		// Not io.Copy: a WriterTo payload (bytes.Reader) would hand the
-		// whole payload to one Write, and the SEIPDv1 writer allocates a
-		// temporary as large as each Write.
-		bp := copyBufs.Get().(*[]byte)
-		err := copyChunks(w, payload, *bp)
-		copyBufs.Put(bp)
-		if err != nil {
-			return fmt.Errorf("pgpmsg: seal: %w", err)
-		}
 	}
 	if err := w.Close(); err != nil {
 		return fmt.Errorf("pgpmsg: seal: %w", err)
@@ -90,20 +92,41 @@ func setFingerprint(h *Header, name string, fp Fingerprint, mismatch error) erro
 	return nil
 }
 
-// copyChunks copies src to dst through buf, one Write per Read.
-func copyChunks(dst io.Writer, src io.Reader, buf []byte) error {
-	for {
-		n, rerr := src.Read(buf)
-		if n > 0 {
-			if _, err := dst.Write(buf[:n]); err != nil {
+// writeChunks writes hdr and then payload (which may be nil) to dst in Writes of
+// exactly len(buf) bytes, but for the last. Not io.Copy: a WriterTo payload
+// (bytes.Reader) would hand the whole payload to one Write, and the SEIPDv1 writer
+// allocates a temporary as large as each Write. And equal power-of-two Writes let
+// go-crypto's partial-length writer pass each through whole instead of growing its
+// buffer.
+func writeChunks(dst io.Writer, hdr []byte, payload io.Reader, buf []byte) error {
+	n := 0
+	if len(hdr) >= len(buf) {
+		if _, err := dst.Write(hdr); err != nil {
+			return err
+		}
+	} else {
+		n = copy(buf, hdr)
+	}
+	for payload != nil {
+		m, rerr := payload.Read(buf[n:])
+		n += m
+		if n == len(buf) {
+			if _, err := dst.Write(buf); err != nil {
 				return err
 			}
+			n = 0
 		}
 		if rerr == io.EOF {
-			return nil
+			break
 		}
 		if rerr != nil {
 			return rerr
 		}
 	}
+	if n > 0 {
+		if _, err := dst.Write(buf[:n]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
