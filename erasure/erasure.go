@@ -68,6 +68,9 @@ type Shard struct {
 // Verify reports whether s.Data matches s.Hash, its SHA-256.
 func (s Shard) Verify() bool { return sha256.Sum256(s.Data) == s.Hash }
 
+// SetHash fills s.Hash from s.Data: for shards from SplitBufferUnhashed.
+func (s *Shard) SetHash() { s.Hash = sha256.Sum256(s.Data) }
+
 // shardSize is the length of every shard of a segment of size bytes: the segment split in
 // k, rounded up. An empty segment still has one-byte shards, so that it too is a set of n
 // shards that can be stored, counted and checked like any other.
@@ -84,7 +87,7 @@ func shardSize(size int64, k int) int {
 func (c *Code) Split(segment []byte) ([]Shard, error) {
 	buf := make([]byte, c.N()*shardSize(int64(len(segment)), c.k))
 	copy(buf, segment)
-	return c.encode(buf, len(segment))
+	return c.SplitBuffer(buf, len(segment))
 }
 
 // BufferSize is the length of the buffer SplitBuffer needs for a segment of up to
@@ -95,6 +98,18 @@ func (c *Code) BufferSize(segmentSize int) int { return c.N() * shardSize(int64(
 // have at least BufferSize(size) bytes. The shards' Data alias buf, so the caller may
 // reuse buf (for the next segment) only when it is done with the shards.
 func (c *Code) SplitBuffer(buf []byte, size int) ([]Shard, error) {
+	shards, err := c.SplitBufferUnhashed(buf, size)
+	if err != nil {
+		return nil, err
+	}
+	parallel(len(shards), len(shards[0].Data), func(i int) { shards[i].SetHash() })
+	return shards, nil
+}
+
+// SplitBufferUnhashed is SplitBuffer without the hashes: each shard's Hash is zero until
+// the caller calls SetHash, which it may do on several goroutines, each hashing the shard
+// it then works on (hashing costs far more than coding).
+func (c *Code) SplitBufferUnhashed(buf []byte, size int) ([]Shard, error) {
 	if size < 0 || len(buf) < c.BufferSize(size) {
 		return nil, fmt.Errorf("erasure: split buffer: %d bytes for a %d-byte segment, need %d", len(buf), size, c.BufferSize(size))
 	}
@@ -102,7 +117,7 @@ func (c *Code) SplitBuffer(buf []byte, size int) ([]Shard, error) {
 }
 
 // encode codes the segment held in buf[:size], which must have room for n shards of
-// shardSize(size) bytes. The shards' Data alias buf.
+// shardSize(size) bytes. The shards' Data alias buf; their hashes are not set.
 func (c *Code) encode(buf []byte, size int) ([]Shard, error) {
 	ss := shardSize(int64(size), c.k)
 	n := c.N()
@@ -118,7 +133,6 @@ func (c *Code) encode(buf []byte, size int) ([]Shard, error) {
 	for i := range shards {
 		shards[i] = Shard{Index: i, K: c.k, M: c.m, SegmentSize: int64(size), Data: data[i]}
 	}
-	parallel(n, ss, func(i int) { shards[i].Hash = sha256.Sum256(shards[i].Data) })
 	return shards, nil
 }
 

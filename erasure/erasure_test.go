@@ -482,3 +482,46 @@ func TestSplitBufferMatchesSplit(t *testing.T) {
 		t.Fatal("a short buffer was accepted")
 	}
 }
+
+func TestSplitBufferUnhashed_HashedByCaller(t *testing.T) {
+	c, err := New(2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg := []byte("a segment of an odd length, 43 bytes long.")
+	want, err := c.Split(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, c.BufferSize(len(seg)))
+	copy(buf, seg)
+	got, err := c.SplitBufferUnhashed(buf, len(seg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range got {
+		if got[i].Hash != ([32]byte{}) || got[i].Verify() {
+			t.Fatalf("shard %d is hashed before SetHash", i)
+		}
+		if string(got[i].Data) != string(want[i].Data) {
+			t.Fatalf("shard %d data differs", i)
+		}
+	}
+	// Unhashed shards are missing to Join; hashed, they decode.
+	if err := c.Join(io.Discard, got); !errors.Is(err, ErrTooFewShards) {
+		t.Fatalf("Join of unhashed shards: %v", err)
+	}
+	for i := range got {
+		got[i].SetHash()
+		if got[i].Hash != want[i].Hash {
+			t.Fatalf("shard %d: SetHash gave another hash than Split", i)
+		}
+	}
+	var out bytes.Buffer
+	if err := c.Join(&out, got[1:]); err != nil || out.String() != string(seg) {
+		t.Fatalf("Join: %q, %v", out.String(), err)
+	}
+	if _, err := c.SplitBufferUnhashed(buf[:10], len(seg)); err == nil {
+		t.Fatal("a short buffer was accepted")
+	}
+}

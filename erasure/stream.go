@@ -30,7 +30,7 @@ func SplitReader(r io.Reader, segmentSize int, c *Code, emit func(segment int, s
 		case err != nil:
 			return fmt.Errorf("erasure: read segment %d: %w", seg, err)
 		}
-		shards, cerr := c.encode(buf, size)
+		shards, cerr := c.SplitBuffer(buf, size)
 		if cerr != nil {
 			return cerr
 		}
