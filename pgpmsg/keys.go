@@ -9,6 +9,7 @@ import (
 	"net/mail"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
@@ -144,7 +145,10 @@ func (id *Identity) WriteSecret(w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("pgpmsg: write secret key: %w", err)
 	}
-	if err := id.e.SerializePrivateWithoutSigning(aw, nil); err != nil {
+	serializeMu.Lock()
+	err = id.e.SerializePrivateWithoutSigning(aw, nil)
+	serializeMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("pgpmsg: write secret key: %w", err)
 	}
 	if err := aw.Close(); err != nil {
@@ -198,6 +202,11 @@ func ReadKey(r io.Reader) (*Key, error) {
 	return keys[0], nil
 }
 
+// serializeMu serializes the serializing of entities: go-crypto's Signature.Serialize
+// fills a field of the signature on first use, so two goroutines writing out one shared
+// key (WithAEAD for two seals at once) race on it.
+var serializeMu sync.Mutex
+
 // publicPart returns e without any secret key material, as a new entity
 // (e is serialized and read back, so nothing is shared).
 func publicPart(e *pgp.Entity) (*Key, error) {
@@ -205,7 +214,10 @@ func publicPart(e *pgp.Entity) (*Key, error) {
 		return nil, fmt.Errorf("%w: key %X is version %d, want v4", ErrBadKey, e.PrimaryKey.Fingerprint, e.PrimaryKey.Version)
 	}
 	var buf bytes.Buffer
-	if err := e.Serialize(&buf); err != nil {
+	serializeMu.Lock()
+	err := e.Serialize(&buf)
+	serializeMu.Unlock()
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadKey, err)
 	}
 	el, err := pgp.ReadKeyRing(&buf)
@@ -251,7 +263,10 @@ func (k *Key) WriteArmored(w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("pgpmsg: write key: %w", err)
 	}
-	if err := k.e.Serialize(aw); err != nil {
+	serializeMu.Lock()
+	err = k.e.Serialize(aw)
+	serializeMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("pgpmsg: write key: %w", err)
 	}
 	if err := aw.Close(); err != nil {
