@@ -128,10 +128,11 @@ type storeRun struct {
 	jobs chan pieceJob  // sealing work
 	wg   sync.WaitGroup // the workers
 
-	stat   map[string]statEntry
-	latest map[string]FileVersion
-	pack   packBuf
-	res    StoreResult
+	stat    map[string]statEntry
+	latest  map[string]FileVersion
+	pack    packBuf
+	scratch []byte // a small file that does not fit in the pack
+	res     StoreResult
 
 	commits   chan pendingCommit // objects waiting for their commit, in order
 	committed chan struct{}      // closed when the committer is done
@@ -145,8 +146,10 @@ type pieceJob struct {
 	info  PieceInfo
 	man   []byte
 	shard []byte
+	sum   *[32]byte // if not nil, where the shard's hash goes too
 	out   *Piece
-	done  func(error)
+	read  func()      // called once the shard is read: its buffer may be reused
+	done  func(error) // called once the piece is committed to the spool, or failed
 }
 
 // packBuf collects small files and metadata-only entries into one object.
@@ -304,12 +307,16 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 	r.committed = make(chan struct{})
 	go r.committer()
 	r.jobs = make(chan pieceJob)
-	for range 2 * runtime.GOMAXPROCS(0) { // a sealing job also waits on the disk
+	for range 4 * runtime.GOMAXPROCS(0) { // a sealing job also waits on the disk
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
 			for j := range r.jobs {
-				p, err := n.sealStore(j.peer, j.info, j.man, j.shard)
+				j.info.ShardHash = sha256.Sum256(j.shard)
+				if j.sum != nil {
+					*j.sum = j.info.ShardHash
+				}
+				p, err := n.sealStore(j.peer, j.info, j.man, j.shard, j.read)
 				if err == nil {
 					*j.out = p
 				}
@@ -447,10 +454,23 @@ func (r *storeRun) sameContent(name, hash string, mode uint32) (FileVersion, boo
 
 // packEntry adds a small file, a directory or a link to the pack.
 func (r *storeRun) packEntry(p string, me ManifestEntry, se statEntry) error {
+	if r.pack.data == nil {
+		r.pack.data = make([]byte, 0, r.segSize) // reused for every pack of the run
+	}
 	var data []byte
+	inPack := false
 	if me.Kind == KindFile && me.Size > 0 {
+		// Read straight into the pack when it has room, else into a scratch buffer.
+		dst := r.pack.data[len(r.pack.data):cap(r.pack.data)]
+		inPack = int64(len(dst)) >= me.Size
+		if !inPack {
+			if r.scratch == nil {
+				r.scratch = make([]byte, r.packLimit)
+			}
+			dst = r.scratch
+		}
 		var err error
-		data, err = readSmall(p, r.packLimit)
+		data, err = readSmall(p, dst[:min(int64(len(dst)), r.packLimit)])
 		if err != nil {
 			r.warn("%s: %v", p, unwrapPath(err))
 			return nil
@@ -464,13 +484,17 @@ func (r *storeRun) packEntry(p string, me ManifestEntry, se statEntry) error {
 			return r.keepStat(me.Name, se, lv)
 		}
 	}
-	if int64(len(r.pack.data))+me.Size > int64(r.segSize) {
+	if !inPack && int64(len(r.pack.data))+me.Size > int64(r.segSize) {
 		if err := r.flushPack(); err != nil {
 			return err
 		}
 	}
 	me.Offset = int64(len(r.pack.data))
-	r.pack.data = append(r.pack.data, data...)
+	if inPack {
+		r.pack.data = r.pack.data[:len(r.pack.data)+len(data)]
+	} else {
+		r.pack.data = append(r.pack.data, data...)
+	}
 	r.pack.entries = append(r.pack.entries, me)
 	r.pack.sources = append(r.pack.sources, p)
 	se.Version, se.Hash = me.Version, me.Hash
@@ -478,15 +502,19 @@ func (r *storeRun) packEntry(p string, me ManifestEntry, se statEntry) error {
 	return nil
 }
 
-// readSmall reads a whole small file; a file that grew past limit while read is cut
-// there and stored again next time (its stat no longer matches).
-func readSmall(p string, limit int64) ([]byte, error) {
+// readSmall reads a whole small file into buf; a file that grew past buf while read is
+// cut there and stored again next time (its stat no longer matches).
+func readSmall(p string, buf []byte) ([]byte, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, limit))
+	n, err := io.ReadFull(f, buf)
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		err = nil
+	}
+	return buf[:n], err
 }
 
 // flushPack stores the pack as one object.
@@ -495,7 +523,9 @@ func (r *storeRun) flushPack() error {
 		return nil
 	}
 	pk := r.pack
-	r.pack = packBuf{}
+	// encodeObject has copied the data into segment buffers when it returns: the
+	// next pack reuses the memory.
+	r.pack = packBuf{data: pk.data[:0]}
 	po, err := r.encodeObject(bytes.NewReader(pk.data), int64(len(pk.data)), pk.entries, nil)
 	if err != nil {
 		return err
@@ -531,8 +561,8 @@ func (r *storeRun) storeLarge(p string, me ManifestEntry, se statEntry) error {
 	if err != nil {
 		return err
 	}
-	me.Hash = h.sum()
-	se.Version, se.Hash = me.Version, me.Hash
+	// The content hash is known once the pieces are sealed: the committer sets it.
+	se.Version = me.Version
 	return r.submit(po, []ManifestEntry{me}, []string{p}, []statEntry{se})
 }
 
@@ -609,11 +639,16 @@ type pendingObj struct {
 	obj  *Object
 	done chan struct{}
 	err  error
+	// hash is a large file's content hash, known with done: its data shards are
+	// hashed by the sealing workers.
+	hash string
 }
 
 // encodeObject codes size bytes of src into pieces and hands them to the sealing
 // workers. It returns once src is read: the pieces of this object are sealed while the
-// next object is read (two segment buffers bound the memory in flight).
+// next object is read (two segment buffers bound the memory in flight). The workers
+// also hash the shards, so that this loop only reads and codes; with h, po.hash is the
+// content hash once po.done is closed.
 func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEntry, h *shardHash) (*pendingObj, error) {
 	man, err := json.Marshal(manifest)
 	if err != nil {
@@ -626,6 +661,10 @@ func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEn
 	segs := int(max(1, (size+int64(r.segSize)-1)/int64(r.segSize)))
 	obj := &Object{ID: pgpmsg.NewMessageID(), Size: size, K: k, N: nn, SegmentSize: int64(r.segSize), Created: r.now, Manifest: manifest, Segments: make([]Segment, segs)}
 	po := &pendingObj{obj: obj, done: make(chan struct{})}
+	var dataHashes [][32]byte // segment by segment, the data shards' hashes, for h
+	if h != nil {
+		dataHashes = make([][32]byte, segs*k)
+	}
 	var (
 		mu      sync.Mutex
 		all     sync.WaitGroup
@@ -658,14 +697,11 @@ func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEn
 			readErr = err
 			break
 		}
-		shards, err := r.code.SplitBuffer(buf, want)
+		shards, err := r.code.SplitBufferUnhashed(buf, want)
 		if err != nil {
 			r.bufs <- buf
 			readErr = err
 			break
-		}
-		if h != nil {
-			h.add(shards)
 		}
 		seg := &obj.Segments[s]
 		seg.Size = int64(want)
@@ -682,27 +718,36 @@ func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEn
 			readErr = fmt.Errorf("only %d peers have room for a %d-byte piece; need at least %d (raise remote_quota or add peers)", placed, r.shardSize, k)
 			break
 		}
-		var segWG sync.WaitGroup
+		// The buffer goes back once every piece has read its shard, while their spool
+		// files may still be syncing: the next segment is read meanwhile.
+		var segRead sync.WaitGroup
 		for i, sh := range shards {
-			seg.Pieces[i] = Piece{Index: i, ShardHash: hex.EncodeToString(sh.Hash[:])}
+			var sum *[32]byte
+			if h != nil && i < k {
+				sum = &dataHashes[s*k+i]
+			}
 			if peers[i] == nil {
-				seg.Pieces[i].State, seg.Pieces[i].Why = PieceLost, "no peer with room when stored"
+				sh.SetHash()
+				if sum != nil {
+					*sum = sh.Hash
+				}
+				seg.Pieces[i] = Piece{Index: i, ShardHash: hex.EncodeToString(sh.Hash[:]), State: PieceLost, Why: "no peer with room when stored"}
 				continue
 			}
+			seg.Pieces[i] = Piece{Index: i}
 			info := PieceInfo{Piece: pgpmsg.NewMessageID(), Object: obj.ID, Segment: s, Segments: segs, Index: i, K: k, N: nn,
-				ObjectSize: size, SegmentSize: int64(r.segSize), SegmentLen: int64(want), ShardHash: sh.Hash}
-			segWG.Add(1)
+				ObjectSize: size, SegmentSize: int64(r.segSize), SegmentLen: int64(want)}
+			segRead.Add(1)
 			all.Add(1)
 			pieces++
-			r.jobs <- pieceJob{peer: peers[i], info: info, man: man, shard: sh.Data, out: &seg.Pieces[i], done: func(err error) {
+			r.jobs <- pieceJob{peer: peers[i], info: info, man: man, shard: sh.Data, sum: sum, out: &seg.Pieces[i], read: segRead.Done, done: func(err error) {
 				if err != nil {
 					fail(err)
 				}
-				segWG.Done()
 				all.Done()
 			}}
 		}
-		go func() { segWG.Wait(); r.bufs <- buf }()
+		go func() { segRead.Wait(); r.bufs <- buf }()
 	}
 	if readErr == nil && h != nil {
 		// A file that grew while read: its stat will differ next time; what we have is whole.
@@ -721,6 +766,12 @@ func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEn
 	r.res.Pieces += pieces
 	go func() {
 		all.Wait()
+		if h != nil {
+			for i := range dataHashes {
+				h.h.Write(dataHashes[i][:]) // as add does, in the same order
+			}
+			po.hash = h.sum()
+		}
 		close(po.done)
 	}()
 	return po, nil
@@ -756,6 +807,9 @@ func (r *storeRun) committer() {
 	defer close(r.committed)
 	for pc := range r.commits {
 		<-pc.po.done
+		if pc.po.hash != "" { // a large file: its one entry
+			pc.entries[0].Hash, pc.stats[0].Hash = pc.po.hash, pc.po.hash
+		}
 		err := pc.po.err
 		if err == nil && r.failed() == nil {
 			err = r.commit(pc.po.obj, pc.entries, pc.sources, pc.stats)
@@ -915,18 +969,24 @@ func (r *storeRun) markDeleted(root string, seen map[string]bool) error {
 
 // sealStore seals one piece to ourselves, wraps it in a STORE message to the peer, and
 // commits that into outgoing/<peer>/, computing the piece's hash-tree root on the way.
-func (n *Node) sealStore(peer *candidate, pi PieceInfo, manifest, shard []byte) (Piece, error) {
+//
+// read, if not nil, is called once shard is no longer used, before the spool file is
+// synced and committed.
+func (n *Node) sealStore(peer *candidate, pi PieceInfo, manifest, shard []byte, read func()) (Piece, error) {
 	m := n.newOut(peer.name, TypeStore, [][2]string{{fieldPiece, pi.Piece}}, nil)
 	h := n.header(m, peer.key)
 	inner, innerW := io.Pipe()
-	go func() { innerW.CloseWithError(n.sealPiece(innerW, pi, manifest, shard)) }()
-	tree := merkle.NewHasher(merkle.DefaultBlockSize)
-	outer, outerW := io.Pipe()
 	go func() {
-		outerW.CloseWithError(pgpmsg.Seal(outerW, h, io.TeeReader(inner, tree), n.ID, peer.key))
+		err := n.sealPiece(innerW, pi, manifest, shard)
+		if read != nil {
+			read()
+		}
+		innerW.CloseWithError(err)
 	}()
-	_, err := n.Spool.Put(queue.Outgoing(peer.name), m.FileName(), outer, 0)
-	outer.CloseWithError(err)
+	tree := merkle.NewHasher(merkle.DefaultBlockSize)
+	_, err := n.Spool.PutWith(queue.Outgoing(peer.name), m.FileName(), func(w io.Writer) error {
+		return pgpmsg.Seal(w, h, io.TeeReader(inner, tree), n.ID, peer.key)
+	})
 	inner.CloseWithError(err)
 	if err != nil {
 		return Piece{}, fmt.Errorf("piece for %s: %w", peer.name, err)
