@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"syscall"
@@ -64,11 +65,31 @@ func main() {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memoryLimit)
 	}
+	if path := os.Getenv("DIBS_CPUPROFILE"); path != "" {
+		stopProfile := startCPUProfile(path)
+		defer stopProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	a := &App{Stdout: os.Stdout, Stderr: os.Stderr, Stdin: os.Stdin, Getenv: os.Getenv, Ctx: ctx}
 	code := a.Main(os.Args[1:])
 	stop()
-	os.Exit(code)
+	if code != 0 {
+		os.Exit(code)
+	}
+}
+
+// startCPUProfile writes a CPU profile of this run to path (DIBS_CPUPROFILE, for
+// finding where a slow command spends its time; see bench/store.sh).
+func startCPUProfile(path string) (stop func()) {
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "dibs: DIBS_CPUPROFILE: %v\n", err)
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 // Main runs one command line and returns the exit code. Every failure is one line on
