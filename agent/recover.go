@@ -645,6 +645,9 @@ func (n *Node) writeJob(tx *bolt.Tx, j *RecoveryJob, chosen map[string]FileVersi
 				continue
 			}
 			j.Written++
+			if err := n.noteContentHash(tx, fv); err != nil {
+				return err
+			}
 		}
 	}
 	for _, fv := range links {
@@ -673,6 +676,31 @@ func (n *Node) writeJob(tx *bolt.Tx, j *RecoveryJob, chosen map[string]FileVersi
 		os.RemoveAll(n.stagePath(id))
 	}
 	return putJob(tx, j)
+}
+
+// noteContentHash fills in the content hash of a large file's version whose books were
+// rebuilt from a manifest (recover_all): the manifest in its pieces was written before
+// the hash was known. With it, the next store sees the file unchanged instead of storing
+// all of it again.
+func (n *Node) noteContentHash(tx *bolt.Tx, fv FileVersion) error {
+	if fv.Kind != KindFile || fv.Hash != "" || fv.Object == "" {
+		return nil
+	}
+	o, err := getObject(tx, fv.Object)
+	if err != nil || o == nil {
+		return err
+	}
+	p, err := n.recoveredPath(fv.Name)
+	if err != nil {
+		return nil
+	}
+	h, err := contentHash(p, fmt.Sprintf("rs1-%d-%d:", o.K, o.SegmentSize))
+	if err != nil {
+		n.Log.Warn("recover: content hash", "name", fv.Name, "err", err)
+		return nil
+	}
+	fv.Hash = h
+	return putJSON(tx.Bucket(bucketVersions), versionKey(fv.Name, fv.Version), fv)
 }
 
 // recoveredPath is where a stored name is recovered: under recovery/, never outside.
