@@ -136,7 +136,8 @@ func (s *Spool) Put(box Box, name string, r io.Reader, maxSize int64) (int64, er
 // PutWith is Put for a producer that writes rather than is read: write gets the
 // temporary file to write the whole content into, and the file is committed as Put
 // commits it only if write returns nil. Nothing is left behind on error. It saves the
-// pipe and the goroutine a Put from a writer would need.
+// pipe and the goroutine a Put from a writer would need. Whole MiBs are written with
+// O_DIRECT where the filesystem allows (see direct.go).
 func (s *Spool) PutWith(box Box, name string, write func(io.Writer) error) (int64, error) {
 	if err := s.checkBox(box); err != nil {
 		return 0, err
@@ -151,8 +152,12 @@ func (s *Spool) PutWith(box Box, name string, write func(io.Writer) error) (int6
 		}
 	}
 	n, err := commitWith(filepath.Join(s.root, tmpDir), dir, name, func(f *os.File) (int64, error) {
-		cw := &countWriter{w: f}
+		dw := newDirectWriter(f)
+		cw := &countWriter{w: dw}
 		err := write(cw)
+		if cerr := dw.Close(); err == nil {
+			err = cerr
+		}
 		return cw.n, err
 	})
 	if err != nil {
