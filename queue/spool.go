@@ -114,6 +114,11 @@ func (s *Spool) checkBox(box Box) error {
 // delivering one file twice leaves one copy. If maxSize > 0 and r holds more than maxSize
 // bytes, Put fails with ErrTooLarge. It returns the number of bytes written.
 func (s *Spool) Put(box Box, name string, r io.Reader, maxSize int64) (int64, error) {
+	return s.put(box, name, func(tmp, dir string) (int64, error) { return commit(tmp, dir, name, r, maxSize) })
+}
+
+// put checks box and name, makes a peer's box if needed, and runs the commit.
+func (s *Spool) put(box Box, name string, commit func(tmp, dir string) (int64, error)) (int64, error) {
 	if err := s.checkBox(box); err != nil {
 		return 0, err
 	}
@@ -126,7 +131,7 @@ func (s *Spool) Put(box Box, name string, r io.Reader, maxSize int64) (int64, er
 			return 0, fmt.Errorf("queue: put %s/%s: %w", box, name, err)
 		}
 	}
-	n, err := commit(filepath.Join(s.root, tmpDir), dir, name, r, maxSize)
+	n, err := commit(filepath.Join(s.root, tmpDir), dir)
 	if err != nil {
 		return n, fmt.Errorf("queue: put %s/%s: %w", box, name, err)
 	}
@@ -136,34 +141,20 @@ func (s *Spool) Put(box Box, name string, r io.Reader, maxSize int64) (int64, er
 // PutWith is Put for a producer that writes rather than is read: write gets the
 // temporary file to write the whole content into, and the file is committed as Put
 // commits it only if write returns nil. Nothing is left behind on error. It saves the
-// pipe and the goroutine a Put from a writer would need. Whole MiBs are written with
+// pipe and the goroutine a Put from a writer would need. Whole chunks are written with
 // O_DIRECT where the filesystem allows (see direct.go).
 func (s *Spool) PutWith(box Box, name string, write func(io.Writer) error) (int64, error) {
-	if err := s.checkBox(box); err != nil {
-		return 0, err
-	}
-	if !ValidName(name) {
-		return 0, fmt.Errorf("%w: file %q", ErrBadName, name)
-	}
-	dir := s.Dir(box)
-	if box.Peer() != "" {
-		if err := mkdirDurable(dir); err != nil {
-			return 0, fmt.Errorf("queue: put %s/%s: %w", box, name, err)
-		}
-	}
-	n, err := commitWith(filepath.Join(s.root, tmpDir), dir, name, func(f *os.File) (int64, error) {
-		dw := newDirectWriter(f)
-		cw := &countWriter{w: dw}
-		err := write(cw)
-		if cerr := dw.Close(); err == nil {
-			err = cerr
-		}
-		return cw.n, err
+	return s.put(box, name, func(tmp, dir string) (int64, error) {
+		return commitWith(tmp, dir, name, func(f *os.File) (int64, error) {
+			dw := newDirectWriter(f)
+			cw := &countWriter{w: dw}
+			err := write(cw)
+			if cerr := dw.Close(); err == nil {
+				err = cerr
+			}
+			return cw.n, err
+		})
 	})
-	if err != nil {
-		return n, fmt.Errorf("queue: put %s/%s: %w", box, name, err)
-	}
-	return n, nil
 }
 
 type countWriter struct {
