@@ -180,3 +180,69 @@ func TestRouting_FallbackActiveRelayMail(t *testing.T) {
 		t.Errorf("alice's outgoing/bob holds %d files", len(es))
 	}
 }
+
+// A relay that refuses us (its allow file lacks our key) is a matter of configuration,
+// not of the file: the file waits, the refusal shows in show_database, and it goes once
+// the relay's operator adds our key. Only a refusal of the file itself (too large)
+// quarantines it.
+func TestRouting_RelayRefusalWaitsUntilAllowed(t *testing.T) {
+	root := t.TempDir()
+	allow := filepath.Join(root, "allow.asc")
+	writeKeys := func(names ...string) {
+		t.Helper()
+		var pubs bytes.Buffer
+		for _, name := range names {
+			pgpmsgtest.Key(t, name).WriteArmored(&pubs)
+		}
+		if err := os.WriteFile(allow, pubs.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeKeys("bob") // alice is not allowed yet
+	store, err := relay.OpenDirStore(filepath.Join(root, "relay"), relay.DirOptions{AllowFile: allow, MaxFileSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	relaySrv := httptest.NewServer(relay.NewServer(store, relay.ServerOptions{Version: "test"}))
+	t.Cleanup(relaySrv.Close)
+	env := testenv.New(t, testenv.Setup{Nodes: []testenv.NodeSpec{{Name: "alice"}, {Name: "bob"}}})
+	alice := env.Node("alice")
+	talk, relayURL := "relay", relaySrv.URL
+	if err := alice.EditPeer("bob", agent.PeerEdit{Talk: &talk, Relay: &relayURL}); err != nil {
+		t.Fatal(err)
+	}
+	alice.Post("bob", agent.TypeHello)
+	alice.Post("bob", agent.TypeHello)
+	for range 2 { // cron runs: nothing is lost however often it is tried
+		r, _ := alice.SendOutgoing(ctx, "bob")
+		if r.Sent != 0 || r.Waiting != 2 || r.Quarantined != 0 {
+			t.Fatalf("refused by the relay: %+v; want both files waiting", r)
+		}
+	}
+	if q := alice.Quarantined(); len(q) != 0 {
+		t.Fatalf("quarantined: %v", q)
+	}
+	if row := peerRow(t, alice, "bob"); !strings.Contains(row.LastError, "forbidden") || row.QueueDepth != 2 {
+		t.Fatalf("peer row %+v; want the relay's refusal and 2 waiting", row)
+	}
+	// The operator adds alice's key: the relay reads its allow file again, the files go.
+	writeKeys("bob", "alice")
+	later := time.Now().Add(time.Minute)
+	os.Chtimes(allow, later, later)
+	if r, err := alice.SendOutgoing(ctx, "bob"); r.Sent != 2 || err != nil {
+		t.Fatalf("after the relay allows alice: %+v, %v", r, err)
+	}
+	// A file larger than the relay takes can never go that way: quarantined, with why.
+	big := bytes.Repeat([]byte{0x0d, 0x0a}, 40<<10)
+	if _, err := alice.Spool.Put(queue.Outgoing("bob"), queue.NewName(time.Now(), "pgp"), bytes.NewReader(big), 0); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := alice.SendOutgoing(ctx, "bob"); r.Quarantined != 1 {
+		t.Fatalf("oversized for the relay: %+v; want it quarantined", r)
+	}
+	for _, reason := range alice.Quarantined() {
+		if !strings.Contains(reason, "too large") {
+			t.Fatalf("quarantined because %q", reason)
+		}
+	}
+}

@@ -155,9 +155,13 @@ func (n *Node) sendPeer(ctx context.Context, p *Peer, only string) (SendResult, 
 			n.updatePeerState(p.Name, func(ps *PeerState) {
 				ps.LastError, ps.LastErrorAt = m+": "+err.Error(), n.Now().UTC()
 			})
-			if queue.IsPermanent(err) {
+			switch {
+			case queue.IsPermanent(err) && fileRefused(err):
 				refusals = append(refusals, m+": "+err.Error())
-			} else {
+			default:
+				// Away, or refusing us rather than this file (a relay whose allow file
+				// lacks our key yet, a transport not configured): the file waits
+				// until that changes, and the other files do not knock again.
 				down[m] = err
 			}
 		}
@@ -177,6 +181,12 @@ func (n *Node) sendPeer(ctx context.Context, p *Peer, only string) (SendResult, 
 		return res, lastErr
 	}
 	return res, nil
+}
+
+// fileRefused reports whether a transport refused the file itself, which no retry and no
+// change of configuration will send: too large for it, or a name it cannot carry.
+func fileRefused(err error) bool {
+	return errors.Is(err, queue.ErrTooLarge) || errors.Is(err, queue.ErrBadName)
 }
 
 func (n *Node) sendVia(ctx context.Context, p *Peer, method string, c *queue.Claim) error {

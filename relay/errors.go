@@ -1,6 +1,11 @@
 package relay
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+
+	"github.com/dibs-backup/dibs/queue"
+)
 
 var (
 	// ErrForbidden means the key may not do what it asked: it is unknown, the signature is
@@ -9,7 +14,8 @@ var (
 	// ErrOverQuota means the recipient's share of the store is full until it collects its files.
 	ErrOverQuota = errors.New("relay: recipient over quota")
 	// ErrTooLarge means a file is larger than the store or server takes.
-	ErrTooLarge = errors.New("relay: file too large")
+	// It wraps queue.ErrTooLarge: no transport of that kind will carry the file.
+	ErrTooLarge = fmt.Errorf("relay: file too large (%w)", queue.ErrTooLarge)
 	// ErrNotFound means no such file waits for the caller.
 	ErrNotFound = errors.New("relay: no such file")
 	// ErrBusy means another worker is handling the file right now; try again later.
