@@ -14,7 +14,7 @@ TREE_MB=${TREE_MB:-1024}
 BIG_MB=${BIG_MB:-4096}
 work=$(mktemp -d /tmp/dibs-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-go build -o "$work/dibs" ./cmd/dibs
+if [[ -n "${DIBS_BIN:-}" ]]; then cp "$DIBS_BIN" "$work/dibs"; else go build -o "$work/dibs" ./cmd/dibs; fi  # DIBS_BIN: compare builds
 dibs() { DIBS_DIR="$work/$1" "$work/dibs" "${@:2}"; }
 
 for n in alice bob carol dave; do
