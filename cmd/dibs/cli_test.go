@@ -18,71 +18,40 @@ import (
 
 	"github.com/dibs-backup/dibs/agent"
 	"github.com/dibs-backup/dibs/pgpmsg"
+
+	"github.com/dibs-backup/dibs/cmd/dibs/internal/clirun"
 )
 
 var dibsBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "dibs-bin-")
+	bin, cleanup, err := clirun.Build(".")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	dibsBin = filepath.Join(dir, "dibs")
-	if out, err := exec.Command("go", "build", "-o", dibsBin, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
+	dibsBin = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 
-// cliNode is one DIBS_DIR driven through the binary.
+// cliNode is one DIBS_DIR driven through the binary, with its daemon's port.
 type cliNode struct {
-	t       *testing.T
-	name    string
-	dir     string
+	*clirun.Node
 	port    int
 	keyFile string // its export_key
 }
 
-// run runs `dibs args...` with the node's DIBS_DIR: stdout, stderr, exit code.
-func (n *cliNode) run(args ...string) (string, string, int) {
-	n.t.Helper()
-	cmd := exec.Command(dibsBin, args...)
-	cmd.Env = append(os.Environ(), "DIBS_DIR="+n.dir)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return out.String(), errb.String(), ee.ExitCode()
-	}
-	if err != nil {
-		n.t.Fatalf("%s: dibs %s: %v", n.name, strings.Join(args, " "), err)
-	}
-	return out.String(), errb.String(), 0
-}
-
-// ok runs dibs and fails the test unless it exits 0.
-func (n *cliNode) ok(args ...string) string {
-	n.t.Helper()
-	out, errs, code := n.run(args...)
-	if code != 0 {
-		n.t.Fatalf("%s: dibs %s: exit %d: %s", n.name, strings.Join(args, " "), code, errs)
-	}
-	return out
-}
-
 func newCLINode(t *testing.T, root, name string) *cliNode {
 	t.Helper()
-	n := &cliNode{t: t, name: name, dir: filepath.Join(root, name), port: freePort(t), keyFile: filepath.Join(root, name+".asc")}
-	n.ok("init", "--key", name+".dibs@cli.invalid")
-	n.ok("set_option", "--name", "daemonPort", "--value", fmt.Sprint(n.port))
-	n.ok("set_option", "--name", "daemonHost", "--value", "127.0.0.1")
-	n.ok("set_option", "--name", "talkRetryDelay", "--value", "0")
-	n.ok("export_key", "--out", n.keyFile)
+	n := &cliNode{Node: &clirun.Node{T: t, Bin: dibsBin, Name: name, Dir: filepath.Join(root, name)},
+		port: clirun.FreePort(t), keyFile: filepath.Join(root, name+".asc")}
+	n.OK("init", "--key", name+".dibs@cli.invalid")
+	n.OK("set_option", "--name", "daemonPort", "--value", fmt.Sprint(n.port))
+	n.OK("set_option", "--name", "daemonHost", "--value", "127.0.0.1")
+	n.OK("set_option", "--name", "talkRetryDelay", "--value", "0")
+	n.OK("export_key", "--out", n.keyFile)
 	if b, err := os.ReadFile(n.keyFile); err != nil || !bytes.Contains(b, []byte("BEGIN PGP PUBLIC KEY BLOCK")) {
 		t.Fatalf("%s: export_key --out wrote %q (%v)", name, b, err)
 	}
@@ -91,19 +60,10 @@ func newCLINode(t *testing.T, root, name string) *cliNode {
 
 // addPeer makes p a peer of n: talk is how n's messages reach p, listen how p's reach n.
 func (n *cliNode) addPeer(p *cliNode, talk, listen string) {
-	n.t.Helper()
-	n.ok("add_peer", "--peer", p.name, "--email", p.name+"@cli.invalid",
+	n.T.Helper()
+	n.OK("add_peer", "--peer", p.Name, "--email", p.Name+"@cli.invalid",
 		"--local_quota", "1g", "--remote_quota", "1g", "--talk", talk, "--listen", listen,
 		"--host", "127.0.0.1", "--port", fmt.Sprint(p.port), "--key_file", p.keyFile)
-}
-
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // daemonProc is a `dibs start_daemon` running in the background.
@@ -115,15 +75,14 @@ type daemonProc struct {
 }
 
 func (n *cliNode) startDaemon() *daemonProc {
-	n.t.Helper()
-	d := &daemonProc{cmd: exec.Command(dibsBin, "start_daemon"), stderr: &syncBuffer{}, done: make(chan struct{})}
-	d.cmd.Env = append(os.Environ(), "DIBS_DIR="+n.dir)
+	n.T.Helper()
+	d := &daemonProc{cmd: n.Command("start_daemon"), stderr: &syncBuffer{}, done: make(chan struct{})}
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {
-		n.t.Fatal(err)
+		n.T.Fatal(err)
 	}
 	go func() { d.err = d.cmd.Wait(); close(d.done) }()
-	n.t.Cleanup(func() {
+	n.T.Cleanup(func() {
 		select {
 		case <-d.done:
 		default:
@@ -138,25 +97,25 @@ func (n *cliNode) startDaemon() *daemonProc {
 		}
 		select {
 		case <-d.done:
-			n.t.Fatalf("%s: start_daemon exited: %v: %s", n.name, d.err, d.stderr.String())
+			n.T.Fatalf("%s: start_daemon exited: %v: %s", n.Name, d.err, d.stderr.String())
 		case <-time.After(25 * time.Millisecond):
 		}
 	}
-	n.t.Fatalf("%s: the daemon never listened on %d: %s", n.name, n.port, d.stderr.String())
+	n.T.Fatalf("%s: the daemon never listened on %d: %s", n.Name, n.port, d.stderr.String())
 	return nil
 }
 
 // stop runs stop_daemon and waits for the daemon process, which must exit 0.
 func (n *cliNode) stopDaemon(d *daemonProc) {
-	n.t.Helper()
-	n.ok("stop_daemon")
+	n.T.Helper()
+	n.OK("stop_daemon")
 	select {
 	case <-d.done:
 		if d.err != nil {
-			n.t.Fatalf("%s: the daemon exited with %v: %s", n.name, d.err, d.stderr.String())
+			n.T.Fatalf("%s: the daemon exited with %v: %s", n.Name, d.err, d.stderr.String())
 		}
 	case <-time.After(30 * time.Second):
-		n.t.Fatalf("%s: the daemon still runs after stop_daemon", n.name)
+		n.T.Fatalf("%s: the daemon still runs after stop_daemon", n.Name)
 	}
 }
 
@@ -179,16 +138,16 @@ func (b *syncBuffer) String() string {
 
 // lastHeard is show_database --json's last_heard of peer ("" if never).
 func (n *cliNode) lastHeard(peer string) string {
-	n.t.Helper()
+	n.T.Helper()
 	var db struct {
 		Peers []struct {
 			Peer      string  `json:"peer"`
 			LastHeard *string `json:"last_heard"`
 		} `json:"peers"`
 	}
-	out := n.ok("show_database", "--json")
+	out := n.OK("show_database", "--json")
 	if err := json.Unmarshal([]byte(out), &db); err != nil {
-		n.t.Fatalf("%s: show_database --json: %v\n%s", n.name, err, out)
+		n.T.Fatalf("%s: show_database --json: %v\n%s", n.Name, err, out)
 	}
 	for _, p := range db.Peers {
 		if p.Peer == peer {
@@ -196,12 +155,12 @@ func (n *cliNode) lastHeard(peer string) string {
 				return ""
 			}
 			if _, err := time.Parse(time.RFC3339, *p.LastHeard); err != nil {
-				n.t.Fatalf("%s: last_heard of %s is %q: %v", n.name, peer, *p.LastHeard, err)
+				n.T.Fatalf("%s: last_heard of %s is %q: %v", n.Name, peer, *p.LastHeard, err)
 			}
 			return *p.LastHeard
 		}
 	}
-	n.t.Fatalf("%s: show_database lists no peer %s:\n%s", n.name, peer, out)
+	n.T.Fatalf("%s: show_database lists no peer %s:\n%s", n.Name, peer, out)
 	return ""
 }
 
@@ -229,20 +188,20 @@ func TestCLI_PassiveNodeAndDaemon(t *testing.T) {
 	bob.addPeer(alice, "passive", "active")
 	d := bob.startDaemon()
 
-	if out := alice.ok("send_hello", "--host", "127.0.0.1", "--port", fmt.Sprint(bob.port)); !strings.Contains(out, "dibs") {
+	if out := alice.OK("send_hello", "--host", "127.0.0.1", "--port", fmt.Sprint(bob.port)); !strings.Contains(out, "dibs") {
 		t.Errorf("send_hello --host: %q", out)
 	}
-	if out := alice.ok("send_hello", "--peer", "bob"); strings.Contains(out, "not delivered") {
+	if out := alice.OK("send_hello", "--peer", "bob"); strings.Contains(out, "not delivered") {
 		t.Fatalf("send_hello --peer bob: %s", out)
 	}
-	if got := files(t, filepath.Join(alice.dir, "outgoing", "bob")); len(got) != 0 {
+	if got := files(t, filepath.Join(alice.Dir, "outgoing", "bob")); len(got) != 0 {
 		t.Fatalf("the HELLO was pushed, yet outgoing/bob holds %v", got)
 	}
 	var heard string
 	for range 50 { // alice's cron, until bob's daemon has processed the HELLO and answered
-		alice.ok("send_message")
-		alice.ok("poll_passives")
-		alice.ok("process_message")
+		alice.OK("send_message")
+		alice.OK("poll_passives")
+		alice.OK("process_message")
 		if heard = alice.lastHeard("bob"); heard != "" {
 			break
 		}
@@ -256,14 +215,14 @@ func TestCLI_PassiveNodeAndDaemon(t *testing.T) {
 		t.Errorf("bob processed alice's HELLO but shows no last_heard")
 	}
 	for _, n := range []*cliNode{alice, bob} {
-		if q := files(t, filepath.Join(n.dir, "quarantine")); len(q) > 0 {
-			t.Errorf("%s quarantined %v", n.name, q)
+		if q := files(t, filepath.Join(n.Dir, "quarantine")); len(q) > 0 {
+			t.Errorf("%s quarantined %v", n.Name, q)
 		}
-		if in := files(t, filepath.Join(n.dir, "incoming")); len(in) > 0 {
-			t.Errorf("%s left %v in incoming/", n.name, in)
+		if in := files(t, filepath.Join(n.Dir, "incoming")); len(in) > 0 {
+			t.Errorf("%s left %v in incoming/", n.Name, in)
 		}
 	}
-	if _, errs, code := bob.run("stop_daemon"); code == 0 || !strings.HasPrefix(errs, "dibs: ") {
+	if _, errs, code := bob.Run("stop_daemon"); code == 0 || !strings.HasPrefix(errs, "dibs: ") {
 		t.Errorf("stop_daemon with no daemon: exit %d, %q", code, errs)
 	}
 }
@@ -275,25 +234,25 @@ func TestCLI_Sneakernet(t *testing.T) {
 	alice.addPeer(carol, "passive", "passive")
 	carol.addPeer(alice, "passive", "passive")
 
-	alice.ok("send_hello", "--peer", "carol")
-	if out := alice.ok("send_message"); !strings.Contains(out, "sent 0, waiting 1") {
+	alice.OK("send_hello", "--peer", "carol")
+	if out := alice.OK("send_message"); !strings.Contains(out, "sent 0, waiting 1") {
 		t.Errorf("send_message to a passive peer: %q", out)
 	}
 	stick := filepath.Join(root, "stick")
-	if out := alice.ok("export_messages", "--dir", stick); !strings.Contains(out, "exported 1") {
+	if out := alice.OK("export_messages", "--dir", stick); !strings.Contains(out, "exported 1") {
 		t.Fatalf("export_messages: %q", out)
 	}
-	if got := files(t, filepath.Join(alice.dir, "outgoing", "carol")); len(got) != 0 {
+	if got := files(t, filepath.Join(alice.Dir, "outgoing", "carol")); len(got) != 0 {
 		t.Errorf("export_messages left %v in outgoing/carol", got)
 	}
 	carried := carriedFiles(t, stick)
-	if out := carol.ok("import_messages", "--dir", stick); !strings.Contains(out, "imported 1") {
+	if out := carol.OK("import_messages", "--dir", stick); !strings.Contains(out, "imported 1") {
 		t.Fatalf("import_messages: %q", out)
 	}
 	if left := carriedFiles(t, stick); len(left) != 0 {
 		t.Errorf("import_messages left %v on the stick", left)
 	}
-	if out := carol.ok("process_message"); !strings.Contains(out, "processed 1, quarantined 0") {
+	if out := carol.OK("process_message"); !strings.Contains(out, "processed 1, quarantined 0") {
 		t.Fatalf("carol process_message: %q", out)
 	}
 	if carol.lastHeard("alice") == "" {
@@ -303,9 +262,9 @@ func TestCLI_Sneakernet(t *testing.T) {
 		t.Fatal("alice heard of carol before any reply travelled")
 	}
 	back := filepath.Join(root, "back")
-	carol.ok("export_messages", "--dir", back, "--peer", "alice")
-	alice.ok("import_messages", "--dir", back)
-	if out := alice.ok("process_message"); !strings.Contains(out, "processed 1, quarantined 0") {
+	carol.OK("export_messages", "--dir", back, "--peer", "alice")
+	alice.OK("import_messages", "--dir", back)
+	if out := alice.OK("process_message"); !strings.Contains(out, "processed 1, quarantined 0") {
 		t.Fatalf("alice process_message: %q", out)
 	}
 	if alice.lastHeard("carol") == "" {
@@ -317,11 +276,11 @@ func TestCLI_Sneakernet(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	carol.ok("import_messages", "--dir", stick)
-	if out := carol.ok("process_message"); !strings.Contains(out, "processed 0, quarantined 1") {
+	carol.OK("import_messages", "--dir", stick)
+	if out := carol.OK("process_message"); !strings.Contains(out, "processed 0, quarantined 1") {
 		t.Errorf("a replayed HELLO: %q", out)
 	}
-	if got := files(t, filepath.Join(carol.dir, "outgoing", "alice")); len(got) != 0 {
+	if got := files(t, filepath.Join(carol.Dir, "outgoing", "alice")); len(got) != 0 {
 		t.Errorf("a replayed HELLO was answered: %v", got)
 	}
 }
@@ -362,14 +321,14 @@ func TestCLI_WrongArguments(t *testing.T) {
 		{"show_database", "--only", "nothing"},
 		{"process_message", "--no_such_flag"},
 	} {
-		_, errs, code := alice.run(args...)
+		_, errs, code := alice.Run(args...)
 		lines := strings.Split(strings.TrimSuffix(errs, "\n"), "\n")
 		if code == 0 || len(lines) != 1 || !strings.HasPrefix(lines[0], "dibs: ") {
 			t.Errorf("dibs %s: exit %d, stderr %q; want an error and one line starting with \"dibs: \"", strings.Join(args, " "), code, errs)
 		}
 	}
 	// Nothing above changed the node.
-	if out := alice.ok("show_option", "--name", "daemonPort"); !strings.Contains(out, fmt.Sprint(alice.port)) {
+	if out := alice.OK("show_option", "--name", "daemonPort"); !strings.Contains(out, fmt.Sprint(alice.port)) {
 		t.Errorf("daemonPort is now %q", out)
 	}
 }
@@ -391,7 +350,7 @@ func TestCLI_DaemonAndCronProcessEachFileOnce(t *testing.T) {
 	const waves, perWave = 5, 30  // 300 HELLOs
 	hellos := map[string]string{} // Message-Id -> sender
 	post := func(s *cliNode) {
-		n, err := agent.Open(s.dir) // queueing by the library is quicker than send_hello
+		n, err := agent.Open(s.Dir) // queueing by the library is quicker than send_hello
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -401,7 +360,7 @@ func TestCLI_DaemonAndCronProcessEachFileOnce(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			hellos[id] = s.name
+			hellos[id] = s.Name
 		}
 	}
 	d := alice.startDaemon()
@@ -417,7 +376,7 @@ func TestCLI_DaemonAndCronProcessEachFileOnce(t *testing.T) {
 				return
 			default:
 			}
-			out, errs, code := alice.run("process_message")
+			out, errs, code := alice.Run("process_message")
 			if code != 0 {
 				t.Errorf("cron process_message: exit %d: %s", code, errs)
 				return
@@ -431,26 +390,26 @@ func TestCLI_DaemonAndCronProcessEachFileOnce(t *testing.T) {
 	for w := range waves {
 		post(bob)
 		post(carol)
-		if out := bob.ok("send_message"); !strings.Contains(out, fmt.Sprintf("sent %d,", perWave)) {
+		if out := bob.OK("send_message"); !strings.Contains(out, fmt.Sprintf("sent %d,", perWave)) {
 			t.Fatalf("bob send_message: %s", out)
 		}
 		stick := filepath.Join(root, fmt.Sprint("stick", w))
-		carol.ok("export_messages", "--dir", stick)
-		if out := alice.ok("import_messages", "--dir", stick); !strings.Contains(out, fmt.Sprintf("imported %d,", perWave)) {
+		carol.OK("export_messages", "--dir", stick)
+		if out := alice.OK("import_messages", "--dir", stick); !strings.Contains(out, fmt.Sprintf("imported %d,", perWave)) {
 			t.Fatalf("alice import_messages: %s", out)
 		}
 	}
 	deadline := time.Now().Add(90 * time.Second)
-	for len(files(t, filepath.Join(alice.dir, "incoming"))) > 0 && time.Now().Before(deadline) {
+	for len(files(t, filepath.Join(alice.Dir, "incoming"))) > 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	close(stop)
 	<-cronDone
 	alice.stopDaemon(d)
-	if left := files(t, filepath.Join(alice.dir, "incoming")); len(left) > 0 {
+	if left := files(t, filepath.Join(alice.Dir, "incoming")); len(left) > 0 {
 		t.Fatalf("%d files left in incoming/; the daemon said:\n%s", len(left), d.stderr.String())
 	}
-	if q := files(t, filepath.Join(alice.dir, "quarantine")); len(q) > 0 {
+	if q := files(t, filepath.Join(alice.Dir, "quarantine")); len(q) > 0 {
 		t.Fatalf("quarantined %v", q)
 	}
 	// A lock-order deadlock between the two shows as a database open that timed out.
@@ -462,12 +421,12 @@ func TestCLI_DaemonAndCronProcessEachFileOnce(t *testing.T) {
 	alicePub := readKey(t, alice.keyFile)
 	answered := map[string]bool{}
 	for _, s := range senders {
-		me := readIdentity(t, s.dir)
-		box := filepath.Join(alice.dir, "outgoing", s.name)
+		me := readIdentity(t, s.Dir)
+		box := filepath.Join(alice.Dir, "outgoing", s.Name)
 		for _, name := range files(t, box) {
 			inReplyTo := openReply(t, filepath.Join(box, name), me, alicePub)
-			if hellos[inReplyTo] != s.name {
-				t.Fatalf("reply %s to %s answers %q, not one of its HELLOs", name, s.name, inReplyTo)
+			if hellos[inReplyTo] != s.Name {
+				t.Fatalf("reply %s to %s answers %q, not one of its HELLOs", name, s.Name, inReplyTo)
 			}
 			if answered[inReplyTo] {
 				t.Fatalf("HELLO %s answered twice", inReplyTo)

@@ -35,105 +35,67 @@ import (
 
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
+
+	"github.com/dibs-backup/dibs/cmd/dibs/internal/clirun"
 )
 
 // relayHost is a name that only the test proxy resolves: a node reaches the relay under
 // it only through HTTPS_PROXY / HTTP_PROXY. (Go never proxies loopback addresses.)
 const relayHost = "relay.dibs.invalid"
 
-// relayNode is one DIBS_DIR whose commands run with env added to a proxy-free environment.
+// relayNode is one DIBS_DIR whose commands run with Env added to a proxy-free environment.
 type relayNode struct {
-	t    *testing.T
-	name string
-	dir  string
-	key  string // its export_key output
-	env  []string
-}
-
-// cleanEnv is the test's environment without proxy settings, plus extra.
-func cleanEnv(extra ...string) []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasSuffix(strings.ToUpper(k), "_PROXY") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return append(env, extra...)
-}
-
-func (n *relayNode) run(args ...string) (string, string, int) {
-	n.t.Helper()
-	cmd := exec.Command(dibsBin, args...)
-	cmd.Env = cleanEnv(append([]string{"DIBS_DIR=" + n.dir}, n.env...)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return out.String(), errb.String(), ee.ExitCode()
-	}
-	if err != nil {
-		n.t.Fatalf("%s: dibs %s: %v", n.name, strings.Join(args, " "), err)
-	}
-	return out.String(), errb.String(), 0
-}
-
-func (n *relayNode) ok(args ...string) string {
-	n.t.Helper()
-	out, errs, code := n.run(args...)
-	if code != 0 {
-		n.t.Fatalf("%s: dibs %s: exit %d: %s", n.name, strings.Join(args, " "), code, errs)
-	}
-	return out
+	*clirun.Node
+	key string // its export_key output
 }
 
 func newRelayNode(t *testing.T, root, name string) *relayNode {
 	t.Helper()
-	n := &relayNode{t: t, name: name, dir: filepath.Join(root, name), key: filepath.Join(root, name+".asc")}
-	n.ok("init", "--key", name+".dibs@relay.invalid")
-	n.ok("set_option", "--name", "talkRetryDelay", "--value", "0")
-	n.ok("export_key", "--out", n.key)
+	n := &relayNode{Node: &clirun.Node{T: t, Bin: dibsBin, Name: name, Dir: filepath.Join(root, name), NoProxy: true},
+		key: filepath.Join(root, name+".asc")}
+	n.OK("init", "--key", name+".dibs@relay.invalid")
+	n.OK("set_option", "--name", "talkRetryDelay", "--value", "0")
+	n.OK("export_key", "--out", n.key)
 	return n
 }
 
 // link makes p a peer of n that is reached, and heard from, only through relay url.
 func (n *relayNode) link(p *relayNode, url string) {
-	n.t.Helper()
-	n.ok("add_peer", "--peer", p.name, "--email", p.name+"@relay.invalid", "--local_quota", "1g", "--remote_quota", "1g",
+	n.T.Helper()
+	n.OK("add_peer", "--peer", p.Name, "--email", p.Name+"@relay.invalid", "--local_quota", "1g", "--remote_quota", "1g",
 		"--talk", "relay", "--listen", "relay", "--relay", url, "--key_file", p.key)
 }
 
 // peerRow is n's show_database --json row of peer.
 func (n *relayNode) peerRow(peer string) map[string]any {
-	n.t.Helper()
+	n.T.Helper()
 	var db map[string][]map[string]any
-	out := n.ok("show_database", "--json", "--only", "peers")
+	out := n.OK("show_database", "--json", "--only", "peers")
 	if err := json.Unmarshal([]byte(out), &db); err != nil {
-		n.t.Fatalf("%s: show_database --json: %v\n%s", n.name, err, out)
+		n.T.Fatalf("%s: show_database --json: %v\n%s", n.Name, err, out)
 	}
 	for _, r := range db["peers"] {
 		if r["peer"] == peer {
 			return r
 		}
 	}
-	n.t.Fatalf("%s: show_database --json lists no peer %s:\n%s", n.name, peer, out)
+	n.T.Fatalf("%s: show_database --json lists no peer %s:\n%s", n.Name, peer, out)
 	return nil
 }
 
 // peerCell is the cell of column col in peer's row of the text show_database --only peers:
 // the table is aligned, so a cell starts where its header does.
 func (n *relayNode) peerCell(peer, col string) string {
-	n.t.Helper()
-	out := n.ok("show_database", "--only", "peers")
+	n.T.Helper()
+	out := n.OK("show_database", "--only", "peers")
 	lines := strings.Split(out, "\n")
 	if len(lines) < 3 {
-		n.t.Fatalf("%s: show_database --only peers:\n%s", n.name, out)
+		n.T.Fatalf("%s: show_database --only peers:\n%s", n.Name, out)
 	}
 	header := lines[1]
 	at := strings.Index(" "+header+" ", " "+col+" ")
 	if at < 0 {
-		n.t.Fatalf("%s: show_database --only peers has no column %s:\n%s", n.name, col, out)
+		n.T.Fatalf("%s: show_database --only peers has no column %s:\n%s", n.Name, col, out)
 	}
 	for _, l := range lines[2:] {
 		if strings.HasPrefix(l, peer+" ") && len(l) > at {
@@ -141,7 +103,7 @@ func (n *relayNode) peerCell(peer, col string) string {
 			return cell
 		}
 	}
-	n.t.Fatalf("%s: show_database --only peers has no row %s:\n%s", n.name, peer, out)
+	n.T.Fatalf("%s: show_database --only peers has no row %s:\n%s", n.Name, peer, out)
 	return ""
 }
 
@@ -175,7 +137,7 @@ func startRelay(t *testing.T, port int, args ...string) *relayProc {
 	t.Helper()
 	r := &relayProc{cmd: exec.Command(dibsBin, append([]string{"relay_server"}, args...)...),
 		out: &lockedBuffer{}, err: &lockedBuffer{}, done: make(chan struct{})}
-	r.cmd.Env = cleanEnv()
+	r.cmd.Env = clirun.CleanEnv()
 	r.cmd.Stdout, r.cmd.Stderr = r.out, r.err
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -371,7 +333,7 @@ func TestRelayServer_TwoNATNodes(t *testing.T) {
 
 func relayScenario(t *testing.T, useTLS, useProxy bool) {
 	root := t.TempDir()
-	port := freePort(t)
+	port := clirun.FreePort(t)
 	alice, bob, mallory := newRelayNode(t, root, "alice"), newRelayNode(t, root, "bob"), newRelayNode(t, root, "mallory")
 	allow := filepath.Join(root, "allow.asc")
 	concatFiles(t, allow, alice.key, bob.key)
@@ -399,13 +361,13 @@ func relayScenario(t *testing.T, useTLS, useProxy bool) {
 			v = "HTTPS_PROXY=" + proxy.srv.URL
 		}
 		for _, n := range []*relayNode{alice, bob, mallory} {
-			n.env = append(n.env, v)
+			n.Env = append(n.Env, v)
 		}
 	}
 	for _, n := range []*relayNode{alice, bob, mallory} {
-		n.ok("set_option", "--name", "relayURL", "--value", url)
+		n.OK("set_option", "--name", "relayURL", "--value", url)
 		if useTLS {
-			n.ok("set_option", "--name", "relayCAFile", "--value", cert)
+			n.OK("set_option", "--name", "relayCAFile", "--value", cert)
 		}
 	}
 	alice.link(bob, url)
@@ -414,71 +376,71 @@ func relayScenario(t *testing.T, useTLS, useProxy bool) {
 	bob.link(mallory, url)
 
 	if useProxy { // the relay's name resolves nowhere: without the proxy nothing is delivered
-		env := alice.env
-		alice.env = nil
-		if out := alice.ok("send_hello", "--peer", "bob"); !strings.Contains(out, "not delivered") {
+		env := alice.Env
+		alice.Env = nil
+		if out := alice.OK("send_hello", "--peer", "bob"); !strings.Contains(out, "not delivered") {
 			t.Fatalf("alice reached %s without a proxy: %q", url, out)
 		}
-		alice.env = env
+		alice.Env = env
 		if r := alice.peerRow("bob"); r["queue_depth"] != 1.0 || r["last_method"] != "" {
 			t.Errorf("alice's HELLO that could not go: queue_depth %v, last_method %q; want 1 and none", r["queue_depth"], r["last_method"])
 		}
-		if out := alice.ok("send_message"); !strings.Contains(out, "sent 1, waiting 0") {
+		if out := alice.OK("send_message"); !strings.Contains(out, "sent 1, waiting 0") {
 			t.Fatalf("alice's send_message through the proxy: %q", out)
 		}
-	} else if out := alice.ok("send_hello", "--peer", "bob"); strings.Contains(out, "not delivered") {
+	} else if out := alice.OK("send_hello", "--peer", "bob"); strings.Contains(out, "not delivered") {
 		t.Fatalf("alice's HELLO through the relay: %q", out)
 	}
-	if got := files(t, filepath.Join(alice.dir, "outgoing", "bob")); len(got) != 0 {
+	if got := files(t, filepath.Join(alice.Dir, "outgoing", "bob")); len(got) != 0 {
 		t.Fatalf("alice's outgoing/bob still holds %v after a delivery", got)
 	}
-	if out := bob.ok("poll_passives"); !strings.Contains(out, "received 1") {
+	if out := bob.OK("poll_passives"); !strings.Contains(out, "received 1") {
 		t.Fatalf("bob's poll_passives: %q", out)
 	}
-	if out := bob.ok("process_message"); !strings.Contains(out, "processed 1, quarantined 0") {
+	if out := bob.OK("process_message"); !strings.Contains(out, "processed 1, quarantined 0") {
 		t.Fatalf("bob's process_message: %q", out)
 	}
-	if out := bob.ok("send_message"); !strings.Contains(out, "sent 1") {
+	if out := bob.OK("send_message"); !strings.Contains(out, "sent 1") {
 		t.Fatalf("bob's reply: %q", out)
 	}
-	if out := alice.ok("poll_passives"); !strings.Contains(out, "received 1") {
+	if out := alice.OK("poll_passives"); !strings.Contains(out, "received 1") {
 		t.Fatalf("alice's poll_passives: %q", out)
 	}
-	alice.ok("process_message")
+	alice.OK("process_message")
 	for _, pair := range [][2]*relayNode{{alice, bob}, {bob, alice}} {
-		r := pair[0].peerRow(pair[1].name)
+		r := pair[0].peerRow(pair[1].Name)
 		if r["last_heard"] == nil {
-			t.Errorf("%s never heard from %s through the relay", pair[0].name, pair[1].name)
+			t.Errorf("%s never heard from %s through the relay", pair[0].Name, pair[1].Name)
 		}
 		if r["last_method"] != "relay" || r["queue_depth"] != 0.0 {
-			t.Errorf("%s's row of %s: last_method %v, queue_depth %v; want relay and 0", pair[0].name, pair[1].name, r["last_method"], r["queue_depth"])
+			t.Errorf("%s's row of %s: last_method %v, queue_depth %v; want relay and 0", pair[0].Name, pair[1].Name, r["last_method"], r["queue_depth"])
 		}
-		if m, q := pair[0].peerCell(pair[1].name, "last_method"), pair[0].peerCell(pair[1].name, "queue_depth"); m != "relay" || q != "0" {
-			t.Errorf("%s's show_database text, row %s: last_method %q, queue_depth %q; want relay and 0", pair[0].name, pair[1].name, m, q)
+		if m, q := pair[0].peerCell(pair[1].Name, "last_method"), pair[0].peerCell(pair[1].Name, "queue_depth"); m != "relay" || q != "0" {
+			t.Errorf("%s's show_database text, row %s: last_method %q, queue_depth %q; want relay and 0", pair[0].Name, pair[1].Name, m, q)
 		}
 	}
 
 	// Mallory's key is not in the allow file: the relay refuses her. That is a matter of
 	// the relay's configuration, not of her file: it waits in her spool.
-	if out := mallory.ok("send_hello", "--peer", "bob"); !strings.Contains(out, "not delivered") {
+	if out := mallory.OK("send_hello", "--peer", "bob"); !strings.Contains(out, "not delivered") {
 		t.Errorf("the relay took a stranger's deposit: %q", out)
 	}
 	if r := mallory.peerRow("bob"); r["last_method"] != "" || !strings.Contains(fmt.Sprint(r["last_error"]), "403") || r["queue_depth"] != 1.0 {
 		t.Errorf("mallory's row of bob after the refusal: last_method %v, last_error %v, queue_depth %v", r["last_method"], r["last_error"], r["queue_depth"])
 	}
-	if out := bob.ok("poll_passives"); !strings.Contains(out, "received 0") {
+	if out := bob.OK("poll_passives"); !strings.Contains(out, "received 0") {
 		t.Errorf("bob got something from a stranger: %q", out)
 	}
 	// Her key added to the allow file, the running relay takes her files: the one that
 	// waited and a new one.
 	concatFiles(t, allow, alice.key, bob.key, mallory.key)
-	if out := mallory.ok("send_hello", "--peer", "bob"); strings.Contains(out, "not delivered") {
+	if out := mallory.OK("send_hello", "--peer", "bob"); strings.Contains(out, "not delivered") {
 		t.Errorf("after the allow file named mallory: %q", out)
 	}
-	if out := bob.ok("poll_passives"); !strings.Contains(out, "received 2") {
+	if out := bob.OK("poll_passives"); !strings.Contains(out, "received 2") {
 		t.Errorf("bob's poll_passives after mallory was allowed: %q", out)
 	}
-	if out := bob.ok("process_message"); !strings.Contains(out, "processed 2, quarantined 0") {
+	if out := bob.OK("process_message"); !strings.Contains(out, "processed 2, quarantined 0") {
 		t.Errorf("bob's process_message of mallory's HELLOs: %q", out)
 	}
 	if useProxy {
@@ -490,7 +452,7 @@ func relayScenario(t *testing.T, useTLS, useProxy bool) {
 
 	srv.stop(t)
 	// The relay gone, files wait (temporary failure) and show_database counts them.
-	if out := alice.ok("send_hello", "--peer", "bob"); !strings.Contains(out, "not delivered") {
+	if out := alice.OK("send_hello", "--peer", "bob"); !strings.Contains(out, "not delivered") {
 		t.Errorf("a HELLO with the relay stopped: %q", out)
 	}
 	if r := alice.peerRow("bob"); r["queue_depth"] != 1.0 || r["last_method"] != "relay" || r["last_error"] == "" {
@@ -500,8 +462,8 @@ func relayScenario(t *testing.T, useTLS, useProxy bool) {
 		t.Errorf("alice's show_database text: queue_depth of bob %q, want 1", q)
 	}
 	for _, n := range []*relayNode{alice, bob} {
-		if q := files(t, filepath.Join(n.dir, "quarantine")); len(q) > 0 {
-			t.Errorf("%s quarantined %v", n.name, q)
+		if q := files(t, filepath.Join(n.Dir, "quarantine")); len(q) > 0 {
+			t.Errorf("%s quarantined %v", n.Name, q)
 		}
 	}
 	// The relay logs nothing else than the refusal and the test's own probes of its port.
@@ -516,16 +478,16 @@ func relayScenario(t *testing.T, useTLS, useProxy bool) {
 // A relay over its quota or size limit refuses files; the files wait at the sender.
 func TestRelayServer_Limits(t *testing.T) {
 	root := t.TempDir()
-	port := freePort(t)
+	port := clirun.FreePort(t)
 	alice, bob := newRelayNode(t, root, "alice"), newRelayNode(t, root, "bob")
 	allow := filepath.Join(root, "allow.asc")
 	concatFiles(t, allow, alice.key, bob.key)
 	// A HELLO is a few kB: a quota of 1 byte refuses every one, for now (507, temporary).
 	srv := startRelay(t, port, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--dir", filepath.Join(root, "relay"), "--allow", allow, "--quota", "0.001k")
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	alice.ok("set_option", "--name", "relayURL", "--value", url)
+	alice.OK("set_option", "--name", "relayURL", "--value", url)
 	alice.link(bob, url)
-	if out := alice.ok("send_hello", "--peer", "bob"); !strings.Contains(out, "not delivered") {
+	if out := alice.OK("send_hello", "--peer", "bob"); !strings.Contains(out, "not delivered") {
 		t.Errorf("a relay with a 1-byte quota took a HELLO: %q", out)
 	}
 	if r := alice.peerRow("bob"); r["queue_depth"] != 1.0 || !strings.Contains(fmt.Sprint(r["last_error"]), "507") {
@@ -552,14 +514,14 @@ func TestRelayServer_Limits(t *testing.T) {
 	if err := os.Chtimes(filepath.Join(sp.Dir(box), "old.pgp"), old, old); err != nil {
 		t.Fatal(err)
 	}
-	port = freePort(t)
+	port = clirun.FreePort(t)
 	srv = startRelay(t, port, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--dir", dir, "--allow", allow, "--max_size", "0.1k", "--max_age", "3600")
 	url = fmt.Sprintf("http://127.0.0.1:%d", port)
-	alice.ok("edit_peer", "--peer", "bob", "--relay", url)
-	if out, _, _ := alice.run("send_message"); !strings.Contains(out, "undeliverable 1") {
+	alice.OK("edit_peer", "--peer", "bob", "--relay", url)
+	if out, _, _ := alice.Run("send_message"); !strings.Contains(out, "undeliverable 1") {
 		t.Errorf("a relay with --max_size 0.1k and a queued HELLO: %q", out)
 	}
-	if q := files(t, filepath.Join(alice.dir, "quarantine")); len(q) == 0 {
+	if q := files(t, filepath.Join(alice.Dir, "quarantine")); len(q) == 0 {
 		t.Errorf("a file the relay refuses as too large was not quarantined")
 	}
 	if r := alice.peerRow("bob"); r["queue_depth"] != 0.0 || !strings.Contains(fmt.Sprint(r["last_error"]), "413") {
@@ -580,15 +542,15 @@ func TestRelayServer_Limits(t *testing.T) {
 
 // fingerprint is the node's key fingerprint, read from its export_key output.
 func (n *relayNode) fingerprint() string {
-	n.t.Helper()
+	n.T.Helper()
 	f, err := os.Open(n.key)
 	if err != nil {
-		n.t.Fatal(err)
+		n.T.Fatal(err)
 	}
 	defer f.Close()
 	keys, err := pgpmsg.ReadKeys(f)
 	if err != nil || len(keys) != 1 {
-		n.t.Fatalf("%s: %s: %d keys, %v", n.name, n.key, len(keys), err)
+		n.T.Fatalf("%s: %s: %d keys, %v", n.Name, n.key, len(keys), err)
 	}
 	return string(keys[0].Fingerprint())
 }

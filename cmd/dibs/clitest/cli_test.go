@@ -6,11 +6,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,137 +16,73 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dibs-backup/dibs/cmd/dibs/internal/clirun"
 )
 
 var bin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "dibs-cli-")
+	b, cleanup, err := clirun.Build("github.com/dibs-backup/dibs/cmd/dibs")
 	if err != nil {
-		panic(err)
-	}
-	bin = filepath.Join(dir, "dibs")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/dibs-backup/dibs/cmd/dibs").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	bin = b
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 
-// node is one DIBS_DIR.
+// node is one DIBS_DIR with its daemon's port.
 type node struct {
-	t    *testing.T
-	name string
-	dir  string
+	*clirun.Node
 	port int
 }
 
-// run runs dibs with the node's DIBS_DIR and returns stdout, stderr and the exit code.
-func (n *node) run(args ...string) (string, string, int) {
-	n.t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "DIBS_DIR="+n.dir)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		n.t.Fatalf("%s: dibs %v: %v", n.name, args, err)
-	}
-	return out.String(), errb.String(), code
-}
-
-// ok runs dibs and fails the test unless it succeeds.
-func (n *node) ok(args ...string) string {
-	n.t.Helper()
-	out, errs, code := n.run(args...)
-	if code != 0 {
-		n.t.Fatalf("%s: dibs %s: exit %d: %s", n.name, strings.Join(args, " "), code, errs)
-	}
-	return out
-}
-
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func newNode(t *testing.T, root, name string) *node {
-	n := &node{t: t, name: name, dir: filepath.Join(root, name), port: freePort(t)}
-	n.ok("init", "--key", name+".dibs@cli.invalid")
-	n.ok("set_option", "--name", "daemonPort", "--value", fmt.Sprint(n.port))
-	n.ok("set_option", "--name", "daemonHost", "--value", "127.0.0.1")
-	n.ok("set_option", "--name", "talkRetryDelay", "--value", "0")
-	n.ok("export_key", "--out", filepath.Join(root, name+".asc"))
+	n := &node{Node: &clirun.Node{T: t, Bin: bin, Name: name, Dir: filepath.Join(root, name)}, port: clirun.FreePort(t)}
+	n.OK("init", "--key", name+".dibs@cli.invalid")
+	n.OK("set_option", "--name", "daemonPort", "--value", fmt.Sprint(n.port))
+	n.OK("set_option", "--name", "daemonHost", "--value", "127.0.0.1")
+	n.OK("set_option", "--name", "talkRetryDelay", "--value", "0")
+	n.OK("export_key", "--out", filepath.Join(root, name+".asc"))
 	return n
 }
 
 // startDaemon runs `dibs start_daemon` in the background until the test ends (or stop).
 func (n *node) startDaemon() *exec.Cmd {
-	n.t.Helper()
-	cmd := exec.Command(bin, "start_daemon")
-	cmd.Env = append(os.Environ(), "DIBS_DIR="+n.dir)
+	n.T.Helper()
+	cmd := n.Command("start_daemon")
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
 	if err := cmd.Start(); err != nil {
-		n.t.Fatal(err)
+		n.T.Fatal(err)
 	}
-	n.t.Cleanup(func() {
+	n.T.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			cmd.Process.Signal(syscall.SIGTERM)
 			cmd.Wait()
 		}
 	})
-	waitPort(n.t, n.port)
+	clirun.WaitPort(n.T, n.port)
 	return cmd
 }
 
-func waitPort(t *testing.T, port int) {
-	t.Helper()
-	for range 200 {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	t.Fatalf("nothing listens on port %d", port)
-}
-
-// database returns show_database --json --only section.
-func (n *node) database(section string) []map[string]any {
-	n.t.Helper()
-	var db map[string][]map[string]any
-	if err := json.Unmarshal([]byte(n.ok("show_database", "--json", "--only", section)), &db); err != nil {
-		n.t.Fatalf("show_database --json: %v", err)
-	}
-	return db[section]
-}
-
 func TestCLI_WrongArgumentsGiveOneLine(t *testing.T) {
-	n := &node{t: t, name: "x", dir: filepath.Join(t.TempDir(), "x")}
+	n := &clirun.Node{T: t, Bin: bin, Name: "x", Dir: filepath.Join(t.TempDir(), "x")}
 	for _, args := range [][]string{
 		{"no_such_command"},
 		{"add_peer", "--email", "a@b"},
 		{"init"},
 	} {
-		_, errs, code := n.run(args...)
+		_, errs, code := n.Run(args...)
 		lines := strings.Split(strings.TrimRight(errs, "\n"), "\n")
 		if code == 0 || len(lines) != 1 || !strings.HasPrefix(lines[0], "dibs: ") {
 			t.Errorf("dibs %v: exit %d, stderr %q; want one line starting with 'dibs: '", args, code, errs)
 		}
 	}
-	n.ok("init", "--key", "x.dibs@cli.invalid")
+	n.OK("init", "--key", "x.dibs@cli.invalid")
 	for _, args := range [][]string{
 		{"add_peer", "--peer", "p", "--email", "p@x", "--local_quota", "12q", "--remote_quota", "1g", "--talk", "active", "--listen", "active"},
 		{"set_option", "--name", "noSuchOption", "--value", "1"},
@@ -160,7 +94,7 @@ func TestCLI_WrongArgumentsGiveOneLine(t *testing.T) {
 		{"relay_server", "--listen", "127.0.0.1:0"},
 		{"relay_server", "--listen", "127.0.0.1:0", "--dir", t.TempDir(), "--tls_cert", "c.pem"},
 	} {
-		_, errs, code := n.run(args...)
+		_, errs, code := n.Run(args...)
 		lines := strings.Split(strings.TrimRight(errs, "\n"), "\n")
 		if code == 0 || len(lines) != 1 || !strings.HasPrefix(lines[0], "dibs: ") {
 			t.Errorf("dibs %v: exit %d, stderr %q; want one line starting with 'dibs: '", args, code, errs)
@@ -223,20 +157,20 @@ func TestCLI_BackupLosePeerAndDiskRecover(t *testing.T) {
 	peers := []*node{newNode(t, root, "bob"), newNode(t, root, "carol"), newNode(t, root, "dave")}
 	for _, p := range peers {
 		// Alice pushes to the daemons; they keep what is for her until she pulls it.
-		alice.ok("add_peer", "--peer", p.name, "--email", p.name+"@cli.invalid", "--local_quota", "100m", "--remote_quota", "100m",
-			"--talk", "active", "--listen", "passive", "--host", "127.0.0.1", "--port", fmt.Sprint(p.port), "--key_file", filepath.Join(root, p.name+".asc"))
-		p.ok("add_peer", "--peer", "alice", "--email", "alice@cli.invalid", "--local_quota", "100m", "--remote_quota", "100m",
+		alice.OK("add_peer", "--peer", p.Name, "--email", p.Name+"@cli.invalid", "--local_quota", "100m", "--remote_quota", "100m",
+			"--talk", "active", "--listen", "passive", "--host", "127.0.0.1", "--port", fmt.Sprint(p.port), "--key_file", filepath.Join(root, p.Name+".asc"))
+		p.OK("add_peer", "--peer", "alice", "--email", "alice@cli.invalid", "--local_quota", "100m", "--remote_quota", "100m",
 			"--talk", "passive", "--listen", "active", "--key_file", filepath.Join(root, "alice.asc"))
-		p.ok("set_option", "--name", "kbPerFile", "--value", "100")
+		p.OK("set_option", "--name", "kbPerFile", "--value", "100")
 	}
-	alice.ok("set_option", "--name", "kbPerFile", "--value", "100")
+	alice.OK("set_option", "--name", "kbPerFile", "--value", "100")
 	daemons := map[string]*exec.Cmd{}
 	for _, p := range peers {
-		daemons[p.name] = p.startDaemon()
+		daemons[p.Name] = p.startDaemon()
 	}
 	tree := filepath.Join(root, "tree")
 	writeTree(t, tree)
-	if out := alice.ok("store", "--name", tree, "--as", "docs"); !strings.Contains(out, "new versions") {
+	if out := alice.OK("store", "--name", tree, "--as", "docs"); !strings.Contains(out, "new versions") {
 		t.Fatalf("store said %q", out)
 	}
 	cron := func(n *node, until func() bool) {
@@ -244,16 +178,16 @@ func TestCLI_BackupLosePeerAndDiskRecover(t *testing.T) {
 		deadline := time.Now().Add(60 * time.Second)
 		for !until() {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: cron rounds never got there", n.name)
+				t.Fatalf("%s: cron rounds never got there", n.Name)
 			}
-			n.run("send_message")
-			n.run("poll_passives")
-			n.ok("process_message")
+			n.Run("send_message")
+			n.Run("poll_passives")
+			n.OK("process_message")
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
 	allStored := func() bool {
-		rows := alice.database("files")
+		rows := alice.Database("files")
 		for _, r := range rows {
 			if r["status"] != "stored" {
 				return false
@@ -262,13 +196,13 @@ func TestCLI_BackupLosePeerAndDiskRecover(t *testing.T) {
 		return len(rows) > 120
 	}
 	cron(alice, allStored)
-	for _, r := range alice.database("peers") {
+	for _, r := range alice.Database("peers") {
 		if r["remote_used"].(float64) <= 0 || r["last_heard"] == nil {
 			t.Errorf("peer row after storing: %v", r)
 		}
 	}
 	// A cron process_message on bob's directory while bob's daemon runs changes nothing.
-	peers[0].ok("process_message")
+	peers[0].OK("process_message")
 
 	// carol is gone for good; alice's disk dies, the recovery kit survives.
 	daemons["carol"].Process.Signal(syscall.SIGTERM)
@@ -276,27 +210,27 @@ func TestCLI_BackupLosePeerAndDiskRecover(t *testing.T) {
 		t.Fatalf("carol's daemon did not exit cleanly on SIGTERM: %v", err)
 	}
 	kit := filepath.Join(root, "kit.asc")
-	alice.ok("export_recovery_kit", "--out", kit)
-	os.RemoveAll(alice.dir)
-	alice.ok("import_recovery_kit", "--file", kit)
-	if rows := alice.database("files"); len(rows) != 0 {
+	alice.OK("export_recovery_kit", "--out", kit)
+	os.RemoveAll(alice.Dir)
+	alice.OK("import_recovery_kit", "--file", kit)
+	if rows := alice.Database("files"); len(rows) != 0 {
 		t.Fatalf("a fresh directory knows %d files", len(rows))
 	}
-	alice.ok("recover_all")
+	alice.OK("recover_all")
 	cron(alice, func() bool {
-		for _, r := range alice.database("recovery") {
+		for _, r := range alice.Database("recovery") {
 			if r["name"] == "*all*" && r["state"] != "waiting" {
 				return true
 			}
 		}
 		return false
 	})
-	for _, r := range alice.database("recovery") {
+	for _, r := range alice.Database("recovery") {
 		if r["state"] != "done" {
 			t.Fatalf("recovery: %v", r)
 		}
 	}
-	want, got := treeSums(t, tree), treeSums(t, filepath.Join(alice.dir, "recovery", "docs"))
+	want, got := treeSums(t, tree), treeSums(t, filepath.Join(alice.Dir, "recovery", "docs"))
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s: recovered %q, want %q", k, got[k], v)
@@ -306,10 +240,10 @@ func TestCLI_BackupLosePeerAndDiskRecover(t *testing.T) {
 		t.Errorf("recovered %d entries, stored %d", len(got), len(want))
 	}
 	// The rebuilt books work: probe, then store again.
-	alice.ok("probe", "--file", "docs/big.bin")
+	alice.OK("probe", "--file", "docs/big.bin")
 	cron(alice, func() bool {
 		good := 0.0
-		for _, r := range alice.database("probe") {
+		for _, r := range alice.Database("probe") {
 			good += r["good"].(float64)
 			if r["failed"].(float64) > 0 {
 				t.Fatalf("probe failed: %v", r)
@@ -318,11 +252,11 @@ func TestCLI_BackupLosePeerAndDiskRecover(t *testing.T) {
 		return good > 0
 	})
 	for _, p := range []*node{peers[0], peers[2]} {
-		if q, _ := os.ReadDir(filepath.Join(p.dir, "quarantine")); len(q) > 0 {
-			t.Errorf("%s quarantined %d files", p.name, len(q))
+		if q, _ := os.ReadDir(filepath.Join(p.Dir, "quarantine")); len(q) > 0 {
+			t.Errorf("%s quarantined %d files", p.Name, len(q))
 		}
 	}
-	if _, errs, code := alice.run("stop_daemon"); code == 0 || !strings.Contains(errs, "no daemon") {
+	if _, errs, code := alice.Run("stop_daemon"); code == 0 || !strings.Contains(errs, "no daemon") {
 		t.Errorf("stop_daemon without a daemon: exit %d, %q", code, errs)
 	}
 }
@@ -340,7 +274,7 @@ func TestCLI_RelayServer(t *testing.T) {
 	a, _ := os.ReadFile(filepath.Join(root, "alice.asc"))
 	b, _ := os.ReadFile(filepath.Join(root, "bob.asc"))
 	os.WriteFile(allow, append(a, b...), 0o600)
-	port := freePort(t)
+	port := clirun.FreePort(t)
 	relayDir := filepath.Join(root, "relay")
 	srv := exec.Command(bin, "relay_server", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--dir", relayDir, "--allow", allow, "--tls_cert", cert, "--tls_key", key)
 	var srvErr bytes.Buffer
@@ -354,45 +288,45 @@ func TestCLI_RelayServer(t *testing.T) {
 			srv.Wait()
 		}
 	}()
-	waitPort(t, port)
+	clirun.WaitPort(t, port)
 	url := fmt.Sprintf("https://127.0.0.1:%d", port)
 	for _, n := range []*node{alice, bob, mallory} {
-		n.ok("set_option", "--name", "relayURL", "--value", url)
-		n.ok("set_option", "--name", "relayCAFile", "--value", cert)
+		n.OK("set_option", "--name", "relayURL", "--value", url)
+		n.OK("set_option", "--name", "relayCAFile", "--value", cert)
 	}
 	link := func(from, to *node) {
-		from.ok("add_peer", "--peer", to.name, "--email", to.name+"@cli.invalid", "--local_quota", "1g", "--remote_quota", "1g",
-			"--talk", "relay", "--listen", "relay", "--relay", url, "--key_file", filepath.Join(root, to.name+".asc"))
+		from.OK("add_peer", "--peer", to.Name, "--email", to.Name+"@cli.invalid", "--local_quota", "1g", "--remote_quota", "1g",
+			"--talk", "relay", "--listen", "relay", "--relay", url, "--key_file", filepath.Join(root, to.Name+".asc"))
 	}
 	link(alice, bob)
 	link(bob, alice)
 	link(mallory, bob)
-	if out := alice.ok("send_hello", "--peer", "bob"); strings.Contains(out, "not delivered") {
+	if out := alice.OK("send_hello", "--peer", "bob"); strings.Contains(out, "not delivered") {
 		t.Fatalf("alice's HELLO through the relay: %q", out)
 	}
-	bob.ok("poll_passives")
-	bob.ok("process_message")
-	bob.ok("send_message")
-	alice.ok("poll_passives")
-	alice.ok("process_message")
+	bob.OK("poll_passives")
+	bob.OK("process_message")
+	bob.OK("send_message")
+	alice.OK("poll_passives")
+	alice.OK("process_message")
 	for _, pair := range [][2]*node{{alice, bob}, {bob, alice}} {
 		heard := false
-		for _, r := range pair[0].database("peers") {
-			if r["peer"] == pair[1].name && r["last_heard"] != nil {
+		for _, r := range pair[0].Database("peers") {
+			if r["peer"] == pair[1].Name && r["last_heard"] != nil {
 				heard = true
 			}
 		}
 		if !heard {
-			t.Errorf("%s never heard from %s through the relay", pair[0].name, pair[1].name)
+			t.Errorf("%s never heard from %s through the relay", pair[0].Name, pair[1].Name)
 		}
 	}
 	// Mallory is not in the allow file: the relay refuses her, and her file stays queued.
-	if out := mallory.ok("send_hello", "--peer", "bob"); !strings.Contains(out, "not delivered") {
+	if out := mallory.OK("send_hello", "--peer", "bob"); !strings.Contains(out, "not delivered") {
 		t.Errorf("the relay took a stranger's deposit: %q", out)
 	}
-	mallory.run("send_message")
-	bob.ok("poll_passives")
-	if out := bob.ok("process_message"); !strings.Contains(out, "processed 0") {
+	mallory.Run("send_message")
+	bob.OK("poll_passives")
+	if out := bob.OK("process_message"); !strings.Contains(out, "processed 0") {
 		t.Errorf("bob got something from a stranger: %q", out)
 	}
 	srv.Process.Signal(syscall.SIGTERM)
