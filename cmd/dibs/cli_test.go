@@ -483,3 +483,27 @@ func openReply(t *testing.T, path string, me *pgpmsg.Identity, from *pgpmsg.Key)
 	}
 	return msg.Header.Get(pgpmsg.FieldInReplyTo)
 }
+
+// The text show_database puts something in every cell ("-" for nothing yet), so that a
+// script can split a row on blanks and count columns.
+func TestCLI_ShowDatabaseTextHasNoBlankCells(t *testing.T) {
+	root := t.TempDir()
+	alice, bob := newCLINode(t, root, "alice"), newCLINode(t, root, "bob")
+	alice.addPeer(bob, "active", "passive") // no comment, no relay, never heard from
+	out := alice.OK("show_database")
+	for _, section := range strings.Split(out, "== ")[1:] {
+		lines := strings.Split(strings.TrimSpace(section), "\n")
+		if len(lines) < 2 {
+			continue // an empty section: its title only
+		}
+		cols := len(strings.Fields(lines[1]))
+		for _, row := range lines[2:] {
+			if n := len(strings.Fields(row)); n != cols {
+				t.Errorf("section %s: row %q has %d cells, the header %d", lines[0], row, n, cols)
+			}
+		}
+	}
+	if !strings.Contains(out, "== peers (1)") {
+		t.Fatalf("no peer listed:\n%s", out)
+	}
+}

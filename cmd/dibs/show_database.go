@@ -63,7 +63,7 @@ func printSection(w io.Writer, name string, v any) {
 		var cells []string
 		for _, c := range cols {
 			cell := r[c]
-			if cell == nil {
+			if cell == nil || cell == "" { // every cell holds something: columns stay countable
 				cells = append(cells, "-")
 			} else if f, ok := cell.(float64); ok && (strings.HasSuffix(c, "_quota") || strings.HasSuffix(c, "_used") || c == "bytes" || c == "size") {
 				cells = append(cells, agent.FormatSize(int64(f)))
