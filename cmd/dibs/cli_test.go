@@ -484,8 +484,9 @@ func openReply(t *testing.T, path string, me *pgpmsg.Identity, from *pgpmsg.Key)
 	return msg.Header.Get(pgpmsg.FieldInReplyTo)
 }
 
-// The text show_database puts something in every cell ("-" for nothing yet), so that a
-// script can split a row on blanks and count columns.
+// The text show_database puts something in every cell ("-" for nothing yet), so that no
+// column goes missing from a row split on blanks (values with blanks in them, such as
+// an error text, are the exception: --json is for scripts).
 func TestCLI_ShowDatabaseTextHasNoBlankCells(t *testing.T) {
 	root := t.TempDir()
 	alice, bob := newCLINode(t, root, "alice"), newCLINode(t, root, "bob")
