@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -57,18 +56,14 @@ func (n *Node) markGone(prefix string, present map[string]bool) (int, error) {
 	err := n.withDB(func(db *bolt.DB) error {
 		return db.Update(func(tx *bolt.Tx) error {
 			latest := map[string]FileVersion{}
-			c := tx.Bucket(bucketVersions).Cursor()
-			p := []byte(prefix + "/")
-			for k, v := c.Seek(p); k != nil && len(k) >= len(p) && string(k[:len(p)]) == string(p); k, v = c.Next() {
-				name, _, ok := splitVersionKey(k)
-				if !ok {
-					continue
+			err := eachVersion(tx, prefix, func(name string, _ int, fv FileVersion) error {
+				if name != prefix { // the entries below it
+					latest[name] = fv
 				}
-				var fv FileVersion
-				if err := json.Unmarshal(v, &fv); err != nil {
-					return err
-				}
-				latest[name] = fv
+				return nil
+			})
+			if err != nil {
+				return err
 			}
 			for name, fv := range latest {
 				top := name

@@ -141,6 +141,26 @@ func versionKey(name string, version int) []byte {
 	return binary.BigEndian.AppendUint32(k, uint32(version))
 }
 
+// eachVersion calls fn with every version of every stored name under root (root itself
+// included), in key order: by name, then oldest version first.
+func eachVersion(tx *bolt.Tx, root string, fn func(name string, version int, fv FileVersion) error) error {
+	c := tx.Bucket(bucketVersions).Cursor()
+	for k, v := c.Seek([]byte(root)); k != nil && bytes.HasPrefix(k, []byte(root)); k, v = c.Next() {
+		name, ver, ok := splitVersionKey(k)
+		if !ok || !under(name, root) {
+			continue
+		}
+		var fv FileVersion
+		if err := json.Unmarshal(v, &fv); err != nil {
+			return err
+		}
+		if err := fn(name, ver, fv); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func splitVersionKey(k []byte) (string, int, bool) {
 	if len(k) < 5 || k[len(k)-5] != 0 {
 		return "", 0, false

@@ -160,22 +160,13 @@ func (n *Node) RecoverFile(sname string, version int) (string, error) {
 // newest when version is 0).
 func chooseVersions(tx *bolt.Tx, root string, version int) (map[string]FileVersion, error) {
 	chosen := map[string]FileVersion{}
-	c := tx.Bucket(bucketVersions).Cursor()
-	for k, v := c.Seek([]byte(root)); k != nil && bytes.HasPrefix(k, []byte(root)); k, v = c.Next() {
-		name, ver, ok := splitVersionKey(k)
-		if !ok || !under(name, root) {
-			continue
+	err := eachVersion(tx, root, func(name string, ver int, fv FileVersion) error {
+		if version == 0 || ver == version {
+			chosen[name] = fv // versions come in order: the newest wins
 		}
-		if version > 0 && ver != version {
-			continue
-		}
-		var fv FileVersion
-		if err := json.Unmarshal(v, &fv); err != nil {
-			return nil, err
-		}
-		chosen[name] = fv // versions come in order: the newest wins
-	}
-	return chosen, nil
+		return nil
+	})
+	return chosen, err
 }
 
 // askForObjects sends one RECOVER per peer, listing the pieces it holds of the job's

@@ -3,7 +3,6 @@ package agent
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -426,18 +425,13 @@ func (n *Node) Unstore(sname string) (UnstoreResult, error) {
 		return db.Update(func(tx *bolt.Tx) error {
 			var all []FileVersion
 			names := map[string]bool{}
-			c := tx.Bucket(bucketVersions).Cursor()
-			for k, v := c.Seek([]byte(root)); k != nil && bytes.HasPrefix(k, []byte(root)); k, v = c.Next() {
-				name, _, ok := splitVersionKey(k)
-				if !ok || !under(name, root) {
-					continue
-				}
-				var fv FileVersion
-				if err := json.Unmarshal(v, &fv); err != nil {
-					return err
-				}
+			err := eachVersion(tx, root, func(name string, _ int, fv FileVersion) error {
 				all = append(all, fv)
 				names[name] = true
+				return nil
+			})
+			if err != nil {
+				return err
 			}
 			if len(all) == 0 {
 				return fmt.Errorf("%s is not stored (dibs show_database --only files lists what is)", root)

@@ -362,19 +362,10 @@ func (r *storeRun) load(root string) error {
 				}
 				r.stat[string(k)] = se
 			}
-			vc := tx.Bucket(bucketVersions).Cursor()
-			for k, v := vc.Seek([]byte(root)); k != nil && bytes.HasPrefix(k, []byte(root)); k, v = vc.Next() {
-				name, _, ok := splitVersionKey(k)
-				if !ok || !under(name, root) {
-					continue
-				}
-				var fv FileVersion
-				if err := json.Unmarshal(v, &fv); err != nil {
-					return err
-				}
+			return eachVersion(tx, root, func(name string, _ int, fv FileVersion) error {
 				r.latest[name] = fv // keys are in version order: the last one wins
-			}
-			return nil
+				return nil
+			})
 		})
 	})
 }
