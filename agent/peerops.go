@@ -63,17 +63,26 @@ func (n *Node) readPeerKey(r io.Reader, p *Peer) ([]byte, *pgpmsg.Key, error) {
 	return armored.Bytes(), k, nil
 }
 
+// lockPeers takes the configuration lock and reads the peer list under it.
+func (n *Node) lockPeers() (unlock func(), peers []*Peer, err error) {
+	unlock, err = n.lockConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	if peers, err = loadPeers(n.Dir); err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return unlock, peers, nil
+}
+
 // AddPeer adds a peer. Required: email, quotas, talk and listen (see Peer.validate).
 func (n *Node) AddPeer(name string, e PeerEdit) error {
-	unlock, err := n.lockConfig()
+	unlock, peers, err := n.lockPeers()
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	peers, err := loadPeers(n.Dir)
-	if err != nil {
-		return err
-	}
 	for _, p := range peers {
 		if p.Name == name {
 			return fmt.Errorf("peer %s exists; change it with dibs edit_peer", name)
@@ -104,15 +113,11 @@ func (n *Node) AddPeer(name string, e PeerEdit) error {
 
 // EditPeer changes a peer. A quota cannot go below what is in use.
 func (n *Node) EditPeer(name string, e PeerEdit) error {
-	unlock, err := n.lockConfig()
+	unlock, peers, err := n.lockPeers()
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	peers, err := loadPeers(n.Dir)
-	if err != nil {
-		return err
-	}
 	var p *Peer
 	for _, q := range peers {
 		if q.Name == name {
@@ -152,15 +157,11 @@ func (n *Node) EditPeer(name string, e PeerEdit) error {
 // DeletePeer removes a peer that holds nothing for us and for which we hold nothing.
 // Messages still queued for it move to quarantine/.
 func (n *Node) DeletePeer(name string) error {
-	unlock, err := n.lockConfig()
+	unlock, peers, err := n.lockPeers()
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	peers, err := loadPeers(n.Dir)
-	if err != nil {
-		return err
-	}
 	idx := -1
 	for i, q := range peers {
 		if q.Name == name {
