@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"sort"
@@ -64,6 +65,13 @@ const memoryLimit = 96 << 20
 func main() {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memoryLimit)
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		// Twice as many Ps as cores: a goroutine blocked in a disk write or an fsync
+		// keeps its P for the whole call when the call ends before the runtime's monitor
+		// hands the P over (up to 10 ms), so with one P per core a core idles while there
+		// is sealing to do. store of a 1 GiB tree: 181-255 -> 285-288 MB/s on 2 cores.
+		runtime.GOMAXPROCS(2 * runtime.GOMAXPROCS(0))
 	}
 	if path := os.Getenv("DIBS_CPUPROFILE"); path != "" {
 		stopProfile := startCPUProfile(path)
