@@ -128,11 +128,10 @@ type storeRun struct {
 	jobs chan pieceJob  // sealing work
 	wg   sync.WaitGroup // the workers
 
-	stat    map[string]statEntry
-	latest  map[string]FileVersion
-	pack    packBuf
-	scratch []byte // a small file that does not fit in the pack
-	res     StoreResult
+	stat   map[string]statEntry
+	latest map[string]FileVersion
+	pack   packBuf
+	res    StoreResult
 
 	commits   chan pendingCommit // objects waiting for their commit, in order
 	committed chan struct{}      // closed when the committer is done
@@ -145,8 +144,7 @@ type pieceJob struct {
 	peer  *candidate
 	info  PieceInfo
 	man   []byte
-	shard []byte
-	sum   *[32]byte // if not nil, where the shard's hash goes too
+	shard erasure.Shard // hashed by the worker
 	out   *Piece
 	read  func()      // called once the shard is read: its buffer may be reused
 	done  func(error) // called once the piece is committed to the spool, or failed
@@ -312,11 +310,9 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 		go func() {
 			defer r.wg.Done()
 			for j := range r.jobs {
-				j.info.ShardHash = sha256.Sum256(j.shard)
-				if j.sum != nil {
-					*j.sum = j.info.ShardHash
-				}
-				p, err := n.sealStore(j.peer, j.info, j.man, j.shard, j.read)
+				j.shard.SetHash()
+				j.info.ShardHash = j.shard.Hash
+				p, err := n.sealStore(j.peer, j.info, j.man, j.shard.Data, j.read)
 				if err == nil {
 					*j.out = p
 				}
@@ -443,25 +439,22 @@ func (r *storeRun) sameContent(name, hash string, mode uint32) (FileVersion, boo
 	return lv, ok && lv.Deleted.IsZero() && lv.Kind == KindFile && lv.Hash == hash && lv.Mode == mode
 }
 
-// packEntry adds a small file, a directory or a link to the pack.
+// packEntry adds a small file, a directory or a link to the pack. A file is read
+// straight into the pack's free space.
 func (r *storeRun) packEntry(p string, me ManifestEntry, se statEntry) error {
 	if r.pack.data == nil {
 		r.pack.data = make([]byte, 0, r.segSize) // reused for every pack of the run
 	}
-	var data []byte
-	inPack := false
-	if me.Kind == KindFile && me.Size > 0 {
-		// Read straight into the pack when it has room, else into a scratch buffer.
-		dst := r.pack.data[len(r.pack.data):cap(r.pack.data)]
-		inPack = int64(len(dst)) >= me.Size
-		if !inPack {
-			if r.scratch == nil {
-				r.scratch = make([]byte, r.packLimit)
-			}
-			dst = r.scratch
+	if int64(len(r.pack.data))+me.Size > int64(r.segSize) {
+		if err := r.flushPack(); err != nil {
+			return err
 		}
+	}
+	var data []byte
+	if me.Kind == KindFile && me.Size > 0 {
+		free := r.pack.data[len(r.pack.data):cap(r.pack.data)]
 		var err error
-		data, err = readSmall(p, dst[:min(int64(len(dst)), r.packLimit)])
+		data, err = readSmall(p, free[:min(int64(len(free)), r.packLimit)])
 		if err != nil {
 			r.warn("%s: %v", p, unwrapPath(err))
 			return nil
@@ -475,17 +468,8 @@ func (r *storeRun) packEntry(p string, me ManifestEntry, se statEntry) error {
 			return r.keepStat(me.Name, se, lv)
 		}
 	}
-	if !inPack && int64(len(r.pack.data))+me.Size > int64(r.segSize) {
-		if err := r.flushPack(); err != nil {
-			return err
-		}
-	}
 	me.Offset = int64(len(r.pack.data))
-	if inPack {
-		r.pack.data = r.pack.data[:len(r.pack.data)+len(data)]
-	} else {
-		r.pack.data = append(r.pack.data, data...)
-	}
+	r.pack.data = r.pack.data[:len(r.pack.data)+len(data)]
 	r.pack.entries = append(r.pack.entries, me)
 	r.pack.sources = append(r.pack.sources, p)
 	se.Version, se.Hash = me.Version, me.Hash
@@ -572,9 +556,12 @@ func newShardHash(k, segSize int) *shardHash {
 
 func (s *shardHash) add(shards []erasure.Shard) {
 	for _, sh := range shards[:s.k] {
-		s.h.Write(sh.Hash[:])
+		s.addHash(sh.Hash[:])
 	}
 }
+
+// addHash adds the hash of the next data shard.
+func (s *shardHash) addHash(sum []byte) { s.h.Write(sum) }
 
 func (s *shardHash) sum() string {
 	return fmt.Sprintf("rs1-%d-%d:%s", s.k, s.segSize, hex.EncodeToString(s.h.Sum(nil)))
@@ -639,7 +626,7 @@ type pendingObj struct {
 // workers. It returns once src is read: the pieces of this object are sealed while the
 // next object is read (two segment buffers bound the memory in flight). The workers
 // also hash the shards, so that this loop only reads and codes; with h, po.hash is the
-// content hash once po.done is closed.
+// content hash once po.done is closed (if no piece failed).
 func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEntry, h *shardHash) (*pendingObj, error) {
 	man, err := json.Marshal(manifest)
 	if err != nil {
@@ -652,10 +639,6 @@ func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEn
 	segs := int(max(1, (size+int64(r.segSize)-1)/int64(r.segSize)))
 	obj := &Object{ID: pgpmsg.NewMessageID(), Size: size, K: k, N: nn, SegmentSize: int64(r.segSize), Created: r.now, Manifest: manifest, Segments: make([]Segment, segs)}
 	po := &pendingObj{obj: obj, done: make(chan struct{})}
-	var dataHashes [][32]byte // segment by segment, the data shards' hashes, for h
-	if h != nil {
-		dataHashes = make([][32]byte, segs*k)
-	}
 	var (
 		mu      sync.Mutex
 		all     sync.WaitGroup
@@ -713,15 +696,8 @@ func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEn
 		// files may still be syncing: the next segment is read meanwhile.
 		var segRead sync.WaitGroup
 		for i, sh := range shards {
-			var sum *[32]byte
-			if h != nil && i < k {
-				sum = &dataHashes[s*k+i]
-			}
 			if peers[i] == nil {
 				sh.SetHash()
-				if sum != nil {
-					*sum = sh.Hash
-				}
 				seg.Pieces[i] = Piece{Index: i, ShardHash: hex.EncodeToString(sh.Hash[:]), State: PieceLost, Why: "no peer with room when stored"}
 				continue
 			}
@@ -731,7 +707,7 @@ func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEn
 			segRead.Add(1)
 			all.Add(1)
 			pieces++
-			r.jobs <- pieceJob{peer: peers[i], info: info, man: man, shard: sh.Data, sum: sum, out: &seg.Pieces[i], read: segRead.Done, done: func(err error) {
+			r.jobs <- pieceJob{peer: peers[i], info: info, man: man, shard: sh, out: &seg.Pieces[i], read: segRead.Done, done: func(err error) {
 				if err != nil {
 					fail(err)
 				}
@@ -757,9 +733,12 @@ func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEn
 	r.res.Pieces += pieces
 	go func() {
 		all.Wait()
-		if h != nil {
-			for i := range dataHashes {
-				h.h.Write(dataHashes[i][:]) // as add does, in the same order
+		if h != nil { // the data shards' hashes, now in the pieces' records
+			for _, seg := range obj.Segments {
+				for _, p := range seg.Pieces[:k] {
+					sum, _ := hex.DecodeString(p.ShardHash)
+					h.addHash(sum)
+				}
 			}
 			po.hash = h.sum()
 		}

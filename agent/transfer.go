@@ -155,10 +155,9 @@ func (n *Node) sendPeer(ctx context.Context, p *Peer, only string) (SendResult, 
 			n.updatePeerState(p.Name, func(ps *PeerState) {
 				ps.LastError, ps.LastErrorAt = m+": "+err.Error(), n.Now().UTC()
 			})
-			switch {
-			case queue.IsPermanent(err) && fileRefused(err):
+			if queue.IsPermanent(err) && fileRefused(err) {
 				refusals = append(refusals, m+": "+err.Error())
-			default:
+			} else {
 				// Away, or refusing us rather than this file (a relay whose allow file
 				// lacks our key yet, a transport not configured): the file waits
 				// until that changes, and the other files do not knock again.
