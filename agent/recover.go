@@ -630,26 +630,31 @@ func (n *Node) writeJob(tx *bolt.Tx, j *RecoveryJob, chosen map[string]FileVersi
 				failed = append(failed, name)
 				continue
 			}
-			if err := n.writeRecovered(fv); err != nil {
+			like := hashForm(tx, fv)
+			got, err := n.writeRecovered(fv, like)
+			if err != nil {
 				n.Log.Error("recover", "name", name, "err", err)
 				failed = append(failed, name+": "+err.Error())
 				continue
 			}
 			j.Written++
-			if err := n.noteContentHash(tx, fv); err != nil {
-				return err
+			if fv.Hash == "" && like != "" { // note it: the next store finds the file unchanged
+				fv.Hash = got
+				if err := putJSON(tx.Bucket(bucketVersions), versionKey(fv.Name, fv.Version), fv); err != nil {
+					return err
+				}
 			}
 		}
 	}
 	for _, fv := range links {
-		if err := n.writeRecovered(fv); err != nil {
+		if _, err := n.writeRecovered(fv, ""); err != nil {
 			failed = append(failed, fv.Name+": "+err.Error())
 			continue
 		}
 		j.Written++
 	}
 	for i := len(dirs) - 1; i >= 0; i-- { // deepest first: children do not touch a finished parent
-		if err := n.writeRecovered(dirs[i]); err != nil {
+		if _, err := n.writeRecovered(dirs[i], ""); err != nil {
 			failed = append(failed, dirs[i].Name+": "+err.Error())
 			continue
 		}
@@ -669,29 +674,19 @@ func (n *Node) writeJob(tx *bolt.Tx, j *RecoveryJob, chosen map[string]FileVersi
 	return putJob(tx, j)
 }
 
-// noteContentHash fills in the content hash of a large file's version whose books were
-// rebuilt from a manifest (recover_all): the manifest in its pieces was written before
-// the hash was known. With it, the next store sees the file unchanged instead of storing
-// all of it again.
-func (n *Node) noteContentHash(tx *bolt.Tx, fv FileVersion) error {
-	if fv.Kind != KindFile || fv.Hash != "" || fv.Object == "" {
-		return nil
+// hashForm is the form of fv's content hash: fv.Hash itself, or for a large file whose
+// books were rebuilt from a manifest (recover_all: the manifest in its pieces was written
+// before the hash was known) the form its object's code gives, so that writeRecovered
+// computes the hash to note.
+func hashForm(tx *bolt.Tx, fv FileVersion) string {
+	if fv.Hash != "" || fv.Kind != KindFile || fv.Object == "" {
+		return fv.Hash
 	}
 	o, err := getObject(tx, fv.Object)
 	if err != nil || o == nil {
-		return err
+		return ""
 	}
-	p, err := n.recoveredPath(fv.Name)
-	if err != nil {
-		return nil
-	}
-	h, err := contentHash(p, fmt.Sprintf("rs1-%d-%d:", o.K, o.SegmentSize))
-	if err != nil {
-		n.Log.Warn("recover: content hash", "name", fv.Name, "err", err)
-		return nil
-	}
-	fv.Hash = h
-	return putJSON(tx.Bucket(bucketVersions), versionKey(fv.Name, fv.Version), fv)
+	return fmt.Sprintf("rs1-%d-%d:", o.K, o.SegmentSize)
 }
 
 // recoveredPath is where a stored name is recovered: under recovery/, never outside.
@@ -710,60 +705,62 @@ func (n *Node) recoveredPath(name string) (string, error) {
 	return p, nil
 }
 
-// writeRecovered writes one version with its content, mode and mtime.
-func (n *Node) writeRecovered(fv FileVersion) error {
+// writeRecovered writes one version with its content, mode and mtime. For a file it
+// returns the content hash in the form of like (see hashForm), checked against fv.Hash
+// when fv has one.
+func (n *Node) writeRecovered(fv FileVersion, like string) (string, error) {
 	p, err := n.recoveredPath(fv.Name)
 	if err != nil {
-		return err
+		return "", err
 	}
 	mode := fs.FileMode(fv.Mode).Perm()
 	switch fv.Kind {
 	case KindDir:
 		if err := os.MkdirAll(p, 0o700); err != nil {
-			return err
+			return "", err
 		}
 		os.Chmod(p, mode|fs.FileMode(fv.Mode)&(fs.ModeSetgid|fs.ModeSticky))
-		return os.Chtimes(p, fv.MTime, fv.MTime)
+		return "", os.Chtimes(p, fv.MTime, fv.MTime)
 	case KindSymlink:
 		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			return err
+			return "", err
 		}
 		os.Remove(p)
 		if err := os.Symlink(fv.Link, p); err != nil {
-			return err
+			return "", err
 		}
 		ts := unix.NsecToTimeval(fv.MTime.UnixNano())
 		_ = unix.Lutimes(p, []unix.Timeval{ts, ts}) // best effort: not every filesystem keeps it
-		return nil
+		return "", nil
 	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return err
+		return "", err
 	}
 	var src io.Reader = bytes.NewReader(nil)
 	if fv.Object != "" && fv.Size > 0 {
 		f, err := os.Open(n.stagePath(fv.Object, objectFile))
 		if err != nil {
-			return err
+			return "", err
 		}
 		defer f.Close()
 		src = io.NewSectionReader(f, fv.Offset, fv.Size)
 	}
 	h := sha256.New()
 	if _, err := queue.WriteAtomic(p, io.TeeReader(src, h), 0o600); err != nil {
-		return err
+		return "", err
 	}
 	got := hex.EncodeToString(h.Sum(nil))
-	if strings.HasPrefix(fv.Hash, "rs1-") { // a large file's hash of shard hashes
-		if got, err = contentHash(p, fv.Hash); err != nil {
-			return err
+	if strings.HasPrefix(like, "rs1-") { // a large file's hash of shard hashes
+		if got, err = contentHash(p, like); err != nil {
+			return "", err
 		}
 	}
 	if fv.Hash != "" && got != fv.Hash {
 		os.Remove(p)
-		return errors.New("content does not match its hash")
+		return "", errors.New("content does not match its hash")
 	}
 	if err := os.Chmod(p, mode|fs.FileMode(fv.Mode)&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
-		return err
+		return "", err
 	}
-	return os.Chtimes(p, fv.MTime, fv.MTime)
+	return got, os.Chtimes(p, fv.MTime, fv.MTime)
 }
