@@ -28,9 +28,7 @@ func WriteAtomic(path string, r io.Reader, perm fs.FileMode) (int64, error) {
 	if err := f.Chmod(perm); err != nil {
 		return 0, fail(err)
 	}
-	bp := copyBufs.Get().(*[]byte)
-	n, err := io.CopyBuffer(writerOnly{f}, r, *bp)
-	copyBufs.Put(bp)
+	n, err := copyLimited(f, r, 0)
 	if err != nil {
 		return n, fail(err)
 	}

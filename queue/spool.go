@@ -114,11 +114,11 @@ func (s *Spool) checkBox(box Box) error {
 // delivering one file twice leaves one copy. If maxSize > 0 and r holds more than maxSize
 // bytes, Put fails with ErrTooLarge. It returns the number of bytes written.
 func (s *Spool) Put(box Box, name string, r io.Reader, maxSize int64) (int64, error) {
-	return s.put(box, name, func(tmp, dir string) (int64, error) { return commit(tmp, dir, name, r, maxSize) })
+	return s.put(box, name, func(f *os.File) (int64, error) { return copyLimited(f, r, maxSize) })
 }
 
-// put checks box and name, makes a peer's box if needed, and runs the commit.
-func (s *Spool) put(box Box, name string, commit func(tmp, dir string) (int64, error)) (int64, error) {
+// put checks box and name, makes a peer's box if needed, and commits what fill writes.
+func (s *Spool) put(box Box, name string, fill func(*os.File) (int64, error)) (int64, error) {
 	if err := s.checkBox(box); err != nil {
 		return 0, err
 	}
@@ -131,7 +131,7 @@ func (s *Spool) put(box Box, name string, commit func(tmp, dir string) (int64, e
 			return 0, fmt.Errorf("queue: put %s/%s: %w", box, name, err)
 		}
 	}
-	n, err := commit(filepath.Join(s.root, tmpDir), dir)
+	n, err := commitWith(filepath.Join(s.root, tmpDir), dir, name, fill)
 	if err != nil {
 		return n, fmt.Errorf("queue: put %s/%s: %w", box, name, err)
 	}
@@ -144,16 +144,14 @@ func (s *Spool) put(box Box, name string, commit func(tmp, dir string) (int64, e
 // pipe and the goroutine a Put from a writer would need. Whole chunks are written with
 // O_DIRECT where the filesystem allows (see direct.go).
 func (s *Spool) PutWith(box Box, name string, write func(io.Writer) error) (int64, error) {
-	return s.put(box, name, func(tmp, dir string) (int64, error) {
-		return commitWith(tmp, dir, name, func(f *os.File) (int64, error) {
-			dw := newDirectWriter(f)
-			cw := &countWriter{w: dw}
-			err := write(cw)
-			if cerr := dw.Close(); err == nil {
-				err = cerr
-			}
-			return cw.n, err
-		})
+	return s.put(box, name, func(f *os.File) (int64, error) {
+		dw := newDirectWriter(f)
+		cw := &countWriter{w: dw}
+		err := write(cw)
+		if cerr := dw.Close(); err == nil {
+			err = cerr
+		}
+		return cw.n, err
 	})
 }
 
@@ -172,23 +170,27 @@ func (c *countWriter) Write(p []byte) (int, error) {
 // that io.CopyBuffer uses the buffer it is given.
 type writerOnly struct{ io.Writer }
 
-// commit is the write → fsync → rename → fsync dir sequence.
-func commit(tmp, dir, name string, r io.Reader, maxSize int64) (int64, error) {
-	return commitWith(tmp, dir, name, func(f *os.File) (int64, error) {
-		src := r
-		if maxSize > 0 {
-			src = io.LimitReader(r, maxSize+1)
-		}
-		bp := copyBufs.Get().(*[]byte)
-		n, err := io.CopyBuffer(writerOnly{f}, src, *bp)
-		copyBufs.Put(bp)
-		if err == nil && maxSize > 0 && n > maxSize {
-			err = fmt.Errorf("%w: more than %d bytes", ErrTooLarge, maxSize)
-		}
-		return n, err
-	})
+// copyLimited copies r into f through a pooled buffer; with maxSize > 0, more than
+// maxSize bytes is ErrTooLarge (and r is not read much further).
+func copyLimited(f *os.File, r io.Reader, maxSize int64) (int64, error) {
+	if maxSize > 0 {
+		r = io.LimitReader(r, maxSize+1)
+	}
+	bp := copyBufs.Get().(*[]byte)
+	n, err := io.CopyBuffer(writerOnly{f}, r, *bp)
+	copyBufs.Put(bp)
+	if err == nil && maxSize > 0 && n > maxSize {
+		err = fmt.Errorf("%w: more than %d bytes", ErrTooLarge, maxSize)
+	}
+	return n, err
 }
 
+// commit is the write → fsync → rename → fsync dir sequence, for r.
+func commit(tmp, dir, name string, r io.Reader, maxSize int64) (int64, error) {
+	return commitWith(tmp, dir, name, func(f *os.File) (int64, error) { return copyLimited(f, r, maxSize) })
+}
+
+// commitWith is the write → fsync → rename → fsync dir sequence, for what fill writes.
 func commitWith(tmp, dir, name string, fill func(*os.File) (int64, error)) (n int64, err error) {
 	f, err := os.CreateTemp(tmp, "put-*.tmp")
 	if err != nil {
