@@ -457,6 +457,12 @@ func (s *spill) discard() {
 	}
 }
 
+// copyBufSize is the size of the buffers Open moves plaintext with: large enough that
+// the per-Read costs of the OpenPGP layers vanish.
+const copyBufSize = 1 << 20
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
 // copyChunks copies src to dst through buf, one Write per Read.
 func copyChunks(dst io.Writer, src io.Reader, buf []byte) error {
 	for {

@@ -10,13 +10,6 @@ import (
 	pgp "github.com/ProtonMail/go-crypto/openpgp/v2"
 )
 
-// copyBufSize is the size of the buffer payloads are moved with: large
-// enough that per-Write costs of the OpenPGP layers vanish, small enough
-// that the SEIPDv1 writer's per-Write temporary stays small.
-const copyBufSize = 1 << 20
-
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
-
 // sealChunk is the size of the Writes Seal makes into the OpenPGP writers, and of the
 // SEIPDv2 chunks. Each layer buffers about one Write (go-crypto's partial-length
 // writers hold a whole one), freshly allocated per message: small chunks keep that

@@ -316,7 +316,7 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, errNoLength):
 		return http.StatusLengthRequired
-	case errors.Is(err, ErrTooLarge), errors.Is(err, queue.ErrTooLarge):
+	case errors.Is(err, queue.ErrTooLarge): // ErrTooLarge wraps it too
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, ErrOverQuota):
 		return http.StatusInsufficientStorage
