@@ -7,12 +7,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -66,74 +63,24 @@ func (n *cliNode) addPeer(p *cliNode, talk, listen string) {
 		"--host", "127.0.0.1", "--port", fmt.Sprint(p.port), "--key_file", p.keyFile)
 }
 
-// daemonProc is a `dibs start_daemon` running in the background.
-type daemonProc struct {
-	cmd    *exec.Cmd
-	stderr *syncBuffer
-	done   chan struct{} // closed when it has exited, with err
-	err    error
-}
-
-func (n *cliNode) startDaemon() *daemonProc {
+// startDaemon runs `dibs start_daemon` in the background until it listens.
+func (n *cliNode) startDaemon() *clirun.Proc {
 	n.T.Helper()
-	d := &daemonProc{cmd: n.Command("start_daemon"), stderr: &syncBuffer{}, done: make(chan struct{})}
-	d.cmd.Stderr = d.stderr
-	if err := d.cmd.Start(); err != nil {
-		n.T.Fatal(err)
-	}
-	go func() { d.err = d.cmd.Wait(); close(d.done) }()
-	n.T.Cleanup(func() {
-		select {
-		case <-d.done:
-		default:
-			d.cmd.Process.Kill()
-			<-d.done
-		}
-	})
-	for range 400 {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", n.port)); err == nil {
-			c.Close()
-			return d
-		}
-		select {
-		case <-d.done:
-			n.T.Fatalf("%s: start_daemon exited: %v: %s", n.Name, d.err, d.stderr.String())
-		case <-time.After(25 * time.Millisecond):
-		}
-	}
-	n.T.Fatalf("%s: the daemon never listened on %d: %s", n.Name, n.port, d.stderr.String())
-	return nil
+	return clirun.StartProc(n.T, n.Name+": start_daemon", n.Command("start_daemon"), n.port)
 }
 
 // stop runs stop_daemon and waits for the daemon process, which must exit 0.
-func (n *cliNode) stopDaemon(d *daemonProc) {
+func (n *cliNode) stopDaemon(d *clirun.Proc) {
 	n.T.Helper()
 	n.OK("stop_daemon")
 	select {
-	case <-d.done:
-		if d.err != nil {
-			n.T.Fatalf("%s: the daemon exited with %v: %s", n.Name, d.err, d.stderr.String())
+	case <-d.Done():
+		if d.Err() != nil {
+			n.T.Fatalf("%s: the daemon exited with %v: %s", n.Name, d.Err(), d.Stderr.String())
 		}
 	case <-time.After(30 * time.Second):
 		n.T.Fatalf("%s: the daemon still runs after stop_daemon", n.Name)
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // lastHeard is show_database --json's last_heard of peer ("" if never).
@@ -208,7 +155,7 @@ func TestCLI_PassiveNodeAndDaemon(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	if heard == "" {
-		t.Fatalf("alice never heard from bob; bob's daemon said:\n%s", d.stderr.String())
+		t.Fatalf("alice never heard from bob; bob's daemon said:\n%s", d.Stderr.String())
 	}
 	bob.stopDaemon(d)
 	if bob.lastHeard("alice") == "" {
@@ -407,13 +354,13 @@ func TestCLI_DaemonAndCronProcessEachFileOnce(t *testing.T) {
 	<-cronDone
 	alice.stopDaemon(d)
 	if left := files(t, filepath.Join(alice.Dir, "incoming")); len(left) > 0 {
-		t.Fatalf("%d files left in incoming/; the daemon said:\n%s", len(left), d.stderr.String())
+		t.Fatalf("%d files left in incoming/; the daemon said:\n%s", len(left), d.Stderr.String())
 	}
 	if q := files(t, filepath.Join(alice.Dir, "quarantine")); len(q) > 0 {
 		t.Fatalf("quarantined %v", q)
 	}
 	// A lock-order deadlock between the two shows as a database open that timed out.
-	for _, line := range strings.Split(d.stderr.String(), "\n") {
+	for _, line := range strings.Split(d.Stderr.String(), "\n") {
 		if strings.Contains(line, agent.ErrDBBusy.Error()) {
 			t.Errorf("the daemon waited for the database until it gave up: %s", line)
 		}

@@ -107,81 +107,22 @@ func (n *relayNode) peerCell(peer, col string) string {
 	return ""
 }
 
-// relayProc is a `dibs relay_server` running in the background.
-type relayProc struct {
-	cmd      *exec.Cmd
-	out, err *lockedBuffer
-	done     chan struct{}
-	waitErr  error
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // startRelay runs dibs relay_server with args and waits until it listens on port.
-func startRelay(t *testing.T, port int, args ...string) *relayProc {
+func startRelay(t *testing.T, port int, args ...string) *clirun.Proc {
 	t.Helper()
-	r := &relayProc{cmd: exec.Command(dibsBin, append([]string{"relay_server"}, args...)...),
-		out: &lockedBuffer{}, err: &lockedBuffer{}, done: make(chan struct{})}
-	r.cmd.Env = clirun.CleanEnv()
-	r.cmd.Stdout, r.cmd.Stderr = r.out, r.err
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { r.waitErr = r.cmd.Wait(); close(r.done) }()
-	t.Cleanup(func() {
-		select {
-		case <-r.done:
-		default:
-			r.cmd.Process.Kill()
-			<-r.done
-		}
-	})
-	for range 400 {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-			c.Close()
-			return r
-		}
-		select {
-		case <-r.done:
-			t.Fatalf("relay_server exited: %v: %s", r.waitErr, r.err.String())
-		case <-time.After(25 * time.Millisecond):
-		}
-	}
-	t.Fatalf("relay_server never listened on %d: %s", port, r.err.String())
-	return nil
+	cmd := exec.Command(dibsBin, append([]string{"relay_server"}, args...)...)
+	cmd.Env = clirun.CleanEnv()
+	return clirun.StartProc(t, "relay_server", cmd, port)
 }
 
-// stop sends SIGTERM and checks that the server stops cleanly, saying so.
-func (r *relayProc) stop(t *testing.T) {
+// stopRelay sends SIGTERM and checks that the server stops cleanly, saying so.
+func stopRelay(t *testing.T, r *clirun.Proc) {
 	t.Helper()
-	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	if err := r.Stop(t, syscall.SIGTERM, 20*time.Second); err != nil {
+		t.Errorf("relay_server on SIGTERM: %v; stderr: %s", err, r.Stderr.String())
 	}
-	select {
-	case <-r.done:
-	case <-time.After(20 * time.Second):
-		t.Fatalf("relay_server still runs 20 s after SIGTERM")
-	}
-	if r.waitErr != nil {
-		t.Errorf("relay_server on SIGTERM: %v; stderr: %s", r.waitErr, r.err.String())
-	}
-	if !strings.Contains(r.out.String(), "dibs relay stopped") {
-		t.Errorf("relay_server did not say it stopped: stdout %q", r.out.String())
+	if !strings.Contains(r.Stdout.String(), "dibs relay stopped") {
+		t.Errorf("relay_server did not say it stopped: stdout %q", r.Stdout.String())
 	}
 }
 
@@ -348,8 +289,8 @@ func relayScenario(t *testing.T, useTLS, useProxy bool) {
 		scheme = "https"
 	}
 	srv := startRelay(t, port, args...)
-	if want := scheme + "://127.0.0.1:"; !strings.Contains(srv.out.String(), want) {
-		t.Errorf("relay_server's first line %q does not say %s", srv.out.String(), want)
+	if want := scheme + "://127.0.0.1:"; !strings.Contains(srv.Stdout.String(), want) {
+		t.Errorf("relay_server's first line %q does not say %s", srv.Stdout.String(), want)
 	}
 	url := fmt.Sprintf("%s://127.0.0.1:%d", scheme, port)
 	var proxy *testProxy
@@ -450,7 +391,7 @@ func relayScenario(t *testing.T, useTLS, useProxy bool) {
 		}
 	}
 
-	srv.stop(t)
+	stopRelay(t, srv)
 	// The relay gone, files wait (temporary failure) and show_database counts them.
 	if out := alice.OK("send_hello", "--peer", "bob"); !strings.Contains(out, "not delivered") {
 		t.Errorf("a HELLO with the relay stopped: %q", out)
@@ -467,7 +408,7 @@ func relayScenario(t *testing.T, useTLS, useProxy bool) {
 		}
 	}
 	// The relay logs nothing else than the refusal and the test's own probes of its port.
-	sc := bufio.NewScanner(strings.NewReader(srv.err.String()))
+	sc := bufio.NewScanner(strings.NewReader(srv.Stderr.String()))
 	for sc.Scan() {
 		if l := sc.Text(); !strings.Contains(l, "may not") && !strings.Contains(l, "TLS handshake error") {
 			t.Errorf("relay_server logged: %s", l)
@@ -493,7 +434,7 @@ func TestRelayServer_Limits(t *testing.T) {
 	if r := alice.peerRow("bob"); r["queue_depth"] != 1.0 || !strings.Contains(fmt.Sprint(r["last_error"]), "507") {
 		t.Errorf("alice's row of bob after a refusal over quota: %v", r)
 	}
-	srv.stop(t)
+	stopRelay(t, srv)
 
 	// --max_size below a HELLO (some 600 bytes): refused for good (413), so the file goes
 	// to quarantine.
@@ -537,7 +478,7 @@ func TestRelayServer_Limits(t *testing.T) {
 	if !slices.Equal(left, []string{"young.pgp"}) {
 		t.Errorf("after a start with --max_age 3600 the relay holds %v for bob, want young.pgp", left)
 	}
-	srv.stop(t)
+	stopRelay(t, srv)
 }
 
 // fingerprint is the node's key fingerprint, read from its export_key output.

@@ -4,7 +4,6 @@ package clitest
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"fmt"
 	"io/fs"
@@ -51,22 +50,9 @@ func newNode(t *testing.T, root, name string) *node {
 }
 
 // startDaemon runs `dibs start_daemon` in the background until the test ends (or stop).
-func (n *node) startDaemon() *exec.Cmd {
+func (n *node) startDaemon() *clirun.Proc {
 	n.T.Helper()
-	cmd := n.Command("start_daemon")
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
-		n.T.Fatal(err)
-	}
-	n.T.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Signal(syscall.SIGTERM)
-			cmd.Wait()
-		}
-	})
-	clirun.WaitPort(n.T, n.port)
-	return cmd
+	return clirun.StartProc(n.T, n.Name+": start_daemon", n.Command("start_daemon"), n.port)
 }
 
 func TestCLI_WrongArgumentsGiveOneLine(t *testing.T) {
@@ -164,7 +150,7 @@ func TestCLI_BackupLosePeerAndDiskRecover(t *testing.T) {
 		p.OK("set_option", "--name", "kbPerFile", "--value", "100")
 	}
 	alice.OK("set_option", "--name", "kbPerFile", "--value", "100")
-	daemons := map[string]*exec.Cmd{}
+	daemons := map[string]*clirun.Proc{}
 	for _, p := range peers {
 		daemons[p.Name] = p.startDaemon()
 	}
@@ -205,8 +191,7 @@ func TestCLI_BackupLosePeerAndDiskRecover(t *testing.T) {
 	peers[0].OK("process_message")
 
 	// carol is gone for good; alice's disk dies, the recovery kit survives.
-	daemons["carol"].Process.Signal(syscall.SIGTERM)
-	if err := daemons["carol"].Wait(); err != nil {
+	if err := daemons["carol"].Stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
 		t.Fatalf("carol's daemon did not exit cleanly on SIGTERM: %v", err)
 	}
 	kit := filepath.Join(root, "kit.asc")
@@ -276,19 +261,8 @@ func TestCLI_RelayServer(t *testing.T) {
 	os.WriteFile(allow, append(a, b...), 0o600)
 	port := clirun.FreePort(t)
 	relayDir := filepath.Join(root, "relay")
-	srv := exec.Command(bin, "relay_server", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--dir", relayDir, "--allow", allow, "--tls_cert", cert, "--tls_key", key)
-	var srvErr bytes.Buffer
-	srv.Stderr = &srvErr
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if srv.ProcessState == nil {
-			srv.Process.Kill()
-			srv.Wait()
-		}
-	}()
-	clirun.WaitPort(t, port)
+	srv := clirun.StartProc(t, "relay_server", exec.Command(bin, "relay_server", "--listen", fmt.Sprintf("127.0.0.1:%d", port),
+		"--dir", relayDir, "--allow", allow, "--tls_cert", cert, "--tls_key", key), port)
 	url := fmt.Sprintf("https://127.0.0.1:%d", port)
 	for _, n := range []*node{alice, bob, mallory} {
 		n.OK("set_option", "--name", "relayURL", "--value", url)
@@ -329,17 +303,7 @@ func TestCLI_RelayServer(t *testing.T) {
 	if out := bob.OK("process_message"); !strings.Contains(out, "processed 0") {
 		t.Errorf("bob got something from a stranger: %q", out)
 	}
-	srv.Process.Signal(syscall.SIGTERM)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- srv.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("relay_server on SIGTERM: %v: %s", err, srvErr.String())
-		}
-	case <-ctx.Done():
-		t.Error("relay_server did not stop on SIGTERM")
+	if err := srv.Stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
+		t.Errorf("relay_server on SIGTERM: %v: %s", err, srv.Stderr.String())
 	}
 }

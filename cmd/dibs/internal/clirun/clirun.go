@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -132,4 +133,86 @@ func WaitPort(t testing.TB, port int) {
 		time.Sleep(25 * time.Millisecond)
 	}
 	t.Fatalf("nothing listens on port %d", port)
+}
+
+// SafeBuffer is a bytes.Buffer that a running process may write while the test reads it.
+type SafeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *SafeBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *SafeBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// Proc is a dibs process (a daemon, a relay) running in the background.
+type Proc struct {
+	Cmd            *exec.Cmd
+	Stdout, Stderr *SafeBuffer
+	done           chan struct{}
+	err            error
+}
+
+// StartProc starts cmd with its output captured, kills it when the test ends if it still
+// runs, and waits until it listens on the loopback port; the test fails if it exits or
+// has not listened within 10 s. what names it in failures.
+func StartProc(t testing.TB, what string, cmd *exec.Cmd, port int) *Proc {
+	t.Helper()
+	p := &Proc{Cmd: cmd, Stdout: &SafeBuffer{}, Stderr: &SafeBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.Stdout, p.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	for range 400 {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			c.Close()
+			return p
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited: %v: %s", what, p.err, p.Stderr.String())
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+	t.Fatalf("%s never listened on %d: %s", what, port, p.Stderr.String())
+	return nil
+}
+
+// Done is closed when the process has exited; Err then says how.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Err is the process's exit error, once Done is closed.
+func (p *Proc) Err() error { return p.err }
+
+// Stop sends sig and waits up to timeout for the process to exit; it returns the exit
+// error, and fails the test if the process still runs.
+func (p *Proc) Stop(t testing.TB, sig os.Signal, timeout time.Duration) error {
+	t.Helper()
+	if err := p.Cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(timeout):
+		t.Fatalf("%s still runs %v after %v", p.Cmd.Path, timeout, sig)
+		return nil
+	}
 }
