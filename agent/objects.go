@@ -72,7 +72,8 @@ type Piece struct {
 	Peer      string    `json:"peer"`
 	Size      int64     `json:"size"`       // bytes the peer holds (the sealed piece)
 	ShardHash string    `json:"shard_hash"` // SHA-256 of the shard, hex
-	Root      string    `json:"root"`       // hash-tree root of the sealed piece, for probes
+	Pin       string    `json:"pin"`        // SHA-256 of the sealed piece's preamble, for probes (pgpmsg.ChunkLayout)
+	Chunks    int       `json:"chunks"`     // its AEAD chunks, which probes ask for
 	State     string    `json:"state"`
 	SentAt    time.Time `json:"sent_at"`
 	AckAt     time.Time `json:"ack_at,omitzero"`

@@ -1,10 +1,13 @@
 package agent
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -13,7 +16,6 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/dibs-backup/dibs/agent/merkle"
 	"github.com/dibs-backup/dibs/pgpmsg"
 )
 
@@ -21,11 +23,11 @@ import (
 const (
 	TypeProbe         = "PROBE"
 	TypeProbeResponse = "PROBE_RESPONSE"
-	fieldBlocks       = "Blocks"
-	// probeBlocks is how many random blocks one probe asks a piece for.
-	probeBlocks = 3
-	// maxProbeBlocks bounds what a peer answers for one probe.
-	maxProbeBlocks = 64
+	fieldChunks       = "Chunks"
+	// probeChunks is how many random chunks one probe asks a piece for.
+	probeChunks = 3
+	// maxProbeChunks bounds what a peer answers for one probe.
+	maxProbeChunks = 16
 )
 
 // ProbeState is a probe waiting for its answer, keyed by the PROBE's Message-Id.
@@ -33,7 +35,7 @@ type ProbeState struct {
 	Piece  string    `json:"piece"`
 	Peer   string    `json:"peer"`
 	Object string    `json:"object"`
-	Blocks []int     `json:"blocks"`
+	Chunks []int     `json:"chunks"`
 	Sent   time.Time `json:"sent"`
 }
 
@@ -52,8 +54,11 @@ type ProbeResult struct {
 }
 
 // Probe challenges the peers holding the pieces of a stored file (the named one, or one
-// chosen at random): each must answer with a few random blocks of the piece and their
-// hash-tree paths, which we check against the root kept when the piece was sealed.
+// chosen at random): each must answer with the piece's preamble and a few random AEAD
+// chunks of it. The preamble must hash to the pin we kept when the piece was sealed, and
+// each chunk must authenticate under the piece's session key, which only we can decrypt
+// (pgpmsg.ChunkChecker): a peer cannot answer without holding the chunks asked, and the
+// piece never travels back whole.
 func (n *Node) Probe(sname string) (ProbeResult, error) {
 	var res ProbeResult
 	err := n.withDB(func(db *bolt.DB) error {
@@ -72,22 +77,18 @@ func (n *Node) Probe(sname string) (ProbeResult, error) {
 			}
 			for _, seg := range o.Segments {
 				for _, p := range seg.Pieces {
-					if p.ID == "" || p.State != PieceStored || p.Root == "" {
+					if p.ID == "" || p.State != PieceStored || p.Pin == "" || p.Chunks == 0 {
 						continue
 					}
 					if _, _, err := n.Peer(p.Peer); err != nil {
 						continue
 					}
-					nb := merkle.Blocks(p.Size, merkle.DefaultBlockSize)
-					blocks := make([]int, 0, probeBlocks)
-					for range min(probeBlocks, nb) {
-						blocks = append(blocks, rand.IntN(nb))
-					}
-					m := n.newOut(p.Peer, TypeProbe, [][2]string{{fieldPiece, p.ID}, {fieldBlocks, joinInts(blocks)}}, nil)
+					chunks := rand.Perm(p.Chunks)[:min(probeChunks, p.Chunks)]
+					m := n.newOut(p.Peer, TypeProbe, [][2]string{{fieldPiece, p.ID}, {fieldChunks, joinInts(chunks)}}, nil)
 					if err := addOutbox(tx, m); err != nil {
 						return err
 					}
-					st := ProbeState{Piece: p.ID, Peer: p.Peer, Object: o.ID, Blocks: blocks, Sent: m.Date}
+					st := ProbeState{Piece: p.ID, Peer: p.Peer, Object: o.ID, Chunks: chunks, Sent: m.Date}
 					if err := putJSON(tx.Bucket(bucketProbes), []byte(m.ID), st); err != nil {
 						return err
 					}
@@ -171,15 +172,15 @@ func parseInts(s string, limit int) ([]int, error) {
 	return out, nil
 }
 
-// handleProbe answers a probe from the piece on disk: the blocks asked and their paths.
+// handleProbe answers a probe from the piece on disk: its preamble and the chunks asked.
 func handleProbe(r *Request) error {
 	id := r.Header.Get(fieldPiece)
 	if !validID(id) {
 		return reject("PROBE: bad Piece-Id")
 	}
-	blocks, err := parseInts(r.Header.Get(fieldBlocks), maxProbeBlocks)
+	chunks, err := parseInts(r.Header.Get(fieldChunks), maxProbeChunks)
 	if err != nil {
-		return reject("PROBE: Blocks: %v", err)
+		return reject("PROBE: Chunks: %v", err)
 	}
 	if r.Tx.Bucket(bucketHeld).Get(heldKey(r.Peer.Name, id)) == nil {
 		return r.nack(TypeProbe, "unknown piece", [2]string{fieldPiece, id})
@@ -189,18 +190,62 @@ func handleProbe(r *Request) error {
 		return r.nack(TypeProbe, "piece unreadable: "+err.Error(), [2]string{fieldPiece, id})
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return retryLater{err}
+	s := pgpmsg.NewChunkScanner(chunks...)
+	if _, err := io.Copy(s, f); err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return retryLater{err} // the disk, not the piece
+		}
+		return r.nack(TypeProbe, "piece damaged: "+err.Error(), [2]string{fieldPiece, id})
 	}
-	proofs, err := merkle.Prove(f, fi.Size(), merkle.DefaultBlockSize, blocks)
+	l, err := s.Layout()
 	if err != nil {
-		return r.nack(TypeProbe, err.Error(), [2]string{fieldPiece, id})
+		return r.nack(TypeProbe, "piece damaged: "+err.Error(), [2]string{fieldPiece, id})
 	}
-	return r.Reply(TypeProbeResponse, [][2]string{{fieldPiece, id}}, merkle.EncodeProofs(proofs))
+	answer := appendBytes(nil, l.Preamble)
+	for _, i := range chunks {
+		c, err := s.Chunk(i)
+		if err != nil {
+			return r.nack(TypeProbe, err.Error(), [2]string{fieldPiece, id})
+		}
+		answer = appendBytes(binary.AppendUvarint(answer, uint64(i)), c)
+	}
+	return r.Reply(TypeProbeResponse, [][2]string{{fieldPiece, id}}, answer)
 }
 
-// handleProbeResponse checks the proofs against the root we kept.
+// A probe answer is the preamble, then each chunk after its index, every byte string
+// after its length (unsigned varints).
+func appendBytes(b, v []byte) []byte { return append(binary.AppendUvarint(b, uint64(len(v))), v...) }
+
+// probeAnswer reads a probe answer.
+type probeAnswer struct {
+	b   []byte
+	err error
+}
+
+func (a *probeAnswer) uvarint(limit uint64) uint64 {
+	v, n := binary.Uvarint(a.b)
+	if a.err == nil && (n <= 0 || v > limit) {
+		a.err = errors.New("undecodable answer")
+	}
+	if a.err != nil {
+		return 0
+	}
+	a.b = a.b[n:]
+	return v
+}
+
+func (a *probeAnswer) bytes() []byte {
+	n := a.uvarint(uint64(len(a.b)))
+	if a.err != nil {
+		return nil
+	}
+	v := a.b[:n]
+	a.b = a.b[n:]
+	return v
+}
+
+// handleProbeResponse checks the chunks against the pin we kept.
 func handleProbeResponse(r *Request) error {
 	return r.Node.probeAnswered(r, true, "")
 }
@@ -227,7 +272,7 @@ func (n *Node) probeAnswered(r *Request, answered bool, why string) error {
 	good := false
 	if answered && o != nil {
 		p := o.Segments[s].Pieces[i]
-		why = checkProofs(r, p, st.Blocks)
+		why = checkChunks(r, p, st.Chunks)
 		good = why == ""
 	}
 	ps, err := peerState(r.Tx, r.Peer.Name)
@@ -255,35 +300,42 @@ func (n *Node) probeAnswered(r *Request, answered bool, why string) error {
 	return putObject(r.Tx, o)
 }
 
-// checkProofs returns why a probe answer is wrong, or "".
-func checkProofs(r *Request, p Piece, blocks []int) string {
-	if r.Msg.PayloadSize() > int64(maxProbeBlocks)*(merkle.DefaultBlockSize+64*40) {
+// checkChunks returns why a probe answer is wrong, or "".
+func checkChunks(r *Request, p Piece, chunks []int) string {
+	if r.Msg.PayloadSize() > int64(maxProbeChunks)*(pgpmsg.MaxChunkSize+20)+8192 {
 		return "answer too long"
 	}
 	b, err := r.Msg.PayloadBytes()
 	if err != nil {
 		return err.Error()
 	}
-	proofs, err := merkle.DecodeProofs(b, merkle.DefaultBlockSize)
+	a := &probeAnswer{b: b}
+	pre := a.bytes()
+	if a.err != nil {
+		return a.err.Error()
+	}
+	if sum := sha256.Sum256(pre); hex.EncodeToString(sum[:]) != p.Pin {
+		return "preamble is not the piece's"
+	}
+	c, err := pgpmsg.NewChunkChecker(r.Node.ID, pre, p.Chunks)
 	if err != nil {
-		return "undecodable answer: " + err.Error()
+		return err.Error()
 	}
-	if len(proofs) != len(blocks) {
-		return fmt.Sprintf("%d proofs for %d blocks", len(proofs), len(blocks))
-	}
-	rb, err := hex.DecodeString(p.Root)
-	if err != nil || len(rb) != len(merkle.Hash{}) {
-		return "no root kept"
-	}
-	var root merkle.Hash
-	copy(root[:], rb)
-	for i, pr := range proofs {
-		if pr.Index != blocks[i] {
-			return fmt.Sprintf("proof for block %d, asked %d", pr.Index, blocks[i])
+	for _, want := range chunks {
+		i := a.uvarint(uint64(p.Chunks))
+		chunk := a.bytes()
+		if a.err != nil {
+			return a.err.Error()
 		}
-		if err := merkle.Verify(root, p.Size, merkle.DefaultBlockSize, pr); err != nil {
-			return fmt.Sprintf("block %d: %v", pr.Index, err)
+		if int(i) != want {
+			return fmt.Sprintf("chunk %d answered, %d asked", i, want)
 		}
+		if err := c.Check(want, chunk); err != nil {
+			return err.Error()
+		}
+	}
+	if len(a.b) != 0 {
+		return "more chunks than asked"
 	}
 	return ""
 }

@@ -19,8 +19,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
-	"github.com/dibs-backup/dibs/agent/merkle"
 	"github.com/dibs-backup/dibs/erasure"
+	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
 )
 
@@ -304,8 +304,8 @@ func handleRecoverResponse(r *Request) error {
 	if err != nil {
 		return err
 	}
-	tree := merkle.NewHasher(merkle.DefaultBlockSize)
-	op, err := n.openPiece(io.TeeReader(r.Msg.Payload(), tree), n.Opts.Int("maxMsgSize"))
+	tree := pgpmsg.NewChunkScanner()
+	op, err := n.openPiece(io.TeeReader(r.Msg.Payload(), tolerant{tree}), n.Opts.Int("maxMsgSize"))
 	if err != nil {
 		return reject("RECOVER_RESPONSE from %s: %v", r.Peer.Name, err)
 	}
@@ -395,9 +395,18 @@ func activeJobs(tx *bolt.Tx) ([]*RecoveryJob, error) {
 	return out, err
 }
 
+// tolerant passes what it reads to a chunk scanner, whose complaint must not stop the
+// piece from opening: a piece that opens but does not scan is kept, though not probed.
+type tolerant struct{ s *pgpmsg.ChunkScanner }
+
+func (t tolerant) Write(p []byte) (int, error) {
+	t.s.Write(p)
+	return len(p), nil
+}
+
 // rebuildBooks creates the record of an object we had lost, from one of its pieces, and
 // the file versions its manifest lists.
-func (n *Node) rebuildBooks(tx *bolt.Tx, op *openedPiece, peer, id string, tree *merkle.Hasher) (*Object, error) {
+func (n *Node) rebuildBooks(tx *bolt.Tx, op *openedPiece, peer, id string, tree *pgpmsg.ChunkScanner) (*Object, error) {
 	pi := op.Info
 	o := &Object{ID: pi.Object, Size: pi.ObjectSize, K: pi.K, N: pi.N, SegmentSize: pi.SegmentSize, Created: n.Now().UTC(),
 		Manifest: op.Manifest, Segments: make([]Segment, pi.Segments)}
@@ -425,7 +434,7 @@ func (n *Node) rebuildBooks(tx *bolt.Tx, op *openedPiece, peer, id string, tree 
 }
 
 // notePiece records that peer holds a piece (learnt from recover_all).
-func (n *Node) notePiece(tx *bolt.Tx, o *Object, op *openedPiece, peer, id string, tree *merkle.Hasher) error {
+func (n *Node) notePiece(tx *bolt.Tx, o *Object, op *openedPiece, peer, id string, tree *pgpmsg.ChunkScanner) error {
 	pi := op.Info
 	if pi.Segment >= len(o.Segments) || pi.K != o.K || pi.N != o.N {
 		return reject("RECOVER_RESPONSE: piece %s does not fit object %s", id, o.ID)
@@ -436,10 +445,13 @@ func (n *Node) notePiece(tx *bolt.Tx, o *Object, op *openedPiece, peer, id strin
 			return nil
 		}
 	}
-	root := tree.Root()
-	seg.Pieces = append(seg.Pieces, Piece{ID: id, Index: pi.Index, Peer: peer, Size: tree.Size(),
-		ShardHash: hex.EncodeToString(pi.ShardHash[:]), Root: hex.EncodeToString(root[:]),
-		State: PieceStored, SentAt: n.Now().UTC(), AckAt: n.Now().UTC()})
+	p := Piece{ID: id, Index: pi.Index, Peer: peer, Size: tree.Size(), ShardHash: hex.EncodeToString(pi.ShardHash[:]),
+		State: PieceStored, SentAt: n.Now().UTC(), AckAt: n.Now().UTC()}
+	if l, err := tree.Layout(); err == nil { // else it opened, but cannot be probed
+		pin := l.Pin()
+		p.Pin, p.Chunks = hex.EncodeToString(pin[:]), l.Chunks
+	}
+	seg.Pieces = append(seg.Pieces, p)
 	sort.Slice(seg.Pieces, func(a, b int) bool { return seg.Pieces[a].Index < seg.Pieces[b].Index })
 	if err := tx.Bucket(bucketPieceIdx).Put([]byte(id), pieceIdxValue(o.ID, pi.Segment, pi.Index)); err != nil {
 		return err
@@ -448,7 +460,7 @@ func (n *Node) notePiece(tx *bolt.Tx, o *Object, op *openedPiece, peer, id strin
 	if err != nil {
 		return err
 	}
-	ps.RemoteUsed += tree.Size()
+	ps.RemoteUsed += p.Size
 	if err := putPeerState(tx, peer, ps); err != nil {
 		return err
 	}

@@ -23,7 +23,6 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/dibs-backup/dibs/agent/merkle"
 	"github.com/dibs-backup/dibs/erasure"
 	"github.com/dibs-backup/dibs/mailbox"
 	"github.com/dibs-backup/dibs/pgpmsg"
@@ -938,7 +937,7 @@ func (r *storeRun) markDeleted(root string, seen map[string]bool) error {
 }
 
 // sealStore seals one piece to ourselves, wraps it in a STORE message to the peer, and
-// commits that into outgoing/<peer>/, computing the piece's hash-tree root on the way.
+// commits that into outgoing/<peer>/, reading the piece's chunk layout (for probes) on the way.
 //
 // read, if not nil, is called once shard is no longer used, before the spool file is
 // synced and committed.
@@ -953,18 +952,23 @@ func (n *Node) sealStore(peer *candidate, pi PieceInfo, manifest, shard []byte, 
 		}
 		innerW.CloseWithError(err)
 	}()
-	tree := merkle.NewHasher(merkle.DefaultBlockSize)
+	layout := pgpmsg.NewChunkScanner()
 	_, err := n.Spool.PutWith(queue.Outgoing(peer.name), m.FileName(), func(w io.Writer) error {
-		return pgpmsg.Seal(w, h, io.TeeReader(inner, tree), n.ID, peer.key)
+		err := pgpmsg.Seal(w, h, io.TeeReader(inner, layout), n.ID, peer.key)
+		if err == nil {
+			_, err = layout.Layout() // before the commit: a piece that could not be probed is not sent
+		}
+		return err
 	})
 	inner.CloseWithError(err)
 	if err != nil {
 		return Piece{}, fmt.Errorf("piece for %s: %w", peer.name, err)
 	}
-	root := tree.Root()
+	l, _ := layout.Layout()
+	pin := l.Pin()
 	return Piece{
-		ID: pi.Piece, Index: pi.Index, Peer: peer.name, Size: tree.Size(),
-		ShardHash: hex.EncodeToString(pi.ShardHash[:]), Root: hex.EncodeToString(root[:]),
+		ID: pi.Piece, Index: pi.Index, Peer: peer.name, Size: l.Size,
+		ShardHash: hex.EncodeToString(pi.ShardHash[:]), Pin: hex.EncodeToString(pin[:]), Chunks: l.Chunks,
 		State: PieceSent, SentAt: m.Date, msgFile: m.FileName(),
 	}, nil
 }

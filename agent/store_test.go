@@ -448,6 +448,46 @@ func TestProbe_WrongBlockFailsAndRepairPlacesElsewhere(t *testing.T) {
 	}
 }
 
+// A peer that keeps one piece and answers for the others with it (each piece sealed to
+// alice alike, but each with its own session key and pin) fails every probe but the
+// one of the piece it kept.
+func TestProbe_SwappedPiecesFail(t *testing.T) {
+	env := sixNodes(t, map[string]string{"kbPerFile": "100"})
+	alice, bob := env.Node("alice"), env.Node("bob")
+	dir := t.TempDir()
+	data := make([]byte, 700_000)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	os.WriteFile(filepath.Join(dir, "f"), data, 0o644)
+	if _, err := alice.Store(ctx, filepath.Join(dir, "f"), "/f"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	held := piecesOn(t, bob, "alice")
+	if len(held) < 2 {
+		t.Fatalf("bob holds %d pieces, want 2 or more", len(held))
+	}
+	kept, _ := os.ReadFile(held[0])
+	for _, p := range held[1:] {
+		os.WriteFile(p, kept, 0o600)
+	}
+	if _, err := alice.Probe("/f"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 10)
+	db, _ := alice.Database("probe")
+	for _, r := range db["probe"].([]agent.ProbeRow) {
+		if r.Peer == "bob" && (r.Failed != len(held)-1 || r.Good != 1) {
+			t.Fatalf("bob: %d good, %d failed; want 1 and %d: %+v", r.Good, r.Failed, len(held)-1, r)
+		}
+		if r.Peer != "bob" && r.Failed != 0 {
+			t.Fatalf("%s failed a probe: %+v", r.Peer, r)
+		}
+	}
+}
+
 func TestStore_OverQuotaNackPlacesElsewhere(t *testing.T) {
 	env := sixNodes(t, map[string]string{"kbPerFile": "100"})
 	alice := env.Node("alice")

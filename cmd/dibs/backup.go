@@ -111,7 +111,8 @@ It appears under DIBS_DIR/recovery/SNAME once enough answers are processed
 		name:     "probe",
 		synopsis: "[--file SNAME]",
 		help: `Challenge the peers holding a random (or the named) stored file: each must answer with
-random blocks of its piece and their hash-tree paths. Results: show_database --only probe.`,
+three random 64 KiB chunks of its piece, which only we can authenticate. Results:
+show_database --only probe.`,
 		flags: func(fs *flag.FlagSet) { fs.String("file", "", "the stored name to probe") },
 		run: func(a *App, fs *flag.FlagSet) error {
 			return a.withNode(func(n *agent.Node) error {

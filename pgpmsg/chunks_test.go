@@ -1,0 +1,173 @@
+package pgpmsg_test
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/dibs-backup/dibs/pgpmsg"
+	"github.com/dibs-backup/dibs/pgpmsg/pgpmsgtest"
+)
+
+// scan feeds msg to a scanner in writes of step bytes.
+func scan(t *testing.T, msg []byte, step int, want ...int) *pgpmsg.ChunkScanner {
+	t.Helper()
+	s := pgpmsg.NewChunkScanner(want...)
+	for len(msg) > 0 {
+		k := min(step, len(msg))
+		if _, err := s.Write(msg[:k]); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+		msg = msg[k:]
+	}
+	return s
+}
+
+func TestChunks_ScanAndCheck(t *testing.T) {
+	alice, bob := id(t, "alice"), id(t, "bob")
+	r := rand.New(rand.NewPCG(1, 2))
+	// Sizes around chunk boundaries (64 KiB chunks): the header adds a few hundred bytes.
+	for _, size := range []int{0, 1, 1000, 64<<10 - 300, 64 << 10, 3 << 16, 5<<16 + 12345} {
+		payload := make([]byte, size)
+		for i := range payload {
+			payload[i] = byte(r.Uint32())
+		}
+		msg := seal(t, fullHeader("STORE", alice.Fingerprint(), alice.Fingerprint()), payload, alice, alice.Public().WithAEAD())
+		for _, step := range []int{1, 7, 4096, len(msg)} {
+			all := scan(t, msg, step)
+			l, err := all.Layout()
+			if err != nil {
+				t.Fatalf("size %d step %d: %v", size, step, err)
+			}
+			wantChunks := (size + 300 + 64<<10) / (64 << 10) // roughly: header + payload, rounded up
+			if l.Chunks < 1 || l.Chunks > wantChunks+1 {
+				t.Fatalf("size %d: %d chunks", size, l.Chunks)
+			}
+			idx := []int{0, l.Chunks - 1, l.Chunks / 2}
+			s := scan(t, msg, step, idx...)
+			c, err := pgpmsg.NewChunkChecker(alice, l.Preamble, l.Chunks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l2, _ := s.Layout(); l2.Pin() != l.Pin() {
+				t.Fatal("pin differs between scans")
+			}
+			for _, i := range idx {
+				ch, err := s.Chunk(i)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := c.Check(i, ch); err != nil {
+					t.Fatalf("size %d chunk %d (%d bytes): %v", size, i, len(ch), err)
+				}
+				// A flipped bit, a wrong index, a cut chunk: all fail.
+				bad := bytes.Clone(ch)
+				bad[r.IntN(len(bad))] ^= 1 << r.IntN(8)
+				if err := c.Check(i, bad); !errors.Is(err, pgpmsg.ErrChunk) {
+					t.Fatalf("flipped chunk %d: %v", i, err)
+				}
+				if err := c.Check(i, ch[:len(ch)-1]); !errors.Is(err, pgpmsg.ErrChunk) {
+					t.Fatalf("cut chunk %d: %v", i, err)
+				}
+				if l.Chunks > 1 {
+					if err := c.Check((i+1)%l.Chunks, ch); !errors.Is(err, pgpmsg.ErrChunk) {
+						t.Fatalf("chunk %d as %d: %v", i, (i+1)%l.Chunks, err)
+					}
+				}
+			}
+			if _, err := s.Chunk(l.Chunks); err == nil {
+				t.Fatal("a chunk past the end")
+			}
+			// Only the recipient can check: bob cannot decrypt the session key.
+			if _, err := pgpmsg.NewChunkChecker(bob, l.Preamble, l.Chunks); !errors.Is(err, pgpmsg.ErrNotForUs) {
+				t.Fatalf("bob's checker: %v", err)
+			}
+		}
+	}
+}
+
+// A chunk of another message to the same key fails, though both are sealed alike.
+func TestChunks_OtherMessageFails(t *testing.T) {
+	alice := id(t, "alice")
+	payload := bytes.Repeat([]byte("same bytes \r\n"), 20000)
+	h := fullHeader("STORE", alice.Fingerprint(), alice.Fingerprint())
+	m1 := seal(t, h, payload, alice, alice.Public().WithAEAD())
+	m2 := seal(t, h, payload, alice, alice.Public().WithAEAD())
+	s1, s2 := scan(t, m1, 1<<16, 1), scan(t, m2, 1<<16, 1)
+	l1, _ := s1.Layout()
+	l2, _ := s2.Layout()
+	if l1.Pin() == l2.Pin() {
+		t.Fatal("two messages share a pin")
+	}
+	c1, err := pgpmsg.NewChunkChecker(alice, l1.Preamble, l1.Chunks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch2, _ := s2.Chunk(1)
+	if err := c1.Check(1, ch2); !errors.Is(err, pgpmsg.ErrChunk) {
+		t.Fatalf("chunk of another message: %v", err)
+	}
+}
+
+func TestChunks_ScannerRejects(t *testing.T) {
+	alice := id(t, "alice")
+	h := fullHeader("HELLO", alice.Fingerprint(), alice.Fingerprint())
+	v1 := seal(t, h, []byte("hello"), alice, alice.Public()) // SEIPDv1: no chunks
+	v2 := seal(t, h, bytes.Repeat([]byte{7}, 100000), alice, alice.Public().WithAEAD())
+	cases := map[string][]byte{
+		"SEIPDv1":       v1,
+		"cut":           v2[:len(v2)-20],
+		"trailing data": append(bytes.Clone(v2), 0xc0|18, 1, 2),
+		"not OpenPGP":   []byte("hello world"),
+		"empty":         nil,
+	}
+	for name, msg := range cases {
+		s := pgpmsg.NewChunkScanner(0)
+		_, werr := s.Write(msg)
+		_, lerr := s.Layout()
+		if werr == nil && lerr == nil {
+			t.Errorf("%s: scanned without error", name)
+		}
+	}
+}
+
+// The scanner reads what a peer stored, which may be anything: it never panics, and what
+// it calls chunks of a damaged message never pass the check.
+func FuzzChunkScanner(f *testing.F) {
+	alice := pgpmsgtest.Identity(f, "alice")
+	msg := seal(f, fullHeader("STORE", alice.Fingerprint(), alice.Fingerprint()), bytes.Repeat([]byte{1, 2, 3}, 50000), alice, alice.Public().WithAEAD())
+	f.Add(msg, uint(0), byte(0))
+	f.Add(msg[:300], uint(10), byte(1))
+	f.Fuzz(func(t *testing.T, m []byte, at uint, flip byte) {
+		if len(m) > 0 {
+			m = bytes.Clone(m)
+			m[int(at%uint(len(m)))] ^= flip
+		}
+		s := pgpmsg.NewChunkScanner(0, 1, 2)
+		if _, err := s.Write(m); err != nil {
+			return
+		}
+		l, err := s.Layout()
+		if err != nil {
+			return
+		}
+		c, err := pgpmsg.NewChunkChecker(alice, l.Preamble, l.Chunks)
+		if err != nil {
+			return
+		}
+		for i := range min(3, l.Chunks) {
+			ch, err := s.Chunk(i)
+			if err != nil {
+				t.Fatalf("chunk %d of %d: %v", i, l.Chunks, err)
+			}
+			if c.Check(i, ch) == nil && flip != 0 && !bytes.Equal(m, msg) {
+				// Passing is right only if the flip missed the chunk (header or other chunks).
+				if bytes.Contains(msg, ch) {
+					continue
+				}
+				t.Fatalf("damaged chunk %d passed", i)
+			}
+		}
+	})
+}
