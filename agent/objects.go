@@ -351,7 +351,9 @@ func validID(s string) bool {
 // sealPiece writes one sealed piece to w: the owner signs and encrypts it to itself.
 func (n *Node) sealPiece(w io.Writer, pi PieceInfo, manifest []byte, shard []byte) error {
 	h := pi.header(n.Fingerprint(), n.Now(), len(manifest))
-	return pgpmsg.Seal(w, h, io.MultiReader(bytes.NewReader(manifest), bytes.NewReader(shard)), n.ID, n.selfKey())
+	// Bound: the signature covers the header and the manifest, and the header carries
+	// the shard's hash, which the erasure code needs anyway: the shard is hashed once.
+	return pgpmsg.SealBound(w, h, manifest, shard, pi.ShardHash, n.ID, n.selfKey())
 }
 
 // openedPiece is a verified piece: what it says, its manifest and its shard.
@@ -364,7 +366,7 @@ type openedPiece struct {
 // openPiece opens and checks a sealed piece: sealed by us, to us, and its shard matches
 // the hash it carries.
 func (n *Node) openPiece(r io.Reader, maxSize int64) (*openedPiece, error) {
-	msg, err := pgpmsg.Open(r, n.ID, pgpmsg.NewKeyring(n.ID.Public()), pgpmsg.OpenOptions{MaxSize: maxSize, TempDir: n.TmpDir()})
+	msg, err := pgpmsg.Open(r, n.ID, pgpmsg.NewKeyring(n.ID.Public()), pgpmsg.OpenOptions{MaxSize: maxSize, TempDir: n.TmpDir(), Bound: true})
 	if err != nil {
 		return nil, fmt.Errorf("piece: %w", err)
 	}
@@ -387,7 +389,10 @@ func (n *Node) openPiece(r io.Reader, maxSize int64) (*openedPiece, error) {
 	if err := json.Unmarshal(body[:ml], &op.Manifest); err != nil {
 		return nil, fmt.Errorf("piece: manifest: %w", err)
 	}
-	if sha256.Sum256(op.Shard) != pi.ShardHash {
+	// Open checked the shard (all after the manifest) against Tail-Sha256, when bound.
+	bound := msg.Bound && msg.Header.Get(pgpmsg.FieldTailSHA256) == hex.EncodeToString(pi.ShardHash[:]) &&
+		msg.Header.Get(pgpmsg.FieldSignedHead) == strconv.Itoa(ml)
+	if !bound && sha256.Sum256(op.Shard) != pi.ShardHash {
 		return nil, errors.New("piece: shard does not match its hash")
 	}
 	return op, nil

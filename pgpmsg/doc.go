@@ -13,4 +13,13 @@
 // the payload (spilled to a temporary file beyond a memory limit) is handed
 // over only after all these checks pass. Replay and age checks on
 // Message-Id and Date are the caller's.
+//
+// Two variants serve a node's own pieces. A bound message (SealBound) is
+// signed hash-then-sign: its signature covers the header and the head of
+// the payload, and the header carries the SHA-256 of the rest, which Open
+// (with OpenOptions.Bound) checks before it hands anything over; a shard,
+// whose hash the erasure code keeps anyway, is then hashed once, not twice.
+// And the chunks of a SEIPDv2 message authenticate one by one, so that its
+// recipient can check a few of them without the rest (ChunkScanner,
+// ChunkChecker): how a peer proves it still holds a piece.
 package pgpmsg

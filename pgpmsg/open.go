@@ -27,6 +27,7 @@ type OpenOptions struct {
 	MaxSize  int64  // max plaintext bytes (header+payload); 0 means DefaultMaxSize (1 GiB)
 	MemLimit int    // payloads up to this many bytes stay in memory; 0 means DefaultMemLimit (1 MiB)
 	TempDir  string // directory for larger payloads; "" means os.TempDir()
+	Bound    bool   // also accept a bound message (SealBound) in place of a signed one
 }
 
 // Opened is a message that passed every check of Open. Close it to release
@@ -34,6 +35,9 @@ type OpenOptions struct {
 type Opened struct {
 	Header Header
 	Signer *Key
+	// Bound says the message was bound (SealBound): the payload after its first
+	// Signed-Head bytes matched the header's Tail-Sha256.
+	Bound bool
 
 	mem  []byte   // payload, if it fit in MemLimit
 	file *os.File // else the payload in a temporary file
@@ -89,7 +93,10 @@ func (o *Opened) Close() error {
 //   - it was read to its end without error and its MDC is intact (else
 //     ErrTruncated; ErrMalformed if it is not an OpenPGP message at all);
 //   - it carries exactly one signature, which verifies (else ErrUnsigned,
-//     ErrBadSignature), by a key in peers (else ErrUnknownSigner);
+//     ErrBadSignature), by a key in peers (else ErrUnknownSigner); or, with
+//     opts.Bound, it is a bound message (SealBound) whose signature, by a key
+//     in peers, verifies over its header and head, and whose tail matches the
+//     hash in the header (else ErrTruncated);
 //   - the plaintext is at most opts.MaxSize bytes (else ErrTooLarge);
 //   - the header parses and Validates (else ErrMalformed);
 //   - the header's From is the signer (else ErrSignerMismatch) and its To is
@@ -142,14 +149,15 @@ func Open(src io.Reader, me *Identity, peers *Keyring, opts OpenOptions) (*Opene
 	}
 	// Cheap early rejections: the one-pass signature packets are known now.
 	// They are unauthenticated, but they only ever make us refuse.
-	if !md.IsSigned {
+	bound := !md.IsSigned && opts.Bound
+	switch {
+	case bound:
+	case !md.IsSigned:
 		return nil, fmt.Errorf("pgpmsg: open: %w", ErrUnsigned)
-	}
-	if n := len(md.SignatureCandidates); n != 1 {
-		return nil, fmt.Errorf("pgpmsg: open: %w: %d signatures, want 1", ErrBadSignature, n)
-	}
-	if c := md.SignatureCandidates[0]; c.SignedByEntity == nil {
-		return nil, fmt.Errorf("pgpmsg: open: %w: issuer key id %016X", ErrUnknownSigner, c.IssuerKeyId)
+	case len(md.SignatureCandidates) != 1:
+		return nil, fmt.Errorf("pgpmsg: open: %w: %d signatures, want 1", ErrBadSignature, len(md.SignatureCandidates))
+	case md.SignatureCandidates[0].SignedByEntity == nil:
+		return nil, fmt.Errorf("pgpmsg: open: %w: issuer key id %016X", ErrUnknownSigner, md.SignatureCandidates[0].IssuerKeyId)
 	}
 
 	// Never read UnverifiedBody again after it returned EOF: go-crypto
@@ -167,11 +175,20 @@ func Open(src io.Reader, me *Identity, peers *Keyring, opts OpenOptions) (*Opene
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	hdr, headerErr := readHeader(hbr)
+	var head int64
+	var tail *tailHasher
+	if bound && headerErr == nil {
+		head, headerErr = boundHead(hdr)
+	}
 	var readErr error
 	switch {
+	case headerErr == nil && bound:
+		tail = &tailHasher{w: sink, skip: head, h: newTailHash()}
+		readErr = drainInto(tail, hbr, plain, *bp)
 	case headerErr == nil:
 		readErr = drainInto(sink, hbr, plain, *bp)
-	case errors.Is(headerErr, ErrMalformed) || errors.Is(headerErr, ErrTooLarge) && !errors.Is(headerErr, errPlainTooLarge):
+	case errors.Is(headerErr, ErrMalformed) || errors.Is(headerErr, ErrUnsigned) || errors.Is(headerErr, ErrBadSignature) ||
+		errors.Is(headerErr, ErrTooLarge) && !errors.Is(headerErr, errPlainTooLarge):
 		// Read on, so that a damaged or forged message is reported as
 		// such rather than by its header.
 		readErr = drainInto(io.Discard, hbr, plain, *bp)
@@ -197,7 +214,19 @@ func Open(src io.Reader, me *Identity, peers *Keyring, opts OpenOptions) (*Opene
 		return nil, fmt.Errorf("pgpmsg: open: %w: %w", ErrTruncated, readErr)
 	}
 
-	signer, err := checkMessageSignature(md, peers, time.Now())
+	if headerErr != nil && bound { // no signature to check first
+		return nil, fmt.Errorf("pgpmsg: open: %w", headerErr)
+	}
+	var signer *Key
+	if bound {
+		var pay io.ReaderAt = bytes.NewReader(sink.mem)
+		if sink.file != nil {
+			pay = sink.file
+		}
+		signer, err = checkBound(hdr, pay, sink.size, head, tail.h.Sum(nil), peers)
+	} else {
+		signer, err = checkMessageSignature(md, peers, time.Now())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("pgpmsg: open: %w", err)
 	}
@@ -213,7 +242,7 @@ func Open(src io.Reader, me *Identity, peers *Keyring, opts OpenOptions) (*Opene
 	if to := hdr.To(); to != me.Fingerprint() {
 		return nil, fmt.Errorf("pgpmsg: open: %w: To %s, we are %s", ErrWrongRecipient, to, me.Fingerprint())
 	}
-	o := &Opened{Header: hdr, Signer: signer, mem: sink.mem, file: sink.file, size: sink.size}
+	o := &Opened{Header: hdr, Signer: signer, Bound: bound, mem: sink.mem, file: sink.file, size: sink.size}
 	if o.file != nil {
 		o.mem = nil
 	}

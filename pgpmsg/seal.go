@@ -2,6 +2,7 @@ package pgpmsg
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"sync"
@@ -46,7 +47,11 @@ func Seal(dst io.Writer, h Header, payload io.Reader, from *Identity, to *Key) e
 	if err != nil {
 		return err
 	}
+	return seal(dst, hdr, payload, from, to)
+}
 
+// seal encrypts hdr and payload to to, signed by from unless it is nil.
+func seal(dst io.Writer, hdr []byte, payload io.Reader, from *Identity, to *Key) error {
 	// The OpenPGP writers emit many tiny writes (packet length bytes);
 	// batch them so that a file or socket dst sees few large writes.
 	bw := bufio.NewWriterSize(dst, 64<<10)
@@ -55,7 +60,11 @@ func Seal(dst io.Writer, h Header, payload io.Reader, from *Identity, to *Key) e
 	cfg := &packet.Config{DefaultCipher: packet.CipherAES256,
 		// Used only when the recipient's key advertises SEIPDv2 (Key.WithAEAD).
 		AEADConfig: &packet.AEADConfig{DefaultMode: packet.AEADModeGCM, ChunkSize: sealChunk}}
-	w, err := pgp.Encrypt(bw, []*pgp.Entity{to.e}, nil, []*pgp.Entity{from.e}, &pgp.FileHints{} /* IsUTF8 false: literal format 'b' */, cfg)
+	var signers []*pgp.Entity
+	if from != nil {
+		signers = []*pgp.Entity{from.e}
+	}
+	w, err := pgp.Encrypt(bw, []*pgp.Entity{to.e}, nil, signers, &pgp.FileHints{} /* IsUTF8 false: literal format 'b' */, cfg)
 	if err != nil {
 		return fmt.Errorf("pgpmsg: seal to %s: %w", to.fp, err)
 	}
@@ -92,6 +101,9 @@ func setFingerprint(h *Header, name string, fp Fingerprint, mismatch error) erro
 // go-crypto's partial-length writer pass each through whole instead of growing its
 // buffer.
 func writeChunks(dst io.Writer, hdr []byte, payload io.Reader, buf []byte) error {
+	if m, ok := payload.(*memPayload); ok {
+		return m.writeChunks(dst, hdr, buf)
+	}
 	n := 0
 	if len(hdr) >= len(buf) {
 		if _, err := dst.Write(hdr); err != nil {
@@ -120,6 +132,27 @@ func writeChunks(dst io.Writer, hdr []byte, payload io.Reader, buf []byte) error
 		if _, err := dst.Write(buf[:n]); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// memPayload is a payload held in memory, head then tail. writeChunks writes the tail
+// from where it lies, in slices of the buffer's size, instead of copying it through the
+// buffer: the OpenPGP layers copy every Write into buffers of their own anyway.
+type memPayload struct{ head, tail []byte }
+
+func (m *memPayload) Read([]byte) (int, error) { panic("pgpmsg: memPayload is written, not read") }
+
+func (m *memPayload) writeChunks(dst io.Writer, hdr []byte, buf []byte) error {
+	if err := writeChunks(dst, hdr, bytes.NewReader(m.head), buf); err != nil {
+		return err
+	}
+	for t := m.tail; len(t) > 0; {
+		k := min(len(t), len(buf))
+		if _, err := dst.Write(t[:k]); err != nil {
+			return err
+		}
+		t = t[k:]
 	}
 	return nil
 }
