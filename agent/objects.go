@@ -348,14 +348,6 @@ func validID(s string) bool {
 	return true
 }
 
-// sealPiece writes one sealed piece to w: the owner signs and encrypts it to itself.
-func (n *Node) sealPiece(w io.Writer, pi PieceInfo, manifest []byte, shard []byte) error {
-	h := pi.header(n.Fingerprint(), n.Now(), len(manifest))
-	// Bound: the signature covers the header and the manifest, and the header carries
-	// the shard's hash, which the erasure code needs anyway: the shard is hashed once.
-	return pgpmsg.SealBound(w, h, manifest, shard, pi.ShardHash, n.ID, n.selfKey())
-}
-
 // openedPiece is a verified piece: what it says, its manifest and its shard.
 type openedPiece struct {
 	Info     PieceInfo

@@ -937,34 +937,34 @@ func (r *storeRun) markDeleted(root string, seen map[string]bool) error {
 }
 
 // sealStore seals one piece to ourselves, wraps it in a STORE message to the peer, and
-// commits that into outgoing/<peer>/, reading the piece's chunk layout (for probes) on the way.
+// commits that into outgoing/<peer>/, in one pass (pgpmsg.SealBoundWrapped): the piece
+// is bound (the signature covers its header and manifest, and the header carries the
+// shard's hash, which the erasure code keeps anyway), and its chunk layout is kept for
+// probes.
 //
 // read, if not nil, is called once shard is no longer used, before the spool file is
 // synced and committed.
 func (n *Node) sealStore(peer *candidate, pi PieceInfo, manifest, shard []byte, read func()) (Piece, error) {
 	m := n.newOut(peer.name, TypeStore, [][2]string{{fieldPiece, pi.Piece}}, nil)
 	h := n.header(m, peer.key)
-	inner, innerW := io.Pipe()
-	go func() {
-		err := n.sealPiece(innerW, pi, manifest, shard)
+	ph := pi.header(n.Fingerprint(), n.Now(), len(manifest))
+	done := func() {
 		if read != nil {
 			read()
+			read = nil
 		}
-		innerW.CloseWithError(err)
-	}()
-	layout := pgpmsg.NewChunkScanner()
+	}
+	defer done()
+	var l pgpmsg.ChunkLayout
 	_, err := n.Spool.PutWith(queue.Outgoing(peer.name), m.FileName(), func(w io.Writer) error {
-		err := pgpmsg.Seal(w, h, io.TeeReader(inner, layout), n.ID, peer.key)
-		if err == nil {
-			_, err = layout.Layout() // before the commit: a piece that could not be probed is not sent
-		}
+		var err error
+		l, err = pgpmsg.SealBoundWrapped(w, h, ph, manifest, shard, pi.ShardHash, n.ID, n.selfKey(), peer.key)
+		done()
 		return err
 	})
-	inner.CloseWithError(err)
 	if err != nil {
 		return Piece{}, fmt.Errorf("piece for %s: %w", peer.name, err)
 	}
-	l, _ := layout.Layout()
 	pin := l.Pin()
 	return Piece{
 		ID: pi.Piece, Index: pi.Index, Peer: peer.name, Size: l.Size,

@@ -20,5 +20,6 @@ func (k *Key) WithAEAD() *Key {
 			sc.Packet.PreferredCipherSuites = [][2]uint8{{uint8(packet.CipherAES256), uint8(packet.AEADModeGCM)}}
 		}
 	}
+	c.aead = true
 	return c
 }

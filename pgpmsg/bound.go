@@ -41,38 +41,50 @@ func SealBound(dst io.Writer, h Header, head, tail []byte, tailSum [32]byte, fro
 	if from == nil || to == nil {
 		return fmt.Errorf("pgpmsg: seal: %w: nil identity or key", ErrBadKey)
 	}
+	hdr, err := boundHeader(h, head, tailSum, from, to)
+	if err != nil {
+		return err
+	}
+	if to.aead {
+		if _, err := sealV2Bound(dst, hdr, head, tail, to); err != nil {
+			return fmt.Errorf("pgpmsg: seal: %w", err)
+		}
+		return nil
+	}
+	return seal(dst, hdr, &memPayload{head, tail}, nil, to)
+}
+
+// boundHeader returns the header block of a bound message: h with From, To, the head's
+// length, the tail's hash and from's signature over all that and the head.
+func boundHeader(h Header, head []byte, tailSum [32]byte, from *Identity, to *Key) ([]byte, error) {
 	if len(head) > MaxSignedHead {
-		return fmt.Errorf("pgpmsg: seal: %w: head of %d bytes, over %d", ErrTooLarge, len(head), MaxSignedHead)
+		return nil, fmt.Errorf("pgpmsg: seal: %w: head of %d bytes, over %d", ErrTooLarge, len(head), MaxSignedHead)
 	}
 	h = h.Clone()
 	for _, f := range []string{FieldSignedHead, FieldTailSHA256, FieldSignature} {
 		h.Del(f)
 	}
 	if err := setFingerprint(&h, FieldFrom, from.Fingerprint(), ErrSignerMismatch); err != nil {
-		return err
+		return nil, err
 	}
 	if err := setFingerprint(&h, FieldTo, to.Fingerprint(), ErrWrongRecipient); err != nil {
-		return err
+		return nil, err
 	}
 	h.Set(FieldSignedHead, strconv.Itoa(len(head)))
 	h.Set(FieldTailSHA256, hex.EncodeToString(tailSum[:]))
 	if err := h.validate(); err != nil {
-		return fmt.Errorf("pgpmsg: seal: %w", err)
+		return nil, fmt.Errorf("pgpmsg: seal: %w", err)
 	}
 	canon, err := h.marshal()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	sig, err := from.SignDetached(append(canon, head...))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	h.Set(FieldSignature, base64.StdEncoding.EncodeToString(sig))
-	hdr, err := h.marshal()
-	if err != nil {
-		return err
-	}
-	return seal(dst, hdr, &memPayload{head, tail}, nil, to)
+	return h.marshal()
 }
 
 // boundHead returns the signed head length of a bound message's header.

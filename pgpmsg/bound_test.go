@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"testing"
 
@@ -118,5 +119,101 @@ func TestBound_Rejects(t *testing.T) {
 	// Only known signers: a keyring without mallory refuses mallory's message.
 	if _, err := openWith(t, forged, bob, pgpmsg.NewKeyring(alice.Public()), pgpmsg.OpenOptions{Bound: true}); !errors.Is(err, pgpmsg.ErrUnknownSigner) {
 		t.Errorf("unknown signer: %v", err)
+	}
+}
+
+// A piece sealed to its owner and wrapped for a peer in one pass: the peer opens the
+// wrapper (signed by the owner, as Seal makes them), the owner opens the piece inside,
+// and the layout returned is the one a scanner of the piece reads.
+func TestBoundWrapped_RoundTrip(t *testing.T) {
+	alice, bob := id(t, "alice"), id(t, "bob")
+	self, peer := alice.Public().WithAEAD(), bob.Public().WithAEAD()
+	for _, size := range []int{0, 1, 100, 64<<10 - 700, 64 << 10, 64<<10 + 1, 1 << 20, 3<<20 + 77} {
+		head, tail := []byte(`[{"name":"/x"}]`), make([]byte, size)
+		for i := range tail {
+			tail[i] = byte(i*31 + i>>8)
+		}
+		var buf bytes.Buffer
+		l, err := pgpmsg.SealBoundWrapped(&buf, newHeader("STORE"), newHeader("PIECE"), head, tail, sha256.Sum256(tail), alice, self, peer)
+		if err != nil {
+			t.Fatalf("size %d: %v", size, err)
+		}
+		outer, err := openWith(t, buf.Bytes(), bob, pgpmsg.NewKeyring(alice.Public()), pgpmsg.OpenOptions{})
+		if err != nil {
+			t.Fatalf("size %d: the peer opens the wrapper: %v", size, err)
+		}
+		if outer.Signer.Fingerprint() != alice.Fingerprint() || outer.Header.Get(pgpmsg.FieldType) != "STORE" || outer.Bound {
+			t.Fatalf("size %d: wrapper %+v", size, outer.Header)
+		}
+		piece, _ := outer.PayloadBytes()
+		if int64(len(piece)) != l.Size {
+			t.Fatalf("size %d: piece of %d bytes, layout says %d", size, len(piece), l.Size)
+		}
+		s := scan(t, piece, 1<<16, 0)
+		sl, err := s.Layout()
+		if err != nil || sl.Pin() != l.Pin() || sl.Chunks != l.Chunks || sl.Size != l.Size {
+			t.Fatalf("size %d: scanned %+v (%v), returned %+v", size, sl.Chunks, err, l.Chunks)
+		}
+		c, err := pgpmsg.NewChunkChecker(alice, l.Preamble, l.Chunks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ch, _ := s.Chunk(0); c.Check(0, ch) != nil {
+			t.Fatalf("size %d: chunk 0 does not check", size)
+		}
+		in, err := openWith(t, piece, alice, pgpmsg.NewKeyring(alice.Public()), pgpmsg.OpenOptions{Bound: true})
+		if err != nil {
+			t.Fatalf("size %d: the owner opens the piece: %v", size, err)
+		}
+		got, _ := in.PayloadBytes()
+		if !in.Bound || !bytes.Equal(got, append(bytes.Clone(head), tail...)) {
+			t.Fatalf("size %d: piece payload of %d bytes, bound %v", size, len(got), in.Bound)
+		}
+	}
+	// Only WithAEAD keys: a key GnuPG 2.2 must read gets no such message.
+	if _, err := pgpmsg.SealBoundWrapped(io.Discard, newHeader("STORE"), newHeader("PIECE"), nil, nil, sha256.Sum256(nil), alice, alice.Public(), peer); !errors.Is(err, pgpmsg.ErrBadKey) {
+		t.Fatalf("plain key: %v", err)
+	}
+}
+
+// Damage anywhere in a wrapped piece, a bit flipped or the file cut, is refused by the
+// peer that opens it (or, in the one unauthenticated octet of the session key packet,
+// opens to exactly what was sealed).
+func TestBoundWrapped_DamageSweep(t *testing.T) {
+	alice, bob := id(t, "alice"), id(t, "bob")
+	tail := patterned(200 << 10)
+	var buf bytes.Buffer
+	if _, err := pgpmsg.SealBoundWrapped(&buf, newHeader("STORE"), newHeader("PIECE"), []byte("m"), tail, sha256.Sum256(tail), alice, alice.Public().WithAEAD(), bob.Public().WithAEAD()); err != nil {
+		t.Fatal(err)
+	}
+	msg := buf.Bytes()
+	peers := pgpmsg.NewKeyring(alice.Public())
+	clean, err := openWith(t, msg, bob, peers, pgpmsg.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := clean.PayloadBytes()
+	keyPacketEnd := 2 + int(msg[1])
+	try := func(what string, at int, m []byte) {
+		t.Helper()
+		o, err := openWith(t, m, bob, peers, pgpmsg.OpenOptions{MemLimit: 64 << 10})
+		if err == nil {
+			got, _ := o.PayloadBytes()
+			if at < 0 || at >= keyPacketEnd || !bytes.Equal(got, want) {
+				t.Fatalf("%s: opened (%d bytes)", what, len(got))
+			}
+			return
+		}
+		if !errors.Is(err, pgpmsg.ErrTruncated) && !errors.Is(err, pgpmsg.ErrMalformed) && !errors.Is(err, pgpmsg.ErrNotForUs) {
+			t.Fatalf("%s: %v, want ErrTruncated, ErrMalformed or ErrNotForUs", what, err)
+		}
+	}
+	for at := 0; at < len(msg); at += max(1, min(at/64, 661)) {
+		m := bytes.Clone(msg)
+		m[at] ^= 0x01
+		try(fmt.Sprintf("bit flipped at %d of %d", at, len(msg)), at, m)
+	}
+	for cut := 0; cut < len(msg); cut += 3001 {
+		try(fmt.Sprintf("cut to %d of %d", cut, len(msg)), -1, msg[:cut])
 	}
 }

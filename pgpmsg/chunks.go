@@ -255,19 +255,30 @@ func NewChunkChecker(me *Identity, preamble []byte, chunks int) (*ChunkChecker, 
 		return nil, err
 	}
 	ad := []byte{0xc0 | tagSEIPD, h[0], h[1], h[2], h[3]}
-	okm, err := hkdf.Key(sha256.New, sk, h[4:], string(ad), keyLen+12-8)
+	aead, iv, err := seipdv2Key(sk, h[4:], ad)
 	if err != nil {
 		return nil, err
 	}
-	block, err := aes.NewCipher(okm[:keyLen])
+	return &ChunkChecker{aead: aead, iv: iv, ad: ad, csize: 1<<(h[3]+6) + aeadTagLen, chunks: chunks}, nil
+}
+
+// seipdv2Key derives a SEIPDv2 GCM message's key and IV (the nonce but for the chunk
+// index) from its session key and salt; ad is the packet's tag, version, cipher, mode
+// and chunk size byte (RFC 9580 §5.13.2).
+func seipdv2Key(sessionKey, salt, ad []byte) (cipher.AEAD, []byte, error) {
+	okm, err := hkdf.Key(sha256.New, sessionKey, salt, string(ad), len(sessionKey)+12-8)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	block, err := aes.NewCipher(okm[:len(sessionKey)])
+	if err != nil {
+		return nil, nil, err
 	}
 	aead, err := cipher.NewGCM(block)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &ChunkChecker{aead: aead, iv: okm[keyLen:], ad: ad, csize: 1<<(h[3]+6) + aeadTagLen, chunks: chunks}, nil
+	return aead, okm[len(sessionKey):], nil
 }
 
 // sessionKey decrypts the first session key packet of pkesks addressed to one of me's keys.

@@ -167,8 +167,9 @@ func (id *Identity) EncryptionKeyIDs() []uint64 { return encryptionKeyIDs(id.e) 
 
 // Key is a peer's public key.
 type Key struct {
-	e  *pgp.Entity
-	fp Fingerprint
+	e    *pgp.Entity
+	fp   Fingerprint
+	aead bool // a WithAEAD copy: sealed to with SEIPDv2 AES-GCM
 }
 
 // ReadKeys reads one or more public keys, armored or binary. Several keys
