@@ -176,6 +176,9 @@ type partWriter struct {
 	framed int64 // bytes written, length octets included
 }
 
+// partHeader is the partial length of partSize (2^16) bytes.
+var partHeader = [1]byte{224 + 16}
+
 func newPartWriter(w io.Writer, min int64) *partWriter {
 	return &partWriter{w: w, stream: (max(min, 1) - 1) / partSize * partSize}
 }
@@ -190,7 +193,7 @@ func (pw *partWriter) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 && pw.done < pw.stream {
 		if pw.left == 0 {
-			if _, err := pw.w.Write([]byte{224 + 16}); err != nil {
+			if _, err := pw.w.Write(partHeader[:]); err != nil {
 				return 0, err
 			}
 			pw.left = partSize
