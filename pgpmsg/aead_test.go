@@ -175,15 +175,21 @@ func TestWithAEAD_RejectsLikeV1(t *testing.T) {
 func TestWithAEAD_DamageSweep(t *testing.T) {
 	alice, bob := id(t, "alice"), id(t, "bob")
 	msg := seal(t, newHeader("STORE"), patterned(300<<10), alice, bob.Public().WithAEAD())
-	peers := pgpmsgtest.Keyring(t, "alice")
-	payload := patterned(300 << 10)
-	// The session key packet is not authenticated, and go-crypto reads a v6 one's
-	// "length of the next two fields" octet only as zero or not. A flip there may
-	// still open: acceptable only if what opens is exactly what was sealed.
+	sweepDamage(t, msg, bob, pgpmsgtest.Keyring(t, "alice"), patterned(300<<10), 997, 4099)
+}
+
+// sweepDamage flips one bit at offsets all through msg (every byte of the session key
+// packet and the data packet's header, then every stride bytes) and cuts it every cut
+// bytes: Open never accepts it, and says why with a damage sentinel. The session key
+// packet is not authenticated, and go-crypto reads a v6 one's "length of the next two
+// fields" octet only as zero or not: a flip there may still open, acceptable only if
+// what opens is exactly payload.
+func sweepDamage(t *testing.T, msg []byte, me *pgpmsg.Identity, peers *pgpmsg.Keyring, payload []byte, stride, cut int) {
+	t.Helper()
 	keyPacketEnd := 2 + int(msg[1])
 	try := func(what string, at int, m []byte) {
 		t.Helper()
-		o, err := openWith(t, m, bob, peers, pgpmsg.OpenOptions{MemLimit: 64 << 10})
+		o, err := openWith(t, m, me, peers, pgpmsg.OpenOptions{MemLimit: 64 << 10})
 		if err == nil {
 			got, rerr := io.ReadAll(o.Payload())
 			o.Close()
@@ -196,15 +202,13 @@ func TestWithAEAD_DamageSweep(t *testing.T) {
 			t.Fatalf("%s: %v, want ErrTruncated, ErrMalformed or ErrNotForUs", what, err)
 		}
 	}
-	// Every byte of the session key packet and the data packet's header, then a
-	// stride through the rest.
-	for at := 0; at < len(msg); at += max(1, min(at/64, 997)) {
+	for at := 0; at < len(msg); at += max(1, min(at/64, stride)) {
 		m := bytes.Clone(msg)
 		m[at] ^= 0x01
 		try(fmt.Sprintf("bit flipped at %d of %d", at, len(msg)), at, m)
 	}
-	for cut := 0; cut < len(msg); cut += 4099 {
-		try(fmt.Sprintf("cut to %d of %d", cut, len(msg)), -1, msg[:cut])
+	for n := 0; n < len(msg); n += cut {
+		try(fmt.Sprintf("cut to %d of %d", n, len(msg)), -1, msg[:n])
 	}
 }
 

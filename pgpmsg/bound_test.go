@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"testing"
 
@@ -193,27 +192,5 @@ func TestBoundWrapped_DamageSweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	want, _ := clean.PayloadBytes()
-	keyPacketEnd := 2 + int(msg[1])
-	try := func(what string, at int, m []byte) {
-		t.Helper()
-		o, err := openWith(t, m, bob, peers, pgpmsg.OpenOptions{MemLimit: 64 << 10})
-		if err == nil {
-			got, _ := o.PayloadBytes()
-			if at < 0 || at >= keyPacketEnd || !bytes.Equal(got, want) {
-				t.Fatalf("%s: opened (%d bytes)", what, len(got))
-			}
-			return
-		}
-		if !errors.Is(err, pgpmsg.ErrTruncated) && !errors.Is(err, pgpmsg.ErrMalformed) && !errors.Is(err, pgpmsg.ErrNotForUs) {
-			t.Fatalf("%s: %v, want ErrTruncated, ErrMalformed or ErrNotForUs", what, err)
-		}
-	}
-	for at := 0; at < len(msg); at += max(1, min(at/64, 661)) {
-		m := bytes.Clone(msg)
-		m[at] ^= 0x01
-		try(fmt.Sprintf("bit flipped at %d of %d", at, len(msg)), at, m)
-	}
-	for cut := 0; cut < len(msg); cut += 3001 {
-		try(fmt.Sprintf("cut to %d of %d", cut, len(msg)), -1, msg[:cut])
-	}
+	sweepDamage(t, msg, bob, peers, want, 661, 3001)
 }
