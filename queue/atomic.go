@@ -19,31 +19,13 @@ func WriteAtomic(path string, r io.Reader, perm fs.FileMode) (int64, error) {
 	if err := mkdirDurable(dir); err != nil {
 		return 0, err
 	}
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return 0, err
-	}
-	tmp := f.Name()
-	fail := func(err error) error { f.Close(); os.Remove(tmp); return err }
-	if err := f.Chmod(perm); err != nil {
-		return 0, fail(err)
-	}
-	n, err := copyLimited(f, r, 0)
-	if err != nil {
-		return n, fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return n, fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return n, err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return n, err
-	}
-	return n, syncDir(dir)
+	// The temp file is hidden (a dot name) in path's own directory, which others list.
+	return commitWith(dir, ".tmp-*", dir, filepath.Base(path), func(f *os.File) (int64, error) {
+		if err := f.Chmod(perm); err != nil {
+			return 0, err
+		}
+		return copyLimited(f, r, 0)
+	})
 }
 
 // copyBufs are the buffers spool writes copy through: large enough for few syscalls,

@@ -131,7 +131,7 @@ func (s *Spool) put(box Box, name string, fill func(*os.File) (int64, error)) (i
 			return 0, fmt.Errorf("queue: put %s/%s: %w", box, name, err)
 		}
 	}
-	n, err := commitWith(filepath.Join(s.root, tmpDir), dir, name, fill)
+	n, err := commitWith(filepath.Join(s.root, tmpDir), "put-*.tmp", dir, name, fill)
 	if err != nil {
 		return n, fmt.Errorf("queue: put %s/%s: %w", box, name, err)
 	}
@@ -187,12 +187,12 @@ func copyLimited(f *os.File, r io.Reader, maxSize int64) (int64, error) {
 
 // commit is the write → fsync → rename → fsync dir sequence, for r.
 func commit(tmp, dir, name string, r io.Reader, maxSize int64) (int64, error) {
-	return commitWith(tmp, dir, name, func(f *os.File) (int64, error) { return copyLimited(f, r, maxSize) })
+	return commitWith(tmp, "put-*.tmp", dir, name, func(f *os.File) (int64, error) { return copyLimited(f, r, maxSize) })
 }
 
 // commitWith is the write → fsync → rename → fsync dir sequence, for what fill writes.
-func commitWith(tmp, dir, name string, fill func(*os.File) (int64, error)) (n int64, err error) {
-	f, err := os.CreateTemp(tmp, "put-*.tmp")
+func commitWith(tmp, pattern, dir, name string, fill func(*os.File) (int64, error)) (n int64, err error) {
+	f, err := os.CreateTemp(tmp, pattern)
 	if err != nil {
 		return 0, err
 	}
