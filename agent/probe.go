@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -190,8 +189,12 @@ func handleProbe(r *Request) error {
 		return r.nack(TypeProbe, "piece unreadable: "+err.Error(), [2]string{fieldPiece, id})
 	}
 	defer f.Close()
-	s := pgpmsg.NewChunkScanner(chunks...)
-	if _, err := io.Copy(s, f); err != nil {
+	fi, err := f.Stat()
+	if err != nil {
+		return retryLater{err}
+	}
+	s, err := pgpmsg.ScanFile(f, fi.Size(), chunks...) // reads the chunks asked, not the piece
+	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
 			return retryLater{err} // the disk, not the piece

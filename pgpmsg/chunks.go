@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 )
@@ -193,6 +194,60 @@ func (s *ChunkScanner) body(b []byte) {
 		s.want[i] = append(got, b[a-off:z-off]...)
 	}
 	s.data += int64(len(b))
+}
+
+// ScanFile scans the sealed message in r (size bytes) as if it were written to a
+// scanner, but reads only its packet headers, its preamble and the chunks asked for,
+// seeking past the rest: a peer answering a probe reads a few chunks of a piece, not
+// the piece.
+func ScanFile(r io.ReaderAt, size int64, want ...int) (*ChunkScanner, error) {
+	s := NewChunkScanner(want...)
+	buf := make([]byte, 64<<10)
+	for off := int64(0); off < size; {
+		skip, n := s.next()
+		if skip > 0 {
+			skip = min(skip, size-off)
+			s.left, s.data, s.size, off = s.left-skip, s.data+skip, s.size+skip, off+skip
+			if s.left == 0 && !s.part {
+				s.tag, s.sealed = 0, s.tag == tagSEIPD
+			}
+			continue
+		}
+		n = min(n, int64(len(buf)), size-off)
+		if _, err := r.ReadAt(buf[:n], off); err != nil {
+			return nil, err
+		}
+		if _, err := s.Write(buf[:n]); err != nil {
+			return nil, err
+		}
+		off += n
+	}
+	return s, nil
+}
+
+// next says what ScanFile does with the next bytes: skip that many (no chunk asked for
+// covers them), or read up to n of them (a header, the preamble, a chunk asked for).
+func (s *ChunkScanner) next() (skip, n int64) {
+	switch {
+	case s.err != nil || s.left == 0:
+		return 0, 6 // a packet header or a length, and maybe a few bytes after it
+	case s.tag != tagSEIPD:
+		return 0, s.left
+	case s.data < seipdPrefixLen:
+		return 0, min(s.left, seipdPrefixLen-s.data)
+	}
+	off := s.data - seipdPrefixLen
+	end := off + s.left // the end of this part, in chunk-area offsets
+	for i := range s.want {
+		lo, hi := int64(i)*s.csize, int64(i+1)*s.csize
+		if lo <= off && off < hi {
+			return 0, min(end, hi) - off
+		}
+		if lo > off {
+			end = min(end, lo)
+		}
+	}
+	return end - off, 0
 }
 
 // Layout returns the message's preamble and chunk count, once all of it was written.

@@ -152,6 +152,14 @@ func FuzzChunkScanner(f *testing.F) {
 		if err != nil {
 			return
 		}
+		// Reading only what is asked finds the same: skipped bytes do not frame.
+		fs, err := pgpmsg.ScanFile(bytes.NewReader(m), int64(len(m)), 0, 1, 2)
+		if err != nil {
+			t.Fatalf("ScanFile: %v, Write scan: ok", err)
+		}
+		if fl, err := fs.Layout(); err != nil || fl.Pin() != l.Pin() || fl.Chunks != l.Chunks || fl.Size != l.Size {
+			t.Fatalf("ScanFile layout %+v (%v), Write scan %+v", fl.Chunks, err, l.Chunks)
+		}
 		c, err := pgpmsg.NewChunkChecker(alice, l.Preamble, l.Chunks)
 		if err != nil {
 			return
@@ -170,4 +178,51 @@ func FuzzChunkScanner(f *testing.F) {
 			}
 		}
 	})
+}
+
+// countingReaderAt counts the bytes read from it.
+type countingReaderAt struct {
+	r *bytes.Reader
+	n int64
+}
+
+func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.r.ReadAt(p, off)
+	c.n += int64(n)
+	return n, err
+}
+
+// ScanFile finds what a scan of the whole message finds, reading only the chunks asked.
+func TestChunks_ScanFileReadsOnlyWhatIsAsked(t *testing.T) {
+	alice := id(t, "alice")
+	for _, size := range []int{10, 64<<10 - 300, 3<<16 + 5, 2 << 20} {
+		payload := bytes.Repeat([]byte{0x0d, 0x0a, 0x00, 0xff}, size/4)
+		msg := seal(t, fullHeader("STORE", alice.Fingerprint(), alice.Fingerprint()), payload, alice, alice.Public().WithAEAD())
+		full := scan(t, msg, len(msg))
+		l, err := full.Layout()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []int{l.Chunks - 1, 0, l.Chunks / 2}
+		all := scan(t, msg, len(msg), want...)
+		cr := &countingReaderAt{r: bytes.NewReader(msg)}
+		s, err := pgpmsg.ScanFile(cr, int64(len(msg)), want...)
+		if err != nil {
+			t.Fatalf("size %d: %v", size, err)
+		}
+		sl, err := s.Layout()
+		if err != nil || sl.Pin() != l.Pin() || sl.Chunks != l.Chunks || sl.Size != l.Size {
+			t.Fatalf("size %d: ScanFile layout %d chunks, %d bytes (%v); want %d, %d", size, sl.Chunks, sl.Size, err, l.Chunks, l.Size)
+		}
+		for _, i := range want {
+			a, _ := all.Chunk(i)
+			b, err := s.Chunk(i)
+			if err != nil || !bytes.Equal(a, b) {
+				t.Fatalf("size %d: chunk %d differs (%v)", size, i, err)
+			}
+		}
+		if limit := int64(len(l.Preamble)) + 3*(64<<10+16) + int64(len(msg))/1000 + 64; size > 1<<20 && cr.n > limit {
+			t.Errorf("size %d: read %d of %d bytes, want at most %d", size, cr.n, len(msg), limit)
+		}
+	}
 }
