@@ -2,7 +2,6 @@ package pgpmsg
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
@@ -35,8 +34,8 @@ const (
 // SealBound writes a bound message to dst: the header h and the payload head followed
 // by tail, encrypted to to, with from's signature over h and head and with tailSum,
 // which must be the SHA-256 of tail, in h (a wrong one makes a message that never
-// opens). Otherwise it is Seal, and its errors are Seal's. The payload is in memory
-// (a shard): it is encrypted from where it lies.
+// opens). Otherwise it is Seal, and its errors are Seal's. To a Key.WithAEAD the tail
+// is encrypted from where it lies.
 func SealBound(dst io.Writer, h Header, head, tail []byte, tailSum [32]byte, from *Identity, to *Key) error {
 	if from == nil || to == nil {
 		return fmt.Errorf("pgpmsg: seal: %w: nil identity or key", ErrBadKey)
@@ -45,13 +44,17 @@ func SealBound(dst io.Writer, h Header, head, tail []byte, tailSum [32]byte, fro
 	if err != nil {
 		return err
 	}
-	if to.aead {
-		if _, err := sealV2Bound(dst, hdr, head, tail, to); err != nil {
-			return fmt.Errorf("pgpmsg: seal: %w", err)
-		}
-		return nil
+	if !to.aead {
+		return seal(dst, hdr, io.MultiReader(bytes.NewReader(head), bytes.NewReader(tail)), nil, to)
 	}
-	return seal(dst, hdr, &memPayload{head, tail}, nil, to)
+	m, err := newV2Message(to)
+	if err == nil {
+		err = m.writeAll(dst, boundPlaintext(hdr, head, tail))
+	}
+	if err != nil {
+		return fmt.Errorf("pgpmsg: seal: %w", err)
+	}
+	return nil
 }
 
 // boundHeader returns the header block of a bound message: h with From, To, the head's
@@ -60,15 +63,12 @@ func boundHeader(h Header, head []byte, tailSum [32]byte, from *Identity, to *Ke
 	if len(head) > MaxSignedHead {
 		return nil, fmt.Errorf("pgpmsg: seal: %w: head of %d bytes, over %d", ErrTooLarge, len(head), MaxSignedHead)
 	}
-	h = h.Clone()
+	h, err := addressed(h, from, to)
+	if err != nil {
+		return nil, err
+	}
 	for _, f := range []string{FieldSignedHead, FieldTailSHA256, FieldSignature} {
 		h.Del(f)
-	}
-	if err := setFingerprint(&h, FieldFrom, from.Fingerprint(), ErrSignerMismatch); err != nil {
-		return nil, err
-	}
-	if err := setFingerprint(&h, FieldTo, to.Fingerprint(), ErrWrongRecipient); err != nil {
-		return nil, err
 	}
 	h.Set(FieldSignedHead, strconv.Itoa(len(head)))
 	h.Set(FieldTailSHA256, hex.EncodeToString(tailSum[:]))
@@ -139,11 +139,11 @@ func checkBound(h Header, payload io.ReaderAt, size, head int64, tailSum []byte,
 	if err != nil {
 		return nil, err
 	}
-	signed := make([]byte, len(canon), len(canon)+int(head))
-	copy(signed, canon)
-	signed = signed[:len(canon)+int(head)]
-	if _, err := payload.ReadAt(signed[len(canon):], 0); err != nil && head > 0 {
-		return nil, fmt.Errorf("%w: %w", errSpill, err)
+	signed := append(canon, make([]byte, head)...)
+	if head > 0 {
+		if _, err := payload.ReadAt(signed[len(canon):], 0); err != nil {
+			return nil, fmt.Errorf("%w: %w", errSpill, err)
+		}
 	}
 	k, err := VerifyDetached(peers, signed, sig)
 	if err != nil {
@@ -151,5 +151,3 @@ func checkBound(h Header, payload io.ReaderAt, size, head int64, tailSum []byte,
 	}
 	return k, nil
 }
-
-func newTailHash() hash.Hash { return sha256.New() }

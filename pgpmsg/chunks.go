@@ -44,7 +44,7 @@ type ChunkLayout struct {
 func (l ChunkLayout) Pin() [32]byte { return sha256.Sum256(l.Preamble) }
 
 // ChunkScanner is an io.Writer that reads the framing of a sealed SEIPDv2 message
-// written to it (a tee of Seal's output, or a stored file copied in), keeping its
+// written to it (a tee of a piece being opened; ScanFile for a file), keeping its
 // preamble and the chunks asked for. It looks at packet headers only, so it costs
 // next to nothing beside the bytes passing through.
 type ChunkScanner struct {
@@ -96,14 +96,17 @@ func (s *ChunkScanner) Write(p []byte) (int, error) {
 		k := int(min(int64(len(p)), s.left))
 		s.body(p[:k])
 		p, s.left = p[k:], s.left-int64(k)
-		if s.left == 0 && !s.part {
-			if s.tag == tagSEIPD {
-				s.sealed = true
-			}
-			s.tag = 0
-		}
+		s.partDone()
 	}
 	return n, s.err
+}
+
+// partDone ends the current packet once its last body part is read.
+func (s *ChunkScanner) partDone() {
+	if s.left == 0 && !s.part {
+		s.sealed = s.sealed || s.tag == tagSEIPD
+		s.tag = 0
+	}
 }
 
 // header parses s.hdr once it holds a whole packet header (or, inside a partial body,
@@ -119,9 +122,7 @@ func (s *ChunkScanner) header() {
 			return
 		}
 		s.hdr, s.left, s.part = s.hdr[:0], bl, partial
-		if s.left == 0 && !s.part { // a zero final length ends the body
-			s.tag, s.sealed = 0, true
-		}
+		s.partDone() // a zero final length ends the body
 		return
 	}
 	if b[0]&0xc0 != 0xc0 {
@@ -208,9 +209,7 @@ func ScanFile(r io.ReaderAt, size int64, want ...int) (*ChunkScanner, error) {
 		if skip > 0 {
 			skip = min(skip, size-off)
 			s.left, s.data, s.size, off = s.left-skip, s.data+skip, s.size+skip, off+skip
-			if s.left == 0 && !s.part {
-				s.tag, s.sealed = 0, s.tag == tagSEIPD
-			}
+			s.partDone()
 			continue
 		}
 		n = min(n, int64(len(buf)), size-off)

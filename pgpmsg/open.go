@@ -3,6 +3,7 @@ package pgpmsg
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -183,7 +184,7 @@ func Open(src io.Reader, me *Identity, peers *Keyring, opts OpenOptions) (*Opene
 	var readErr error
 	switch {
 	case headerErr == nil && bound:
-		tail = &tailHasher{w: sink, skip: head, h: newTailHash()}
+		tail = &tailHasher{w: sink, skip: head, h: sha256.New()}
 		readErr = drainInto(tail, hbr, plain, *bp)
 	case headerErr == nil:
 		readErr = drainInto(sink, hbr, plain, *bp)

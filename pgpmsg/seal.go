@@ -2,7 +2,6 @@ package pgpmsg
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"sync"
@@ -33,21 +32,33 @@ func Seal(dst io.Writer, h Header, payload io.Reader, from *Identity, to *Key) e
 	if from == nil || to == nil {
 		return fmt.Errorf("pgpmsg: seal: %w: nil identity or key", ErrBadKey)
 	}
-	h = h.Clone()
-	if err := setFingerprint(&h, FieldFrom, from.Fingerprint(), ErrSignerMismatch); err != nil {
-		return err
-	}
-	if err := setFingerprint(&h, FieldTo, to.Fingerprint(), ErrWrongRecipient); err != nil {
-		return err
-	}
-	if err := h.validate(); err != nil {
-		return fmt.Errorf("pgpmsg: seal: %w", err)
-	}
-	hdr, err := h.marshal()
+	hdr, err := sealHeader(h, from, to)
 	if err != nil {
 		return err
 	}
 	return seal(dst, hdr, payload, from, to)
+}
+
+// addressed returns a copy of h with From and To filled in from the keys, or fails if
+// they name other keys.
+func addressed(h Header, from *Identity, to *Key) (Header, error) {
+	h = h.Clone()
+	if err := setFingerprint(&h, FieldFrom, from.Fingerprint(), ErrSignerMismatch); err != nil {
+		return h, err
+	}
+	return h, setFingerprint(&h, FieldTo, to.Fingerprint(), ErrWrongRecipient)
+}
+
+// sealHeader is the header block of a message from from to to: h addressed, valid.
+func sealHeader(h Header, from *Identity, to *Key) ([]byte, error) {
+	h, err := addressed(h, from, to)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.validate(); err != nil {
+		return nil, fmt.Errorf("pgpmsg: seal: %w", err)
+	}
+	return h.marshal()
 }
 
 // seal encrypts hdr and payload to to, signed by from unless it is nil.
@@ -101,9 +112,6 @@ func setFingerprint(h *Header, name string, fp Fingerprint, mismatch error) erro
 // go-crypto's partial-length writer pass each through whole instead of growing its
 // buffer.
 func writeChunks(dst io.Writer, hdr []byte, payload io.Reader, buf []byte) error {
-	if m, ok := payload.(*memPayload); ok {
-		return m.writeChunks(dst, hdr, buf)
-	}
 	n := 0
 	if len(hdr) >= len(buf) {
 		if _, err := dst.Write(hdr); err != nil {
@@ -132,27 +140,6 @@ func writeChunks(dst io.Writer, hdr []byte, payload io.Reader, buf []byte) error
 		if _, err := dst.Write(buf[:n]); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-// memPayload is a payload held in memory, head then tail. writeChunks writes the tail
-// from where it lies, in slices of the buffer's size, instead of copying it through the
-// buffer: the OpenPGP layers copy every Write into buffers of their own anyway.
-type memPayload struct{ head, tail []byte }
-
-func (m *memPayload) Read([]byte) (int, error) { panic("pgpmsg: memPayload is written, not read") }
-
-func (m *memPayload) writeChunks(dst io.Writer, hdr []byte, buf []byte) error {
-	if err := writeChunks(dst, hdr, bytes.NewReader(m.head), buf); err != nil {
-		return err
-	}
-	for t := m.tail; len(t) > 0; {
-		k := min(len(t), len(buf))
-		if _, err := dst.Write(t[:k]); err != nil {
-			return err
-		}
-		t = t[k:]
 	}
 	return nil
 }

@@ -283,31 +283,31 @@ func (s *signing) signature() ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// maxSignature bounds a signature packet: an EdDSA one is about 150 bytes, an RSA-4096
-// one about 600.
-const maxSignature = 2048
+// boundPlaintext is the plaintext of a bound message: one literal packet of its header
+// block, head and tail.
+func boundPlaintext(hdr, head, tail []byte) [][]byte {
+	return [][]byte{literalHeader(int64(len(hdr) + len(head) + len(tail))), hdr, head, tail}
+}
 
-// sealV2Bound writes SealBound's message to an AEAD key: hdr (the bound header), head
-// and tail as one literal packet.
-func sealV2Bound(dst io.Writer, hdr, head, tail []byte, to *Key) (ChunkLayout, error) {
-	d := int64(len(hdr) + len(head) + len(tail))
-	lit := literalHeader(d)
-	m, err := newV2Message(to)
-	if err != nil {
-		return ChunkLayout{}, err
+func plaintextLen(parts [][]byte) int64 {
+	var n int64
+	for _, b := range parts {
+		n += int64(len(b))
 	}
-	if err := m.start(dst, int64(len(lit))+d); err != nil {
-		return ChunkLayout{}, err
+	return n
+}
+
+// writeAll writes the whole message m, of the plaintext parts, to dst.
+func (m *v2Message) writeAll(dst io.Writer, parts [][]byte) error {
+	if err := m.start(dst, plaintextLen(parts)); err != nil {
+		return err
 	}
-	for _, b := range [][]byte{lit, hdr, head, tail} {
+	for _, b := range parts {
 		if _, err := m.Write(b); err != nil {
-			return ChunkLayout{}, err
+			return err
 		}
 	}
-	if err := m.Close(); err != nil {
-		return ChunkLayout{}, err
-	}
-	return m.layout, nil
+	return m.Close()
 }
 
 // SealBoundWrapped writes, in one pass, a message from from to to (as Seal would, to a
@@ -320,17 +320,7 @@ func SealBoundWrapped(dst io.Writer, outer Header, inner Header, head, tail []by
 	if from == nil || self == nil || to == nil || !self.aead || !to.aead {
 		return fail(fmt.Errorf("%w: wrapping needs an identity and two WithAEAD keys", ErrBadKey))
 	}
-	outer = outer.Clone()
-	if err := setFingerprint(&outer, FieldFrom, from.Fingerprint(), ErrSignerMismatch); err != nil {
-		return ChunkLayout{}, err
-	}
-	if err := setFingerprint(&outer, FieldTo, to.Fingerprint(), ErrWrongRecipient); err != nil {
-		return ChunkLayout{}, err
-	}
-	if err := outer.validate(); err != nil {
-		return fail(err)
-	}
-	ohdr, err := outer.marshal()
+	ohdr, err := sealHeader(outer, from, to)
 	if err != nil {
 		return ChunkLayout{}, err
 	}
@@ -345,9 +335,8 @@ func SealBoundWrapped(dst io.Writer, outer Header, inner Header, head, tail []by
 	if err != nil {
 		return fail(err)
 	}
-	ilit := literalHeader(int64(len(ihdr) + len(head) + len(tail)))
-	iplain := int64(len(ilit)+len(ihdr)+len(head)) + int64(len(tail))
-	innerSize := v2MessageSize(len(im.keyPackets()), iplain)
+	iparts := boundPlaintext(ihdr, head, tail)
+	innerSize := v2MessageSize(len(im.keyPackets()), plaintextLen(iparts))
 
 	sg, ops, err := newSigning(from, to)
 	if err != nil {
@@ -371,15 +360,7 @@ func SealBoundWrapped(dst io.Writer, outer Header, inner Header, head, tail []by
 	if _, err := lit.Write(ohdr); err != nil {
 		return fail(err)
 	}
-	if err := im.start(lit, iplain); err != nil {
-		return fail(err)
-	}
-	for _, b := range [][]byte{ilit, ihdr, head, tail} {
-		if _, err := im.Write(b); err != nil {
-			return fail(err)
-		}
-	}
-	if err := im.Close(); err != nil {
+	if err := im.writeAll(lit, iparts); err != nil {
 		return fail(err)
 	}
 	if im.layout.Size != innerSize {
@@ -388,9 +369,6 @@ func SealBoundWrapped(dst io.Writer, outer Header, inner Header, head, tail []by
 	sig, err := sg.signature()
 	if err != nil {
 		return fail(err)
-	}
-	if len(sig) > maxSignature {
-		return fail(errors.New("signature packet too long"))
 	}
 	if _, err := om.Write(sig); err != nil {
 		return fail(err)
