@@ -381,11 +381,16 @@ func (n *Node) openPiece(r io.Reader, maxSize int64) (*openedPiece, error) {
 	if err := json.Unmarshal(body[:ml], &op.Manifest); err != nil {
 		return nil, fmt.Errorf("piece: manifest: %w", err)
 	}
-	// Open checked the shard (all after the manifest) against Tail-Sha256, when bound.
-	bound := msg.Bound && msg.Header.Get(pgpmsg.FieldTailSHA256) == hex.EncodeToString(pi.ShardHash[:]) &&
-		msg.Header.Get(pgpmsg.FieldSignedHead) == strconv.Itoa(ml)
-	if !bound && sha256.Sum256(op.Shard) != pi.ShardHash {
-		return nil, errors.New("piece: shard does not match its hash")
+	switch {
+	case !msg.Bound: // signed whole, as pieces were before they were bound
+		if sha256.Sum256(op.Shard) != pi.ShardHash {
+			return nil, errors.New("piece: shard does not match its hash")
+		}
+	// Bound: Open checked all after the head against Tail-Sha256; the piece's own
+	// fields must name the same head and hash.
+	case msg.Header.Get(pgpmsg.FieldTailSHA256) != hex.EncodeToString(pi.ShardHash[:]) ||
+		msg.Header.Get(pgpmsg.FieldSignedHead) != strconv.Itoa(ml):
+		return nil, errors.New("piece: bound to another hash or manifest length than it says")
 	}
 	return op, nil
 }

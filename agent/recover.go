@@ -304,8 +304,8 @@ func handleRecoverResponse(r *Request) error {
 	if err != nil {
 		return err
 	}
-	tree := pgpmsg.NewChunkScanner()
-	op, err := n.openPiece(io.TeeReader(r.Msg.Payload(), tolerant{tree}), n.Opts.Int("maxMsgSize"))
+	layout := pgpmsg.NewChunkScanner() // the piece's pin and chunk count, for probes
+	op, err := n.openPiece(io.TeeReader(r.Msg.Payload(), tolerant{layout}), n.Opts.Int("maxMsgSize"))
 	if err != nil {
 		return reject("RECOVER_RESPONSE from %s: %v", r.Peer.Name, err)
 	}
@@ -318,7 +318,7 @@ func handleRecoverResponse(r *Request) error {
 		if o, err := getObject(r.Tx, op.Info.Object); err != nil || o == nil {
 			return err
 		} else if lastAll, err := getJob(r.Tx, allJobName); err == nil && lastAll != nil {
-			return n.notePiece(r.Tx, o, op, r.Peer.Name, id, tree)
+			return n.notePiece(r.Tx, o, op, r.Peer.Name, id, layout)
 		}
 		return nil
 	}
@@ -344,11 +344,11 @@ func handleRecoverResponse(r *Request) error {
 		return err
 	}
 	if o == nil && all != nil {
-		if o, err = n.rebuildBooks(r.Tx, op, r.Peer.Name, id, tree); err != nil {
+		if o, err = n.rebuildBooks(r.Tx, op, r.Peer.Name, id, layout); err != nil {
 			return err
 		}
 	} else if o != nil && all != nil {
-		if err := n.notePiece(r.Tx, o, op, r.Peer.Name, id, tree); err != nil {
+		if err := n.notePiece(r.Tx, o, op, r.Peer.Name, id, layout); err != nil {
 			return err
 		}
 	}
@@ -406,7 +406,7 @@ func (t tolerant) Write(p []byte) (int, error) {
 
 // rebuildBooks creates the record of an object we had lost, from one of its pieces, and
 // the file versions its manifest lists.
-func (n *Node) rebuildBooks(tx *bolt.Tx, op *openedPiece, peer, id string, tree *pgpmsg.ChunkScanner) (*Object, error) {
+func (n *Node) rebuildBooks(tx *bolt.Tx, op *openedPiece, peer, id string, layout *pgpmsg.ChunkScanner) (*Object, error) {
 	pi := op.Info
 	o := &Object{ID: pi.Object, Size: pi.ObjectSize, K: pi.K, N: pi.N, SegmentSize: pi.SegmentSize, Created: n.Now().UTC(),
 		Manifest: op.Manifest, Segments: make([]Segment, pi.Segments)}
@@ -430,11 +430,11 @@ func (n *Node) rebuildBooks(tx *bolt.Tx, op *openedPiece, peer, id string, tree 
 		}
 		o.Refs++
 	}
-	return o, n.notePiece(tx, o, op, peer, id, tree)
+	return o, n.notePiece(tx, o, op, peer, id, layout)
 }
 
 // notePiece records that peer holds a piece (learnt from recover_all).
-func (n *Node) notePiece(tx *bolt.Tx, o *Object, op *openedPiece, peer, id string, tree *pgpmsg.ChunkScanner) error {
+func (n *Node) notePiece(tx *bolt.Tx, o *Object, op *openedPiece, peer, id string, layout *pgpmsg.ChunkScanner) error {
 	pi := op.Info
 	if pi.Segment >= len(o.Segments) || pi.K != o.K || pi.N != o.N {
 		return reject("RECOVER_RESPONSE: piece %s does not fit object %s", id, o.ID)
@@ -445,9 +445,9 @@ func (n *Node) notePiece(tx *bolt.Tx, o *Object, op *openedPiece, peer, id strin
 			return nil
 		}
 	}
-	p := Piece{ID: id, Index: pi.Index, Peer: peer, Size: tree.Size(), ShardHash: hex.EncodeToString(pi.ShardHash[:]),
+	p := Piece{ID: id, Index: pi.Index, Peer: peer, Size: layout.Size(), ShardHash: hex.EncodeToString(pi.ShardHash[:]),
 		State: PieceStored, SentAt: n.Now().UTC(), AckAt: n.Now().UTC()}
-	if l, err := tree.Layout(); err == nil { // else it opened, but cannot be probed
+	if l, err := layout.Layout(); err == nil { // else it opened, but cannot be probed
 		pin := l.Pin()
 		p.Pin, p.Chunks = hex.EncodeToString(pin[:]), l.Chunks
 	}
