@@ -20,7 +20,7 @@ const autoPrefix = "/autoBackup"
 // keepDeleted says otherwise. Then it maintains what is stored (see maintain).
 func (n *Node) AutoCheck(ctx context.Context) (StoreResult, error) {
 	var total StoreResult
-	dir := n.Opts.Path("autoBackupDir")
+	dir := optAutoBackupDir.Get(n.Opts)
 	des, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return total, fmt.Errorf("autoBackupDir: %w", err)

@@ -156,7 +156,7 @@ func (n *Node) Cleanup() (CleanupResult, error) {
 	var errs []error
 	now := n.Now()
 	var err error
-	if res.Quarantined, err = n.Spool.ExpireQuarantine(n.Opts.Duration("maxMsgAge"), now); err != nil {
+	if res.Quarantined, err = n.Spool.ExpireQuarantine(optMaxMsgAge.Get(n.Opts), now); err != nil {
 		errs = append(errs, err)
 	}
 	if res.Temp, err = n.Spool.CleanTmp(time.Hour, now); err != nil {
@@ -166,7 +166,7 @@ func (n *Node) Cleanup() (CleanupResult, error) {
 		errs = append(errs, err)
 	}
 	active := map[string]bool{}
-	keep := n.Opts.Duration("keepDeleted")
+	keep := optKeepDeleted.Get(n.Opts)
 	err = n.withDB(func(db *bolt.DB) error {
 		return db.Update(func(tx *bolt.Tx) error {
 			jobs, err := activeJobs(tx)

@@ -59,7 +59,7 @@ func (n *Node) StartDaemon(ln net.Listener) (*Daemon, error) {
 	lock.Sync()
 	os.Remove(filepath.Join(n.Dir, stopFile))
 	if ln == nil {
-		addr := net.JoinHostPort(n.Opts.String("daemonHost"), strconv.FormatInt(n.Opts.Int("daemonPort"), 10))
+		addr := net.JoinHostPort(optDaemonHost.Get(n.Opts), strconv.FormatInt(optDaemonPort.Get(n.Opts), 10))
 		ln, err = net.Listen("tcp", addr)
 		if err != nil {
 			lock.Close()
@@ -74,10 +74,10 @@ func (n *Node) StartDaemon(ln net.Listener) (*Daemon, error) {
 		Self:        n.Fingerprint(),
 		SelfKeyIDs:  n.ID.EncryptionKeyIDs(),
 		Peer:        n.peerForRelay,
-		MaxFileSize: n.Opts.Int("maxMsgSize"),
+		MaxFileSize: optMaxMsgSize.Get(n.Opts),
 	}, wake: d.wake}
 	handler := relay.NewServer(store, relay.ServerOptions{
-		MaxFileSize: n.Opts.Int("maxMsgSize"),
+		MaxFileSize: optMaxMsgSize.Get(n.Opts),
 		Version:     SoftwareVersion,
 		Key:         n.Fingerprint(),
 		OnError:     func(err error) { n.Log.Error("server", "err", err) },
@@ -265,7 +265,7 @@ func (d *Daemon) periodicLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(n.Opts.Duration("pollInterval")):
+		case <-time.After(optPollInterval.Get(n.Opts)):
 		}
 	}
 }

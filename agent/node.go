@@ -116,10 +116,10 @@ func Init(dir string, cfg InitConfig) (*Node, error) {
 	if name == "" {
 		name = id.Name()
 	}
-	opts.set["dibsPublicKey"] = name
-	opts.set["dibsPrivateKey"] = name
+	opts.set[optDibsPublicKey.Name()] = name
+	opts.set[optDibsPrivateKey.Name()] = name
 	if cfg.Admin != "" {
-		if err := opts.Set("dibsAdmin", cfg.Admin); err != nil {
+		if err := opts.Set(optDibsAdmin.Name(), cfg.Admin); err != nil {
 			return nil, err
 		}
 	}

@@ -31,18 +31,176 @@ const (
 	kindPath            // a file or directory; relative to DIBS_DIR
 )
 
+// An optDef is one row of the option table: a name, how its value is read and checked,
+// its default and its one-line doc.
 type optDef struct {
-	name    string
-	kind    optKind
-	def     func(dir string) any // default, computed for a node directory
-	min     int64
-	max     int64
-	choices []string
-	check   func(string) error // extra check on the string form
-	doc     string
+	name     string
+	kind     optKind
+	def      any        // the default, in stored form (int64 for numbers, seconds, sizes)
+	computed func() any // or this computes the default (from the user's and host's names)
+	min      int64
+	max      int64 // 0: no maximum
+	choices  []string
+	check    func(string) error // extra check on the string form
+	doc      string
 }
 
-func constDef(v any) func(string) any { return func(string) any { return v } }
+// An Option is a typed handle on one row of the option table. Code reads an option as
+// optMaxMsgSize.Get(n.Opts), so that a misspelt name or a wrong type does not compile;
+// looking options up by name is left to the names users give (set_option, show_option).
+type Option[T any] struct{ d *optDef }
+
+// Get is the option's value in o: from dibsrc.toml, else the default. Seconds come as a
+// time.Duration, a path made absolute against the node directory ("" stays "").
+func (h Option[T]) Get(o *Options) T { return o.value(h.d).(T) }
+
+// Name is the option's name in dibsrc.toml.
+func (h Option[T]) Name() string { return h.d.name }
+
+func (h Option[T]) row() *optDef { return h.d }
+
+// withCheck adds an extra check on the value's string form.
+func (h Option[T]) withCheck(check func(string) error) Option[T] {
+	h.d.check = check
+	return h
+}
+
+// withComputed makes the default computed when it is needed (for string options).
+func (h Option[T]) withComputed(def func() string) Option[T] {
+	h.d.computed = func() any { return def() }
+	return h
+}
+
+func newOption[T any](d optDef) Option[T] { return Option[T]{&d} }
+
+// intOpt is a whole number in [min, max] (max 0: no maximum).
+func intOpt(name string, def, min, max int64, doc string) Option[int64] {
+	return newOption[int64](optDef{name: name, kind: kindInt, def: def, min: min, max: max, doc: doc})
+}
+
+// sizeOpt is a size in DIBS units, stored as bytes.
+func sizeOpt(name string, def, min int64, doc string) Option[int64] {
+	return newOption[int64](optDef{name: name, kind: kindSize, def: def, min: min, doc: doc})
+}
+
+// secondsOpt is a whole number of seconds, read as a time.Duration.
+func secondsOpt(name string, def, min, max time.Duration, doc string) Option[time.Duration] {
+	s := func(d time.Duration) int64 { return int64(d / time.Second) }
+	return newOption[time.Duration](optDef{name: name, kind: kindSeconds, def: s(def), min: s(min), max: s(max), doc: doc})
+}
+
+func boolOpt(name string, def bool, doc string) Option[bool] {
+	return newOption[bool](optDef{name: name, kind: kindBool, def: def, doc: doc})
+}
+
+func stringOpt(name, def, doc string) Option[string] {
+	return newOption[string](optDef{name: name, kind: kindString, def: def, doc: doc})
+}
+
+// enumOpt is one of choices.
+func enumOpt(name, def string, choices []string, doc string) Option[string] {
+	return newOption[string](optDef{name: name, kind: kindEnum, def: def, choices: choices, doc: doc})
+}
+
+// pathOpt is a file or directory, relative to DIBS_DIR unless absolute.
+func pathOpt(name, def, doc string) Option[string] {
+	return newOption[string](optDef{name: name, kind: kindPath, def: def, doc: doc})
+}
+
+const day = 24 * time.Hour
+
+var tlsModes = []string{"none", "starttls", "tls"}
+
+// The options: DIBS 0.93's names and defaults (the code's, where the manual differs),
+// then what dibs added. optionDefs below lists them in the order of dibsrc.toml.
+var (
+	optDibsPublicKey      = stringOpt("dibsPublicKey", "", "name (user id) of our key: signs every message").withComputed(keyName)
+	optDibsPrivateKey     = stringOpt("dibsPrivateKey", "", "name of the key pieces are encrypted to (our own)").withComputed(keyName)
+	optDibsAdmin          = stringOpt("dibsAdmin", "", "the owner's real e-mail address").withComputed(func() string { u, h := userHost(); return u + "@" + h })
+	optMailUserOnRecovery = boolOpt("mailUserOnRecovery", true, "mail dibsAdmin when a recovery finishes")
+	optKbPerFile          = intOpt("kbPerFile", 10240, 1, 1<<30, "piece size in kilobytes (1000 bytes)")
+	optRedundantPieces    = intOpt("redundantPieces", 2, 1, 200, "parity pieces per segment: how many peers may be lost")
+	optMaxVersions        = intOpt("maxVersions", 3, 1, 1000, "versions kept of each stored file")
+	optKeepDeleted        = secondsOpt("keepDeleted", 0, 0, 0, "seconds a file deleted locally stays recoverable (0: forever); cleanup drops older ones")
+	optRepairAfter        = secondsOpt("repairAfter", 7*day, time.Minute, 0, "a peer silent this long, or a piece unacknowledged this long, counts as lost and is repaired")
+	optResendAfter        = secondsOpt("resendAfter", day, time.Minute, 0, "a request delivered and unanswered this long is sent again")
+	optRepairSpare        = intOpt("repairSpare", 1, 0, 200, "repair a segment that lost pieces once it has this many spare pieces (beyond k) or fewer")
+	optLogFile            = pathOpt("logFile", "logfile", "log of commands")
+	optLogLevel           = intOpt("logLevel", 0, -20, 20, "DEBUG -20, INFO -10, WARNING 0, ERROR 10, CRITICAL 20")
+	optPrintLogLevel      = intOpt("printLogLevel", -10, -20, 20, "log level echoed on stderr")
+	optMaxLogSize         = sizeOpt("maxLogSize", 1000000, 1000, "a log is rotated past this size")
+	optSleepTime          = secondsOpt("sleepTime", 10*time.Second, 0, time.Hour, "pause between unstoring and re-storing a changed file")
+	optErrWarnCount       = intOpt("errWarnCount", 30, 0, 0, "error files in errorDir before a warning")
+	optErrMaxCount        = intOpt("errMaxCount", 60, 0, 0, "error files in errorDir before error mails stop")
+	optErrorDir           = pathOpt("errorDir", "errorDir", "where error reports are kept")
+	// OptDaemonLogFile is exported for cmd/dibs, which opens the daemon's log.
+	OptDaemonLogFile         = pathOpt("daemonLogFile", "daemonLog", "the daemon's log")
+	optDaemonTimeout         = secondsOpt("daemonTimeout", 15*time.Minute, time.Second, 0, "network timeout of the daemon, seconds")
+	optPollInterval          = secondsOpt("pollInterval", time.Hour, time.Second, 0, "seconds between the daemon's periodic batches (poll, auto_check, ...)")
+	optDaemonPort            = intOpt("daemonPort", 6363, 0, 65535, "TCP port the daemon serves peers on")
+	optDaemonHost            = stringOpt("daemonHost", "", "address the daemon listens on (empty: all)")
+	optProbeTimeout          = secondsOpt("probeTimeout", day, time.Second, 0, "a probe unanswered this long counts as a timeout")
+	optProbePeriod           = secondsOpt("probePeriod", day/2, time.Second, 0, "seconds between automatic probes")
+	optSendMsgThreshold      = intOpt("sendMsgThreshold", 30, 1, 0, "during a tree store, send the queue every this many files")
+	optMaxMsgAge             = secondsOpt("maxMsgAge", 10*day, time.Minute, 0, "older messages are refused (replay window), seconds")
+	optClockSkew             = secondsOpt("clockSkew", 10*time.Minute, 0, day, "how far in the future a message's Date may be, seconds")
+	optMaxMsgSize            = sizeOpt("maxMsgSize", 128000000, 10000, "largest message file accepted or sent")
+	optHostname              = stringOpt("hostname", "", "our host name, as peers reach it").withComputed(func() string { _, h := userHost(); return h })
+	optAutoBackupDir         = pathOpt("autoBackupDir", "autoBackup", "auto_check stores what is linked here")
+	optRootDir               = stringOpt("rootDir", "/", "prefix of auto-backup stored names")
+	optDefaultContractServer = stringOpt("defaultContractServerURL", "http://127.0.0.1:8000/peer_finder", "the peer finder").withCheck(checkURL)
+	optStatusAddress         = stringOpt("statusAddress", "127.0.0.1:6364", "where the daemon reports its status (loopback)").withCheck(checkHostPort)
+	optSMTPServer            = stringOpt("smtpServer", "localhost", "SMTP submission server, host or host:port").withCheck(checkHostPort)
+	optSMTPUser              = stringOpt("smtpUser", "", "SMTP user")
+	optSMTPPassword          = stringOpt("smtpPassword", "", "SMTP password (or smtpPasswordFile)")
+	optSMTPPasswordFile      = pathOpt("smtpPasswordFile", "", "file whose first line is the SMTP password")
+	optSMTPTLS               = enumOpt("smtpTLS", "starttls", tlsModes, "none (loopback only), starttls or tls")
+	optIMAPServer            = stringOpt("imapServer", "", "IMAP server host:port where peers' mail reaches us").withCheck(checkHostPort)
+	optIMAPUser              = stringOpt("imapUser", "", "IMAP user")
+	optIMAPPassword          = stringOpt("imapPassword", "", "IMAP password (or imapPasswordFile)")
+	optIMAPPasswordFile      = pathOpt("imapPasswordFile", "", "file whose first line is the IMAP password")
+	optIMAPMailbox           = stringOpt("imapMailbox", "INBOX", "mailbox dibs mail arrives in")
+	optIMAPTLS               = enumOpt("imapTLS", "tls", tlsModes, "none (loopback only), starttls or tls")
+	optMailCAFile            = pathOpt("mailCAFile", "", "extra CA certificates to trust for mail servers")
+	optMailMaxSize           = sizeOpt("mailMaxSize", 25000000, 10000, "largest mail the mail servers take")
+	optRelayURL              = stringOpt("relayURL", "", "our relay: where poll_passives collects our files").withCheck(checkURL)
+	optRelayCAFile           = pathOpt("relayCAFile", "", "extra CA certificates to trust for https relays and daemons (a relay's self-signed certificate)")
+	optTalkRetryDelay        = secondsOpt("talkRetryDelay", 10*time.Minute, 0, 0, "how long a file waits before the next talk method is tried")
+)
+
+// optionDefs is the option table in dibsrc.toml order. TestOptionTable checks that it
+// lists every option declared above.
+var optionDefs = rows(
+	optDibsPublicKey, optDibsPrivateKey, optDibsAdmin, optMailUserOnRecovery,
+	optKbPerFile, optRedundantPieces, optMaxVersions, optKeepDeleted, optRepairAfter,
+	optResendAfter, optRepairSpare, optLogFile, optLogLevel, optPrintLogLevel, optMaxLogSize,
+	optSleepTime, optErrWarnCount, optErrMaxCount, optErrorDir, OptDaemonLogFile,
+	optDaemonTimeout, optPollInterval, optDaemonPort, optDaemonHost, optProbeTimeout,
+	optProbePeriod, optSendMsgThreshold, optMaxMsgAge, optClockSkew, optMaxMsgSize,
+	optHostname, optAutoBackupDir, optRootDir, optDefaultContractServer, optStatusAddress,
+	optSMTPServer, optSMTPUser, optSMTPPassword, optSMTPPasswordFile, optSMTPTLS,
+	optIMAPServer, optIMAPUser, optIMAPPassword, optIMAPPasswordFile, optIMAPMailbox,
+	optIMAPTLS, optMailCAFile, optMailMaxSize, optRelayURL, optRelayCAFile, optTalkRetryDelay,
+)
+
+func rows(opts ...interface{ row() *optDef }) []*optDef {
+	out := make([]*optDef, len(opts))
+	for i, o := range opts {
+		out[i] = o.row()
+	}
+	return out
+}
+
+func keyName() string { u, h := userHost(); return u + ".dibs@" + h }
+
+func findDef(name string) (*optDef, bool) {
+	for _, d := range optionDefs {
+		if d.name == name {
+			return d, true
+		}
+	}
+	return nil, false
+}
 
 func userHost() (string, string) {
 	u := "user"
@@ -80,71 +238,6 @@ func checkURL(s string) error {
 		return fmt.Errorf("%q is not an http:// or https:// URL", s)
 	}
 	return nil
-}
-
-// optionDefs lists every option: DIBS 0.93's names and defaults (the code's, where the
-// manual differs), then what dibs added. The order is the order of dibsrc.toml.
-var optionDefs = []optDef{
-	{name: "dibsPublicKey", kind: kindString, def: func(string) any { u, h := userHost(); return u + ".dibs@" + h }, doc: "name (user id) of our key: signs every message"},
-	{name: "dibsPrivateKey", kind: kindString, def: func(string) any { u, h := userHost(); return u + ".dibs@" + h }, doc: "name of the key pieces are encrypted to (our own)"},
-	{name: "dibsAdmin", kind: kindString, def: func(string) any { u, h := userHost(); return u + "@" + h }, doc: "the owner's real e-mail address"},
-	{name: "mailUserOnRecovery", kind: kindBool, def: constDef(true), doc: "mail dibsAdmin when a recovery finishes"},
-	{name: "kbPerFile", kind: kindInt, def: constDef(int64(10240)), min: 1, max: 1 << 30, doc: "piece size in kilobytes (1000 bytes)"},
-	{name: "redundantPieces", kind: kindInt, def: constDef(int64(2)), min: 1, max: 200, doc: "parity pieces per segment: how many peers may be lost"},
-	{name: "maxVersions", kind: kindInt, def: constDef(int64(3)), min: 1, max: 1000, doc: "versions kept of each stored file"},
-	{name: "keepDeleted", kind: kindSeconds, def: constDef(int64(0)), min: 0, doc: "seconds a file deleted locally stays recoverable (0: forever); cleanup drops older ones"},
-	{name: "repairAfter", kind: kindSeconds, def: constDef(int64(7 * 86400)), min: 60, doc: "a peer silent this long, or a piece unacknowledged this long, counts as lost and is repaired"},
-	{name: "resendAfter", kind: kindSeconds, def: constDef(int64(86400)), min: 60, doc: "a request delivered and unanswered this long is sent again"},
-	{name: "repairSpare", kind: kindInt, def: constDef(int64(1)), min: 0, max: 200, doc: "repair a segment that lost pieces once it has this many spare pieces (beyond k) or fewer"},
-	{name: "logFile", kind: kindPath, def: constDef("logfile"), doc: "log of commands"},
-	{name: "logLevel", kind: kindInt, def: constDef(int64(0)), min: -20, max: 20, doc: "DEBUG -20, INFO -10, WARNING 0, ERROR 10, CRITICAL 20"},
-	{name: "printLogLevel", kind: kindInt, def: constDef(int64(-10)), min: -20, max: 20, doc: "log level echoed on stderr"},
-	{name: "maxLogSize", kind: kindSize, def: constDef(int64(1000000)), min: 1000, doc: "a log is rotated past this size"},
-	{name: "sleepTime", kind: kindSeconds, def: constDef(int64(10)), min: 0, max: 3600, doc: "pause between unstoring and re-storing a changed file"},
-	{name: "errWarnCount", kind: kindInt, def: constDef(int64(30)), min: 0, doc: "error files in errorDir before a warning"},
-	{name: "errMaxCount", kind: kindInt, def: constDef(int64(60)), min: 0, doc: "error files in errorDir before error mails stop"},
-	{name: "errorDir", kind: kindPath, def: constDef("errorDir"), doc: "where error reports are kept"},
-	{name: "daemonLogFile", kind: kindPath, def: constDef("daemonLog"), doc: "the daemon's log"},
-	{name: "daemonTimeout", kind: kindSeconds, def: constDef(int64(900)), min: 1, doc: "network timeout of the daemon, seconds"},
-	{name: "pollInterval", kind: kindSeconds, def: constDef(int64(3600)), min: 1, doc: "seconds between the daemon's periodic batches (poll, auto_check, ...)"},
-	{name: "daemonPort", kind: kindInt, def: constDef(int64(6363)), min: 0, max: 65535, doc: "TCP port the daemon serves peers on"},
-	{name: "daemonHost", kind: kindString, def: constDef(""), doc: "address the daemon listens on (empty: all)"},
-	{name: "probeTimeout", kind: kindSeconds, def: constDef(int64(86400)), min: 1, doc: "a probe unanswered this long counts as a timeout"},
-	{name: "probePeriod", kind: kindSeconds, def: constDef(int64(43200)), min: 1, doc: "seconds between automatic probes"},
-	{name: "sendMsgThreshold", kind: kindInt, def: constDef(int64(30)), min: 1, doc: "during a tree store, send the queue every this many files"},
-	{name: "maxMsgAge", kind: kindSeconds, def: constDef(int64(864000)), min: 60, doc: "older messages are refused (replay window), seconds"},
-	{name: "clockSkew", kind: kindSeconds, def: constDef(int64(600)), min: 0, max: 86400, doc: "how far in the future a message's Date may be, seconds"},
-	{name: "maxMsgSize", kind: kindSize, def: constDef(int64(128000000)), min: 10000, doc: "largest message file accepted or sent"},
-	{name: "hostname", kind: kindString, def: func(string) any { _, h := userHost(); return h }, doc: "our host name, as peers reach it"},
-	{name: "autoBackupDir", kind: kindPath, def: constDef("autoBackup"), doc: "auto_check stores what is linked here"},
-	{name: "rootDir", kind: kindString, def: constDef("/"), doc: "prefix of auto-backup stored names"},
-	{name: "defaultContractServerURL", kind: kindString, def: constDef("http://127.0.0.1:8000/peer_finder"), check: checkURL, doc: "the peer finder"},
-	{name: "statusAddress", kind: kindString, def: constDef("127.0.0.1:6364"), check: checkHostPort, doc: "where the daemon reports its status (loopback)"},
-	{name: "smtpServer", kind: kindString, def: constDef("localhost"), check: checkHostPort, doc: "SMTP submission server, host or host:port"},
-	{name: "smtpUser", kind: kindString, def: constDef(""), doc: "SMTP user"},
-	{name: "smtpPassword", kind: kindString, def: constDef(""), doc: "SMTP password (or smtpPasswordFile)"},
-	{name: "smtpPasswordFile", kind: kindPath, def: constDef(""), doc: "file whose first line is the SMTP password"},
-	{name: "smtpTLS", kind: kindEnum, def: constDef("starttls"), choices: []string{"none", "starttls", "tls"}, doc: "none (loopback only), starttls or tls"},
-	{name: "imapServer", kind: kindString, def: constDef(""), check: checkHostPort, doc: "IMAP server host:port where peers' mail reaches us"},
-	{name: "imapUser", kind: kindString, def: constDef(""), doc: "IMAP user"},
-	{name: "imapPassword", kind: kindString, def: constDef(""), doc: "IMAP password (or imapPasswordFile)"},
-	{name: "imapPasswordFile", kind: kindPath, def: constDef(""), doc: "file whose first line is the IMAP password"},
-	{name: "imapMailbox", kind: kindString, def: constDef("INBOX"), doc: "mailbox dibs mail arrives in"},
-	{name: "imapTLS", kind: kindEnum, def: constDef("tls"), choices: []string{"none", "starttls", "tls"}, doc: "none (loopback only), starttls or tls"},
-	{name: "mailCAFile", kind: kindPath, def: constDef(""), doc: "extra CA certificates to trust for mail servers"},
-	{name: "mailMaxSize", kind: kindSize, def: constDef(int64(25000000)), min: 10000, doc: "largest mail the mail servers take"},
-	{name: "relayURL", kind: kindString, def: constDef(""), check: checkURL, doc: "our relay: where poll_passives collects our files"},
-	{name: "relayCAFile", kind: kindPath, def: constDef(""), doc: "extra CA certificates to trust for https relays and daemons (a relay's self-signed certificate)"},
-	{name: "talkRetryDelay", kind: kindSeconds, def: constDef(int64(600)), min: 0, doc: "how long a file waits before the next talk method is tried"},
-}
-
-func findDef(name string) (*optDef, bool) {
-	for i := range optionDefs {
-		if optionDefs[i].name == name {
-			return &optionDefs[i], true
-		}
-	}
-	return nil, false
 }
 
 // Options are a node's settings from dibsrc.toml, over the defaults.
@@ -254,16 +347,48 @@ func (d *optDef) bounds(v int64) error {
 	return nil
 }
 
-func (o *Options) get(name string) any {
-	if v, ok := o.set[name]; ok {
+// stored is d's value in its stored form: from dibsrc.toml, else the default.
+func (o *Options) stored(d *optDef) any {
+	if v, ok := o.set[d.name]; ok {
 		return v
 	}
+	return d.defaultValue()
+}
+
+func (d *optDef) defaultValue() any {
+	if d.computed != nil {
+		return d.computed()
+	}
+	return d.def
+}
+
+// value is d's value as its Option hands it out: seconds as a time.Duration, a path
+// made absolute against the node directory ("" stays "").
+func (o *Options) value(d *optDef) any {
+	v := o.stored(d)
+	switch d.kind {
+	case kindSeconds:
+		return time.Duration(v.(int64)) * time.Second
+	case kindPath:
+		if p := v.(string); p != "" && !filepath.IsAbs(p) {
+			return filepath.Join(o.dir, p)
+		}
+	}
+	return v
+}
+
+// get is the option named name, in stored form; it panics if there is none.
+func (o *Options) get(name string) any {
 	d, ok := findDef(name)
 	if !ok {
 		panic("agent: no option " + name)
 	}
-	return d.def(o.dir)
+	return o.stored(d)
 }
+
+// The accessors by name below are for names that come from outside the code; code reads
+// an option through its Option handle (optMaxMsgSize.Get(n.Opts)), which the compiler
+// checks. Each panics if there is no option name or it is of another type.
 
 // String returns a string option.
 func (o *Options) String(name string) string { return o.get(name).(string) }
@@ -295,13 +420,13 @@ func (o *Options) Show(name string) (string, bool, error) {
 		return "", false, fmt.Errorf("unknown option %q (dibs show_option lists them)", name)
 	}
 	_, set := o.set[name]
-	if b, ok := o.get(d.name).(bool); ok {
+	if b, ok := o.stored(d).(bool); ok {
 		if b {
 			return "1", set, nil
 		}
 		return "0", set, nil
 	}
-	return fmt.Sprint(o.get(name)), set, nil
+	return fmt.Sprint(o.stored(d)), set, nil
 }
 
 // Doc is the one-line description of an option.
@@ -343,7 +468,7 @@ func (o *Options) encode() []byte {
 		prefix := ""
 		if !set {
 			prefix = "# "
-			v = d.def(o.dir)
+			v = d.defaultValue()
 		}
 		var line bytes.Buffer
 		toml.NewEncoder(&line).Encode(map[string]any{n: v})

@@ -113,13 +113,13 @@ func (p *Peer) validate(opts *Options) error {
 			return fmt.Errorf("--relay: %w", err)
 		}
 	}
-	if p.Talks(Relay) && p.Relay == "" && opts.String("relayURL") == "" {
+	if p.Talks(Relay) && p.Relay == "" && optRelayURL.Get(opts) == "" {
 		return fmt.Errorf("talk relay needs --relay URL (or our relayURL option)")
 	}
-	if p.Listen == Relay && opts.String("relayURL") == "" {
+	if p.Listen == Relay && optRelayURL.Get(opts) == "" {
 		return fmt.Errorf("listen relay needs our relayURL option: dibs set_option --name relayURL --value URL")
 	}
-	if p.Listen == Mail && opts.String("imapServer") == "" {
+	if p.Listen == Mail && optIMAPServer.Get(opts) == "" {
 		return fmt.Errorf("listen mail needs our imapServer option: dibs set_option --name imapServer --value host:port")
 	}
 	if p.LocalQuota < 0 || p.RemoteQuota < 0 {

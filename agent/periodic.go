@@ -23,7 +23,7 @@ func (n *Node) housekeeping(ctx context.Context, s *schedule) {
 			n.Log.Warn(task, "err", err)
 		}
 	}
-	if des, err := os.ReadDir(n.Opts.Path("autoBackupDir")); err == nil && len(des) > 0 {
+	if des, err := os.ReadDir(optAutoBackupDir.Get(n.Opts)); err == nil && len(des) > 0 {
 		res, err := n.AutoCheck(ctx) // stores, then maintains
 		logErr("auto_check", err)
 		if res.Stored > 0 {
@@ -32,7 +32,7 @@ func (n *Node) housekeeping(ctx context.Context, s *schedule) {
 	} else {
 		logErr("maintain", n.maintain())
 	}
-	if now.Sub(s.probe) >= n.Opts.Duration("probePeriod") {
+	if now.Sub(s.probe) >= optProbePeriod.Get(n.Opts) {
 		if _, err := n.Probe(""); err == nil {
 			s.probe = now
 		} else {

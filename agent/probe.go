@@ -346,7 +346,7 @@ func checkChunks(r *Request, p Piece, chunks []int) string {
 // ExpireProbes counts the probes unanswered for probeTimeout as timeouts.
 func (n *Node) ExpireProbes() (int, error) {
 	now := n.Now()
-	limit := n.Opts.Duration("probeTimeout")
+	limit := optProbeTimeout.Get(n.Opts)
 	expired := 0
 	err := n.withDB(func(db *bolt.DB) error {
 		return db.Update(func(tx *bolt.Tx) error {

@@ -167,7 +167,7 @@ func (n *Node) ProcessFile(path string) (ProcessResult, error) {
 		if !queue.ValidName(name) {
 			name = queue.NewName(n.Now(), ".pgp")
 		}
-		if _, err := n.Spool.Put(queue.Incoming, name, f, n.Opts.Int("maxMsgSize")); err != nil {
+		if _, err := n.Spool.Put(queue.Incoming, name, f, optMaxMsgSize.Get(n.Opts)); err != nil {
 			return ProcessResult{}, err
 		}
 	}
@@ -201,7 +201,7 @@ func (n *Node) processOne(db *bolt.DB, name string, acks chan<- *queue.Claim) ou
 		}
 		return outQuarantined
 	}
-	maxSize := n.Opts.Int("maxMsgSize")
+	maxSize := optMaxMsgSize.Get(n.Opts)
 	if c.Size() > maxSize {
 		return quarantine(fmt.Sprintf("oversized: %d bytes, more than maxMsgSize %d", c.Size(), maxSize))
 	}
@@ -226,11 +226,11 @@ func (n *Node) processOne(db *bolt.DB, name string, acks chan<- *queue.Claim) ou
 	if err != nil {
 		return quarantine(err.Error())
 	}
-	if age := now.Sub(date); age > n.Opts.Duration("maxMsgAge") {
-		return quarantine(fmt.Sprintf("stale: Date %s is older than maxMsgAge (%s)", date.Format(time.RFC3339), n.Opts.Duration("maxMsgAge")))
+	if age := now.Sub(date); age > optMaxMsgAge.Get(n.Opts) {
+		return quarantine(fmt.Sprintf("stale: Date %s is older than maxMsgAge (%s)", date.Format(time.RFC3339), optMaxMsgAge.Get(n.Opts)))
 	}
-	if skew := date.Sub(now); skew > n.Opts.Duration("clockSkew") {
-		return quarantine(fmt.Sprintf("Date %s is %s in the future (clockSkew allows %s)", date.Format(time.RFC3339), skew.Round(time.Second), n.Opts.Duration("clockSkew")))
+	if skew := date.Sub(now); skew > optClockSkew.Get(n.Opts) {
+		return quarantine(fmt.Sprintf("Date %s is %s in the future (clockSkew allows %s)", date.Format(time.RFC3339), skew.Round(time.Second), optClockSkew.Get(n.Opts)))
 	}
 	typ := msg.Header.Get(pgpmsg.FieldType)
 	h, ok := handlers[typ]
@@ -283,7 +283,7 @@ func (n *Node) processOne(db *bolt.DB, name string, acks chan<- *queue.Claim) ou
 // pruneSeen forgets Message-Ids whose Date is so old that the Date check alone now
 // refuses them: the replay table stays bounded.
 func (n *Node) pruneSeen(db *bolt.DB) {
-	horizon := n.Now().Add(-n.Opts.Duration("maxMsgAge") - n.Opts.Duration("clockSkew") - time.Hour).Unix()
+	horizon := n.Now().Add(-optMaxMsgAge.Get(n.Opts) - optClockSkew.Get(n.Opts) - time.Hour).Unix()
 	var old [][]byte
 	db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketSeen).ForEach(func(k, v []byte) error {

@@ -305,7 +305,7 @@ func handleRecoverResponse(r *Request) error {
 		return err
 	}
 	layout := pgpmsg.NewChunkScanner() // the piece's pin and chunk count, for probes
-	op, err := n.openPiece(io.TeeReader(r.Msg.Payload(), tolerant{layout}), n.Opts.Int("maxMsgSize"))
+	op, err := n.openPiece(io.TeeReader(r.Msg.Payload(), tolerant{layout}), optMaxMsgSize.Get(n.Opts))
 	if err != nil {
 		return reject("RECOVER_RESPONSE from %s: %v", r.Peer.Name, err)
 	}

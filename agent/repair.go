@@ -33,7 +33,7 @@ func (n *Node) Repair() (RepairResult, error) {
 		return res, err
 	}
 	now := n.Now().UTC()
-	after := n.Opts.Duration("repairAfter")
+	after := optRepairAfter.Get(n.Opts)
 	silent := map[string]bool{}
 	for name, ps := range states {
 		if ps.LastHeard.IsZero() || now.Sub(ps.LastHeard) > after {
@@ -131,7 +131,7 @@ func (n *Node) Repair() (RepairResult, error) {
 // spare is repairSpare: a segment that lost pieces is repaired once it has that many
 // spares (healthy pieces beyond k) or fewer. The default, 1, repairs while one spare is
 // still there; a peer that is only briefly away is not counted lost (repairAfter).
-func (n *Node) spare(o *Object) int { return int(n.Opts.Int("repairSpare")) }
+func (n *Node) spare(o *Object) int { return int(optRepairSpare.Get(n.Opts)) }
 
 func healthy(p Piece) bool { return p.ID != "" && (p.State == PieceStored || p.State == PieceSent) }
 

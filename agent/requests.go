@@ -52,7 +52,7 @@ func answering(h handler) handler {
 // left alone (the transports retry it).
 func (n *Node) ResendRequests() (int, error) {
 	now := n.Now()
-	after := n.Opts.Duration("resendAfter")
+	after := optResendAfter.Get(n.Opts)
 	waiting := map[string]bool{} // message ids still in a spool
 	peers, _ := n.Spool.Peers()
 	for _, p := range peers {

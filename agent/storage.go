@@ -398,7 +398,7 @@ func (n *Node) pruneVersionsTx(tx *bolt.Tx, name string) error {
 	if err != nil {
 		return err
 	}
-	keep := int(n.Opts.Int("maxVersions"))
+	keep := int(optMaxVersions.Get(n.Opts))
 	for i := 0; i < len(vs)-keep; i++ {
 		if err := n.dropVersionTx(tx, vs[i]); err != nil {
 			return err

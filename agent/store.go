@@ -258,7 +258,7 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 		return nil, err
 	}
 	r := &storeRun{n: n, ctx: ctx, now: n.Now().UTC()}
-	maxPayload := n.Opts.Int("maxMsgSize") - pieceOverhead
+	maxPayload := optMaxMsgSize.Get(n.Opts) - pieceOverhead
 	for _, p := range peers {
 		_, key, err := n.Peer(p.Name)
 		if err != nil || key == nil {
@@ -273,7 +273,7 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 			continue
 		}
 		if p.Talks(Mail) {
-			maxPayload = min(maxPayload, mailbox.MaxPayload(n.Opts.Int("mailMaxSize"))-pieceOverhead)
+			maxPayload = min(maxPayload, mailbox.MaxPayload(optMailMaxSize.Get(n.Opts))-pieceOverhead)
 		}
 		r.peers = append(r.peers, &candidate{name: p.Name, key: n.wireKey(key), room: room})
 	}
@@ -283,14 +283,14 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 		}
 		return nil, errors.New("no peer has room left (raise remote_quota with dibs edit_peer, or add peers)")
 	}
-	k, m, err := codeFor(len(r.peers), int(n.Opts.Int("redundantPieces")))
+	k, m, err := codeFor(len(r.peers), int(optRedundantPieces.Get(n.Opts)))
 	if err != nil {
 		return nil, err
 	}
 	if r.code, err = erasure.New(k, m); err != nil {
 		return nil, err
 	}
-	r.shardSize = int(min(n.Opts.Int("kbPerFile")*1000, maxPayload, int64(maxSegment/k)))
+	r.shardSize = int(min(optKbPerFile.Get(n.Opts)*1000, maxPayload, int64(maxSegment/k)))
 	if r.shardSize < 4096 {
 		return nil, fmt.Errorf("pieces would be %d bytes: raise kbPerFile, maxMsgSize or mailMaxSize", r.shardSize)
 	}

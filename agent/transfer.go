@@ -43,7 +43,7 @@ func (n *Node) endpoint(p *Peer, method string) (queue.Endpoint, error) {
 	case Relay:
 		ep.Addr = p.Relay
 		if ep.Addr == "" {
-			ep.Addr = n.Opts.String("relayURL")
+			ep.Addr = optRelayURL.Get(n.Opts)
 		}
 	case Mail:
 		ep.Addr = p.Email
@@ -133,7 +133,7 @@ func (n *Node) sendPeer(ctx context.Context, p *Peer, only string) (SendResult, 
 		sent := false
 		tried := 0
 		for i, m := range methods {
-			if i > 0 && age < time.Duration(i)*n.Opts.Duration("talkRetryDelay") {
+			if i > 0 && age < time.Duration(i)*optTalkRetryDelay.Get(n.Opts) {
 				break
 			}
 			if err := down[m]; err != nil {
@@ -211,7 +211,7 @@ func (n *Node) Sink() queue.Sink {
 		if !queue.ValidName(name) {
 			name = queue.NewName(n.Now(), ".pgp")
 		}
-		_, err := n.Spool.Put(queue.Incoming, name, r, n.Opts.Int("maxMsgSize"))
+		_, err := n.Spool.Put(queue.Incoming, name, r, optMaxMsgSize.Get(n.Opts))
 		return err
 	}
 }
@@ -253,13 +253,13 @@ func (n *Node) PollPassives(ctx context.Context) (int, error) {
 			mail = true
 		}
 	}
-	if relay || n.Opts.String("relayURL") != "" {
-		if u := n.Opts.String("relayURL"); u != "" {
+	if relay || optRelayURL.Get(n.Opts) != "" {
+		if u := optRelayURL.Get(n.Opts); u != "" {
 			poll(Relay, queue.Endpoint{Key: me, Addr: u})
 		}
 	}
 	if mail {
-		poll(Mail, queue.Endpoint{Key: me, Addr: n.Opts.String("imapServer")})
+		poll(Mail, queue.Endpoint{Key: me, Addr: optIMAPServer.Get(n.Opts)})
 	}
 	return total, errors.Join(errs...)
 }

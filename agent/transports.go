@@ -19,8 +19,8 @@ import (
 // protocol client for active push, passive pull and relays, and SMTP/IMAP for mail.
 // A mail transport whose settings are wrong reports that on every use instead.
 func DefaultTransports(n *Node) Transports {
-	rc := &relay.Client{ID: n.ID, MaxFileSize: n.Opts.Int("maxMsgSize")}
-	if ca := n.Opts.Path("relayCAFile"); n.Opts.String("relayCAFile") != "" {
+	rc := &relay.Client{ID: n.ID, MaxFileSize: optMaxMsgSize.Get(n.Opts)}
+	if ca := optRelayCAFile.Get(n.Opts); ca != "" {
 		hc, err := httpClientTrusting(ca)
 		if err != nil {
 			broken := brokenTransport{fmt.Errorf("relayCAFile: %w", err)}
@@ -40,7 +40,7 @@ func DefaultTransports(n *Node) Transports {
 	} else {
 		t.Senders[Mail] = s
 	}
-	if n.Opts.String("imapServer") != "" {
+	if optIMAPServer.Get(n.Opts) != "" {
 		if p, err := mailbox.NewPoller(n.imapConfig()); err != nil {
 			t.Pollers[Mail] = brokenTransport{fmt.Errorf("imap settings: %w", err)}
 		} else {
@@ -52,22 +52,22 @@ func DefaultTransports(n *Node) Transports {
 
 func (n *Node) smtpConfig() mailbox.SMTPConfig {
 	o := n.Opts
-	from := o.String("dibsAdmin")
+	from := optDibsAdmin.Get(o)
 	return mailbox.SMTPConfig{
-		Server: o.String("smtpServer"), User: o.String("smtpUser"), Password: o.String("smtpPassword"),
-		PasswordFile: o.Path("smtpPasswordFile"), TLS: o.String("smtpTLS"), From: from,
-		CAFile: o.Path("mailCAFile"), MaxMessageSize: o.Int("mailMaxSize"),
-		Timeout: o.Duration("daemonTimeout"),
+		Server: optSMTPServer.Get(o), User: optSMTPUser.Get(o), Password: optSMTPPassword.Get(o),
+		PasswordFile: optSMTPPasswordFile.Get(o), TLS: optSMTPTLS.Get(o), From: from,
+		CAFile: optMailCAFile.Get(o), MaxMessageSize: optMailMaxSize.Get(o),
+		Timeout: optDaemonTimeout.Get(o),
 	}
 }
 
 func (n *Node) imapConfig() mailbox.IMAPConfig {
 	o := n.Opts
 	return mailbox.IMAPConfig{
-		Server: o.String("imapServer"), User: o.String("imapUser"), Password: o.String("imapPassword"),
-		PasswordFile: o.Path("imapPasswordFile"), Mailbox: o.String("imapMailbox"), TLS: o.String("imapTLS"),
-		CAFile: o.Path("mailCAFile"), MaxMessageSize: o.Int("maxMsgSize")*14/10 + 64<<10,
-		Timeout: o.Duration("daemonTimeout"),
+		Server: optIMAPServer.Get(o), User: optIMAPUser.Get(o), Password: optIMAPPassword.Get(o),
+		PasswordFile: optIMAPPasswordFile.Get(o), Mailbox: optIMAPMailbox.Get(o), TLS: optIMAPTLS.Get(o),
+		CAFile: optMailCAFile.Get(o), MaxMessageSize: optMaxMsgSize.Get(o)*14/10 + 64<<10,
+		Timeout: optDaemonTimeout.Get(o),
 	}
 }
 

@@ -23,7 +23,7 @@ Logs go to stderr and daemonLogFile.`,
 				return err
 			}
 			defer n.Close()
-			logf, err := os.OpenFile(n.Opts.Path("daemonLogFile"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+			logf, err := os.OpenFile(agent.OptDaemonLogFile.Get(n.Opts), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 			if err != nil {
 				return err
 			}
