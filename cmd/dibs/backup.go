@@ -4,205 +4,237 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"strconv"
 
 	"github.com/dibs-backup/dibs/agent"
 )
 
-func init() {
-	register(&command{
-		name:     "store",
-		synopsis: "--name ITEM [--as SNAME]",
-		help: `Store a file or a directory tree, incrementally: unchanged files are skipped (stat cache),
+var storeCmd = &command{
+	name:     "store",
+	synopsis: "--name ITEM [--as SNAME]",
+	help: `Store a file or a directory tree, incrementally: unchanged files are skipped (stat cache),
 changed ones become new versions (up to maxVersions). The stored name is ITEM's absolute
 path, or SNAME. ITEM itself is followed if it is a symlink; links inside a tree are stored
 as links. Pieces are sealed into outgoing/; send_message delivers them.`,
-		flags: func(fs *flag.FlagSet) {
-			fs.String("name", "", "the file or directory to store")
-			fs.String("as", "", "store it under this stored name instead of its absolute path")
-		},
-		run: func(a *App, fs *flag.FlagSet) error {
-			if err := need(fs, "name"); err != nil {
-				return err
-			}
-			return a.withNode(func(n *agent.Node) error {
-				res, err := n.Store(a.Ctx, flagString(fs, "name"), flagString(fs, "as"))
-				a.printStore(res)
-				return err
-			})
-		},
-	})
-	register(&command{
-		name:     "auto_check",
-		synopsis: "",
-		help: `Store everything linked or placed in autoBackupDir, as /autoBackup/<entry>/...; entries
-removed from it are marked deleted (still recoverable until keepDeleted).`,
-		run: func(a *App, fs *flag.FlagSet) error {
-			return a.withNode(func(n *agent.Node) error {
-				res, err := n.AutoCheck(a.Ctx)
-				a.printStore(res)
-				return err
-			})
-		},
-	})
-	register(&command{
-		name:     "unstore_file",
-		synopsis: "--file SNAME",
-		help:     "Drop a stored file or tree, every version, and ask the peers to delete its pieces.",
-		flags:    func(fs *flag.FlagSet) { fs.String("file", "", "the stored name (as store printed it)") },
-		run: func(a *App, fs *flag.FlagSet) error {
-			if err := need(fs, "file"); err != nil {
-				return err
-			}
-			return a.withNode(func(n *agent.Node) error {
-				res, err := n.Unstore(flagString(fs, "file"))
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(a.Stdout, "unstored %d versions of %d names\n", res.Versions, res.Names)
-				return nil
-			})
-		},
-	})
-	register(&command{
-		name:     "recover_file",
-		synopsis: "--file SNAME [--version N]",
-		help: `Ask the peers for the pieces of a stored file or tree (its newest version, or version N).
-It appears under DIBS_DIR/recovery/SNAME once enough answers are processed
-(show_database --only recovery shows progress).`,
-		flags: func(fs *flag.FlagSet) {
-			fs.String("file", "", "the stored name")
-			fs.Int("version", 0, "the version to recover (default: the newest)")
-		},
-		run: func(a *App, fs *flag.FlagSet) error {
-			if err := need(fs, "file"); err != nil {
-				return err
-			}
-			v, _ := strconv.Atoi(flagString(fs, "version"))
-			if v < 0 {
-				return usagef("--version must be 1 or more")
-			}
-			return a.withNode(func(n *agent.Node) error {
-				job, err := n.RecoverFile(flagString(fs, "file"), v)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(a.Stdout, "asked the peers for %s; it will appear under %s/recovery%s\n", job, n.Dir, job)
-				return nil
-			})
-		},
-	})
-	register(&command{
-		name:     "recover_all",
-		synopsis: "",
-		help: `Ask every peer for everything it holds for us. Needs only the key and the peer list
-(import_recovery_kit): the files and the file database are rebuilt from the pieces.`,
-		run: func(a *App, fs *flag.FlagSet) error {
-			return a.withNode(func(n *agent.Node) error {
-				if err := n.RecoverAll(); err != nil {
-					return err
-				}
-				fmt.Fprintf(a.Stdout, "asked every peer; files appear under %s/recovery/ as answers are processed\n", n.Dir)
-				return nil
-			})
-		},
-	})
-	register(&command{
-		name:     "probe",
-		synopsis: "[--file SNAME]",
-		help: `Challenge the peers holding a random (or the named) stored file: each must answer with
-three random 64 KiB chunks of its piece, which only we can authenticate. Results:
-show_database --only probe.`,
-		flags: func(fs *flag.FlagSet) { fs.String("file", "", "the stored name to probe") },
-		run: func(a *App, fs *flag.FlagSet) error {
-			return a.withNode(func(n *agent.Node) error {
-				res, err := n.Probe(flagString(fs, "file"))
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(a.Stdout, "probing %d pieces of %s\n", res.Pieces, res.Name)
-				return nil
-			})
-		},
-	})
-	register(&command{
-		name:     "clear",
-		synopsis: "",
-		help: `Ask every peer to drop everything it stores for us, and forget what we stored. Peers
-that are down get the request when they are reachable (it waits in the spool).`,
-		run: func(a *App, fs *flag.FlagSet) error {
-			return a.withNode(func(n *agent.Node) error {
-				k, err := n.Clear()
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(a.Stdout, "asked %d peers to drop everything they store for us\n", k)
-				return nil
-			})
-		},
-	})
-	register(&command{
-		name:     "forget",
-		synopsis: "--peer NAME",
-		help:     "Drop everything we store for that peer and tell it so (FORGET_YOU).",
-		flags:    func(fs *flag.FlagSet) { fs.String("peer", "", "the peer") },
-		run: func(a *App, fs *flag.FlagSet) error {
-			if err := need(fs, "peer"); err != nil {
-				return err
-			}
-			return a.withNode(func(n *agent.Node) error {
-				k, err := n.Forget(flagString(fs, "peer"))
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(a.Stdout, "dropped %d pieces held for %s\n", k, flagString(fs, "peer"))
-				return nil
-			})
-		},
-	})
-	register(&command{
-		name:     "cleanup",
-		synopsis: "",
-		help: `Remove empty storage directories, quarantined files older than maxMsgAge, leftovers of
-interrupted writes and recoveries, and versions of files deleted locally longer ago than
-keepDeleted; count unanswered probes as timeouts.`,
-		run: func(a *App, fs *flag.FlagSet) error {
-			return a.withNode(func(n *agent.Node) error {
-				res, err := n.Cleanup()
-				fmt.Fprintf(a.Stdout, "removed %d empty directories, %d quarantined files, %d temporary files, %d recovery leftovers, %d old versions; %d probes timed out\n",
-					res.EmptyDirs, res.Quarantined, res.Temp, res.Staging, res.Versions, res.Probes)
-				return err
-			})
-		},
-	})
-	register(&command{
-		name:     "merge_stats",
-		synopsis: "",
-		help: `Fold recorded statistics into the database and print them. dibs records probe answers
-and liveness in the database as messages are processed, so this only expires probes left
-unanswered past probeTimeout and prints the stats section.`,
-		run: func(a *App, fs *flag.FlagSet) error {
-			return a.withNode(func(n *agent.Node) error {
-				if _, err := n.ExpireProbes(); err != nil {
-					return err
-				}
-				db, err := n.Database("stats")
-				if err != nil {
-					return err
-				}
-				enc := json.NewEncoder(a.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(db["stats"])
-			})
-		},
+	required: []string{"name"},
+	flags:    withOptions((*storeOptions).declare, runStore),
+}
+
+type storeOptions struct{ name, as string }
+
+func (o *storeOptions) declare(fs *flag.FlagSet) {
+	fs.StringVar(&o.name, "name", "", "the file or directory to store")
+	fs.StringVar(&o.as, "as", "", "store it under this stored name instead of its absolute path")
+}
+
+func runStore(a *App, o storeOptions) error {
+	return a.withNode(func(n *agent.Node) error {
+		res, err := n.Store(a.Ctx, o.name, o.as)
+		a.printStore(res)
+		return err
 	})
 }
 
-func flagString(fs *flag.FlagSet, name string) string {
-	if f := fs.Lookup(name); f != nil {
-		return f.Value.String()
+var autoCheckCmd = &command{
+	name:     "auto_check",
+	synopsis: "",
+	help: `Store everything linked or placed in autoBackupDir, as /autoBackup/<entry>/...; entries
+removed from it are marked deleted (still recoverable until keepDeleted).`,
+	flags: noFlags(runAutoCheck),
+}
+
+func runAutoCheck(a *App) error {
+	return a.withNode(func(n *agent.Node) error {
+		res, err := n.AutoCheck(a.Ctx)
+		a.printStore(res)
+		return err
+	})
+}
+
+var unstoreFileCmd = &command{
+	name:     "unstore_file",
+	synopsis: "--file SNAME",
+	help:     "Drop a stored file or tree, every version, and ask the peers to delete its pieces.",
+	required: []string{"file"},
+	flags:    withOptions((*unstoreOptions).declare, runUnstore),
+}
+
+type unstoreOptions struct{ file string }
+
+func (o *unstoreOptions) declare(fs *flag.FlagSet) {
+	fs.StringVar(&o.file, "file", "", "the stored name (as store printed it)")
+}
+
+func runUnstore(a *App, o unstoreOptions) error {
+	return a.withNode(func(n *agent.Node) error {
+		res, err := n.Unstore(o.file)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.Stdout, "unstored %d versions of %d names\n", res.Versions, res.Names)
+		return nil
+	})
+}
+
+var recoverFileCmd = &command{
+	name:     "recover_file",
+	synopsis: "--file SNAME [--version N]",
+	help: `Ask the peers for the pieces of a stored file or tree (its newest version, or version N).
+It appears under DIBS_DIR/recovery/SNAME once enough answers are processed
+(show_database --only recovery shows progress).`,
+	required: []string{"file"},
+	flags:    withOptions((*recoverFileOptions).declare, runRecoverFile),
+}
+
+type recoverFileOptions struct {
+	file    string
+	version int
+}
+
+func (o *recoverFileOptions) declare(fs *flag.FlagSet) {
+	fs.StringVar(&o.file, "file", "", "the stored name")
+	fs.IntVar(&o.version, "version", 0, "the version to recover (default: the newest)")
+}
+
+func runRecoverFile(a *App, o recoverFileOptions) error {
+	if o.version < 0 {
+		return usagef("--version must be 1 or more")
 	}
-	return ""
+	return a.withNode(func(n *agent.Node) error {
+		job, err := n.RecoverFile(o.file, o.version)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.Stdout, "asked the peers for %s; it will appear under %s/recovery%s\n", job, n.Dir, job)
+		return nil
+	})
+}
+
+var recoverAllCmd = &command{
+	name:     "recover_all",
+	synopsis: "",
+	help: `Ask every peer for everything it holds for us. Needs only the key and the peer list
+(import_recovery_kit): the files and the file database are rebuilt from the pieces.`,
+	flags: noFlags(runRecoverAll),
+}
+
+func runRecoverAll(a *App) error {
+	return a.withNode(func(n *agent.Node) error {
+		if err := n.RecoverAll(); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.Stdout, "asked every peer; files appear under %s/recovery/ as answers are processed\n", n.Dir)
+		return nil
+	})
+}
+
+var probeCmd = &command{
+	name:     "probe",
+	synopsis: "[--file SNAME]",
+	help: `Challenge the peers holding a random (or the named) stored file: each must answer with
+three random 64 KiB chunks of its piece, which only we can authenticate. Results:
+show_database --only probe.`,
+	flags: withOptions((*probeOptions).declare, runProbe),
+}
+
+type probeOptions struct{ file string }
+
+func (o *probeOptions) declare(fs *flag.FlagSet) {
+	fs.StringVar(&o.file, "file", "", "the stored name to probe")
+}
+
+func runProbe(a *App, o probeOptions) error {
+	return a.withNode(func(n *agent.Node) error {
+		res, err := n.Probe(o.file)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.Stdout, "probing %d pieces of %s\n", res.Pieces, res.Name)
+		return nil
+	})
+}
+
+var clearCmd = &command{
+	name:     "clear",
+	synopsis: "",
+	help: `Ask every peer to drop everything it stores for us, and forget what we stored. Peers
+that are down get the request when they are reachable (it waits in the spool).`,
+	flags: noFlags(runClear),
+}
+
+func runClear(a *App) error {
+	return a.withNode(func(n *agent.Node) error {
+		k, err := n.Clear()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.Stdout, "asked %d peers to drop everything they store for us\n", k)
+		return nil
+	})
+}
+
+var forgetCmd = &command{
+	name:     "forget",
+	synopsis: "--peer NAME",
+	help:     "Drop everything we store for that peer and tell it so (FORGET_YOU).",
+	required: []string{"peer"},
+	flags:    withOptions((*forgetOptions).declare, runForget),
+}
+
+type forgetOptions struct{ peer string }
+
+func (o *forgetOptions) declare(fs *flag.FlagSet) { fs.StringVar(&o.peer, "peer", "", "the peer") }
+
+func runForget(a *App, o forgetOptions) error {
+	return a.withNode(func(n *agent.Node) error {
+		k, err := n.Forget(o.peer)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.Stdout, "dropped %d pieces held for %s\n", k, o.peer)
+		return nil
+	})
+}
+
+var cleanupCmd = &command{
+	name:     "cleanup",
+	synopsis: "",
+	help: `Remove empty storage directories, quarantined files older than maxMsgAge, leftovers of
+interrupted writes and recoveries, and versions of files deleted locally longer ago than
+keepDeleted; count unanswered probes as timeouts.`,
+	flags: noFlags(runCleanup),
+}
+
+func runCleanup(a *App) error {
+	return a.withNode(func(n *agent.Node) error {
+		res, err := n.Cleanup()
+		fmt.Fprintf(a.Stdout, "removed %d empty directories, %d quarantined files, %d temporary files, %d recovery leftovers, %d old versions; %d probes timed out\n",
+			res.EmptyDirs, res.Quarantined, res.Temp, res.Staging, res.Versions, res.Probes)
+		return err
+	})
+}
+
+var mergeStatsCmd = &command{
+	name:     "merge_stats",
+	synopsis: "",
+	help: `Fold recorded statistics into the database and print them. dibs records probe answers
+and liveness in the database as messages are processed, so this only expires probes left
+unanswered past probeTimeout and prints the stats section.`,
+	flags: noFlags(runMergeStats),
+}
+
+func runMergeStats(a *App) error {
+	return a.withNode(func(n *agent.Node) error {
+		if _, err := n.ExpireProbes(); err != nil {
+			return err
+		}
+		db, err := n.Database("stats")
+		if err != nil {
+			return err
+		}
+		enc := json.NewEncoder(a.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(db["stats"])
+	})
 }
 
 func (a *App) printStore(res agent.StoreResult) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,45 +10,48 @@ import (
 	"github.com/dibs-backup/dibs/agent"
 )
 
-func init() {
-	register(&command{
-		name: "start_daemon",
-		help: `Serve daemonPort for our peers (they push files, passive peers pull theirs), and run
+var startDaemonCmd = &command{
+	name: "start_daemon",
+	help: `Serve daemonPort for our peers (they push files, passive peers pull theirs), and run
 send, poll and process on their schedules, in the foreground, until stop_daemon or a signal.
 Logs go to stderr and daemonLogFile.`,
-		run: func(a *App, fs *flag.FlagSet) error {
-			n, err := a.node()
-			if err != nil {
-				return err
-			}
-			defer n.Close()
-			logf, err := os.OpenFile(agent.OptDaemonLogFile.Get(n.Opts), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-			if err != nil {
-				return err
-			}
-			defer logf.Close()
-			n.Log = slog.New(slog.NewTextHandler(io.MultiWriter(a.Stderr, logf), &slog.HandlerOptions{Level: slog.LevelInfo}))
-			d, err := n.StartDaemon(nil)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.Stdout, "dibs daemon serving %s\n", d.Addr())
-			return d.Run(a.Ctx)
-		},
-	})
-	register(&command{
-		name: "stop_daemon",
-		help: "Stop the running daemon gracefully and wait for it to exit.",
-		run: func(a *App, fs *flag.FlagSet) error {
-			dir, err := a.dibsDir()
-			if err != nil {
-				return err
-			}
-			if err := agent.StopDaemon(dir, 30*time.Second); err != nil {
-				return err
-			}
-			fmt.Fprintln(a.Stdout, "daemon stopped")
-			return nil
-		},
-	})
+	flags: noFlags(runStartDaemon),
+}
+
+func runStartDaemon(a *App) error {
+	n, err := a.node()
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	logf, err := os.OpenFile(agent.OptDaemonLogFile.Get(n.Opts), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	n.Log = slog.New(slog.NewTextHandler(io.MultiWriter(a.Stderr, logf), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	d, err := n.StartDaemon(nil)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.Stdout, "dibs daemon serving %s\n", d.Addr())
+	return d.Run(a.Ctx)
+}
+
+var stopDaemonCmd = &command{
+	name:  "stop_daemon",
+	help:  "Stop the running daemon gracefully and wait for it to exit.",
+	flags: noFlags(runStopDaemon),
+}
+
+func runStopDaemon(a *App) error {
+	dir, err := a.dibsDir()
+	if err != nil {
+		return err
+	}
+	if err := agent.StopDaemon(dir, 30*time.Second); err != nil {
+		return err
+	}
+	fmt.Fprintln(a.Stdout, "daemon stopped")
+	return nil
 }

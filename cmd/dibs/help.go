@@ -7,16 +7,14 @@ import (
 	"strings"
 )
 
-func init() {
-	register(&command{
-		name:     "help",
-		synopsis: "[COMMAND]",
-		help:     "List the commands, or show one command's flags and what it does.",
-		run:      runHelp,
-	})
+// helpCmd is listed with the others; Main runs helpCommand instead, as help takes a
+// plain argument.
+var helpCmd = &command{
+	name:     "help",
+	synopsis: "[COMMAND]",
+	help:     "List the commands, or show one command's flags and what it does.",
+	flags:    noFlags(func(*App) error { return nil }),
 }
-
-func runHelp(a *App, fs *flag.FlagSet) error { return nil } // Main calls helpCommand instead
 
 // helpCommand is `dibs help [COMMAND]`: the one command that takes a plain argument.
 func (a *App) helpCommand(args []string) int {
@@ -25,7 +23,7 @@ func (a *App) helpCommand(args []string) int {
 		printCommands(a.Stdout)
 		return exitOK
 	case 1:
-		c, ok := commands[strings.TrimLeft(args[0], "-")]
+		c, ok := findCommand(strings.TrimLeft(args[0], "-"))
 		if !ok {
 			fmt.Fprintf(a.Stderr, "dibs: help: unknown command %q; dibs help lists them\n", args[0])
 			return exitUsage
@@ -40,9 +38,7 @@ func (a *App) helpCommand(args []string) int {
 func printHelp(w io.Writer, c *command) {
 	fmt.Fprintf(w, "usage: dibs %s %s\n\n%s\n", c.name, c.synopsis, c.help)
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
-	if c.flags != nil {
-		c.flags(fs)
-	}
+	c.flags(fs)
 	var b strings.Builder
 	fs.VisitAll(func(f *flag.Flag) {
 		fmt.Fprintf(&b, "  --%s\t%s\n", f.Name, f.Usage)

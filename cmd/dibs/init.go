@@ -8,34 +8,37 @@ import (
 	"github.com/dibs-backup/dibs/agent"
 )
 
-func init() {
-	register(&command{
-		name:     "init",
-		synopsis: "--key NAME [--admin EMAIL] [--secret_key_file F]",
-		help: `Create DIBS_DIR with a default dibsrc.toml and a new OpenPGP key (no passphrase)
+var initCmd = &command{
+	name:     "init",
+	synopsis: "--key NAME [--admin EMAIL] [--secret_key_file F]",
+	help: `Create DIBS_DIR with a default dibsrc.toml and a new OpenPGP key (no passphrase)
 whose user id is NAME (e.g. alice.dibs@example.org). With --secret_key_file, use an
 existing unprotected secret key (gpg --export-secret-keys --armor) instead.
 Refuses if DIBS_DIR already has a key.`,
-		flags: func(fs *flag.FlagSet) {
-			fs.String("key", "", "the key's name (user id), e.g. alice.dibs@example.org")
-			fs.String("admin", "", "the owner's real e-mail address (dibsAdmin)")
-			fs.String("secret_key_file", "", "use this armored secret key instead of making one")
-		},
-		run: runInit,
-	})
+	flags: withOptions((*initOptions).declare, runInit),
 }
 
-func runInit(a *App, fs *flag.FlagSet) error {
-	set := given(fs)
-	if !set["key"] && !set["secret_key_file"] {
+type initOptions struct {
+	key, secretKeyFile stringFlag // one of them is needed
+	admin              string
+}
+
+func (o *initOptions) declare(fs *flag.FlagSet) {
+	fs.Var(&o.key, "key", "the key's name (user id), e.g. alice.dibs@example.org")
+	fs.StringVar(&o.admin, "admin", "", "the owner's real e-mail address (dibsAdmin)")
+	fs.Var(&o.secretKeyFile, "secret_key_file", "use this armored secret key instead of making one")
+}
+
+func runInit(a *App, o initOptions) error {
+	if !o.key.given && !o.secretKeyFile.given {
 		return usagef("--key NAME is required, e.g. --key alice.dibs@example.org (dibs help init)")
 	}
 	dir, err := a.dibsDir()
 	if err != nil {
 		return err
 	}
-	cfg := agent.InitConfig{KeyName: fs.Lookup("key").Value.String(), Admin: fs.Lookup("admin").Value.String()}
-	if f := fs.Lookup("secret_key_file").Value.String(); f != "" {
+	cfg := agent.InitConfig{KeyName: o.key.value, Admin: o.admin}
+	if f := o.secretKeyFile.value; f != "" {
 		kf, err := os.Open(f)
 		if err != nil {
 			return fmt.Errorf("--secret_key_file: %w", err)

@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -40,15 +41,55 @@ type App struct {
 // command is one CLI command: its name, its flags and help, and what it does.
 type command struct {
 	name     string
-	synopsis string                 // flags, as in CLI.md
-	help     string                 // what it does, a few lines
-	flags    func(fs *flag.FlagSet) // declares the flags
-	run      func(a *App, fs *flag.FlagSet) error
+	synopsis string   // flags, as in CLI.md
+	help     string   // what it does, a few lines
+	required []string // flags that must be given, checked in this order
+	// flags declares the command's flags on fs, into a new value of the command's
+	// options, and returns the command run with those options once fs is parsed.
+	flags func(fs *flag.FlagSet) (run func(a *App) error)
 }
 
-var commands = map[string]*command{}
+// commands is every command. A command is a name, its help, the struct its flags are
+// parsed into (storeOptions: the flags are typed fields, not looked up by name) and a
+// function runStore(a, opts) error. dibs help lists them sorted.
+var commands = []*command{
+	helpCmd,
+	// identity and peers
+	initCmd, exportKeyCmd, addPeerCmd, editPeerCmd, deletePeerCmd, showDatabaseCmd,
+	setOptionCmd, showOptionCmd, exportRecoveryKitCmd, importRecoveryKitCmd,
+	// backup and recovery
+	storeCmd, autoCheckCmd, unstoreFileCmd, recoverFileCmd, recoverAllCmd, probeCmd,
+	clearCmd, forgetCmd, cleanupCmd, mergeStatsCmd,
+	// moving messages
+	sendMessageCmd, pollPassivesCmd, processMessageCmd, exportMessagesCmd,
+	importMessagesCmd, sendHelloCmd,
+	// daemons and servers
+	startDaemonCmd, stopDaemonCmd, relayServerCmd, demoCmd,
+}
 
-func register(c *command) { commands[c.name] = c }
+// withOptions is the flags of a command whose flags fill a struct O: declare puts
+// them on the flag set, run is the command.
+func withOptions[O any](declare func(*O, *flag.FlagSet), run func(*App, O) error) func(*flag.FlagSet) func(*App) error {
+	return func(fs *flag.FlagSet) func(*App) error {
+		o := new(O)
+		declare(o, fs)
+		return func(a *App) error { return run(a, *o) }
+	}
+}
+
+// noFlags is the flags of a command that takes none.
+func noFlags(run func(*App) error) func(*flag.FlagSet) func(*App) error {
+	return func(*flag.FlagSet) func(*App) error { return run }
+}
+
+func findCommand(name string) (*command, bool) {
+	for _, c := range commands {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return nil, false
+}
 
 // usageError is a wrong command line: exit code 2.
 type usageError struct{ msg string }
@@ -114,16 +155,14 @@ func (a *App) Main(args []string) int {
 	if name == "help" {
 		return a.helpCommand(args[1:])
 	}
-	c, ok := commands[name]
+	c, ok := findCommand(name)
 	if !ok {
 		fmt.Fprintf(a.Stderr, "dibs: unknown command %q; dibs help lists them\n", name)
 		return exitUsage
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	if c.flags != nil {
-		c.flags(fs)
-	}
+	run := c.flags(fs)
 	err := fs.Parse(args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		printHelp(a.Stdout, c)
@@ -133,8 +172,8 @@ func (a *App) Main(args []string) int {
 		err = usagef("%s (dibs help %s)", strings.Replace(err.Error(), " -", " --", 1), name)
 	} else if fs.NArg() > 0 {
 		err = usagef("unexpected argument %q: every value goes with a --flag (dibs help %s)", fs.Arg(0), name)
-	} else {
-		err = c.run(a, fs)
+	} else if err = c.checkRequired(fs); err == nil {
+		err = run(a)
 	}
 	if err == nil {
 		return exitOK
@@ -191,29 +230,20 @@ func (a *App) withNode(fn func(n *agent.Node) error) error {
 	return fn(n)
 }
 
-// need checks that every named flag was given.
-func need(fs *flag.FlagSet, names ...string) error {
-	set := given(fs)
-	for _, n := range names {
-		if !set[n] {
-			return usagef("--%s is required (dibs help %s)", n, fs.Name())
+// checkRequired checks that every required flag was given.
+func (c *command) checkRequired(fs *flag.FlagSet) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for _, n := range c.required {
+		if !given[n] {
+			return usagef("--%s is required (dibs help %s)", n, c.name)
 		}
 	}
 	return nil
 }
 
-// given is the set of flags on the command line.
-func given(fs *flag.FlagSet) map[string]bool {
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	return set
-}
-
 func sortedCommands() []*command {
-	out := make([]*command, 0, len(commands))
-	for _, c := range commands {
-		out = append(out, c)
-	}
+	out := slices.Clone(commands)
 	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
 	return out
 }

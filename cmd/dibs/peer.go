@@ -4,53 +4,64 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"strconv"
 
 	"github.com/dibs-backup/dibs/agent"
 )
 
-// The peer commands share their flags: add_peer requires some, edit_peer takes any.
-func peerFlags(fs *flag.FlagSet) {
-	fs.String("peer", "", "the peer's name in our list (e.g. bob or bob.dibs@example.org)")
-	fs.String("email", "", "the peer's e-mail address (talk mail sends there)")
-	fs.String("comment", "", "a note about the peer")
-	sizeVar(fs, "local_quota", "how much we store for the peer (kilobytes, or with k/m/g/t)")
-	sizeVar(fs, "remote_quota", "how much the peer stores for us")
-	fs.String("talk", "", "how our messages reach the peer: active, passive, mail, relay (or several in order: active,relay)")
-	fs.String("listen", "", "how the peer's messages reach us: active, passive, mail, relay")
-	fs.String("host", "", "the peer daemon's host (talk active, listen passive)")
-	fs.Int("port", 6363, "the peer daemon's port")
-	fs.String("key_file", "", "the peer's armored public key (its export_key, or gpg --export --armor)")
-	fs.String("relay", "", "relay URL where files for this peer are deposited (default: our relayURL)")
+// peerOptions are the flags add_peer and edit_peer share: add_peer requires some,
+// edit_peer changes what is given.
+type peerOptions struct {
+	peer                                           string
+	email, comment, talk, listen, host, key, relay stringFlag
+	localQuota, remoteQuota                        sizeFlag
+	port                                           intFlag
 }
 
-// peerEdit collects the peer flags that were given.
-func peerEdit(fs *flag.FlagSet) (agent.PeerEdit, func(), error) {
-	var e agent.PeerEdit
-	set := given(fs)
-	str := func(name string) *string {
-		if !set[name] {
-			return nil
+func (o *peerOptions) declare(fs *flag.FlagSet) {
+	o.port.value = 6363
+	fs.StringVar(&o.peer, "peer", "", "the peer's name in our list (e.g. bob or bob.dibs@example.org)")
+	fs.Var(&o.email, "email", "the peer's e-mail address (talk mail sends there)")
+	fs.Var(&o.comment, "comment", "a note about the peer")
+	fs.Var(&o.localQuota, "local_quota", "how much we store for the peer (kilobytes, or with k/m/g/t)")
+	fs.Var(&o.remoteQuota, "remote_quota", "how much the peer stores for us")
+	fs.Var(&o.talk, "talk", "how our messages reach the peer: active, passive, mail, relay (or several in order: active,relay)")
+	fs.Var(&o.listen, "listen", "how the peer's messages reach us: active, passive, mail, relay")
+	fs.Var(&o.host, "host", "the peer daemon's host (talk active, listen passive)")
+	fs.Var(&o.port, "port", "the peer daemon's port")
+	fs.Var(&o.key, "key_file", "the peer's armored public key (its export_key, or gpg --export --armor)")
+	fs.Var(&o.relay, "relay", "relay URL where files for this peer are deposited (default: our relayURL)")
+}
+
+// changes reports whether any flag besides --peer was given.
+func (o *peerOptions) changes() bool {
+	for _, given := range []bool{o.email.given, o.comment.given, o.talk.given, o.listen.given, o.host.given,
+		o.key.given, o.relay.given, o.localQuota.given, o.remoteQuota.given, o.port.given} {
+		if given {
+			return true
 		}
-		v := fs.Lookup(name).Value.String()
-		return &v
 	}
-	e.Email, e.Comment, e.Talk, e.Listen, e.Host, e.Relay = str("email"), str("comment"), str("talk"), str("listen"), str("host"), str("relay")
-	if set["port"] {
-		p, _ := strconv.Atoi(fs.Lookup("port").Value.String())
+	return false
+}
+
+// edit is the change the given flags make; done closes the key file.
+func (o *peerOptions) edit() (agent.PeerEdit, func(), error) {
+	e := agent.PeerEdit{Email: o.email.ptr(), Comment: o.comment.ptr(), Talk: o.talk.ptr(),
+		Listen: o.listen.ptr(), Host: o.host.ptr(), Relay: o.relay.ptr()}
+	if o.port.given {
+		p := o.port.value
 		e.Port = &p
 	}
-	if set["local_quota"] {
-		q := fs.Lookup("local_quota").Value.(*sizeFlag).bytes
+	if o.localQuota.given {
+		q := o.localQuota.bytes
 		e.LocalQuota = &q
 	}
-	if set["remote_quota"] {
-		q := fs.Lookup("remote_quota").Value.(*sizeFlag).bytes
+	if o.remoteQuota.given {
+		q := o.remoteQuota.bytes
 		e.RemoteQuota = &q
 	}
 	done := func() {}
-	if set["key_file"] {
-		f, err := os.Open(fs.Lookup("key_file").Value.String())
+	if o.key.given {
+		f, err := os.Open(o.key.value)
 		if err != nil {
 			return e, done, fmt.Errorf("--key_file: %w", err)
 		}
@@ -60,80 +71,80 @@ func peerEdit(fs *flag.FlagSet) (agent.PeerEdit, func(), error) {
 	return e, done, nil
 }
 
-func init() {
-	register(&command{
-		name:     "add_peer",
-		synopsis: "--peer NAME --email EMAIL --local_quota Q --remote_quota Q --talk T --listen L [--comment C --host H --port P --key_file F --relay URL]",
-		help: `Add a peer. T and L are active, passive, mail or relay, from our side: talk is how our
+var addPeerCmd = &command{
+	name:     "add_peer",
+	synopsis: "--peer NAME --email EMAIL --local_quota Q --remote_quota Q --talk T --listen L [--comment C --host H --port P --key_file F --relay URL]",
+	help: `Add a peer. T and L are active, passive, mail or relay, from our side: talk is how our
 messages reach the peer, listen how its messages reach us (the peer sets the mirror image).
 --key_file is the peer's armored public key; without it nothing can be sent to the peer yet.`,
-		flags: peerFlags,
-		run: func(a *App, fs *flag.FlagSet) error {
-			if err := need(fs, "peer", "email", "local_quota", "remote_quota", "talk", "listen"); err != nil {
-				return err
-			}
-			e, done, err := peerEdit(fs)
-			if err != nil {
-				return err
-			}
-			defer done()
-			name := fs.Lookup("peer").Value.String()
-			return a.withNode(func(n *agent.Node) error {
-				if err := n.AddPeer(name, e); err != nil {
-					return err
-				}
-				fmt.Fprintf(a.Stdout, "added peer %s\n", name)
-				if e.Key == nil {
-					fmt.Fprintf(a.Stderr, "dibs: add_peer: note: %s has no key yet; give it with dibs edit_peer --peer %s --key_file F\n", name, name)
-				}
-				return nil
-			})
-		},
+	required: []string{"peer", "email", "local_quota", "remote_quota", "talk", "listen"},
+	flags:    withOptions((*peerOptions).declare, runAddPeer),
+}
+
+func runAddPeer(a *App, o peerOptions) error {
+	e, done, err := o.edit()
+	if err != nil {
+		return err
+	}
+	defer done()
+	return a.withNode(func(n *agent.Node) error {
+		if err := n.AddPeer(o.peer, e); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.Stdout, "added peer %s\n", o.peer)
+		if e.Key == nil {
+			fmt.Fprintf(a.Stderr, "dibs: add_peer: note: %s has no key yet; give it with dibs edit_peer --peer %s --key_file F\n", o.peer, o.peer)
+		}
+		return nil
 	})
-	register(&command{
-		name:     "edit_peer",
-		synopsis: "--peer NAME [any add_peer flag]",
-		help:     "Change a peer's entry. A quota cannot go below what is in use.",
-		flags:    peerFlags,
-		run: func(a *App, fs *flag.FlagSet) error {
-			if err := need(fs, "peer"); err != nil {
-				return err
-			}
-			if len(given(fs)) == 1 {
-				return usagef("nothing to change: give at least one flag besides --peer (dibs help edit_peer)")
-			}
-			e, done, err := peerEdit(fs)
-			if err != nil {
-				return err
-			}
-			defer done()
-			name := fs.Lookup("peer").Value.String()
-			return a.withNode(func(n *agent.Node) error {
-				if err := n.EditPeer(name, e); err != nil {
-					return err
-				}
-				fmt.Fprintf(a.Stdout, "changed peer %s\n", name)
-				return nil
-			})
-		},
+}
+
+var editPeerCmd = &command{
+	name:     "edit_peer",
+	synopsis: "--peer NAME [any add_peer flag]",
+	help:     "Change a peer's entry. A quota cannot go below what is in use.",
+	required: []string{"peer"},
+	flags:    withOptions((*peerOptions).declare, runEditPeer),
+}
+
+func runEditPeer(a *App, o peerOptions) error {
+	if !o.changes() {
+		return usagef("nothing to change: give at least one flag besides --peer (dibs help edit_peer)")
+	}
+	e, done, err := o.edit()
+	if err != nil {
+		return err
+	}
+	defer done()
+	return a.withNode(func(n *agent.Node) error {
+		if err := n.EditPeer(o.peer, e); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.Stdout, "changed peer %s\n", o.peer)
+		return nil
 	})
-	register(&command{
-		name:     "delete_peer",
-		synopsis: "--peer NAME",
-		help:     "Remove a peer; only when nothing is stored either way.",
-		flags:    func(fs *flag.FlagSet) { fs.String("peer", "", "the peer to remove") },
-		run: func(a *App, fs *flag.FlagSet) error {
-			if err := need(fs, "peer"); err != nil {
-				return err
-			}
-			name := fs.Lookup("peer").Value.String()
-			return a.withNode(func(n *agent.Node) error {
-				if err := n.DeletePeer(name); err != nil {
-					return err
-				}
-				fmt.Fprintf(a.Stdout, "deleted peer %s\n", name)
-				return nil
-			})
-		},
+}
+
+var deletePeerCmd = &command{
+	name:     "delete_peer",
+	synopsis: "--peer NAME",
+	help:     "Remove a peer; only when nothing is stored either way.",
+	required: []string{"peer"},
+	flags:    withOptions((*deletePeerOptions).declare, runDeletePeer),
+}
+
+type deletePeerOptions struct{ peer string }
+
+func (o *deletePeerOptions) declare(fs *flag.FlagSet) {
+	fs.StringVar(&o.peer, "peer", "", "the peer to remove")
+}
+
+func runDeletePeer(a *App, o deletePeerOptions) error {
+	return a.withNode(func(n *agent.Node) error {
+		if err := n.DeletePeer(o.peer); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.Stdout, "deleted peer %s\n", o.peer)
+		return nil
 	})
 }

@@ -11,51 +11,54 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/dibs-backup/dibs/agent"
 	"github.com/dibs-backup/dibs/relay"
 )
 
-func init() {
-	register(&command{
-		name:     "relay_server",
-		synopsis: "--listen ADDR --dir D [--allow FILE] [--tls_cert F --tls_key F] [--quota Q] [--max_size Q] [--max_age S]",
-		help: `Run a store-and-forward relay for peers that cannot accept connections, in the foreground
+var relayServerCmd = &command{
+	name:     "relay_server",
+	synopsis: "--listen ADDR --dir D [--allow FILE] [--tls_cert F --tls_key F] [--quota Q] [--max_size Q] [--max_age S]",
+	help: `Run a store-and-forward relay for peers that cannot accept connections, in the foreground
 until a signal. A depositor proves its key with a signed challenge; files go only from and to
 the keys in the allow file (concatenated export_key outputs; re-read when it changes); a
 recipient collects its files the same way, and a file is deleted only after it confirms the
 commit. The relay never sees plaintext: files are sealed end to end.`,
-		flags: func(fs *flag.FlagSet) {
-			fs.String("listen", "", "address to listen on, e.g. :8443 or 127.0.0.1:8080")
-			fs.String("dir", "", "the relay's spool directory")
-			fs.String("allow", "", "armored public keys of who may deposit and collect (default D/allow.asc)")
-			fs.String("tls_cert", "", "TLS certificate (PEM); with --tls_key, serve HTTPS")
-			fs.String("tls_key", "", "TLS private key (PEM)")
-			sizeVar(fs, "quota", "bytes that may wait for one recipient (default 1g)")
-			sizeVar(fs, "max_size", "largest file taken (default 128m)")
-			fs.Int("max_age", int(relay.DefaultMaxAge/time.Second), "seconds an uncollected file is kept")
-		},
-		run: runRelayServer,
-	})
+	required: []string{"listen", "dir"},
+	flags:    withOptions((*relayServerOptions).declare, runRelayServer),
 }
 
-func runRelayServer(a *App, fs *flag.FlagSet) error {
-	if err := need(fs, "listen", "dir"); err != nil {
-		return err
-	}
-	dir := flagString(fs, "dir")
-	allow := flagString(fs, "allow")
+type relayServerOptions struct {
+	listen, dir, allow string
+	cert, key          string // both or neither
+	quota, maxSize     sizeFlag
+	maxAge             int // seconds
+}
+
+func (o *relayServerOptions) declare(fs *flag.FlagSet) {
+	fs.StringVar(&o.listen, "listen", "", "address to listen on, e.g. :8443 or 127.0.0.1:8080")
+	fs.StringVar(&o.dir, "dir", "", "the relay's spool directory")
+	fs.StringVar(&o.allow, "allow", "", "armored public keys of who may deposit and collect (default D/allow.asc)")
+	fs.StringVar(&o.cert, "tls_cert", "", "TLS certificate (PEM); with --tls_key, serve HTTPS")
+	fs.StringVar(&o.key, "tls_key", "", "TLS private key (PEM)")
+	fs.Var(&o.quota, "quota", "bytes that may wait for one recipient (default 1g)")
+	fs.Var(&o.maxSize, "max_size", "largest file taken (default 128m)")
+	fs.IntVar(&o.maxAge, "max_age", int(relay.DefaultMaxAge/time.Second), "seconds an uncollected file is kept")
+}
+
+func runRelayServer(a *App, o relayServerOptions) error {
+	dir := o.dir
+	allow := o.allow
 	if allow == "" {
 		allow = filepath.Join(dir, "allow.asc")
 	}
-	cert, key := flagString(fs, "tls_cert"), flagString(fs, "tls_key")
+	cert, key := o.cert, o.key
 	if (cert == "") != (key == "") {
 		return usagef("--tls_cert and --tls_key go together")
 	}
-	maxAge, err := strconv.Atoi(flagString(fs, "max_age"))
-	if err != nil || maxAge < 60 {
+	maxAge := o.maxAge
+	if maxAge < 60 {
 		return usagef("--max_age must be a number of seconds, at least 60")
 	}
 	if _, err := os.Stat(allow); err != nil {
@@ -64,8 +67,7 @@ func runRelayServer(a *App, fs *flag.FlagSet) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	quota := fs.Lookup("quota").Value.(*sizeFlag).bytes
-	maxSize := fs.Lookup("max_size").Value.(*sizeFlag).bytes
+	quota, maxSize := o.quota.bytes, o.maxSize.bytes
 	store, err := relay.OpenDirStore(dir, relay.DirOptions{AllowFile: allow, Quota: quota, MaxFileSize: maxSize, MaxAge: time.Duration(maxAge) * time.Second})
 	if err != nil {
 		return err
@@ -84,7 +86,7 @@ func runRelayServer(a *App, fs *flag.FlagSet) error {
 		}
 		tlsConf = &tls.Config{Certificates: []tls.Certificate{c}, MinVersion: tls.VersionTLS12}
 	}
-	ln, err := net.Listen("tcp", flagString(fs, "listen"))
+	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}

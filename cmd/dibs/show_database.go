@@ -11,37 +11,42 @@ import (
 	"github.com/dibs-backup/dibs/agent"
 )
 
-func init() {
-	register(&command{
-		name:     "show_database",
-		synopsis: "[--only peers|files|storage|recovery|probe|stats|posted_contracts|proposed_contracts] [--json]",
-		help: `Print the node database: peers with quotas, use and liveness, stored files, what we
+var showDatabaseCmd = &command{
+	name:     "show_database",
+	synopsis: "[--only peers|files|storage|recovery|probe|stats|posted_contracts|proposed_contracts] [--json]",
+	help: `Print the node database: peers with quotas, use and liveness, stored files, what we
 hold for others, recoveries. --json prints one JSON object whose keys are the sections
 (for scripts; fields may be added, never renamed).`,
-		flags: func(fs *flag.FlagSet) {
-			fs.String("only", "", "print just this section")
-			fs.Bool("json", false, "print JSON for scripts")
-		},
-		run: func(a *App, fs *flag.FlagSet) error {
-			only := fs.Lookup("only").Value.String()
-			return a.withNode(func(n *agent.Node) error {
-				db, err := n.Database(only)
-				if err != nil {
-					return usagef("%s", err)
-				}
-				if fs.Lookup("json").Value.String() == "true" {
-					enc := json.NewEncoder(a.Stdout)
-					enc.SetIndent("", "  ")
-					return enc.Encode(db)
-				}
-				for _, s := range agent.Sections {
-					if v, ok := db[s]; ok {
-						printSection(a.Stdout, s, v)
-					}
-				}
-				return nil
-			})
-		},
+	flags: withOptions((*showDatabaseOptions).declare, runShowDatabase),
+}
+
+type showDatabaseOptions struct {
+	only string
+	json bool
+}
+
+func (o *showDatabaseOptions) declare(fs *flag.FlagSet) {
+	fs.StringVar(&o.only, "only", "", "print just this section")
+	fs.BoolVar(&o.json, "json", false, "print JSON for scripts")
+}
+
+func runShowDatabase(a *App, o showDatabaseOptions) error {
+	return a.withNode(func(n *agent.Node) error {
+		db, err := n.Database(o.only)
+		if err != nil {
+			return usagef("%s", err)
+		}
+		if o.json {
+			enc := json.NewEncoder(a.Stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(db)
+		}
+		for _, s := range agent.Sections {
+			if v, ok := db[s]; ok {
+				printSection(a.Stdout, s, v)
+			}
+		}
+		return nil
 	})
 }
 
