@@ -5,11 +5,15 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -248,9 +252,22 @@ func carriedFiles(t *testing.T, dir string) map[string][]byte {
 	return out
 }
 
-// A wrong command line is refused with a non-zero exit and one line on stderr.
+// A wrong command line is refused with a non-zero exit and one line on stderr, in a
+// directory not yet initialized and in one that is.
 func TestCLI_WrongArguments(t *testing.T) {
 	root := t.TempDir()
+	fresh := &clirun.Node{T: t, Bin: dibsBin, Name: "fresh", Dir: filepath.Join(root, "fresh")}
+	for _, args := range [][]string{
+		{"no_such_command"},
+		{"add_peer", "--email", "a@b"},
+		{"init"},
+	} {
+		_, errs, code := fresh.Run(args...)
+		lines := strings.Split(strings.TrimSuffix(errs, "\n"), "\n")
+		if code == 0 || len(lines) != 1 || !strings.HasPrefix(lines[0], "dibs: ") {
+			t.Errorf("dibs %s in a fresh directory: exit %d, stderr %q; want an error and one line starting with \"dibs: \"", strings.Join(args, " "), code, errs)
+		}
+	}
 	alice := newCLINode(t, root, "alice")
 	for _, args := range [][]string{
 		{},
@@ -267,6 +284,13 @@ func TestCLI_WrongArguments(t *testing.T) {
 		{"import_messages", "--dir", "a", "--maildir", "b"},
 		{"show_database", "--only", "nothing"},
 		{"process_message", "--no_such_flag"},
+		{"store"},
+		{"store", "--name", "/does/not/exist"},
+		{"recover_file", "--file", "/never/stored"},
+		{"unstore_file", "--file", "/never/stored"},
+		{"forget", "--peer", "nobody"},
+		{"relay_server", "--listen", "127.0.0.1:0"},
+		{"relay_server", "--listen", "127.0.0.1:0", "--dir", t.TempDir(), "--tls_cert", "c.pem"},
 	} {
 		_, errs, code := alice.Run(args...)
 		lines := strings.Split(strings.TrimSuffix(errs, "\n"), "\n")
@@ -453,5 +477,163 @@ func TestCLI_ShowDatabaseTextHasNoBlankCells(t *testing.T) {
 	}
 	if !strings.Contains(out, "== peers (1)") {
 		t.Fatalf("no peer listed:\n%s", out)
+	}
+}
+
+// writeTree makes a tree with binary data, CR bytes, an empty file and a link.
+func writeTree(t *testing.T, root string) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	w := func(rel string, b []byte) {
+		p := filepath.Join(root, rel)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, b, 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	big := make([]byte, 700_000)
+	for i := range big {
+		big[i] = byte(rng.UintN(256))
+	}
+	w("big.bin", big)
+	w("cr.txt", bytes.Repeat([]byte("line\r\n\r"), 5000))
+	w("empty", nil)
+	for i := range 120 {
+		w(fmt.Sprintf("many/%03d", i), []byte(strings.Repeat(fmt.Sprint(i), 1+i*7)))
+	}
+	os.Symlink("big.bin", filepath.Join(root, "link"))
+}
+
+func treeSums(t *testing.T, root string) map[string]string {
+	out := map[string]string{}
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel, _ := filepath.Rel(root, p)
+		fi, _ := os.Lstat(p)
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			l, _ := os.Readlink(p)
+			out[rel] = "link:" + l
+		case fi.IsDir():
+			out[rel] = "dir"
+		default:
+			b, _ := os.ReadFile(p)
+			out[rel] = fmt.Sprintf("%x %v", sha256.Sum256(b), fi.Mode().Perm())
+		}
+		return nil
+	})
+	return out
+}
+
+// TestCLI_BackupLosePeerAndDiskRecover: alice sits behind NAT and runs only cron
+// commands; bob, carol and dave run daemons. Alice stores a tree, loses carol and then
+// her whole DIBS_DIR, and gets every byte back from the recovery kit.
+func TestCLI_BackupLosePeerAndDiskRecover(t *testing.T) {
+	root := t.TempDir()
+	alice := newCLINode(t, root, "alice")
+	peers := []*cliNode{newCLINode(t, root, "bob"), newCLINode(t, root, "carol"), newCLINode(t, root, "dave")}
+	for _, p := range peers {
+		// Alice pushes to the daemons; they keep what is for her until she pulls it.
+		alice.OK("add_peer", "--peer", p.Name, "--email", p.Name+"@cli.invalid", "--local_quota", "100m", "--remote_quota", "100m",
+			"--talk", "active", "--listen", "passive", "--host", "127.0.0.1", "--port", fmt.Sprint(p.port), "--key_file", p.keyFile)
+		p.OK("add_peer", "--peer", "alice", "--email", "alice@cli.invalid", "--local_quota", "100m", "--remote_quota", "100m",
+			"--talk", "passive", "--listen", "active", "--key_file", alice.keyFile)
+		p.OK("set_option", "--name", "kbPerFile", "--value", "100")
+	}
+	alice.OK("set_option", "--name", "kbPerFile", "--value", "100")
+	daemons := map[string]*clirun.Proc{}
+	for _, p := range peers {
+		daemons[p.Name] = p.startDaemon()
+	}
+	tree := filepath.Join(root, "tree")
+	writeTree(t, tree)
+	if out := alice.OK("store", "--name", tree, "--as", "docs"); !strings.Contains(out, "new versions") {
+		t.Fatalf("store said %q", out)
+	}
+	cron := func(n *cliNode, until func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for !until() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: cron rounds never got there", n.Name)
+			}
+			n.Run("send_message")
+			n.Run("poll_passives")
+			n.OK("process_message")
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	allStored := func() bool {
+		rows := alice.Database("files")
+		for _, r := range rows {
+			if r["status"] != "stored" {
+				return false
+			}
+		}
+		return len(rows) > 120
+	}
+	cron(alice, allStored)
+	for _, r := range alice.Database("peers") {
+		if r["remote_used"].(float64) <= 0 || r["last_heard"] == nil {
+			t.Errorf("peer row after storing: %v", r)
+		}
+	}
+	// A cron process_message on bob's directory while bob's daemon runs changes nothing.
+	peers[0].OK("process_message")
+
+	// carol is gone for good; alice's disk dies, the recovery kit survives.
+	if err := daemons["carol"].Stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
+		t.Fatalf("carol's daemon did not exit cleanly on SIGTERM: %v", err)
+	}
+	kit := filepath.Join(root, "kit.asc")
+	alice.OK("export_recovery_kit", "--out", kit)
+	os.RemoveAll(alice.Dir)
+	alice.OK("import_recovery_kit", "--file", kit)
+	if rows := alice.Database("files"); len(rows) != 0 {
+		t.Fatalf("a fresh directory knows %d files", len(rows))
+	}
+	alice.OK("recover_all")
+	cron(alice, func() bool {
+		for _, r := range alice.Database("recovery") {
+			if r["name"] == "*all*" && r["state"] != "waiting" {
+				return true
+			}
+		}
+		return false
+	})
+	for _, r := range alice.Database("recovery") {
+		if r["state"] != "done" {
+			t.Fatalf("recovery: %v", r)
+		}
+	}
+	want, got := treeSums(t, tree), treeSums(t, filepath.Join(alice.Dir, "recovery", "docs"))
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: recovered %q, want %q", k, got[k], v)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("recovered %d entries, stored %d", len(got), len(want))
+	}
+	// The rebuilt books work: probe, then store again.
+	alice.OK("probe", "--file", "docs/big.bin")
+	cron(alice, func() bool {
+		good := 0.0
+		for _, r := range alice.Database("probe") {
+			good += r["good"].(float64)
+			if r["failed"].(float64) > 0 {
+				t.Fatalf("probe failed: %v", r)
+			}
+		}
+		return good > 0
+	})
+	for _, p := range []*cliNode{peers[0], peers[2]} {
+		if q, _ := os.ReadDir(filepath.Join(p.Dir, "quarantine")); len(q) > 0 {
+			t.Errorf("%s quarantined %d files", p.Name, len(q))
+		}
+	}
+	if _, errs, code := alice.Run("stop_daemon"); code == 0 || !strings.Contains(errs, "no daemon") {
+		t.Errorf("stop_daemon without a daemon: exit %d, %q", code, errs)
 	}
 }

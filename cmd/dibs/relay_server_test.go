@@ -255,8 +255,8 @@ func concatFiles(t *testing.T, dst string, srcs ...string) {
 
 // Two NAT'd nodes, which accept no connections and run only cron-style commands, greet
 // each other through `dibs relay_server`: directly over HTTP, through an HTTP_PROXY
-// forward proxy, and over TLS with a self-signed certificate through an HTTPS_PROXY
-// tunnel. A key that is not in the allow file is refused until it is added there (the
+// forward proxy, and over TLS with a self-signed certificate, directly and through an
+// HTTPS_PROXY tunnel. A key that is not in the allow file is refused until it is added there (the
 // running relay re-reads it); show_database tells per peer the method that last worked
 // and the queue depth; SIGTERM stops the relay cleanly.
 func TestRelayServer_TwoNATNodes(t *testing.T) {
@@ -266,6 +266,7 @@ func TestRelayServer_TwoNATNodes(t *testing.T) {
 	}{
 		{"http", false, false},
 		{"http_proxy", false, true},
+		{"https_self_signed", true, false},
 		{"https_proxy_self_signed", true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) { relayScenario(t, tc.tls, tc.proxy) })

@@ -1,6 +1,6 @@
 // Package clirun runs the dibs binary in tests as a user, a cron job or a script does:
-// one process per command, DIBS_DIR in the environment. The tests of cmd/dibs and of
-// cmd/dibs/clitest share it.
+// one process per command, DIBS_DIR in the environment. The black-box tests of cmd/dibs
+// (cli_test.go, relay_server_test.go) use it.
 package clirun
 
 import (
