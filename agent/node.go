@@ -46,6 +46,9 @@ type Node struct {
 	Now func() time.Time
 	// Log receives the node's events. Commands leave it discarding; the daemon logs.
 	Log *slog.Logger
+	// Warnings are what opening the node found to tell its user, such as an obsolete
+	// option in dibsrc.toml; the command that opened it prints them, once.
+	Warnings []string
 
 	mu       sync.Mutex
 	peerStat peerFileStat
@@ -191,7 +194,7 @@ func Open(dir string) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		Dir: abs, Opts: opts, ID: id, Spool: sp,
+		Dir: abs, Opts: opts, ID: id, Spool: sp, Warnings: opts.warnings,
 		Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		KeepDB: true,
 	}

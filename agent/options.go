@@ -129,7 +129,6 @@ var (
 	optLogLevel           = intOpt("logLevel", 0, -20, 20, "DEBUG -20, INFO -10, WARNING 0, ERROR 10, CRITICAL 20")
 	optPrintLogLevel      = intOpt("printLogLevel", -10, -20, 20, "log level echoed on stderr")
 	optMaxLogSize         = sizeOpt("maxLogSize", 1000000, 1000, "a log is rotated past this size")
-	optSleepTime          = secondsOpt("sleepTime", 10*time.Second, 0, time.Hour, "pause between unstoring and re-storing a changed file")
 	optErrWarnCount       = intOpt("errWarnCount", 30, 0, 0, "error files in errorDir before a warning")
 	optErrMaxCount        = intOpt("errMaxCount", 60, 0, 0, "error files in errorDir before error mails stop")
 	optErrorDir           = pathOpt("errorDir", "errorDir", "where error reports are kept")
@@ -141,13 +140,11 @@ var (
 	optDaemonHost            = stringOpt("daemonHost", "", "address the daemon listens on (empty: all)")
 	optProbeTimeout          = secondsOpt("probeTimeout", day, time.Second, 0, "a probe unanswered this long counts as a timeout")
 	optProbePeriod           = secondsOpt("probePeriod", day/2, time.Second, 0, "seconds between automatic probes")
-	optSendMsgThreshold      = intOpt("sendMsgThreshold", 30, 1, 0, "during a tree store, send the queue every this many files")
 	optMaxMsgAge             = secondsOpt("maxMsgAge", 10*day, time.Minute, 0, "older messages are refused (replay window), seconds")
 	optClockSkew             = secondsOpt("clockSkew", 10*time.Minute, 0, day, "how far in the future a message's Date may be, seconds")
 	optMaxMsgSize            = sizeOpt("maxMsgSize", 128000000, 10000, "largest message file accepted or sent")
 	optHostname              = stringOpt("hostname", "", "our host name, as peers reach it").withComputed(func() string { _, h := userHost(); return h })
 	optAutoBackupDir         = pathOpt("autoBackupDir", "autoBackup", "auto_check stores what is linked here")
-	optRootDir               = stringOpt("rootDir", "/", "prefix of auto-backup stored names")
 	optDefaultContractServer = stringOpt("defaultContractServerURL", "http://127.0.0.1:8000/peer_finder", "the peer finder").withCheck(checkURL)
 	optStatusAddress         = stringOpt("statusAddress", "127.0.0.1:6364", "where the daemon reports its status (loopback)").withCheck(checkHostPort)
 	optSMTPServer            = stringOpt("smtpServer", "localhost", "SMTP submission server, host or host:port").withCheck(checkHostPort)
@@ -174,10 +171,10 @@ var optionDefs = rows(
 	optDibsPublicKey, optDibsPrivateKey, optDibsAdmin, optMailUserOnRecovery,
 	optKbPerFile, optRedundantPieces, optMaxVersions, optKeepDeleted, optRepairAfter,
 	optResendAfter, optRepairSpare, optLogFile, optLogLevel, optPrintLogLevel, optMaxLogSize,
-	optSleepTime, optErrWarnCount, optErrMaxCount, optErrorDir, OptDaemonLogFile,
+	optErrWarnCount, optErrMaxCount, optErrorDir, OptDaemonLogFile,
 	optDaemonTimeout, optPollInterval, optDaemonPort, optDaemonHost, optProbeTimeout,
-	optProbePeriod, optSendMsgThreshold, optMaxMsgAge, optClockSkew, optMaxMsgSize,
-	optHostname, optAutoBackupDir, optRootDir, optDefaultContractServer, optStatusAddress,
+	optProbePeriod, optMaxMsgAge, optClockSkew, optMaxMsgSize,
+	optHostname, optAutoBackupDir, optDefaultContractServer, optStatusAddress,
 	optSMTPServer, optSMTPUser, optSMTPPassword, optSMTPPasswordFile, optSMTPTLS,
 	optIMAPServer, optIMAPUser, optIMAPPassword, optIMAPPasswordFile, optIMAPMailbox,
 	optIMAPTLS, optMailCAFile, optMailMaxSize, optRelayURL, optRelayCAFile, optTalkRetryDelay,
@@ -191,7 +188,35 @@ func rows(opts ...interface{ row() *optDef }) []*optDef {
 	return out
 }
 
+// obsoleteOptions are DIBS 0.93 options that dibs does not have, with why. An old
+// dibsrc.toml that sets one still loads: the node reports it once (Node.Warnings), and
+// set_option refuses it.
+var obsoleteOptions = map[string]string{
+	"sleepTime":        "it was DIBS's pause between unstoring a changed file and storing it again; dibs stores the change as a new version and unstores nothing",
+	"sendMsgThreshold": "store only seals pieces into outgoing/; send_message delivers them, and the daemon sends pieces as soon as they are sealed",
+	"rootDir":          "auto_check's stored names are always /autoBackup/<entry>",
+}
+
+// obsolete is the error for an option dibs no longer has, or nil.
+func obsolete(name string) error {
+	if why, ok := obsoleteOptions[name]; ok {
+		return fmt.Errorf("option %s is obsolete (%s)", name, why)
+	}
+	return nil
+}
+
 func keyName() string { u, h := userHost(); return u + ".dibs@" + h }
+
+// lookupDef is the option a user names: unknown and obsolete names are errors that say so.
+func lookupDef(name string) (*optDef, error) {
+	if d, ok := findDef(name); ok {
+		return d, nil
+	}
+	if err := obsolete(name); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("unknown option %q (dibs show_option lists them)", name)
+}
 
 func findDef(name string) (*optDef, bool) {
 	for _, d := range optionDefs {
@@ -242,8 +267,10 @@ func checkURL(s string) error {
 
 // Options are a node's settings from dibsrc.toml, over the defaults.
 type Options struct {
-	dir string
-	set map[string]any // values present in dibsrc.toml
+	dir      string
+	set      map[string]any // values present in dibsrc.toml
+	old      map[string]any // obsolete options present in dibsrc.toml, kept as they are
+	warnings []string       // what loading dibsrc.toml found to tell the user
 }
 
 // OptionNames lists every option in dibsrc.toml order.
@@ -256,7 +283,7 @@ func OptionNames() []string {
 }
 
 func loadOptions(dir string) (*Options, error) {
-	o := &Options{dir: dir, set: map[string]any{}}
+	o := &Options{dir: dir, set: map[string]any{}, old: map[string]any{}}
 	b, err := os.ReadFile(filepath.Join(dir, optionsFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return o, nil
@@ -268,8 +295,19 @@ func loadOptions(dir string) (*Options, error) {
 	if _, err := toml.Decode(string(b), &raw); err != nil {
 		return nil, fmt.Errorf("%s: %w", optionsFile, err)
 	}
-	for k, v := range raw {
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // the warnings come in the same order each time
+	for _, k := range keys {
+		v := raw[k]
 		d, ok := findDef(k)
+		if err := obsolete(k); !ok && err != nil {
+			o.warnings = append(o.warnings, err.Error()+"; remove it from "+optionsFile)
+			o.old[k] = v
+			continue
+		}
 		if !ok {
 			return nil, fmt.Errorf("%s: unknown option %q", optionsFile, k)
 		}
@@ -415,9 +453,9 @@ func (o *Options) Path(name string) string {
 
 // Show returns name's value as text, and whether it was set in dibsrc.toml.
 func (o *Options) Show(name string) (string, bool, error) {
-	d, ok := findDef(name)
-	if !ok {
-		return "", false, fmt.Errorf("unknown option %q (dibs show_option lists them)", name)
+	d, err := lookupDef(name)
+	if err != nil {
+		return "", false, err
 	}
 	_, set := o.set[name]
 	if b, ok := o.stored(d).(bool); ok {
@@ -439,9 +477,9 @@ func OptionDoc(name string) string {
 
 // Set checks value and sets option name; Save writes it.
 func (o *Options) Set(name, value string) error {
-	d, ok := findDef(name)
-	if !ok {
-		return fmt.Errorf("unknown option %q (dibs show_option lists them)", name)
+	d, err := lookupDef(name)
+	if err != nil {
+		return err
 	}
 	v, err := d.parse(value)
 	if err != nil {
@@ -474,6 +512,18 @@ func (o *Options) encode() []byte {
 		toml.NewEncoder(&line).Encode(map[string]any{n: v})
 		fmt.Fprintf(&b, "%s%s", prefix, strings.TrimRight(line.String(), "\n"))
 		fmt.Fprintf(&b, "  # %s\n", d.doc)
+	}
+	// Obsolete options stay until the user removes them: rewriting the file for
+	// set_option does not drop a line silently.
+	old := make([]string, 0, len(o.old))
+	for k := range o.old {
+		old = append(old, k)
+	}
+	sort.Strings(old)
+	for _, k := range old {
+		var line bytes.Buffer
+		toml.NewEncoder(&line).Encode(map[string]any{k: o.old[k]})
+		fmt.Fprintf(&b, "%s  # obsolete, not read: remove this line\n", strings.TrimRight(line.String(), "\n"))
 	}
 	return b.Bytes()
 }

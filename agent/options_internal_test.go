@@ -5,9 +5,15 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/dibs-backup/dibs/pgpmsg/pgpmsgtest"
 )
 
 // optionSource is what options.go declares: the variables set by an option constructor
@@ -139,5 +145,134 @@ func TestOption_Get(t *testing.T) {
 	// The accessors by name, kept for names from outside, agree.
 	if o.Duration("probeTimeout") != optProbeTimeout.Get(o) || o.Path("autoBackupDir") != optAutoBackupDir.Get(o) {
 		t.Errorf("the accessors by name disagree with the handles")
+	}
+}
+
+// optionReads counts, per option handle, the calls h.Get(...) in the non-test sources of
+// agent/, cmd/ and testenv/ (as agent.H.Get(...) outside package agent).
+func optionReads(t *testing.T) map[string]int {
+	t.Helper()
+	reads := map[string]int{}
+	for _, root := range []string{".", "../cmd", "../testenv"} {
+		err := filepath.WalkDir(root, func(path string, de fs.DirEntry, err error) error {
+			if err != nil || de.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+				return err
+			}
+			f, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
+			if err != nil {
+				return err
+			}
+			ast.Inspect(f, func(n ast.Node) bool {
+				call, ok := n.(*ast.CallExpr)
+				if !ok {
+					return true
+				}
+				sel, ok := call.Fun.(*ast.SelectorExpr)
+				if !ok || sel.Sel.Name != "Get" {
+					return true
+				}
+				switch x := sel.X.(type) {
+				case *ast.Ident: // optMaxMsgSize.Get(o), in package agent
+					reads[x.Name]++
+				case *ast.SelectorExpr: // agent.OptDaemonLogFile.Get(o)
+					if pkg, ok := x.X.(*ast.Ident); ok && pkg.Name == "agent" {
+						reads[x.Sel.Name]++
+					}
+				}
+				return true
+			})
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return reads
+}
+
+func TestOptionReads_List(t *testing.T) {
+	declared, _ := optionSource(t)
+	reads := optionReads(t)
+	for _, h := range declared {
+		if reads[h] == 0 {
+			t.Logf("unread: %s", h)
+		}
+	}
+}
+
+// newTestNode is an initialized node directory with the options lines added to its
+// dibsrc.toml, and the node opened on it.
+func newTestNode(t *testing.T, lines string) (string, *Node) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "alice")
+	n, err := Init(dir, InitConfig{KeyName: "alice.dibs@example.org", Identity: pgpmsgtest.Identity(t, "alice")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	f, err := os.OpenFile(filepath.Join(dir, optionsFile), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(lines)
+	f.Close()
+	n, err = Open(dir)
+	if err != nil {
+		t.Fatalf("an old dibsrc.toml does not open: %v", err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return dir, n
+}
+
+// An old dibsrc.toml that sets options dibs no longer has still loads; each is reported
+// once, with why, and stays in the file until the user removes it. set_option and
+// show_option refuse them with the same explanation.
+func TestOptions_Obsolete(t *testing.T) {
+	dir, n := newTestNode(t, "sleepTime = 5\nsendMsgThreshold = 30\nkbPerFile = 100\n")
+	want := []string{
+		"option sendMsgThreshold is obsolete (" + obsoleteOptions["sendMsgThreshold"] + "); remove it from dibsrc.toml",
+		"option sleepTime is obsolete (" + obsoleteOptions["sleepTime"] + "); remove it from dibsrc.toml",
+	}
+	if !slices.Equal(n.Warnings, want) {
+		t.Errorf("warnings\n%q\nwant\n%q", n.Warnings, want)
+	}
+	if got := optKbPerFile.Get(n.Opts); got != 100 {
+		t.Errorf("kbPerFile beside obsolete options reads %d", got)
+	}
+	for _, name := range []string{"sleepTime", "sendMsgThreshold", "rootDir"} {
+		why := "option " + name + " is obsolete (" + obsoleteOptions[name] + ")"
+		if err := n.SetOption(name, "1"); err == nil || err.Error() != why {
+			t.Errorf("set_option %s: %v; want %q", name, err, why)
+		}
+		if _, _, err := n.Opts.Show(name); err == nil || err.Error() != why {
+			t.Errorf("show_option %s: %v; want %q", name, err, why)
+		}
+		if slices.Contains(OptionNames(), name) {
+			t.Errorf("%s is still in the option table", name)
+		}
+	}
+	// Rewriting dibsrc.toml for another option keeps the obsolete lines, so the user
+	// still hears of them.
+	if err := n.SetOption("maxVersions", "5"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, optionsFile))
+	if !strings.Contains(string(b), "\nsleepTime = 5  # obsolete") || !strings.Contains(string(b), "\nsendMsgThreshold = 30  # obsolete") {
+		t.Errorf("set_option dropped the obsolete lines:\n%s", b)
+	}
+	n2, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n2.Close()
+	if !slices.Equal(n2.Warnings, want) || optMaxVersions.Get(n2.Opts) != 5 {
+		t.Errorf("after set_option: warnings %q, maxVersions %d", n2.Warnings, optMaxVersions.Get(n2.Opts))
+	}
+	// A name that never was an option is still an error.
+	f, _ := os.OpenFile(filepath.Join(dir, optionsFile), os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString("noSuchOption = 1\n")
+	f.Close()
+	if _, err := Open(dir); err == nil || !strings.Contains(err.Error(), `unknown option "noSuchOption"`) {
+		t.Errorf("an unknown option: %v", err)
 	}
 }

@@ -51,6 +51,7 @@ func runInit(a *App, o initOptions) error {
 		return err
 	}
 	defer n.Close()
+	a.printWarnings(n)
 	fmt.Fprintf(a.Stdout, "initialized %s\nkey %s %s\n", n.Dir, n.ID.Name(), n.Fingerprint())
 	return nil
 }

@@ -216,8 +216,17 @@ func (a *App) node() (*agent.Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.printWarnings(n)
 	n.Transports = agent.DefaultTransports(n)
 	return n, nil
+}
+
+// printWarnings prints what opening the node found to tell the user (an obsolete
+// option in dibsrc.toml), on stderr: the command goes on.
+func (a *App) printWarnings(n *agent.Node) {
+	for _, w := range n.Warnings {
+		fmt.Fprintf(a.Stderr, "dibs: warning: %s\n", w)
+	}
 }
 
 // withNode runs fn on the node and closes it.

@@ -67,6 +67,7 @@ func runImportRecoveryKit(a *App, o importKitOptions) error {
 		return err
 	}
 	defer n.Close()
+	a.printWarnings(n)
 	peers, _ := n.Peers()
 	fmt.Fprintf(a.Stdout, "imported key %s %s and %d peers into %s\n", n.ID.Name(), n.Fingerprint(), len(peers), n.Dir)
 	return nil
