@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -198,6 +199,17 @@ func Open(dir string) (*Node, error) {
 		Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		KeepDB: true,
 	}
+	for _, k := range [][2]string{
+		{optDibsPublicKey.Name(), optDibsPublicKey.Get(opts)},
+		{optDibsPrivateKey.Name(), optDibsPrivateKey.Get(opts)},
+	} {
+		if !opts.isSet(k[0]) {
+			continue // the default is only a guess
+		}
+		if err := n.checkKeyName(k[0], k[1]); err != nil {
+			n.Warnings = append(n.Warnings, err.Error()+"; fix it in "+optionsFile)
+		}
+	}
 	if _, err := n.Peers(); err != nil {
 		return nil, err
 	}
@@ -355,11 +367,33 @@ func (n *Node) SetOption(name, value string) error {
 	if err := opts.Set(name, value); err != nil {
 		return err
 	}
+	if name == optDibsPublicKey.Name() || name == optDibsPrivateKey.Name() {
+		if err := n.checkKeyName(name, value); err != nil {
+			return err
+		}
+	}
 	if err := queue.WriteFileAtomic(filepath.Join(n.Dir, optionsFile), opts.encode(), 0o600); err != nil {
 		return err
 	}
 	n.Opts = opts
 	return nil
+}
+
+// checkKeyName checks that the value of dibsPublicKey or dibsPrivateKey names our key:
+// one of its user ids, or its fingerprint. DIBS picked the signing and the encryption
+// key from gpg's keyring by these names; dibs signs and encrypts with the one key in
+// keys/, so a name of another key would say what dibs does not do.
+func (n *Node) checkKeyName(option, name string) error {
+	if name == n.ID.Name() || strings.EqualFold(strings.ReplaceAll(name, " ", ""), string(n.Fingerprint())) {
+		return nil
+	}
+	for uid, ident := range n.ID.Entity().Identities {
+		if name == uid || ident.UserId != nil && name != "" && (name == ident.UserId.Email || name == ident.UserId.Name) {
+			return nil
+		}
+	}
+	return fmt.Errorf("option %s: %q is not our key, %s (%s): dibs signs and encrypts with the key in %s only",
+		option, name, n.ID.Name(), n.Fingerprint(), secretKeyFile)
 }
 
 // WriteFileAtomic commits data as path: temp file, fsync, rename, fsync dir.

@@ -451,6 +451,12 @@ func (o *Options) Path(name string) string {
 	return filepath.Join(o.dir, p)
 }
 
+// isSet reports whether dibsrc.toml sets the option name.
+func (o *Options) isSet(name string) bool {
+	_, ok := o.set[name]
+	return ok
+}
+
 // Show returns name's value as text, and whether it was set in dibsrc.toml.
 func (o *Options) Show(name string) (string, bool, error) {
 	d, err := lookupDef(name)

@@ -276,3 +276,46 @@ func TestOptions_Obsolete(t *testing.T) {
 		t.Errorf("an unknown option: %v", err)
 	}
 }
+
+// dibsPublicKey and dibsPrivateKey name our key: init sets them, set_option takes only a
+// name or the fingerprint of that key, and a dibsrc.toml edited to name another key is
+// reported when the node opens.
+func TestOptions_KeyNamesNameOurKey(t *testing.T) {
+	dir, n := newTestNode(t, "")
+	if len(n.Warnings) != 0 {
+		t.Errorf("a new node warns: %q", n.Warnings)
+	}
+	if got := optDibsPublicKey.Get(n.Opts); got != "alice.dibs@example.org" {
+		t.Errorf("init set dibsPublicKey to %q", got)
+	}
+	for _, ok := range []string{"alice.dibs@example.org", string(n.Fingerprint()), strings.ToLower(string(n.Fingerprint()))} {
+		if err := n.SetOption("dibsPrivateKey", ok); err != nil {
+			t.Errorf("set_option dibsPrivateKey %q: %v", ok, err)
+		}
+	}
+	for _, name := range []string{"dibsPublicKey", "dibsPrivateKey"} {
+		err := n.SetOption(name, "bob.dibs@example.org")
+		if err == nil || !strings.Contains(err.Error(), `option `+name+`: "bob.dibs@example.org" is not our key, alice.dibs@example.org`) {
+			t.Errorf("set_option %s to another key's name: %v", name, err)
+		}
+	}
+	if got := optDibsPublicKey.Get(n.Opts); got != "alice.dibs@example.org" {
+		t.Errorf("a refused set_option changed dibsPublicKey to %q", got)
+	}
+	path := filepath.Join(dir, optionsFile)
+	b, _ := os.ReadFile(path)
+	edited := strings.Replace(string(b), `dibsPublicKey = "alice.dibs@example.org"`, `dibsPublicKey = "bob.dibs@example.org"`, 1)
+	if edited == string(b) {
+		t.Fatalf("dibsrc.toml does not set dibsPublicKey:\n%s", b)
+	}
+	os.WriteFile(path, []byte(edited), 0o600)
+	n2, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n2.Close()
+	if len(n2.Warnings) != 1 || !strings.Contains(n2.Warnings[0], `option dibsPublicKey: "bob.dibs@example.org" is not our key`) ||
+		!strings.HasSuffix(n2.Warnings[0], "; fix it in dibsrc.toml") {
+		t.Errorf("a dibsrc.toml naming another key: warnings %q", n2.Warnings)
+	}
+}
