@@ -190,13 +190,45 @@ func optionReads(t *testing.T) map[string]int {
 	return reads
 }
 
-func TestOptionReads_List(t *testing.T) {
+// Every option in the table is read by some code (a Get on its handle in agent/, cmd/
+// or testenv/), or marked notUsedYet; and no marked option is read, so that the mark
+// comes off when the option is built. An option that will never be read is made
+// obsolete instead (obsoleteOptions).
+func TestOptionReads(t *testing.T) {
 	declared, _ := optionSource(t)
+	if len(declared) != len(optionDefs) {
+		t.Fatalf("TestOptionTable fails")
+	}
 	reads := optionReads(t)
-	for _, h := range declared {
-		if reads[h] == 0 {
-			t.Logf("unread: %s", h)
+	if reads["optMaxMsgSize"] < 5 || reads["OptDaemonLogFile"] != 1 {
+		t.Fatalf("the source walk finds %d reads of optMaxMsgSize and %d of agent.OptDaemonLogFile", reads["optMaxMsgSize"], reads["OptDaemonLogFile"])
+	}
+	for i, d := range optionDefs {
+		h := declared[i]
+		switch {
+		case reads[h] == 0 && d.notYet == "":
+			t.Errorf("no code reads option %s (%s.Get): read it, mark it notUsedYet, or make it obsolete", d.name, h)
+		case reads[h] > 0 && d.notYet != "":
+			t.Errorf("option %s is read (%s.Get) but marked notUsedYet(%q): take the mark off", d.name, h, d.notYet)
 		}
+	}
+}
+
+// An option not read yet says so where users see its doc: show_option and dibsrc.toml.
+func TestOptions_NotUsedYetIsShown(t *testing.T) {
+	o := &Options{dir: "/node", set: map[string]any{}}
+	toml := string(o.encode())
+	for _, d := range optionDefs {
+		shown := OptionDoc(d.name)
+		if got := strings.HasSuffix(shown, " (not used yet)"); got != (d.notYet != "") {
+			t.Errorf("show_option's doc of %s: %q", d.name, shown)
+		}
+		if !strings.Contains(toml, "  # "+shown+"\n") {
+			t.Errorf("dibsrc.toml does not show %s's doc %q", d.name, shown)
+		}
+	}
+	if !strings.Contains(toml, "# logLevel = 0  # DEBUG -20, INFO -10, WARNING 0, ERROR 10, CRITICAL 20 (not used yet)\n") {
+		t.Errorf("dibsrc.toml:\n%s", toml)
 	}
 }
 
