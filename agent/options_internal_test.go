@@ -292,6 +292,7 @@ func TestOptions_Obsolete(t *testing.T) {
 	if !strings.Contains(string(b), "\nsleepTime = 5  # obsolete") || !strings.Contains(string(b), "\nsendMsgThreshold = 30  # obsolete") {
 		t.Errorf("set_option dropped the obsolete lines:\n%s", b)
 	}
+	n.Close() // one node at a time holds the database
 	n2, err := Open(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -301,6 +302,7 @@ func TestOptions_Obsolete(t *testing.T) {
 		t.Errorf("after set_option: warnings %q, maxVersions %d", n2.Warnings, optMaxVersions.Get(n2.Opts))
 	}
 	// A name that never was an option is still an error.
+	n2.Close()
 	f, _ := os.OpenFile(filepath.Join(dir, optionsFile), os.O_APPEND|os.O_WRONLY, 0)
 	f.WriteString("noSuchOption = 1\n")
 	f.Close()
@@ -341,6 +343,7 @@ func TestOptions_KeyNamesNameOurKey(t *testing.T) {
 		t.Fatalf("dibsrc.toml does not set dibsPublicKey:\n%s", b)
 	}
 	os.WriteFile(path, []byte(edited), 0o600)
+	n.Close() // one node at a time holds the database
 	n2, err := Open(dir)
 	if err != nil {
 		t.Fatal(err)
