@@ -12,17 +12,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Messages that end a trade.
-const (
-	TypeClearDB   = "CLEAR_DB"
-	TypeForgetYou = "FORGET_YOU"
-)
-
-func init() {
-	handlers[TypeClearDB] = handleClearDB
-	handlers[TypeForgetYou] = handleForgetYou
-}
-
 // Clear asks every peer to drop everything it stores for us and empties our books. A
 // peer that is down today gets the request when it is reachable: it waits in the spool.
 func (n *Node) Clear() (int, error) {

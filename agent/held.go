@@ -25,13 +25,6 @@ func (n *Node) storagePath(peer, id string) string {
 	return filepath.Join(n.Dir, storageDir, peer, id[:2], id[2:4], id)
 }
 
-func init() {
-	handlers[TypeStore] = handleStore
-	handlers[TypeUnstore] = handleUnstore
-	handlers[TypeAck] = answering(handleAck)
-	handlers[TypeNack] = answering(handleNack)
-}
-
 // ReplyFile queues a reply whose payload is the content of path (a held piece).
 func (r *Request) ReplyFile(typ string, fields [][2]string, path string) error {
 	m := r.Node.newOut(r.Peer.Name, typ, fields, nil)
@@ -189,45 +182,42 @@ func heldIDs(tx *bolt.Tx, peer string) []string {
 	return ids
 }
 
-// handleAck closes the owner's books on a request the peer carried out.
+// handleAck closes the owner's books on a request the peer carried out, as the route of
+// its Op says (protocol.go).
 func handleAck(r *Request) error {
-	switch op := r.Header.Get(fieldOp); op {
-	case TypeStore:
-		return r.Node.pieceAnswered(r, r.Header.Get(fieldPiece), true, "")
-	case TypeUnstore:
-		ids, err := r.idList()
-		if err != nil {
-			return err
-		}
-		return r.Node.piecesUnstored(r.Tx, r.Peer.Name, ids)
-	default:
-		if h, ok := ackHandlers[op]; ok {
-			return h(r)
-		}
-		return nil // an ACK of something we do not track changes nothing
+	if rt, _ := routeOf(r.Header.Get(fieldOp)); rt.acked != nil {
+		return rt.acked(r)
 	}
+	return nil // an ACK of something we do not track changes nothing
 }
 
-// handleNack records a refusal: a refused piece is lost, and repair places it elsewhere.
+// handleNack logs a refusal and acts on it as the route of its Op says.
 func handleNack(r *Request) error {
-	reason := r.Header.Get(fieldReason)
-	r.Node.Log.Warn("refused", "peer", r.Peer.Name, "op", r.Header.Get(fieldOp), "reason", reason)
-	switch op := r.Header.Get(fieldOp); op {
-	case TypeStore:
-		return r.Node.pieceAnswered(r, r.Header.Get(fieldPiece), false, "refused: "+reason)
-	default:
-		if h, ok := nackHandlers[op]; ok {
-			return h(r)
-		}
-		return nil
+	r.Node.Log.Warn("refused", "peer", r.Peer.Name, "op", r.Header.Get(fieldOp), "reason", r.Header.Get(fieldReason))
+	if rt, _ := routeOf(r.Header.Get(fieldOp)); rt.refused != nil {
+		return rt.refused(r)
 	}
+	return nil
 }
 
-// ackHandlers and nackHandlers take answers to other requests (recovery, probe, clear).
-var (
-	ackHandlers  = map[string]handler{}
-	nackHandlers = map[string]handler{}
-)
+// handleStoreAck counts an acknowledged piece as stored.
+func handleStoreAck(r *Request) error {
+	return r.Node.pieceAnswered(r, r.Header.Get(fieldPiece), true, "")
+}
+
+// handleStoreNack records a refused piece as lost; repair places it elsewhere.
+func handleStoreNack(r *Request) error {
+	return r.Node.pieceAnswered(r, r.Header.Get(fieldPiece), false, "refused: "+r.Header.Get(fieldReason))
+}
+
+// handleUnstoreAck closes the books on the pieces the peer dropped.
+func handleUnstoreAck(r *Request) error {
+	ids, err := r.idList()
+	if err != nil {
+		return err
+	}
+	return r.Node.piecesUnstored(r.Tx, r.Peer.Name, ids)
+}
 
 // pieceAnswered applies a peer's ACK or NACK of a STORE.
 func (n *Node) pieceAnswered(r *Request, id string, ok bool, why string) error {

@@ -231,10 +231,8 @@ func versions(tx *bolt.Tx, name string) ([]FileVersion, error) {
 
 // The sealed piece. A piece is an OpenPGP message sealed by the owner to its own key:
 // a header that says what the piece is, then the object's manifest and the shard.
+// Its Type is TypePiece and its Piece-Id fieldPiece (protocol.go).
 const (
-	TypePiece = "PIECE"
-
-	fieldPiece       = "Piece-Id"
 	fieldObject      = "Object"
 	fieldSegment     = "Segment"
 	fieldSegments    = "Segments"

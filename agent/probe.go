@@ -18,11 +18,8 @@ import (
 	"github.com/dibs-backup/dibs/pgpmsg"
 )
 
-// Probe messages.
+// Probe limits.
 const (
-	TypeProbe         = "PROBE"
-	TypeProbeResponse = "PROBE_RESPONSE"
-	fieldChunks       = "Chunks"
 	// probeChunks is how many random chunks one probe asks a piece for.
 	probeChunks = 3
 	// maxProbeChunks bounds what a peer answers for one probe.
@@ -38,12 +35,9 @@ type ProbeState struct {
 	Sent   time.Time `json:"sent"`
 }
 
-func init() {
-	handlers[TypeProbe] = handleProbe
-	handlers[TypeProbeResponse] = answering(handleProbeResponse)
-	nackHandlers[TypeProbe] = func(r *Request) error {
-		return r.Node.probeAnswered(r, false, "peer says: "+r.Header.Get(fieldReason))
-	}
+// handleProbeNack fails a probe the peer refused.
+func handleProbeNack(r *Request) error {
+	return r.Node.probeAnswered(r, false, "peer says: "+r.Header.Get(fieldReason))
 }
 
 // ProbeResult says what a probe asked.

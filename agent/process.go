@@ -233,7 +233,7 @@ func (n *Node) processOne(db *bolt.DB, name string, acks chan<- *queue.Claim) ou
 		return quarantine(fmt.Sprintf("Date %s is %s in the future (clockSkew allows %s)", date.Format(time.RFC3339), skew.Round(time.Second), n.Opts.Duration("clockSkew")))
 	}
 	typ := msg.Header.Get(pgpmsg.FieldType)
-	h, ok := handlers[typ]
+	h, ok := handlerFor(typ)
 	if !ok {
 		return quarantine("unknown message type " + typ)
 	}

@@ -24,14 +24,6 @@ import (
 	"github.com/dibs-backup/dibs/queue"
 )
 
-// Recovery messages.
-const (
-	TypeRecover         = "RECOVER"
-	TypeRecoverResponse = "RECOVER_RESPONSE"
-	TypeRecoverAll      = "RECOVER_ALL"
-	TypeFinishedAll     = "FINISHED_RECOVER_ALL"
-)
-
 // Recovery states (show_database --only recovery).
 const (
 	RecoveryWaiting = "waiting"
@@ -73,14 +65,6 @@ type RecoveryJob struct {
 	Pieces  map[string]bool `json:"pieces,omitempty"`
 	Written int             `json:"written"`
 	Error   string          `json:"error,omitempty"`
-}
-
-func init() {
-	handlers[TypeRecover] = handleRecover
-	handlers[TypeRecoverResponse] = answering(handleRecoverResponse)
-	handlers[TypeRecoverAll] = handleRecoverAll
-	handlers[TypeFinishedAll] = answering(handleFinishedAll)
-	nackHandlers[TypeRecover] = func(r *Request) error { return nil } // the piece is gone there: others will do
 }
 
 func getJob(tx *bolt.Tx, name string) (*RecoveryJob, error) {

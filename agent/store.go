@@ -29,18 +29,6 @@ import (
 	"github.com/dibs-backup/dibs/queue"
 )
 
-// Message types of the backup protocol.
-const (
-	TypeStore   = "STORE"
-	TypeUnstore = "UNSTORE"
-	TypeAck     = "ACK"
-	TypeNack    = "NACK"
-
-	fieldOp     = "Op"
-	fieldReason = "Reason"
-	fieldCount  = "Count"
-)
-
 // Limits of the store engine.
 const (
 	// maxSegment bounds one segment (k shards) in memory: two are in flight at a time.

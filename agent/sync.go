@@ -10,17 +10,6 @@ import (
 	"github.com/dibs-backup/dibs/pgpmsg"
 )
 
-// TypeStorageList reconciles the books of an owner and a peer: the owner lists the
-// pieces it counts at the peer; the peer drops the pieces of that owner it holds and the
-// list does not name (unless their STORE is newer than the list: it may have crossed it),
-// and answers with the listed pieces it does not have, which the owner counts as lost.
-const TypeStorageList = "STORAGE_LIST"
-
-func init() {
-	handlers[TypeStorageList] = handleStorageList
-	ackHandlers[TypeStorageList] = handleStorageListAck
-}
-
 // SyncPeers sends every peer the list of pieces we count there (an empty list too: after
 // recover_all from a peer that did not answer, it may hold pieces our books do not know).
 func (n *Node) SyncPeers() (int, error) {
