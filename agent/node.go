@@ -62,7 +62,7 @@ type Node struct {
 	KeepDB bool
 
 	outboxMu sync.Mutex
-	wire     sync.Map // fingerprint -> key copy that seals with AEAD (storage.go)
+	wire     sync.Map // fingerprint -> key copy that seals with AEAD (held.go)
 }
 
 type peerFileStat struct {
