@@ -21,9 +21,14 @@ const (
 	Passive = "passive" // talk: wait in outgoing/ until the peer pulls; listen: we pull from the peer's daemon
 	Mail    = "mail"    // talk: SMTP to the peer's e-mail; listen: our IMAP mailbox
 	Relay   = "relay"   // talk: deposit at the peer's relay; listen: poll our relay
+	Carry   = "carry"   // talk: wait in outgoing/ for export_messages; listen: files come by import_messages
 )
 
-var methods = []string{Active, Passive, Mail, Relay}
+var methods = []string{Active, Passive, Mail, Relay, Carry}
+
+// delivers reports whether talk method m moves files itself. Files for passive and carry
+// methods wait in outgoing/: the peer pulls them, or export_messages carries them.
+func delivers(m string) bool { return m != Passive && m != Carry }
 
 // Peer is one entry of the peer list (peers.toml): who the peer is and how to reach it.
 // Usage and liveness are in the database, not here: this file changes only when the

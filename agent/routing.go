@@ -23,7 +23,7 @@ type Transports struct {
 // SendResult counts what one delivery run did.
 type SendResult struct {
 	Sent        int
-	Waiting     int // left queued: passive peers, unreachable peers, retry not yet due
+	Waiting     int // left queued: passive and carried peers, unreachable peers, retry not yet due
 	Quarantined int // no method can ever deliver them
 }
 
@@ -110,7 +110,7 @@ func (n *Node) sendPeer(ctx context.Context, p *Peer, only string) (SendResult, 
 	}
 	var methods []string
 	for _, m := range p.TalkMethods() {
-		if m != Passive {
+		if delivers(m) {
 			methods = append(methods, m)
 		}
 	}
@@ -251,6 +251,8 @@ func (n *Node) PollPassives(ctx context.Context) (int, error) {
 			relay = true
 		case Mail:
 			mail = true
+		case Carry:
+			// nothing to poll: its files arrive by import_messages
 		}
 	}
 	if relay || n.Opts.String("relayURL") != "" {
