@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -195,10 +197,41 @@ func Open(dir string) (*Node, error) {
 		Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		KeepDB: true,
 	}
-	if _, err := n.Peers(); err != nil {
+	if err := n.checkPeerList(); err != nil {
+		n.Close()
 		return nil, err
 	}
 	return n, nil
+}
+
+// checkPeerList refuses a peer list that lacks peers the database knows: a truncated,
+// emptied or deleted peers.toml would otherwise look like a node with fewer peers,
+// while pieces on the missing ones go unprobed and unrepaired and their messages are
+// refused as strangers'.
+func (n *Node) checkPeerList() error {
+	peers, err := n.Peers()
+	if err != nil {
+		return err
+	}
+	states, err := n.PeerStates()
+	if err != nil {
+		return err
+	}
+	listed := map[string]bool{}
+	for _, p := range peers {
+		listed[p.Name] = true
+	}
+	var missing []string
+	for name := range states {
+		if !listed[name] {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	sort.Strings(missing)
+	return fmt.Errorf("%s lacks peers the database knows (%s): restore %s from a backup, or set up an empty DIBS_DIR with dibs import_recovery_kit", peersFile, strings.Join(missing, ", "), filepath.Join(n.Dir, peersFile))
 }
 
 // Close releases the database.
