@@ -1,5 +1,5 @@
 // Command dibs is the peer-to-peer backup agent: `dibs COMMAND [--flag value] ...`.
-// `dibs help` lists the commands; ../shared/CLI.md is the contract they keep.
+// `dibs help` lists the commands; docs/cli.md is the reference for each, with its flags and the options.
 package main
 
 import (
