@@ -16,8 +16,8 @@ func peerFlags(fs *flag.FlagSet) {
 	fs.String("comment", "", "a note about the peer")
 	sizeVar(fs, "local_quota", "how much we store for the peer (kilobytes, or with k/m/g/t)")
 	sizeVar(fs, "remote_quota", "how much the peer stores for us")
-	fs.String("talk", "", "how our messages reach the peer: active, passive, mail, relay (or several in order: active,relay)")
-	fs.String("listen", "", "how the peer's messages reach us: active, passive, mail, relay")
+	fs.String("talk", "", "how our messages reach the peer: active, passive, mail, relay, carry (or several in order: active,relay)")
+	fs.String("listen", "", "how the peer's messages reach us: active, passive, mail, relay, carry")
 	fs.String("host", "", "the peer daemon's host (talk active, listen passive)")
 	fs.Int("port", 6363, "the peer daemon's port")
 	fs.String("key_file", "", "the peer's armored public key (its export_key, or gpg --export --armor)")
@@ -64,8 +64,9 @@ func init() {
 	register(&command{
 		name:     "add_peer",
 		synopsis: "--peer NAME --email EMAIL --local_quota Q --remote_quota Q --talk T --listen L [--comment C --host H --port P --key_file F --relay URL]",
-		help: `Add a peer. T and L are active, passive, mail or relay, from our side: talk is how our
-messages reach the peer, listen how its messages reach us (the peer sets the mirror image).
+		help: `Add a peer. T and L are active, passive, mail, relay or carry, from our side: talk is how
+our messages reach the peer, listen how its messages reach us (the peer sets the mirror image).
+carry is for a peer met only by carried files (export_messages / import_messages): no --host.
 --key_file is the peer's armored public key; without it nothing can be sent to the peer yet.`,
 		flags: peerFlags,
 		run: func(a *App, fs *flag.FlagSet) error {
