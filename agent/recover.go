@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -611,6 +612,11 @@ func (n *Node) checkJob(tx *bolt.Tx, j *RecoveryJob) error {
 
 // writeJob writes the chosen versions into recovery/ and closes the job.
 func (n *Node) writeJob(tx *bolt.Tx, j *RecoveryJob, chosen map[string]FileVersion) error {
+	root, err := n.recoveryRoot()
+	if err != nil {
+		return retryLater{fmt.Errorf("recovery: %w", err)}
+	}
+	defer root.Close()
 	names := sortedKeys(chosen)
 	var failed []string
 	var dirs, links []FileVersion
@@ -618,6 +624,17 @@ func (n *Node) writeJob(tx *bolt.Tx, j *RecoveryJob, chosen map[string]FileVersi
 		fv := chosen[name]
 		switch fv.Kind {
 		case KindDir:
+			// Made first, so that the files in a directory find a real one where an
+			// earlier recovery left a symlink.
+			parent, base, err := openParent(root, name)
+			if err == nil {
+				err = realDir(parent, base)
+				parent.Close()
+			}
+			if err != nil {
+				failed = append(failed, name+": "+err.Error())
+				continue
+			}
 			dirs = append(dirs, fv)
 		case KindSymlink:
 			links = append(links, fv)
@@ -627,7 +644,7 @@ func (n *Node) writeJob(tx *bolt.Tx, j *RecoveryJob, chosen map[string]FileVersi
 				continue
 			}
 			like := hashForm(tx, fv)
-			got, err := n.writeRecovered(fv, like)
+			got, err := n.writeRecovered(root, fv, like)
 			if err != nil {
 				n.Log.Error("recover", "name", name, "err", err)
 				failed = append(failed, name+": "+err.Error())
@@ -643,14 +660,14 @@ func (n *Node) writeJob(tx *bolt.Tx, j *RecoveryJob, chosen map[string]FileVersi
 		}
 	}
 	for _, fv := range links {
-		if _, err := n.writeRecovered(fv, ""); err != nil {
+		if _, err := n.writeRecovered(root, fv, ""); err != nil {
 			failed = append(failed, fv.Name+": "+err.Error())
 			continue
 		}
 		j.Written++
 	}
 	for i := len(dirs) - 1; i >= 0; i-- { // deepest first: children do not touch a finished parent
-		if _, err := n.writeRecovered(dirs[i], ""); err != nil {
+		if _, err := n.writeRecovered(root, dirs[i], ""); err != nil {
 			failed = append(failed, dirs[i].Name+": "+err.Error())
 			continue
 		}
@@ -685,52 +702,100 @@ func hashForm(tx *bolt.Tx, fv FileVersion) string {
 	return fmt.Sprintf("rs1-%d-%d:", o.K, o.SegmentSize)
 }
 
-// recoveredPath is where a stored name is recovered: under recovery/, never outside.
-func (n *Node) recoveredPath(name string) (string, error) {
-	root := filepath.Join(n.Dir, recoveryDir)
-	p := filepath.Join(root, filepath.FromSlash(name))
-	if p != root && !strings.HasPrefix(p, root+string(filepath.Separator)) {
-		return "", fmt.Errorf("stored name %q leaves the recovery directory", name)
+// recoveryRoot opens recovery/ as an os.Root, through which every recovered entry is
+// written: no symlink there, left by an earlier recovery or by the user, can lead a
+// write, a chmod or a chtimes outside it.
+func (n *Node) recoveryRoot() (*os.Root, error) {
+	dir := filepath.Join(n.Dir, recoveryDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
 	}
-	// No parent may be a symlink we recovered: writing through it could land anywhere.
-	for d := filepath.Dir(p); len(d) > len(root); d = filepath.Dir(d) {
-		if fi, err := os.Lstat(d); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
-			return "", fmt.Errorf("%s: a parent is a symlink", name)
-		}
-	}
-	return p, nil
+	return os.OpenRoot(dir)
 }
 
-// writeRecovered writes one version with its content, mode and mtime. For a file it
-// returns the content hash in the form of like (see hashForm), checked against fv.Hash
-// when fv has one.
-func (n *Node) writeRecovered(fv FileVersion, like string) (string, error) {
-	p, err := n.recoveredPath(fv.Name)
+// openParent opens the directory under root that a stored name is recovered in, making
+// what is missing of it, and returns it with the name's last element. No directory on
+// the way may be a symlink: root would keep a write through one inside recovery/, but it
+// would still land elsewhere than the name says. Each step is taken from the directory
+// opened before it, and root refuses to leave recovery/, so a path changed meanwhile
+// cannot lead outside either.
+func openParent(root *os.Root, name string) (*os.Root, string, error) {
+	rel := filepath.Clean(filepath.FromSlash(strings.TrimPrefix(name, "/")))
+	if !filepath.IsLocal(rel) {
+		return nil, "", fmt.Errorf("stored name %q leaves the recovery directory", name)
+	}
+	d, err := root.OpenRoot(".")
+	if err != nil {
+		return nil, "", err
+	}
+	parts := strings.Split(rel, string(filepath.Separator))
+	for i, part := range parts[:len(parts)-1] {
+		fi, err := d.Lstat(part)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			err = d.Mkdir(part, 0o700)
+		case err == nil && fi.Mode()&fs.ModeSymlink != 0:
+			err = fmt.Errorf("its parent /%s is a symlink", strings.Join(parts[:i+1], "/"))
+		}
+		if err != nil {
+			d.Close()
+			return nil, "", err
+		}
+		next, err := d.OpenRoot(part)
+		d.Close()
+		if err != nil {
+			return nil, "", err
+		}
+		d = next
+	}
+	return d, parts[len(parts)-1], nil
+}
+
+// realDir makes base in parent a directory. A symlink there (an earlier recovery's,
+// where this one has a directory) is replaced, as one at a file's or a link's path is:
+// what a recovery writes wins at its own path, and the link's target is left alone.
+func realDir(parent *os.Root, base string) error {
+	if fi, err := parent.Lstat(base); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		if err := parent.Remove(base); err != nil {
+			return err
+		}
+	}
+	if err := parent.Mkdir(base, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return nil
+}
+
+// writeRecovered writes one version under root with its content, permission bits and
+// mtime. For a file it returns the content hash in the form of like (see hashForm),
+// checked against fv.Hash when fv has one.
+func (n *Node) writeRecovered(root *os.Root, fv FileVersion, like string) (string, error) {
+	parent, base, err := openParent(root, fv.Name)
 	if err != nil {
 		return "", err
 	}
+	defer parent.Close()
 	mode := fs.FileMode(fv.Mode).Perm()
 	switch fv.Kind {
 	case KindDir:
-		if err := os.MkdirAll(p, 0o700); err != nil {
+		if err := realDir(parent, base); err != nil {
 			return "", err
 		}
-		os.Chmod(p, mode|fs.FileMode(fv.Mode)&(fs.ModeSetgid|fs.ModeSticky))
-		return "", os.Chtimes(p, fv.MTime, fv.MTime)
+		if err := parent.Chmod(base, mode|fs.FileMode(fv.Mode)&(fs.ModeSetgid|fs.ModeSticky)); err != nil {
+			return "", err
+		}
+		return "", parent.Chtimes(base, fv.MTime, fv.MTime)
 	case KindSymlink:
-		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		parent.Remove(base)
+		if err := parent.Symlink(fv.Link, base); err != nil {
 			return "", err
 		}
-		os.Remove(p)
-		if err := os.Symlink(fv.Link, p); err != nil {
-			return "", err
+		if d, err := parent.Open("."); err == nil { // best effort: not every filesystem keeps it
+			ts := unix.NsecToTimespec(fv.MTime.UnixNano())
+			_ = unix.UtimesNanoAt(int(d.Fd()), base, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
+			d.Close()
 		}
-		ts := unix.NsecToTimeval(fv.MTime.UnixNano())
-		_ = unix.Lutimes(p, []unix.Timeval{ts, ts}) // best effort: not every filesystem keeps it
 		return "", nil
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return "", err
 	}
 	var src io.Reader = bytes.NewReader(nil)
 	if fv.Object != "" && fv.Size > 0 {
@@ -741,22 +806,50 @@ func (n *Node) writeRecovered(fv FileVersion, like string) (string, error) {
 		defer f.Close()
 		src = io.NewSectionReader(f, fv.Offset, fv.Size)
 	}
+	// Written to a hidden temp file and renamed into place: a file or symlink at base is
+	// replaced, never written through, and one whose content is wrong never appears.
+	tmp := ".tmp-" + rand.Text()
+	f, err := parent.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600) // read back for a large file's hash
+	if err != nil {
+		return "", err
+	}
+	defer parent.Remove(tmp) // fails once renamed
+	defer f.Close()
 	h := sha256.New()
-	if _, err := queue.WriteAtomic(p, io.TeeReader(src, h), 0o600); err != nil {
+	if _, err := io.Copy(f, io.TeeReader(src, h)); err != nil {
 		return "", err
 	}
 	got := hex.EncodeToString(h.Sum(nil))
 	if strings.HasPrefix(like, "rs1-") { // a large file's hash of shard hashes
-		if got, err = contentHash(p, like); err != nil {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return "", err
+		}
+		if got, err = readContentHash(f, like); err != nil {
 			return "", err
 		}
 	}
 	if fv.Hash != "" && got != fv.Hash {
-		os.Remove(p)
 		return "", errors.New("content does not match its hash")
 	}
-	if err := os.Chmod(p, mode|fs.FileMode(fv.Mode)&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+	if err := f.Chmod(mode | fs.FileMode(fv.Mode)&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
 		return "", err
 	}
-	return got, os.Chtimes(p, fv.MTime, fv.MTime)
+	if err := f.Sync(); err != nil {
+		return "", err
+	}
+	if err := f.Close(); err != nil {
+		return "", err
+	}
+	if err := parent.Chtimes(tmp, fv.MTime, fv.MTime); err != nil {
+		return "", err
+	}
+	if err := parent.Rename(tmp, base); err != nil {
+		return "", err
+	}
+	d, err := parent.Open(".")
+	if err != nil {
+		return "", err
+	}
+	defer d.Close()
+	return got, d.Sync()
 }

@@ -562,6 +562,11 @@ func contentHash(p, like string) (string, error) {
 		return "", err
 	}
 	defer f.Close()
+	return readContentHash(f, like)
+}
+
+// readContentHash is contentHash of what f holds.
+func readContentHash(f io.Reader, like string) (string, error) {
 	var k, segSize int
 	if _, err := fmt.Sscanf(like, "rs1-%d-%d:", &k, &segSize); err != nil || k < 1 || segSize < k || segSize > maxSegment {
 		h := sha256.New()
