@@ -611,6 +611,11 @@ func (n *Node) checkJob(tx *bolt.Tx, j *RecoveryJob) error {
 }
 
 // writeJob writes the chosen versions into recovery/ and closes the job.
+//
+// setuid, setgid and sticky bits are not applied, and the job's error names the entries
+// that lost them: the books do not record owners, and a recovered file belongs to
+// whoever recovers it (root, often, after a disk loss), who never chose to run it
+// setuid. libarchive's extraction drops them likewise unless asked.
 func (n *Node) writeJob(tx *bolt.Tx, j *RecoveryJob, chosen map[string]FileVersion) error {
 	root, err := n.recoveryRoot()
 	if err != nil {
@@ -618,7 +623,7 @@ func (n *Node) writeJob(tx *bolt.Tx, j *RecoveryJob, chosen map[string]FileVersi
 	}
 	defer root.Close()
 	names := sortedKeys(chosen)
-	var failed []string
+	var failed, dropped []string
 	var dirs, links []FileVersion
 	for _, name := range names {
 		fv := chosen[name]
@@ -651,6 +656,9 @@ func (n *Node) writeJob(tx *bolt.Tx, j *RecoveryJob, chosen map[string]FileVersi
 				continue
 			}
 			j.Written++
+			if fs.FileMode(fv.Mode)&specialBits != 0 {
+				dropped = append(dropped, name)
+			}
 			if fv.Hash == "" && like != "" { // note it: the next store finds the file unchanged
 				fv.Hash = got
 				if err := putJSON(tx.Bucket(bucketVersions), versionKey(fv.Name, fv.Version), fv); err != nil {
@@ -672,14 +680,25 @@ func (n *Node) writeJob(tx *bolt.Tx, j *RecoveryJob, chosen map[string]FileVersi
 			continue
 		}
 		j.Written++
+		if fs.FileMode(dirs[i].Mode)&specialBits != 0 {
+			dropped = append(dropped, dirs[i].Name)
+		}
 	}
 	j.State, j.Ended = RecoveryDone, n.Now().UTC()
-	if len(failed) > 0 {
-		j.State = RecoveryFailed
+	note := func(msg string) {
 		if j.Error != "" {
 			j.Error += "; "
 		}
-		j.Error += fmt.Sprintf("%d not recovered: %s", len(failed), strings.Join(failed[:min(len(failed), 5)], ", "))
+		j.Error += msg
+	}
+	if len(failed) > 0 {
+		j.State = RecoveryFailed
+		note(fmt.Sprintf("%d not recovered: %s", len(failed), strings.Join(failed[:min(len(failed), 5)], ", ")))
+	}
+	if len(dropped) > 0 {
+		sort.Strings(dropped)
+		n.Log.Warn("recover: setuid/setgid/sticky bits not applied", "job", j.Name, "names", dropped)
+		note(fmt.Sprintf("setuid/setgid/sticky bits not applied to %d: %s", len(dropped), strings.Join(dropped[:min(len(dropped), 5)], ", ")))
 	}
 	for id := range j.Objects {
 		os.RemoveAll(n.stagePath(id))
@@ -751,6 +770,9 @@ func openParent(root *os.Root, name string) (*os.Root, string, error) {
 	return d, parts[len(parts)-1], nil
 }
 
+// specialBits are the mode bits a recovery does not apply (see writeJob).
+const specialBits = fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
+
 // realDir makes base in parent a directory. A symlink there (an earlier recovery's,
 // where this one has a directory) is replaced, as one at a file's or a link's path is:
 // what a recovery writes wins at its own path, and the link's target is left alone.
@@ -781,7 +803,7 @@ func (n *Node) writeRecovered(root *os.Root, fv FileVersion, like string) (strin
 		if err := realDir(parent, base); err != nil {
 			return "", err
 		}
-		if err := parent.Chmod(base, mode|fs.FileMode(fv.Mode)&(fs.ModeSetgid|fs.ModeSticky)); err != nil {
+		if err := parent.Chmod(base, mode); err != nil {
 			return "", err
 		}
 		return "", parent.Chtimes(base, fv.MTime, fv.MTime)
@@ -831,7 +853,7 @@ func (n *Node) writeRecovered(root *os.Root, fv FileVersion, like string) (strin
 	if fv.Hash != "" && got != fv.Hash {
 		return "", errors.New("content does not match its hash")
 	}
-	if err := f.Chmod(mode | fs.FileMode(fv.Mode)&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+	if err := f.Chmod(mode); err != nil {
 		return "", err
 	}
 	if err := f.Sync(); err != nil {

@@ -229,3 +229,42 @@ func TestRecover_StoredLinkThenFileUnderSameName(t *testing.T) {
 	outside.unchanged(t, "after the newest tree")
 	sameTree(t, tree, rec)
 }
+
+// setuid, setgid and sticky bits are not applied to recovered files and directories;
+// the recovery says which lost them.
+func TestRecover_SpecialModeBitsDroppedAndReported(t *testing.T) {
+	env := fourNodes(t, nil)
+	alice := env.Node("alice")
+	tree := filepath.Join(t.TempDir(), "tree")
+	os.MkdirAll(filepath.Join(tree, "shared"), 0o755)
+	os.WriteFile(filepath.Join(tree, "suid"), []byte("#!/bin/sh\nid\n"), 0o755)
+	os.WriteFile(filepath.Join(tree, "plain"), []byte("plain\n"), 0o644)
+	for p, m := range map[string]fs.FileMode{"suid": 0o755 | fs.ModeSetuid | fs.ModeSetgid, "shared": 0o777 | fs.ModeSticky | fs.ModeSetgid} {
+		if err := os.Chmod(filepath.Join(tree, p), m); err != nil {
+			t.Fatal(err)
+		}
+		if got := mustLstat(t, filepath.Join(tree, p)).Mode() &^ fs.ModeDir; got != m {
+			t.Skipf("this filesystem keeps %v for %v", got, m)
+		}
+	}
+	if _, err := alice.Store(ctx, tree, "/t"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	r := recoverNow(t, env, alice, "/t", 0)
+	if r.State != agent.RecoveryDone {
+		t.Fatalf("recovery: %+v", r)
+	}
+	rec := filepath.Join(alice.Dir, "recovery", "t")
+	for p, want := range map[string]fs.FileMode{"suid": 0o755, "shared": fs.ModeDir | 0o777, "plain": 0o644} {
+		if got := mustLstat(t, filepath.Join(rec, p)).Mode(); got != want {
+			t.Errorf("recovered %s: mode %v, want %v", p, got, want)
+		}
+	}
+	if !strings.Contains(r.Error, "setuid/setgid/sticky") || !strings.Contains(r.Error, "/t/suid") || !strings.Contains(r.Error, "/t/shared") || strings.Contains(r.Error, "plain") {
+		t.Errorf("recovery error %q does not name the two entries that lost their bits", r.Error)
+	}
+	if n := strings.Count(r.Error, "setuid/setgid/sticky"); n != 1 {
+		t.Errorf("%d warnings about special bits, want one: %q", n, r.Error)
+	}
+}
