@@ -752,7 +752,7 @@ func openParent(root *os.Root, name string) (*os.Root, string, error) {
 		fi, err := d.Lstat(part)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
-			err = d.Mkdir(part, 0o700)
+			err = mkdirDurable(d, part)
 		case err == nil && fi.Mode()&fs.ModeSymlink != 0:
 			err = fmt.Errorf("its parent /%s is a symlink", strings.Join(parts[:i+1], "/"))
 		}
@@ -782,10 +782,24 @@ func realDir(parent *os.Root, base string) error {
 			return err
 		}
 	}
-	if err := parent.Mkdir(base, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := mkdirDurable(parent, base); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
 	return nil
+}
+
+// mkdirDurable makes the directory name in parent and syncs parent, so that the files
+// about to be committed into it survive a crash with it.
+func mkdirDurable(parent *os.Root, name string) error {
+	if err := parent.Mkdir(name, 0o700); err != nil {
+		return err
+	}
+	d, err := parent.Open(".")
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // writeRecovered writes one version under root with its content, permission bits and
