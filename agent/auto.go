@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/dibs-backup/dibs/agent/books"
 )
 
 // autoPrefix is the stored-name prefix of what auto_check backs up.
@@ -53,8 +53,8 @@ func (n *Node) AutoCheck(ctx context.Context) (StoreResult, error) {
 func (n *Node) markGone(prefix string, present map[string]bool) (int, error) {
 	now := n.Now().UTC()
 	gone := 0
-	err := n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	err := n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			latest := map[string]FileVersion{}
 			err := eachVersion(tx, prefix, func(name string, _ int, fv FileVersion) error {
 				if name != prefix { // the entries below it

@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/dibs-backup/dibs/agent/books"
 )
 
 // Messages that end a trade.
@@ -30,8 +30,8 @@ func (n *Node) Clear() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	err = n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	err = n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			for _, b := range [][]byte{bucketVersions, bucketObjects, bucketPieceIdx, bucketStat, bucketProbes} {
 				if err := tx.DeleteBucket(b); err != nil {
 					return err
@@ -77,8 +77,8 @@ func (n *Node) Forget(peer string) (int, error) {
 		return 0, err
 	}
 	var dropped int
-	err := n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	err := n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			ids := heldIDs(tx, peer)
 			dropped = len(ids)
 			if err := n.dropHeld(tx, peer, ids); err != nil {
@@ -167,8 +167,8 @@ func (n *Node) Cleanup() (CleanupResult, error) {
 	}
 	active := map[string]bool{}
 	keep := n.Opts.Duration("keepDeleted")
-	err = n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	err = n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			jobs, err := activeJobs(tx)
 			if err != nil {
 				return err

@@ -1,14 +1,14 @@
 package agent
 
-import bolt "go.etcd.io/bbolt"
+import "github.com/dibs-backup/dibs/agent/books"
 
 // CodeFor exposes codeFor to the tests.
 var CodeFor = codeFor
 
 // ForgetSeen empties the replay table, so a benchmark can process the same files again.
 func (n *Node) ForgetSeen() {
-	n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			if err := tx.DeleteBucket(bucketSeen); err != nil {
 				return err
 			}

@@ -3,8 +3,7 @@ package agent
 import (
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
 )
 
@@ -17,7 +16,7 @@ const (
 // database transaction that also records its Message-Id.
 type Request struct {
 	Node   *Node
-	Tx     *bolt.Tx
+	Tx     *books.Tx
 	Peer   *Peer
 	Msg    *pgpmsg.Opened
 	Header pgpmsg.Header

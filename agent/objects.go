@@ -12,8 +12,7 @@ import (
 	"strconv"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
 )
 
@@ -31,10 +30,6 @@ var (
 	bucketRecovery = []byte("recovery") // job name -> RecoveryJob (JSON)
 	bucketProbes   = []byte("probes")   // Message-Id of a PROBE -> ProbeState (JSON)
 )
-
-func init() {
-	allBuckets = append(allBuckets, bucketObjects, bucketVersions, bucketPieceIdx, bucketStat, bucketHeld, bucketRecovery, bucketProbes)
-}
 
 // Piece states, from the owner's side.
 const (
@@ -144,7 +139,7 @@ func versionKey(name string, version int) []byte {
 
 // eachVersion calls fn with every version of every stored name under root (root itself
 // included), in key order: by name, then oldest version first.
-func eachVersion(tx *bolt.Tx, root string, fn func(name string, version int, fv FileVersion) error) error {
+func eachVersion(tx *books.Tx, root string, fn func(name string, version int, fv FileVersion) error) error {
 	c := tx.Bucket(bucketVersions).Cursor()
 	for k, v := c.Seek([]byte(root)); k != nil && bytes.HasPrefix(k, []byte(root)); k, v = c.Next() {
 		name, ver, ok := splitVersionKey(k)
@@ -171,7 +166,7 @@ func splitVersionKey(k []byte) (string, int, bool) {
 
 func heldKey(peer, piece string) []byte { return []byte(peer + "\x00" + piece) }
 
-func getObject(tx *bolt.Tx, id string) (*Object, error) {
+func getObject(tx *books.Tx, id string) (*Object, error) {
 	var o Object
 	ok, err := getJSON(tx.Bucket(bucketObjects), []byte(id), &o)
 	if err != nil || !ok {
@@ -180,7 +175,7 @@ func getObject(tx *bolt.Tx, id string) (*Object, error) {
 	return &o, nil
 }
 
-func putObject(tx *bolt.Tx, o *Object) error {
+func putObject(tx *books.Tx, o *Object) error {
 	return putJSON(tx.Bucket(bucketObjects), []byte(o.ID), o)
 }
 
@@ -189,7 +184,7 @@ func pieceIdxValue(obj string, seg, idx int) []byte {
 }
 
 // findPiece returns the object, segment and piece with the given id.
-func findPiece(tx *bolt.Tx, piece string) (*Object, int, int, error) {
+func findPiece(tx *books.Tx, piece string) (*Object, int, int, error) {
 	v := tx.Bucket(bucketPieceIdx).Get([]byte(piece))
 	if v == nil {
 		return nil, 0, 0, nil
@@ -212,7 +207,7 @@ func findPiece(tx *bolt.Tx, piece string) (*Object, int, int, error) {
 }
 
 // versions returns every version of name, oldest first.
-func versions(tx *bolt.Tx, name string) ([]FileVersion, error) {
+func versions(tx *books.Tx, name string) ([]FileVersion, error) {
 	var out []FileVersion
 	prefix := append([]byte(name), 0)
 	c := tx.Bucket(bucketVersions).Cursor()

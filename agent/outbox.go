@@ -12,8 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
 )
@@ -54,7 +53,7 @@ func (n *Node) newOut(peer, typ string, fields [][2]string, payload []byte) OutM
 }
 
 // addOutbox records m in tx's outbox.
-func addOutbox(tx *bolt.Tx, m OutMessage) error {
+func addOutbox(tx *books.Tx, m OutMessage) error {
 	b := tx.Bucket(bucketOutbox)
 	seq, err := b.NextSequence()
 	if err != nil {
@@ -70,8 +69,8 @@ func (n *Node) Post(peer, typ string, fields [][2]string, payload []byte) (strin
 		return "", err
 	}
 	m := n.newOut(peer, typ, fields, payload)
-	err := n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error { return addOutbox(tx, m) })
+	err := n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error { return addOutbox(tx, m) })
 	})
 	if err != nil {
 		return "", err
@@ -85,7 +84,7 @@ func (n *Node) Post(peer, typ string, fields [][2]string, payload []byte) (strin
 func (n *Node) FlushOutbox() error {
 	// Lock order, everywhere: the database first, then the outbox lock (db.go). Holding
 	// the database through the flush keeps that order whoever calls.
-	return n.withDB(func(*bolt.DB) error { return n.flushOutbox() })
+	return n.withDB(func(*books.DB) error { return n.flushOutbox() })
 }
 
 func (n *Node) flushOutbox() error {
@@ -107,8 +106,8 @@ func (n *Node) flushOutbox() error {
 		m   OutMessage
 	}
 	var pending []entry
-	err = n.withDB(func(db *bolt.DB) error {
-		return db.View(func(tx *bolt.Tx) error {
+	err = n.withDB(func(db *books.DB) error {
+		return db.View(func(tx *books.Tx) error {
 			return tx.Bucket(bucketOutbox).ForEach(func(k, v []byte) error {
 				var m OutMessage
 				if err := json.Unmarshal(v, &m); err != nil {
@@ -172,8 +171,8 @@ func (n *Node) flushOutbox() error {
 		done = append(done, smallKeys[peer]...)
 	}
 	if len(done) > 0 {
-		err := n.withDB(func(db *bolt.DB) error {
-			return db.Update(func(tx *bolt.Tx) error {
+		err := n.withDB(func(db *books.DB) error {
+			return db.Update(func(tx *books.Tx) error {
 				b := tx.Bucket(bucketOutbox)
 				for _, k := range done {
 					if err := b.Delete(k); err != nil {

@@ -13,8 +13,7 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
 )
 
@@ -60,8 +59,8 @@ type ProbeResult struct {
 // piece never travels back whole.
 func (n *Node) Probe(sname string) (ProbeResult, error) {
 	var res ProbeResult
-	err := n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	err := n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			fv, err := pickProbeTarget(tx, sname)
 			if err != nil {
 				return err
@@ -107,7 +106,7 @@ func (n *Node) Probe(sname string) (ProbeResult, error) {
 }
 
 // pickProbeTarget returns the newest version of sname, or of a random stored file.
-func pickProbeTarget(tx *bolt.Tx, sname string) (FileVersion, error) {
+func pickProbeTarget(tx *books.Tx, sname string) (FileVersion, error) {
 	if sname != "" {
 		name, err := StoredName(sname)
 		if err != nil {
@@ -348,8 +347,8 @@ func (n *Node) ExpireProbes() (int, error) {
 	now := n.Now()
 	limit := n.Opts.Duration("probeTimeout")
 	expired := 0
-	err := n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	err := n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			b := tx.Bucket(bucketProbes)
 			var old [][]byte
 			var peers []string

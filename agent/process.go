@@ -13,8 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
 )
@@ -58,7 +57,7 @@ func (n *Node) ProcessIncoming(ctx context.Context) (ProcessResult, error) {
 	if len(entries) == 0 {
 		return res, nil
 	}
-	err = n.withDB(func(db *bolt.DB) error {
+	err = n.withDB(func(db *books.DB) error {
 		res = n.processEntries(ctx, db, entries)
 		return n.FlushOutbox() // the database held: it is the outer lock (db.go)
 	})
@@ -68,7 +67,7 @@ func (n *Node) ProcessIncoming(ctx context.Context) (ProcessResult, error) {
 	return res, ctx.Err()
 }
 
-func (n *Node) processEntries(ctx context.Context, db *bolt.DB, entries []queue.Entry) ProcessResult {
+func (n *Node) processEntries(ctx context.Context, db *books.DB, entries []queue.Entry) ProcessResult {
 	var (
 		mu  sync.Mutex
 		res ProcessResult
@@ -172,7 +171,7 @@ func (n *Node) ProcessFile(path string) (ProcessResult, error) {
 		}
 	}
 	var res ProcessResult
-	err := n.withDB(func(db *bolt.DB) error {
+	err := n.withDB(func(db *books.DB) error {
 		switch n.processOne(db, name, nil) {
 		case outProcessed:
 			res.Processed++
@@ -187,7 +186,7 @@ func (n *Node) ProcessFile(path string) (ProcessResult, error) {
 }
 
 // processOne claims, verifies and acts on one incoming file.
-func (n *Node) processOne(db *bolt.DB, name string, acks chan<- *queue.Claim) outcome {
+func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) outcome {
 	c, err := n.Spool.Claim(queue.Incoming, name)
 	if err != nil {
 		return outLeft // busy with another worker, or already gone
@@ -242,7 +241,7 @@ func (n *Node) processOne(db *bolt.DB, name string, acks chan<- *queue.Claim) ou
 	if err != nil {
 		return quarantine("bad Message-Id")
 	}
-	err = db.Batch(func(tx *bolt.Tx) error {
+	err = db.Batch(func(tx *books.Tx) error {
 		seen := tx.Bucket(bucketSeen)
 		if seen.Get(idKey) != nil {
 			return reject("replay: Message-Id %s was processed before", id)
@@ -282,10 +281,10 @@ func (n *Node) processOne(db *bolt.DB, name string, acks chan<- *queue.Claim) ou
 
 // pruneSeen forgets Message-Ids whose Date is so old that the Date check alone now
 // refuses them: the replay table stays bounded.
-func (n *Node) pruneSeen(db *bolt.DB) {
+func (n *Node) pruneSeen(db *books.DB) {
 	horizon := n.Now().Add(-n.Opts.Duration("maxMsgAge") - n.Opts.Duration("clockSkew") - time.Hour).Unix()
 	var old [][]byte
-	db.View(func(tx *bolt.Tx) error {
+	db.View(func(tx *books.Tx) error {
 		return tx.Bucket(bucketSeen).ForEach(func(k, v []byte) error {
 			if len(v) == 8 && int64(binary.BigEndian.Uint64(v)) < horizon {
 				old = append(old, append([]byte(nil), k...))
@@ -296,7 +295,7 @@ func (n *Node) pruneSeen(db *bolt.DB) {
 	if len(old) == 0 {
 		return
 	}
-	db.Update(func(tx *bolt.Tx) error {
+	db.Update(func(tx *books.Tx) error {
 		b := tx.Bucket(bucketSeen)
 		for _, k := range old {
 			b.Delete(k)

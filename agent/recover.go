@@ -16,9 +16,9 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/erasure"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
@@ -83,7 +83,7 @@ func init() {
 	nackHandlers[TypeRecover] = func(r *Request) error { return nil } // the piece is gone there: others will do
 }
 
-func getJob(tx *bolt.Tx, name string) (*RecoveryJob, error) {
+func getJob(tx *books.Tx, name string) (*RecoveryJob, error) {
 	var j RecoveryJob
 	ok, err := getJSON(tx.Bucket(bucketRecovery), []byte(name), &j)
 	if err != nil || !ok {
@@ -111,7 +111,7 @@ func (j *RecoveryJob) init() {
 	}
 }
 
-func putJob(tx *bolt.Tx, j *RecoveryJob) error {
+func putJob(tx *books.Tx, j *RecoveryJob) error {
 	return putJSON(tx.Bucket(bucketRecovery), []byte(j.Name), j)
 }
 
@@ -124,8 +124,8 @@ func (n *Node) RecoverFile(sname string, version int) (string, error) {
 		return "", err
 	}
 	job := &RecoveryJob{Name: root, Kind: jobFile, Target: root, Version: version, State: RecoveryWaiting, Started: n.Now().UTC(), Objects: map[string]bool{}}
-	err = n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	err = n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			chosen, err := chooseVersions(tx, root, version)
 			if err != nil {
 				return err
@@ -158,7 +158,7 @@ func (n *Node) RecoverFile(sname string, version int) (string, error) {
 
 // chooseVersions picks, for every stored name under root, the requested version (or the
 // newest when version is 0).
-func chooseVersions(tx *bolt.Tx, root string, version int) (map[string]FileVersion, error) {
+func chooseVersions(tx *books.Tx, root string, version int) (map[string]FileVersion, error) {
 	chosen := map[string]FileVersion{}
 	err := eachVersion(tx, root, func(name string, ver int, fv FileVersion) error {
 		if version == 0 || ver == version {
@@ -171,7 +171,7 @@ func chooseVersions(tx *bolt.Tx, root string, version int) (map[string]FileVersi
 
 // askForObjects sends one RECOVER per peer, listing the pieces it holds of the job's
 // objects not yet assembled. Asking all holders costs little: the fastest k win.
-func (n *Node) askForObjects(tx *bolt.Tx, job *RecoveryJob) error {
+func (n *Node) askForObjects(tx *books.Tx, job *RecoveryJob) error {
 	byPeer := map[string][]string{}
 	for id, done := range job.Objects {
 		if done {
@@ -222,8 +222,8 @@ func (n *Node) RecoverAll() error {
 	if len(peers) == 0 {
 		return errors.New("no peers to recover from (import_recovery_kit sets them up)")
 	}
-	err = n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	err = n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			job := &RecoveryJob{Name: allJobName, Kind: jobAll, State: RecoveryWaiting, Started: n.Now().UTC(),
 				Objects: map[string]bool{}, Finished: map[string]int{}, Received: map[string]int{}, Pieces: map[string]bool{}}
 			for _, p := range peers {
@@ -379,7 +379,7 @@ func handleRecoverResponse(r *Request) error {
 	return nil
 }
 
-func activeJobs(tx *bolt.Tx) ([]*RecoveryJob, error) {
+func activeJobs(tx *books.Tx) ([]*RecoveryJob, error) {
 	var out []*RecoveryJob
 	err := tx.Bucket(bucketRecovery).ForEach(func(k, v []byte) error {
 		var j RecoveryJob
@@ -406,7 +406,7 @@ func (t tolerant) Write(p []byte) (int, error) {
 
 // rebuildBooks creates the record of an object we had lost, from one of its pieces, and
 // the file versions its manifest lists.
-func (n *Node) rebuildBooks(tx *bolt.Tx, op *openedPiece, peer, id string, layout *pgpmsg.ChunkScanner) (*Object, error) {
+func (n *Node) rebuildBooks(tx *books.Tx, op *openedPiece, peer, id string, layout *pgpmsg.ChunkScanner) (*Object, error) {
 	pi := op.Info
 	o := &Object{ID: pi.Object, Size: pi.ObjectSize, K: pi.K, N: pi.N, SegmentSize: pi.SegmentSize, Created: n.Now().UTC(),
 		Manifest: op.Manifest, Segments: make([]Segment, pi.Segments)}
@@ -434,7 +434,7 @@ func (n *Node) rebuildBooks(tx *bolt.Tx, op *openedPiece, peer, id string, layou
 }
 
 // notePiece records that peer holds a piece (learnt from recover_all).
-func (n *Node) notePiece(tx *bolt.Tx, o *Object, op *openedPiece, peer, id string, layout *pgpmsg.ChunkScanner) error {
+func (n *Node) notePiece(tx *books.Tx, o *Object, op *openedPiece, peer, id string, layout *pgpmsg.ChunkScanner) error {
 	pi := op.Info
 	if pi.Segment >= len(o.Segments) || pi.K != o.K || pi.N != o.N {
 		return reject("RECOVER_RESPONSE: piece %s does not fit object %s", id, o.ID)
@@ -559,7 +559,7 @@ func (n *Node) assemble(o *Object) (bool, error) {
 }
 
 // checkJob finishes a job whose objects are all here: it writes the files.
-func (n *Node) checkJob(tx *bolt.Tx, j *RecoveryJob) error {
+func (n *Node) checkJob(tx *books.Tx, j *RecoveryJob) error {
 	if j.State != RecoveryWaiting {
 		return nil
 	}
@@ -626,7 +626,7 @@ func (n *Node) checkJob(tx *bolt.Tx, j *RecoveryJob) error {
 }
 
 // writeJob writes the chosen versions into recovery/ and closes the job.
-func (n *Node) writeJob(tx *bolt.Tx, j *RecoveryJob, chosen map[string]FileVersion) error {
+func (n *Node) writeJob(tx *books.Tx, j *RecoveryJob, chosen map[string]FileVersion) error {
 	names := sortedKeys(chosen)
 	var failed []string
 	var dirs, links []FileVersion
@@ -690,7 +690,7 @@ func (n *Node) writeJob(tx *bolt.Tx, j *RecoveryJob, chosen map[string]FileVersi
 // books were rebuilt from a manifest (recover_all: the manifest in its pieces was written
 // before the hash was known) the form its object's code gives, so that writeRecovered
 // computes the hash to note.
-func hashForm(tx *bolt.Tx, fv FileVersion) string {
+func hashForm(tx *books.Tx, fv FileVersion) string {
 	if fv.Hash != "" || fv.Kind != KindFile || fv.Object == "" {
 		return fv.Hash
 	}

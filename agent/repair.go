@@ -8,8 +8,7 @@ import (
 	"io"
 	"os"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/erasure"
 	"github.com/dibs-backup/dibs/pgpmsg"
 )
@@ -41,8 +40,8 @@ func (n *Node) Repair() (RepairResult, error) {
 		}
 	}
 	var todo []string
-	err = n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	err = n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			return tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
 				var o Object
 				if err := json.Unmarshal(v, &o); err != nil {
@@ -97,8 +96,8 @@ func (n *Node) Repair() (RepairResult, error) {
 	}
 	var errs []error
 	for _, id := range todo {
-		err := n.withDB(func(db *bolt.DB) error {
-			return db.Update(func(tx *bolt.Tx) error {
+		err := n.withDB(func(db *books.DB) error {
+			return db.Update(func(tx *books.Tx) error {
 				o, err := getObject(tx, id)
 				if err != nil || o == nil {
 					return err
@@ -159,7 +158,7 @@ func (o *Object) needRepair(spare int) []int {
 
 // localShards rebuilds the shards of the segments needing repair from the local files,
 // if they still hold exactly what was stored (every shard hash must match).
-func (n *Node) localShards(tx *bolt.Tx, o *Object) (map[int][]erasure.Shard, error) {
+func (n *Node) localShards(tx *books.Tx, o *Object) (map[int][]erasure.Shard, error) {
 	code, err := erasure.New(o.K, o.N-o.K)
 	if err != nil {
 		return nil, err
@@ -224,7 +223,7 @@ func (n *Node) localShards(tx *bolt.Tx, o *Object) (map[int][]erasure.Shard, err
 
 // startRepairFetch asks the holders of an object's pieces for them; the repair finishes
 // when the object is assembled (finishRepairTx).
-func (n *Node) startRepairFetch(tx *bolt.Tx, o *Object) error {
+func (n *Node) startRepairFetch(tx *books.Tx, o *Object) error {
 	job := &RecoveryJob{Name: repairPrefix + o.ID, Kind: jobRepair, Target: o.ID, State: RecoveryWaiting,
 		Started: n.Now().UTC(), Objects: map[string]bool{o.ID: false}}
 	if err := n.askForObjects(tx, job); err != nil {
@@ -234,7 +233,7 @@ func (n *Node) startRepairFetch(tx *bolt.Tx, o *Object) error {
 }
 
 // finishRepairTx re-codes an object fetched back for repair and places its missing pieces.
-func (n *Node) finishRepairTx(tx *bolt.Tx, j *RecoveryJob) error {
+func (n *Node) finishRepairTx(tx *books.Tx, j *RecoveryJob) error {
 	o, err := getObject(tx, j.Target)
 	if err != nil {
 		return err
@@ -278,7 +277,7 @@ func (n *Node) finishRepairTx(tx *bolt.Tx, j *RecoveryJob) error {
 // replace seals the missing pieces of the given segments and places each on a peer that
 // holds no piece of that segment. Lost pieces are dropped from the books (their peer is
 // asked to delete them, in case it still has them).
-func (n *Node) replace(tx *bolt.Tx, o *Object, shards map[int][]erasure.Shard) (placed, short int, err error) {
+func (n *Node) replace(tx *books.Tx, o *Object, shards map[int][]erasure.Shard) (placed, short int, err error) {
 	man, err := json.Marshal(o.Manifest)
 	if err != nil {
 		return 0, 0, err
@@ -386,7 +385,7 @@ func (n *Node) replace(tx *bolt.Tx, o *Object, shards map[int][]erasure.Shard) (
 
 // addPeerUsage moves a peer's counts of bytes it holds for us (used) and of bytes sent
 // and not yet acknowledged (pending), never below zero.
-func addPeerUsage(tx *bolt.Tx, peer string, used, pending int64) error {
+func addPeerUsage(tx *books.Tx, peer string, used, pending int64) error {
 	ps, err := peerState(tx, peer)
 	if err != nil {
 		return err

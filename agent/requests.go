@@ -5,8 +5,7 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
 )
@@ -25,7 +24,7 @@ type pendingRequest struct {
 }
 
 // requestTx queues a request to peer and records it until it is answered.
-func (n *Node) requestTx(tx *bolt.Tx, peer, typ string, fields [][2]string, payload []byte) error {
+func (n *Node) requestTx(tx *books.Tx, peer, typ string, fields [][2]string, payload []byte) error {
 	m := n.newOut(peer, typ, fields, payload)
 	if err := addOutbox(tx, m); err != nil {
 		return err
@@ -64,8 +63,8 @@ func (n *Node) ResendRequests() (int, error) {
 		}
 	}
 	resent := 0
-	err := n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	err := n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			b := tx.Bucket(bucketRequests)
 			type item struct {
 				id string

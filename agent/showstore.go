@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/dibs-backup/dibs/agent/books"
 )
 
 // Status of a stored file version (show_database --only files).
@@ -86,8 +86,8 @@ func (n *Node) engineSections(out map[string]any, want func(string) bool) error 
 	if err != nil {
 		return err
 	}
-	return n.withDB(func(db *bolt.DB) error {
-		return db.View(func(tx *bolt.Tx) error {
+	return n.withDB(func(db *books.DB) error {
+		return db.View(func(tx *books.Tx) error {
 			objs := map[string]*Object{}
 			there := map[string]*StatsRow{}
 			row := func(p string) *StatsRow {

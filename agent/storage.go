@@ -11,8 +11,7 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
 )
@@ -86,7 +85,7 @@ func handleStore(r *Request) error {
 	return r.ack(TypeStore, [2]string{fieldPiece, id})
 }
 
-func tx(r *Request) *bolt.Tx { return r.Tx }
+func tx(r *Request) *books.Tx { return r.Tx }
 
 func mustDate(h pgpmsg.Header) (t time.Time) {
 	t, _ = h.Date()
@@ -151,7 +150,7 @@ func handleUnstore(r *Request) error {
 }
 
 // dropHeld removes pieces we hold for peer, from disk and from the books.
-func (n *Node) dropHeld(tx *bolt.Tx, peer string, ids []string) error {
+func (n *Node) dropHeld(tx *books.Tx, peer string, ids []string) error {
 	held := tx.Bucket(bucketHeld)
 	ps, err := peerState(tx, peer)
 	if err != nil {
@@ -179,7 +178,7 @@ func (n *Node) dropHeld(tx *bolt.Tx, peer string, ids []string) error {
 }
 
 // heldIDs lists the pieces we hold for peer.
-func heldIDs(tx *bolt.Tx, peer string) []string {
+func heldIDs(tx *books.Tx, peer string) []string {
 	var ids []string
 	prefix := []byte(peer + "\x00")
 	c := tx.Bucket(bucketHeld).Cursor()
@@ -273,7 +272,7 @@ func (n *Node) pieceAnswered(r *Request, id string, ok bool, why string) error {
 }
 
 // piecesUnstored closes the books on pieces a peer confirmed it dropped.
-func (n *Node) piecesUnstored(tx *bolt.Tx, peer string, ids []string) error {
+func (n *Node) piecesUnstored(tx *books.Tx, peer string, ids []string) error {
 	ps, err := peerState(tx, peer)
 	if err != nil {
 		return err
@@ -335,7 +334,7 @@ func (o *Object) hasPieces() bool {
 
 // unstoreObjectTx asks the peers to drop every piece of an object no version uses any
 // more: one UNSTORE per peer, listing its pieces. The object goes when all are answered.
-func (n *Node) unstoreObjectTx(tx *bolt.Tx, o *Object) error {
+func (n *Node) unstoreObjectTx(tx *books.Tx, o *Object) error {
 	byPeer := map[string][]string{}
 	for s := range o.Segments {
 		for i := range o.Segments[s].Pieces {
@@ -374,7 +373,7 @@ func (n *Node) unstoreObjectTx(tx *bolt.Tx, o *Object) error {
 }
 
 // dropVersionTx removes one file version and releases its object.
-func (n *Node) dropVersionTx(tx *bolt.Tx, fv FileVersion) error {
+func (n *Node) dropVersionTx(tx *books.Tx, fv FileVersion) error {
 	if err := tx.Bucket(bucketVersions).Delete(versionKey(fv.Name, fv.Version)); err != nil {
 		return err
 	}
@@ -393,7 +392,7 @@ func (n *Node) dropVersionTx(tx *bolt.Tx, fv FileVersion) error {
 }
 
 // pruneVersionsTx keeps the newest maxVersions versions of name.
-func (n *Node) pruneVersionsTx(tx *bolt.Tx, name string) error {
+func (n *Node) pruneVersionsTx(tx *books.Tx, name string) error {
 	vs, err := versions(tx, name)
 	if err != nil {
 		return err
@@ -421,8 +420,8 @@ func (n *Node) Unstore(sname string) (UnstoreResult, error) {
 	if err != nil {
 		return res, err
 	}
-	err = n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	err = n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			var all []FileVersion
 			names := map[string]bool{}
 			err := eachVersion(tx, root, func(name string, _ int, fv FileVersion) error {

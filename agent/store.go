@@ -21,8 +21,7 @@ import (
 	"syscall"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/erasure"
 	"github.com/dibs-backup/dibs/mailbox"
 	"github.com/dibs-backup/dibs/pgpmsg"
@@ -344,8 +343,8 @@ func (r *storeRun) close() {
 func (r *storeRun) load(root string) error {
 	r.stat = map[string]statEntry{}
 	r.latest = map[string]FileVersion{}
-	return r.n.withDB(func(db *bolt.DB) error {
-		return db.View(func(tx *bolt.Tx) error {
+	return r.n.withDB(func(db *books.DB) error {
+		return db.View(func(tx *books.Tx) error {
 			c := tx.Bucket(bucketStat).Cursor()
 			for k, v := c.Seek([]byte(root)); k != nil && bytes.HasPrefix(k, []byte(root)); k, v = c.Next() {
 				if !under(string(k), root) {
@@ -427,8 +426,8 @@ func (r *storeRun) keepStat(name string, se statEntry, lv FileVersion) error {
 	r.res.Unchanged++
 	se.Version, se.Hash = lv.Version, lv.Hash
 	r.stat[name] = se
-	return r.n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bucketStat), []byte(name), se) })
+	return r.n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error { return putJSON(tx.Bucket(bucketStat), []byte(name), se) })
 	})
 }
 
@@ -860,8 +859,8 @@ func (r *storeRun) commit(obj *Object, entries []ManifestEntry, sources []string
 			}
 		}
 	}
-	err := r.n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	err := r.n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			for s, seg := range obj.Segments {
 				for _, p := range seg.Pieces {
 					if p.ID != "" {
@@ -919,8 +918,8 @@ func (r *storeRun) markDeleted(root string, seen map[string]bool) error {
 		return nil
 	}
 	r.res.Deleted = len(gone)
-	return r.n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	return r.n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			for _, name := range gone {
 				lv := r.latest[name]
 				lv.Deleted = r.now

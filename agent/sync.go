@@ -5,8 +5,7 @@ import (
 	"os"
 	"strconv"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
 )
 
@@ -29,8 +28,8 @@ func (n *Node) SyncPeers() (int, error) {
 		return 0, err
 	}
 	sent := 0
-	err = n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	err = n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			if jobs, err := activeJobs(tx); err != nil || len(jobs) > 0 {
 				return err // books being rebuilt or fetched: not the time to free anything
 			}
