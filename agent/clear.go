@@ -41,12 +41,12 @@ func (n *Node) Clear() (int, error) {
 				}
 			}
 			for _, p := range peers {
-				ps, err := peerState(tx, p.Name)
+				ps, err := tx.Peer(p.Name)
 				if err != nil {
 					return err
 				}
 				ps.RemoteUsed, ps.RemotePending = 0, 0
-				if err := putPeerState(tx, p.Name, ps); err != nil {
+				if err := tx.PutPeer(p.Name, ps); err != nil {
 					return err
 				}
 				if err := n.requestTx(tx, p.Name, TypeClearDB, nil, nil); err != nil {
@@ -127,12 +127,12 @@ func handleForgetYou(r *Request) error {
 			return err
 		}
 	}
-	ps, err := peerState(tx, r.Peer.Name)
+	ps, err := tx.Peer(r.Peer.Name)
 	if err != nil {
 		return err
 	}
 	ps.RemoteUsed, ps.RemotePending, ps.Forgotten = 0, 0, r.Now
-	if err := putPeerState(tx, r.Peer.Name, ps); err != nil {
+	if err := tx.PutPeer(r.Peer.Name, ps); err != nil {
 		return err
 	}
 	return r.ack(TypeForgetYou)

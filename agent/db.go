@@ -1,10 +1,8 @@
 package agent
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"path/filepath"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -12,13 +10,6 @@ import (
 )
 
 // The node database is package books: one file, db/dibs.db, whose schema books lists.
-// The buckets not yet reached through its accessors:
-var (
-	bucketSeen     = []byte("seen")
-	bucketPeers    = []byte("peers")
-	bucketOutbox   = []byte("outbox")
-	bucketRequests = []byte("requests")
-)
 
 // A daemon and cron commands sharing a DIBS_DIR take its two waited-for locks in one
 // order: the database (the flock on db/dibs.db), then the outbox lock (db/outbox.lock,
@@ -58,28 +49,7 @@ func (n *Node) withDB(fn func(*books.DB) error) error {
 }
 
 // PeerState is what the node knows of a peer beyond the peer list: usage and liveness.
-type PeerState struct {
-	LastHeard  time.Time `json:"last_heard,omitzero"`
-	LocalUsed  int64     `json:"local_used"`
-	RemoteUsed int64     `json:"remote_used"`
-	// LastMethod is the last talk method that delivered a file; LastError the last failure.
-	LastMethod  string    `json:"last_method,omitempty"`
-	LastSent    time.Time `json:"last_sent,omitzero"`
-	LastError   string    `json:"last_error,omitempty"`
-	LastErrorAt time.Time `json:"last_error_at,omitzero"`
-	// RemotePending is the size of pieces sent to the peer and not yet acknowledged:
-	// placement counts it against remote_quota along with RemoteUsed.
-	RemotePending int64 `json:"remote_pending,omitempty"`
-	// Probe statistics: answers that proved the piece, that did not, and probes that
-	// went unanswered for probeTimeout; RTTTotal sums the good answers' response times.
-	ProbesGood    int           `json:"probes_good,omitempty"`
-	ProbesFailed  int           `json:"probes_failed,omitempty"`
-	ProbesTimeout int           `json:"probes_timeout,omitempty"`
-	ProbeRTTTotal time.Duration `json:"probe_rtt_total,omitempty"`
-	LastProbe     time.Time     `json:"last_probe,omitzero"`
-	// Forgotten is set when the peer told us (FORGET_YOU) it dropped what it held for us.
-	Forgotten time.Time `json:"forgotten,omitzero"`
-}
+type PeerState = books.PeerState
 
 func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
 	raw := b.Get(key)
@@ -97,26 +67,16 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 	return b.Put(key, raw)
 }
 
-func peerState(tx *books.Tx, name string) (PeerState, error) {
-	var ps PeerState
-	_, err := getJSON(tx.Bucket(bucketPeers), []byte(name), &ps)
-	return ps, err
-}
-
-func putPeerState(tx *books.Tx, name string, ps PeerState) error {
-	return putJSON(tx.Bucket(bucketPeers), []byte(name), ps)
-}
-
 // updatePeerState applies fn to a peer's state in its own transaction.
 func (n *Node) updatePeerState(name string, fn func(*PeerState)) error {
 	return n.withDB(func(db *books.DB) error {
 		return db.Update(func(tx *books.Tx) error {
-			ps, err := peerState(tx, name)
+			ps, err := tx.Peer(name)
 			if err != nil {
 				return err
 			}
 			fn(&ps)
-			return putPeerState(tx, name, ps)
+			return tx.PutPeer(name, ps)
 		})
 	})
 }
@@ -126,21 +86,11 @@ func (n *Node) PeerStates() (map[string]PeerState, error) {
 	out := map[string]PeerState{}
 	err := n.withDB(func(db *books.DB) error {
 		return db.View(func(tx *books.Tx) error {
-			return tx.Bucket(bucketPeers).ForEach(func(k, v []byte) error {
-				var ps PeerState
-				if err := json.Unmarshal(v, &ps); err != nil {
-					return err
-				}
-				out[string(k)] = ps
+			return tx.EachPeer(func(name string, ps PeerState) error {
+				out[name] = ps
 				return nil
 			})
 		})
 	})
 	return out, err
-}
-
-func u64(v uint64) []byte {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], v)
-	return b[:]
 }

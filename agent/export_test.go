@@ -8,12 +8,6 @@ var CodeFor = codeFor
 // ForgetSeen empties the replay table, so a benchmark can process the same files again.
 func (n *Node) ForgetSeen() {
 	n.withDB(func(db *books.DB) error {
-		return db.Update(func(tx *books.Tx) error {
-			if err := tx.DeleteBucket(bucketSeen); err != nil {
-				return err
-			}
-			_, err := tx.CreateBucket(bucketSeen)
-			return err
-		})
+		return db.Update(func(tx *books.Tx) error { return tx.ClearSeen() })
 	})
 }

@@ -27,7 +27,7 @@ type Request struct {
 func (r *Request) Reply(typ string, fields [][2]string, payload []byte) error {
 	m := r.Node.newOut(r.Peer.Name, typ, fields, payload)
 	m.InReplyTo = r.Header.Get(pgpmsg.FieldMessageID)
-	return addOutbox(r.Tx, m)
+	return r.Tx.AddOutbox(m)
 }
 
 // A handler acts on one message. It may change the database through r.Tx and queue

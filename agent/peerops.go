@@ -190,7 +190,7 @@ func (n *Node) DeletePeer(name string) error {
 	}
 	os.Remove(n.peerKeyPath(name))
 	return n.withDB(func(db *books.DB) error {
-		return db.Update(func(tx *books.Tx) error { return tx.Bucket(bucketPeers).Delete([]byte(name)) })
+		return db.Update(func(tx *books.Tx) error { return tx.DeletePeer(name) })
 	})
 }
 
@@ -199,7 +199,7 @@ func (n *Node) peerStateOf(name string) (PeerState, error) {
 	err := n.withDB(func(db *books.DB) error {
 		return db.View(func(tx *books.Tx) error {
 			var err error
-			ps, err = peerState(tx, name)
+			ps, err = tx.Peer(name)
 			return err
 		})
 	})

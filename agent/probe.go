@@ -83,7 +83,7 @@ func (n *Node) Probe(sname string) (ProbeResult, error) {
 					}
 					chunks := rand.Perm(p.Chunks)[:min(probeChunks, p.Chunks)]
 					m := n.newOut(p.Peer, TypeProbe, [][2]string{{fieldPiece, p.ID}, {fieldChunks, joinInts(chunks)}}, nil)
-					if err := addOutbox(tx, m); err != nil {
+					if err := tx.AddOutbox(m); err != nil {
 						return err
 					}
 					st := ProbeState{Piece: p.ID, Peer: p.Peer, Object: o.ID, Chunks: chunks, Sent: m.Date}
@@ -277,7 +277,7 @@ func (n *Node) probeAnswered(r *Request, answered bool, why string) error {
 		why = checkChunks(r, p, st.Chunks)
 		good = why == ""
 	}
-	ps, err := peerState(r.Tx, r.Peer.Name)
+	ps, err := r.Tx.Peer(r.Peer.Name)
 	if err != nil {
 		return err
 	}
@@ -289,7 +289,7 @@ func (n *Node) probeAnswered(r *Request, answered bool, why string) error {
 		ps.ProbesFailed++
 		n.Log.Warn("probe failed", "peer", r.Peer.Name, "piece", st.Piece, "why", why)
 	}
-	if err := putPeerState(r.Tx, r.Peer.Name, ps); err != nil {
+	if err := r.Tx.PutPeer(r.Peer.Name, ps); err != nil {
 		return err
 	}
 	if good || o == nil {
@@ -370,12 +370,12 @@ func (n *Node) ExpireProbes() (int, error) {
 				if err := b.Delete(k); err != nil {
 					return err
 				}
-				ps, err := peerState(tx, peers[i])
+				ps, err := tx.Peer(peers[i])
 				if err != nil {
 					return err
 				}
 				ps.ProbesTimeout++
-				if err := putPeerState(tx, peers[i], ps); err != nil {
+				if err := tx.PutPeer(peers[i], ps); err != nil {
 					return err
 				}
 			}

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -242,25 +241,24 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) o
 		return quarantine("bad Message-Id")
 	}
 	err = db.Batch(func(tx *books.Tx) error {
-		seen := tx.Bucket(bucketSeen)
-		if seen.Get(idKey) != nil {
+		if tx.Seen(idKey) {
 			return reject("replay: Message-Id %s was processed before", id)
 		}
 		req := &Request{Node: n, Tx: tx, Peer: peer, Msg: msg, Header: msg.Header, Now: now}
 		if err := h(req); err != nil {
 			return err
 		}
-		ps, err := peerState(tx, peer.Name)
+		ps, err := tx.Peer(peer.Name)
 		if err != nil {
 			return err
 		}
 		if date.After(ps.LastHeard) {
 			ps.LastHeard = date
 		}
-		if err := putPeerState(tx, peer.Name, ps); err != nil {
+		if err := tx.PutPeer(peer.Name, ps); err != nil {
 			return err
 		}
-		return seen.Put(idKey, u64(uint64(date.Unix())))
+		return tx.MarkSeen(idKey, date)
 	})
 	if err != nil {
 		if isTemporary(err) {
@@ -283,23 +281,5 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) o
 // refuses them: the replay table stays bounded.
 func (n *Node) pruneSeen(db *books.DB) {
 	horizon := n.Now().Add(-n.Opts.Duration("maxMsgAge") - n.Opts.Duration("clockSkew") - time.Hour).Unix()
-	var old [][]byte
-	db.View(func(tx *books.Tx) error {
-		return tx.Bucket(bucketSeen).ForEach(func(k, v []byte) error {
-			if len(v) == 8 && int64(binary.BigEndian.Uint64(v)) < horizon {
-				old = append(old, append([]byte(nil), k...))
-			}
-			return nil
-		})
-	})
-	if len(old) == 0 {
-		return
-	}
-	db.Update(func(tx *books.Tx) error {
-		b := tx.Bucket(bucketSeen)
-		for _, k := range old {
-			b.Delete(k)
-		}
-		return nil
-	})
+	db.ExpireSeen(time.Unix(horizon, 0))
 }

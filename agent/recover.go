@@ -456,12 +456,12 @@ func (n *Node) notePiece(tx *books.Tx, o *Object, op *openedPiece, peer, id stri
 	if err := tx.Bucket(bucketPieceIdx).Put([]byte(id), pieceIdxValue(o.ID, pi.Segment, pi.Index)); err != nil {
 		return err
 	}
-	ps, err := peerState(tx, peer)
+	ps, err := tx.Peer(peer)
 	if err != nil {
 		return err
 	}
 	ps.RemoteUsed += p.Size
-	if err := putPeerState(tx, peer, ps); err != nil {
+	if err := tx.PutPeer(peer, ps); err != nil {
 		return err
 	}
 	return putObject(tx, o)

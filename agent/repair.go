@@ -328,7 +328,7 @@ func (n *Node) replace(tx *books.Tx, o *Object, shards map[int][]erasure.Shard) 
 				if err != nil || key == nil {
 					continue
 				}
-				ps, err := peerState(tx, p.Name)
+				ps, err := tx.Peer(p.Name)
 				if err != nil {
 					return placed, short, err
 				}
@@ -363,12 +363,12 @@ func (n *Node) replace(tx *books.Tx, o *Object, shards map[int][]erasure.Shard) 
 		}
 	}
 	for peer, b := range pending {
-		ps, err := peerState(tx, peer)
+		ps, err := tx.Peer(peer)
 		if err != nil {
 			return placed, short, err
 		}
 		ps.RemotePending += b
-		if err := putPeerState(tx, peer, ps); err != nil {
+		if err := tx.PutPeer(peer, ps); err != nil {
 			return placed, short, err
 		}
 	}
@@ -386,13 +386,13 @@ func (n *Node) replace(tx *books.Tx, o *Object, shards map[int][]erasure.Shard) 
 // addPeerUsage moves a peer's counts of bytes it holds for us (used) and of bytes sent
 // and not yet acknowledged (pending), never below zero.
 func addPeerUsage(tx *books.Tx, peer string, used, pending int64) error {
-	ps, err := peerState(tx, peer)
+	ps, err := tx.Peer(peer)
 	if err != nil {
 		return err
 	}
 	ps.RemoteUsed = max(0, ps.RemoteUsed+used)
 	ps.RemotePending = max(0, ps.RemotePending+pending)
-	return putPeerState(tx, peer, ps)
+	return tx.PutPeer(peer, ps)
 }
 
 func notIn(peers []*Peer, set map[string]bool) []*Peer {

@@ -36,7 +36,7 @@ func (r *Request) ReplyFile(typ string, fields [][2]string, path string) error {
 	m := r.Node.newOut(r.Peer.Name, typ, fields, nil)
 	m.InReplyTo = r.Header.Get(pgpmsg.FieldMessageID)
 	m.PayloadFile = path
-	return addOutbox(r.Tx, m)
+	return r.Tx.AddOutbox(m)
 }
 
 func (r *Request) ack(op string, fields ...[2]string) error {
@@ -61,7 +61,7 @@ func handleStore(r *Request) error {
 		return r.ack(TypeStore, [2]string{fieldPiece, id})
 	}
 	size := r.Msg.PayloadSize()
-	ps, err := peerState(r.Tx, r.Peer.Name)
+	ps, err := r.Tx.Peer(r.Peer.Name)
 	if err != nil {
 		return err
 	}
@@ -79,7 +79,7 @@ func handleStore(r *Request) error {
 		return err
 	}
 	ps.LocalUsed += size
-	if err := putPeerState(r.Tx, r.Peer.Name, ps); err != nil {
+	if err := r.Tx.PutPeer(r.Peer.Name, ps); err != nil {
 		return err
 	}
 	return r.ack(TypeStore, [2]string{fieldPiece, id})
@@ -152,7 +152,7 @@ func handleUnstore(r *Request) error {
 // dropHeld removes pieces we hold for peer, from disk and from the books.
 func (n *Node) dropHeld(tx *books.Tx, peer string, ids []string) error {
 	held := tx.Bucket(bucketHeld)
-	ps, err := peerState(tx, peer)
+	ps, err := tx.Peer(peer)
 	if err != nil {
 		return err
 	}
@@ -174,7 +174,7 @@ func (n *Node) dropHeld(tx *books.Tx, peer string, ids []string) error {
 		}
 		ps.LocalUsed = max(0, ps.LocalUsed-hp.Size)
 	}
-	return putPeerState(tx, peer, ps)
+	return tx.PutPeer(peer, ps)
 }
 
 // heldIDs lists the pieces we hold for peer.
@@ -247,7 +247,7 @@ func (n *Node) pieceAnswered(r *Request, id string, ok bool, why string) error {
 	if p.Peer != r.Peer.Name {
 		return reject("%s of piece %s from %s, but it was sent to %s", r.Header.Get(pgpmsg.FieldType), id, r.Peer.Name, p.Peer)
 	}
-	ps, err := peerState(r.Tx, p.Peer)
+	ps, err := r.Tx.Peer(p.Peer)
 	if err != nil {
 		return err
 	}
@@ -265,7 +265,7 @@ func (n *Node) pieceAnswered(r *Request, id string, ok bool, why string) error {
 	default:
 		return nil // a duplicate answer
 	}
-	if err := putPeerState(r.Tx, p.Peer, ps); err != nil {
+	if err := r.Tx.PutPeer(p.Peer, ps); err != nil {
 		return err
 	}
 	return putObject(r.Tx, o)
@@ -273,7 +273,7 @@ func (n *Node) pieceAnswered(r *Request, id string, ok bool, why string) error {
 
 // piecesUnstored closes the books on pieces a peer confirmed it dropped.
 func (n *Node) piecesUnstored(tx *books.Tx, peer string, ids []string) error {
-	ps, err := peerState(tx, peer)
+	ps, err := tx.Peer(peer)
 	if err != nil {
 		return err
 	}
@@ -318,7 +318,7 @@ func (n *Node) piecesUnstored(tx *books.Tx, peer string, ids []string) error {
 			return err
 		}
 	}
-	return putPeerState(tx, peer, ps)
+	return tx.PutPeer(peer, ps)
 }
 
 func (o *Object) hasPieces() bool {

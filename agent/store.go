@@ -874,12 +874,12 @@ func (r *storeRun) commit(obj *Object, entries []ManifestEntry, sources []string
 				return err
 			}
 			for peer, b := range pending {
-				ps, err := peerState(tx, peer)
+				ps, err := tx.Peer(peer)
 				if err != nil {
 					return err
 				}
 				ps.RemotePending += b
-				if err := putPeerState(tx, peer, ps); err != nil {
+				if err := tx.PutPeer(peer, ps); err != nil {
 					return err
 				}
 			}

@@ -55,7 +55,7 @@ func (n *Node) SyncPeers() (int, error) {
 				if _, key, err := n.Peer(p.Name); err != nil || key == nil {
 					continue
 				}
-				if err := addOutbox(tx, n.newOut(p.Name, TypeStorageList, nil, writeIDs(lists[p.Name]))); err != nil {
+				if err := tx.AddOutbox(n.newOut(p.Name, TypeStorageList, nil, writeIDs(lists[p.Name]))); err != nil {
 					return err
 				}
 				sent++
