@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -32,13 +31,8 @@ func (n *Node) Clear() (int, error) {
 	}
 	err = n.withDB(func(db *books.DB) error {
 		return db.Update(func(tx *books.Tx) error {
-			for _, b := range [][]byte{bucketVersions, bucketObjects, bucketPieceIdx, bucketStat, bucketProbes} {
-				if err := tx.DeleteBucket(b); err != nil {
-					return err
-				}
-				if _, err := tx.CreateBucket(b); err != nil {
-					return err
-				}
+			if err := tx.ClearStored(); err != nil {
+				return err
 			}
 			for _, p := range peers {
 				ps, err := tx.Peer(p.Name)
@@ -99,23 +93,19 @@ func (n *Node) Forget(peer string) (int, error) {
 func handleForgetYou(r *Request) error {
 	tx := r.Tx
 	var touched []*Object
-	err := tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
-		var o Object
-		if err := json.Unmarshal(v, &o); err != nil {
-			return err
-		}
+	err := tx.EachObject(func(o *Object) error {
 		changed := false
 		for s := range o.Segments {
 			for i := range o.Segments[s].Pieces {
 				p := &o.Segments[s].Pieces[i]
-				if p.Peer == r.Peer.Name && healthy(*p) {
+				if p.Peer == r.Peer.Name && p.Healthy() {
 					p.State, p.Why = PieceLost, "the peer forgot us"
 					changed = true
 				}
 			}
 		}
 		if changed {
-			touched = append(touched, &o)
+			touched = append(touched, o)
 		}
 		return nil
 	})
@@ -123,7 +113,7 @@ func handleForgetYou(r *Request) error {
 		return err
 	}
 	for _, o := range touched {
-		if err := putObject(tx, o); err != nil {
+		if err := tx.PutObject(o); err != nil {
 			return err
 		}
 	}
@@ -182,11 +172,7 @@ func (n *Node) Cleanup() (CleanupResult, error) {
 				return nil
 			}
 			var old []FileVersion
-			err = tx.Bucket(bucketVersions).ForEach(func(k, v []byte) error {
-				var fv FileVersion
-				if err := json.Unmarshal(v, &fv); err != nil {
-					return err
-				}
+			err = tx.EachVersion(func(fv FileVersion) error {
 				if !fv.Deleted.IsZero() && now.Sub(fv.Deleted) > keep {
 					old = append(old, fv)
 				}
@@ -197,7 +183,7 @@ func (n *Node) Cleanup() (CleanupResult, error) {
 			}
 			for _, fv := range old {
 				// Every version of a name deleted that long ago goes.
-				vs, err := versions(tx, fv.Name)
+				vs, err := tx.Versions(fv.Name)
 				if err != nil {
 					return err
 				}

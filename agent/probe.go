@@ -66,7 +66,7 @@ func (n *Node) Probe(sname string) (ProbeResult, error) {
 				return err
 			}
 			res.Name = fv.Name
-			o, err := getObject(tx, fv.Object)
+			o, err := tx.Object(fv.Object)
 			if err != nil {
 				return err
 			}
@@ -112,7 +112,7 @@ func pickProbeTarget(tx *books.Tx, sname string) (FileVersion, error) {
 		if err != nil {
 			return FileVersion{}, err
 		}
-		vs, err := versions(tx, name)
+		vs, err := tx.Versions(name)
 		if err != nil {
 			return FileVersion{}, err
 		}
@@ -127,11 +127,7 @@ func pickProbeTarget(tx *books.Tx, sname string) (FileVersion, error) {
 		return FileVersion{}, fmt.Errorf("%s has no content to probe", name)
 	}
 	var all []FileVersion
-	err := tx.Bucket(bucketVersions).ForEach(func(k, v []byte) error {
-		var fv FileVersion
-		if err := json.Unmarshal(v, &fv); err != nil {
-			return err
-		}
+	err := tx.EachVersion(func(fv FileVersion) error {
 		if fv.Object != "" {
 			all = append(all, fv)
 		}
@@ -267,7 +263,7 @@ func (n *Node) probeAnswered(r *Request, answered bool, why string) error {
 	if err := r.Tx.Bucket(bucketProbes).Delete(key); err != nil {
 		return err
 	}
-	o, s, i, err := findPiece(r.Tx, st.Piece)
+	o, s, i, err := r.Tx.FindPiece(st.Piece)
 	if err != nil {
 		return err
 	}
@@ -296,10 +292,10 @@ func (n *Node) probeAnswered(r *Request, answered bool, why string) error {
 		return nil
 	}
 	p := &o.Segments[s].Pieces[i]
-	if healthy(*p) {
+	if p.Healthy() {
 		p.State, p.Why = PieceLost, "failed probe: "+why
 	}
-	return putObject(r.Tx, o)
+	return r.Tx.PutObject(o)
 }
 
 // checkChunks returns why a probe answer is wrong, or "".

@@ -160,9 +160,9 @@ func (n *Node) RecoverFile(sname string, version int) (string, error) {
 // newest when version is 0).
 func chooseVersions(tx *books.Tx, root string, version int) (map[string]FileVersion, error) {
 	chosen := map[string]FileVersion{}
-	err := eachVersion(tx, root, func(name string, ver int, fv FileVersion) error {
-		if version == 0 || ver == version {
-			chosen[name] = fv // versions come in order: the newest wins
+	err := tx.EachVersionUnder(root, func(fv FileVersion) error {
+		if version == 0 || fv.Version == version {
+			chosen[fv.Name] = fv // versions come in order: the newest wins
 		}
 		return nil
 	})
@@ -177,7 +177,7 @@ func (n *Node) askForObjects(tx *books.Tx, job *RecoveryJob) error {
 		if done {
 			continue
 		}
-		o, err := getObject(tx, id)
+		o, err := tx.Object(id)
 		if err != nil {
 			return err
 		}
@@ -315,7 +315,7 @@ func handleRecoverResponse(r *Request) error {
 	if len(jobs) == 0 {
 		// A late answer (a recover_all finished without this peer): the piece is not
 		// needed, but the books learn that the peer holds it.
-		if o, err := getObject(r.Tx, op.Info.Object); err != nil || o == nil {
+		if o, err := r.Tx.Object(op.Info.Object); err != nil || o == nil {
 			return err
 		} else if lastAll, err := getJob(r.Tx, allJobName); err == nil && lastAll != nil {
 			return n.notePiece(r.Tx, o, op, r.Peer.Name, id, layout)
@@ -339,7 +339,7 @@ func handleRecoverResponse(r *Request) error {
 			wanted = true
 		}
 	}
-	o, err := getObject(r.Tx, op.Info.Object)
+	o, err := r.Tx.Object(op.Info.Object)
 	if err != nil {
 		return err
 	}
@@ -421,11 +421,10 @@ func (n *Node) rebuildBooks(tx *books.Tx, op *openedPiece, peer, id string, layo
 		if err != nil || name != me.Name || me.Version < 1 {
 			return nil, reject("RECOVER_RESPONSE: bad manifest entry %q", me.Name)
 		}
-		key := versionKey(me.Name, me.Version)
-		if tx.Bucket(bucketVersions).Get(key) != nil {
+		if tx.HasVersion(me.Name, me.Version) {
 			continue
 		}
-		if err := putJSON(tx.Bucket(bucketVersions), key, FileVersion{ManifestEntry: me, Object: o.ID}); err != nil {
+		if err := tx.PutVersion(FileVersion{ManifestEntry: me, Object: o.ID}); err != nil {
 			return nil, err
 		}
 		o.Refs++
@@ -453,7 +452,7 @@ func (n *Node) notePiece(tx *books.Tx, o *Object, op *openedPiece, peer, id stri
 	}
 	seg.Pieces = append(seg.Pieces, p)
 	sort.Slice(seg.Pieces, func(a, b int) bool { return seg.Pieces[a].Index < seg.Pieces[b].Index })
-	if err := tx.Bucket(bucketPieceIdx).Put([]byte(id), pieceIdxValue(o.ID, pi.Segment, pi.Index)); err != nil {
+	if err := tx.IndexPiece(id, o.ID, pi.Segment, pi.Index); err != nil {
 		return err
 	}
 	ps, err := tx.Peer(peer)
@@ -464,7 +463,7 @@ func (n *Node) notePiece(tx *books.Tx, o *Object, op *openedPiece, peer, id stri
 	if err := tx.PutPeer(peer, ps); err != nil {
 		return err
 	}
-	return putObject(tx, o)
+	return tx.PutObject(o)
 }
 
 func (n *Node) stagePath(obj string, parts ...string) string {
@@ -652,7 +651,7 @@ func (n *Node) writeJob(tx *books.Tx, j *RecoveryJob, chosen map[string]FileVers
 			j.Written++
 			if fv.Hash == "" && like != "" { // note it: the next store finds the file unchanged
 				fv.Hash = got
-				if err := putJSON(tx.Bucket(bucketVersions), versionKey(fv.Name, fv.Version), fv); err != nil {
+				if err := tx.PutVersion(fv); err != nil {
 					return err
 				}
 			}
@@ -694,7 +693,7 @@ func hashForm(tx *books.Tx, fv FileVersion) string {
 	if fv.Hash != "" || fv.Kind != KindFile || fv.Object == "" {
 		return fv.Hash
 	}
-	o, err := getObject(tx, fv.Object)
+	o, err := tx.Object(fv.Object)
 	if err != nil || o == nil {
 		return ""
 	}

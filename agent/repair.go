@@ -42,11 +42,7 @@ func (n *Node) Repair() (RepairResult, error) {
 	var todo []string
 	err = n.withDB(func(db *books.DB) error {
 		return db.Update(func(tx *books.Tx) error {
-			return tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
-				var o Object
-				if err := json.Unmarshal(v, &o); err != nil {
-					return err
-				}
+			return tx.EachObject(func(o *Object) error {
 				if o.Refs <= 0 {
 					return nil
 				}
@@ -75,7 +71,7 @@ func (n *Node) Repair() (RepairResult, error) {
 					}
 				}
 				if changed {
-					if err := putObject(tx, &o); err != nil {
+					if err := tx.PutObject(o); err != nil {
 						return err
 					}
 				}
@@ -84,7 +80,7 @@ func (n *Node) Repair() (RepairResult, error) {
 						return err
 					}
 				}
-				if len(o.needRepair(n.spare(&o))) > 0 {
+				if len(o.NeedRepair(n.spare(o))) > 0 {
 					todo = append(todo, o.ID)
 				}
 				return nil
@@ -98,7 +94,7 @@ func (n *Node) Repair() (RepairResult, error) {
 	for _, id := range todo {
 		err := n.withDB(func(db *books.DB) error {
 			return db.Update(func(tx *books.Tx) error {
-				o, err := getObject(tx, id)
+				o, err := tx.Object(id)
 				if err != nil || o == nil {
 					return err
 				}
@@ -132,30 +128,6 @@ func (n *Node) Repair() (RepairResult, error) {
 // still there; a peer that is only briefly away is not counted lost (repairAfter).
 func (n *Node) spare(o *Object) int { return int(n.Opts.Int("repairSpare")) }
 
-func healthy(p Piece) bool { return p.ID != "" && (p.State == PieceStored || p.State == PieceSent) }
-
-// needRepair lists the segments missing pieces that have at most spare spare pieces
-// (healthy beyond k) left, and those with
-// a piece that never landed (refused over quota, or no peer had room): such a piece is
-// placed elsewhere at once, whatever the spares.
-func (o *Object) needRepair(spare int) []int {
-	var out []int
-	for s, seg := range o.Segments {
-		c, unplaced := 0, false
-		for _, p := range seg.Pieces {
-			if healthy(p) {
-				c++
-			} else if p.AckAt.IsZero() {
-				unplaced = true
-			}
-		}
-		if c < o.N && (unplaced || c-o.K <= spare) {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // localShards rebuilds the shards of the segments needing repair from the local files,
 // if they still hold exactly what was stored (every shard hash must match).
 func (n *Node) localShards(tx *books.Tx, o *Object) (map[int][]erasure.Shard, error) {
@@ -168,8 +140,7 @@ func (n *Node) localShards(tx *books.Tx, o *Object) (map[int][]erasure.Shard, er
 		if me.Kind != KindFile || me.Size == 0 {
 			continue
 		}
-		var fv FileVersion
-		ok, err := getJSON(tx.Bucket(bucketVersions), versionKey(me.Name, me.Version), &fv)
+		fv, ok, err := tx.Version(me.Name, me.Version)
 		if err != nil {
 			return nil, err
 		}
@@ -179,7 +150,7 @@ func (n *Node) localShards(tx *books.Tx, o *Object) (map[int][]erasure.Shard, er
 		sources[me.Name] = fv.Source
 	}
 	out := map[int][]erasure.Shard{}
-	for _, s := range o.needRepair(n.spare(o)) {
+	for _, s := range o.NeedRepair(n.spare(o)) {
 		seg := o.Segments[s]
 		start := int64(s) * o.SegmentSize
 		buf := make([]byte, code.BufferSize(int(seg.Size)))
@@ -234,7 +205,7 @@ func (n *Node) startRepairFetch(tx *books.Tx, o *Object) error {
 
 // finishRepairTx re-codes an object fetched back for repair and places its missing pieces.
 func (n *Node) finishRepairTx(tx *books.Tx, j *RecoveryJob) error {
-	o, err := getObject(tx, j.Target)
+	o, err := tx.Object(j.Target)
 	if err != nil {
 		return err
 	}
@@ -256,7 +227,7 @@ func (n *Node) finishRepairTx(tx *books.Tx, j *RecoveryJob) error {
 	}
 	defer f.Close()
 	shards := map[int][]erasure.Shard{}
-	for _, s := range o.needRepair(n.spare(o)) {
+	for _, s := range o.NeedRepair(n.spare(o)) {
 		seg := o.Segments[s]
 		buf := make([]byte, code.BufferSize(int(seg.Size)))
 		if _, err := f.ReadAt(buf[:seg.Size], int64(s)*o.SegmentSize); err != nil && !errors.Is(err, io.EOF) {
@@ -295,7 +266,7 @@ func (n *Node) replace(tx *books.Tx, o *Object, shards map[int][]erasure.Shard) 
 		have := map[int]bool{}
 		var keep []Piece
 		for _, p := range seg.Pieces {
-			if healthy(p) {
+			if p.Healthy() {
 				busy[p.Peer] = true
 				have[p.Index] = true
 				keep = append(keep, p)
@@ -304,7 +275,7 @@ func (n *Node) replace(tx *books.Tx, o *Object, shards map[int][]erasure.Shard) 
 			if p.ID != "" {
 				lostHere[p.Peer] = true // put it back there only if no other peer can take it
 				unstore[p.Peer] = append(unstore[p.Peer], p.ID)
-				if err := tx.Bucket(bucketPieceIdx).Delete([]byte(p.ID)); err != nil {
+				if err := tx.UnindexPiece(p.ID); err != nil {
 					return placed, short, err
 				}
 				if !p.AckAt.IsZero() {
@@ -352,11 +323,11 @@ func (n *Node) replace(tx *books.Tx, o *Object, shards map[int][]erasure.Shard) 
 			if err != nil {
 				return placed, short, retryLater{err}
 			}
-			p.msgFile = ""
+			p.MsgFile = ""
 			seg.Pieces = append(seg.Pieces, p)
 			busy[cand.name] = true
 			pending[cand.name] += p.Size
-			if err := tx.Bucket(bucketPieceIdx).Put([]byte(p.ID), pieceIdxValue(o.ID, s, idx)); err != nil {
+			if err := tx.IndexPiece(p.ID, o.ID, s, idx); err != nil {
 				return placed, short, err
 			}
 			placed++
@@ -380,7 +351,7 @@ func (n *Node) replace(tx *books.Tx, o *Object, shards map[int][]erasure.Shard) 
 			return placed, short, err
 		}
 	}
-	return placed, short, putObject(tx, o)
+	return placed, short, tx.PutObject(o)
 }
 
 // addPeerUsage moves a peer's counts of bytes it holds for us (used) and of bytes sent

@@ -22,7 +22,7 @@ func (n *Node) status(o *Object) (string, int) {
 	for _, seg := range o.Segments {
 		acked, ok := 0, 0
 		for _, p := range seg.Pieces {
-			if healthy(p) {
+			if p.Healthy() {
 				ok++
 				if p.State == PieceStored {
 					acked++
@@ -96,17 +96,13 @@ func (n *Node) engineSections(out map[string]any, want func(string) bool) error 
 				}
 				return there[p]
 			}
-			err := tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
-				var o Object
-				if err := json.Unmarshal(v, &o); err != nil {
-					return err
-				}
-				objs[o.ID] = &o
+			err := tx.EachObject(func(o *Object) error {
+				objs[o.ID] = o
 				for _, seg := range o.Segments {
 					for _, p := range seg.Pieces {
 						switch {
 						case p.ID == "":
-						case healthy(p):
+						case p.Healthy():
 							row(p.Peer).PiecesThere++
 							row(p.Peer).BytesThere += p.Size
 						case p.State == PieceLost:
@@ -121,11 +117,7 @@ func (n *Node) engineSections(out map[string]any, want func(string) bool) error 
 			}
 			if want("files") {
 				files := []FileRow{}
-				err := tx.Bucket(bucketVersions).ForEach(func(k, v []byte) error {
-					var fv FileVersion
-					if err := json.Unmarshal(v, &fv); err != nil {
-						return err
-					}
+				err := tx.EachVersion(func(fv FileVersion) error {
 					r := FileRow{Name: fv.Name, Version: fv.Version, Size: fv.Size, Status: StatusStored, Kind: fv.Kind, Deleted: timePtr(fv.Deleted)}
 					if o := objs[fv.Object]; o != nil {
 						r.Status, r.Pieces = n.status(o)

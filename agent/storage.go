@@ -233,7 +233,7 @@ func (n *Node) pieceAnswered(r *Request, id string, ok bool, why string) error {
 	if !validID(id) {
 		return reject("%s: bad Piece-Id", r.Header.Get(pgpmsg.FieldType))
 	}
-	o, s, i, err := findPiece(r.Tx, id)
+	o, s, i, err := r.Tx.FindPiece(id)
 	if err != nil {
 		return err
 	}
@@ -268,7 +268,7 @@ func (n *Node) pieceAnswered(r *Request, id string, ok bool, why string) error {
 	if err := r.Tx.PutPeer(p.Peer, ps); err != nil {
 		return err
 	}
-	return putObject(r.Tx, o)
+	return r.Tx.PutObject(o)
 }
 
 // piecesUnstored closes the books on pieces a peer confirmed it dropped.
@@ -279,7 +279,7 @@ func (n *Node) piecesUnstored(tx *books.Tx, peer string, ids []string) error {
 	}
 	touched := map[string]*Object{}
 	for _, id := range ids {
-		o, s, i, err := findPiece(tx, id)
+		o, s, i, err := tx.FindPiece(id)
 		if err != nil {
 			return err
 		}
@@ -302,34 +302,23 @@ func (n *Node) piecesUnstored(tx *books.Tx, peer string, ids []string) error {
 			ps.RemotePending = max(0, ps.RemotePending-p.Size)
 		}
 		p.State, p.ID = "", ""
-		if err := tx.Bucket(bucketPieceIdx).Delete([]byte(id)); err != nil {
+		if err := tx.UnindexPiece(id); err != nil {
 			return err
 		}
 		touched[o.ID] = o
 	}
 	for _, o := range touched {
-		if o.Refs <= 0 && !o.hasPieces() {
-			if err := tx.Bucket(bucketObjects).Delete([]byte(o.ID)); err != nil {
+		if o.Refs <= 0 && !o.HasPieces() {
+			if err := tx.DeleteObject(o.ID); err != nil {
 				return err
 			}
 			continue
 		}
-		if err := putObject(tx, o); err != nil {
+		if err := tx.PutObject(o); err != nil {
 			return err
 		}
 	}
 	return tx.PutPeer(peer, ps)
-}
-
-func (o *Object) hasPieces() bool {
-	for _, seg := range o.Segments {
-		for _, p := range seg.Pieces {
-			if p.ID != "" {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // unstoreObjectTx asks the peers to drop every piece of an object no version uses any
@@ -366,34 +355,34 @@ func (n *Node) unstoreObjectTx(tx *books.Tx, o *Object) error {
 			return err
 		}
 	}
-	if !o.hasPieces() {
-		return tx.Bucket(bucketObjects).Delete([]byte(o.ID))
+	if !o.HasPieces() {
+		return tx.DeleteObject(o.ID)
 	}
-	return putObject(tx, o)
+	return tx.PutObject(o)
 }
 
 // dropVersionTx removes one file version and releases its object.
 func (n *Node) dropVersionTx(tx *books.Tx, fv FileVersion) error {
-	if err := tx.Bucket(bucketVersions).Delete(versionKey(fv.Name, fv.Version)); err != nil {
+	if err := tx.DeleteVersion(fv.Name, fv.Version); err != nil {
 		return err
 	}
 	if fv.Object == "" {
 		return nil
 	}
-	o, err := getObject(tx, fv.Object)
+	o, err := tx.Object(fv.Object)
 	if err != nil || o == nil {
 		return err
 	}
 	o.Refs--
 	if o.Refs > 0 {
-		return putObject(tx, o)
+		return tx.PutObject(o)
 	}
 	return n.unstoreObjectTx(tx, o)
 }
 
 // pruneVersionsTx keeps the newest maxVersions versions of name.
 func (n *Node) pruneVersionsTx(tx *books.Tx, name string) error {
-	vs, err := versions(tx, name)
+	vs, err := tx.Versions(name)
 	if err != nil {
 		return err
 	}
@@ -424,9 +413,9 @@ func (n *Node) Unstore(sname string) (UnstoreResult, error) {
 		return db.Update(func(tx *books.Tx) error {
 			var all []FileVersion
 			names := map[string]bool{}
-			err := eachVersion(tx, root, func(name string, _ int, fv FileVersion) error {
+			err := tx.EachVersionUnder(root, func(fv FileVersion) error {
 				all = append(all, fv)
-				names[name] = true
+				names[fv.Name] = true
 				return nil
 			})
 			if err != nil {
@@ -441,7 +430,7 @@ func (n *Node) Unstore(sname string) (UnstoreResult, error) {
 				}
 			}
 			for name := range names {
-				if err := tx.Bucket(bucketStat).Delete([]byte(name)); err != nil {
+				if err := tx.DeleteStat(name); err != nil {
 					return err
 				}
 			}

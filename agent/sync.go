@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"encoding/json"
 	"os"
 	"strconv"
 
@@ -34,14 +33,10 @@ func (n *Node) SyncPeers() (int, error) {
 				return err // books being rebuilt or fetched: not the time to free anything
 			}
 			lists := map[string][]string{}
-			err := tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
-				var o Object
-				if err := json.Unmarshal(v, &o); err != nil {
-					return err
-				}
+			err := tx.EachObject(func(o *Object) error {
 				for _, seg := range o.Segments {
 					for _, p := range seg.Pieces {
-						if healthy(p) {
+						if p.Healthy() {
 							lists[p.Peer] = append(lists[p.Peer], p.ID)
 						}
 					}
@@ -124,11 +119,7 @@ func handleStorageListAck(r *Request) error {
 		return err
 	}
 	var unstoring []string
-	err = r.Tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
-		var o Object
-		if err := json.Unmarshal(v, &o); err != nil {
-			return err
-		}
+	err = r.Tx.EachObject(func(o *Object) error {
 		for _, seg := range o.Segments {
 			for _, p := range seg.Pieces {
 				if p.ID != "" && p.Peer == r.Peer.Name && p.State == PieceUnstoring {
@@ -145,7 +136,7 @@ func handleStorageListAck(r *Request) error {
 		return err
 	}
 	for _, id := range ids {
-		o, s, i, err := findPiece(r.Tx, id)
+		o, s, i, err := r.Tx.FindPiece(id)
 		if err != nil {
 			return err
 		}
@@ -157,7 +148,7 @@ func handleStorageListAck(r *Request) error {
 			continue // a piece still on its way is not lost
 		}
 		p.State, p.Why = PieceLost, "the peer's storage list lacks it"
-		if err := putObject(r.Tx, o); err != nil { // usage is given back when repair drops it
+		if err := r.Tx.PutObject(o); err != nil { // usage is given back when repair drops it
 			return err
 		}
 	}
