@@ -58,7 +58,7 @@ func (n *Node) Clear() (int, error) {
 
 // handleClearDB drops everything we hold for the sender.
 func handleClearDB(r *Request) error {
-	ids := heldIDs(r.Tx, r.Peer.Name)
+	ids := r.Tx.HeldIDs(r.Peer.Name)
 	if err := r.Node.dropHeld(r.Tx, r.Peer.Name, ids); err != nil {
 		return err
 	}
@@ -73,7 +73,7 @@ func (n *Node) Forget(peer string) (int, error) {
 	var dropped int
 	err := n.withDB(func(db *books.DB) error {
 		return db.Update(func(tx *books.Tx) error {
-			ids := heldIDs(tx, peer)
+			ids := tx.HeldIDs(peer)
 			dropped = len(ids)
 			if err := n.dropHeld(tx, peer, ids); err != nil {
 				return err
@@ -159,7 +159,7 @@ func (n *Node) Cleanup() (CleanupResult, error) {
 	keep := n.Opts.Duration("keepDeleted")
 	err = n.withDB(func(db *books.DB) error {
 		return db.Update(func(tx *books.Tx) error {
-			jobs, err := activeJobs(tx)
+			jobs, err := tx.ActiveJobs()
 			if err != nil {
 				return err
 			}

@@ -1,16 +1,13 @@
 package agent
 
 import (
-	"encoding/json"
 	"path/filepath"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/dibs-backup/dibs/agent/books"
 )
 
 // The node database is package books: one file, db/dibs.db, whose schema books lists.
-
+//
 // A daemon and cron commands sharing a DIBS_DIR take its two waited-for locks in one
 // order: the database (the flock on db/dibs.db), then the outbox lock (db/outbox.lock,
 // outbox.go). So the outbox is flushed only with the database held: a process holding the
@@ -50,22 +47,6 @@ func (n *Node) withDB(fn func(*books.DB) error) error {
 
 // PeerState is what the node knows of a peer beyond the peer list: usage and liveness.
 type PeerState = books.PeerState
-
-func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
-	raw := b.Get(key)
-	if raw == nil {
-		return false, nil
-	}
-	return true, json.Unmarshal(raw, v)
-}
-
-func putJSON(b *bolt.Bucket, key []byte, v any) error {
-	raw, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return b.Put(key, raw)
-}
 
 // updatePeerState applies fn to a peer's state in its own transaction.
 func (n *Node) updatePeerState(name string, fn func(*PeerState)) error {

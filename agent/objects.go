@@ -14,17 +14,12 @@ import (
 	"github.com/dibs-backup/dibs/pgpmsg"
 )
 
-// The backup engine's books (the types are books'). An owner stores objects: one large
-// file's content, or a pack of small files (so that the number of messages grows with
-// bytes, not with files). An object is cut into segments; each segment is Reed-Solomon
-// coded into n pieces, each on a different peer. A file version names the object and the
-// range of it that holds its content; a directory or a symlink is a version without
-// content.
-var (
-	bucketHeld     = []byte("held")     // peer \x00 piece id -> HeldPiece (JSON): what we keep for others
-	bucketRecovery = []byte("recovery") // job name -> RecoveryJob (JSON)
-	bucketProbes   = []byte("probes")   // Message-Id of a PROBE -> ProbeState (JSON)
-)
+// The backup engine's books (their types are package books'). An owner stores objects:
+// one large file's content, or a pack of small files (so that the number of messages
+// grows with bytes, not with files). An object is cut into segments; each segment is
+// Reed-Solomon coded into n pieces, each on a different peer. A file version names the
+// object and the range of it that holds its content; a directory or a symlink is a
+// version without content.
 
 // Piece states, from the owner's side.
 const (
@@ -46,6 +41,8 @@ type (
 	ManifestEntry = books.ManifestEntry
 	// FileVersion is one stored version of a stored name.
 	FileVersion = books.FileVersion
+	// HeldPiece is a piece we keep for a peer.
+	HeldPiece = books.HeldPiece
 )
 
 // Kinds of stored entries.
@@ -54,16 +51,6 @@ const (
 	KindDir     = books.KindDir
 	KindSymlink = books.KindSymlink
 )
-
-// HeldPiece is a piece we keep for a peer.
-type HeldPiece struct {
-	Size   int64     `json:"size"`
-	Stored time.Time `json:"stored"`
-	// Sent is the Date of the STORE: a storage list older than it does not free the piece.
-	Sent time.Time `json:"sent"`
-}
-
-func heldKey(peer, piece string) []byte { return []byte(peer + "\x00" + piece) }
 
 // The sealed piece. A piece is an OpenPGP message sealed by the owner to its own key:
 // a header that says what the piece is, then the object's manifest and the shard.

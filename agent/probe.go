@@ -4,14 +4,12 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
@@ -29,13 +27,7 @@ const (
 )
 
 // ProbeState is a probe waiting for its answer, keyed by the PROBE's Message-Id.
-type ProbeState struct {
-	Piece  string    `json:"piece"`
-	Peer   string    `json:"peer"`
-	Object string    `json:"object"`
-	Chunks []int     `json:"chunks"`
-	Sent   time.Time `json:"sent"`
-}
+type ProbeState = books.ProbeState
 
 func init() {
 	handlers[TypeProbe] = handleProbe
@@ -87,7 +79,7 @@ func (n *Node) Probe(sname string) (ProbeResult, error) {
 						return err
 					}
 					st := ProbeState{Piece: p.ID, Peer: p.Peer, Object: o.ID, Chunks: chunks, Sent: m.Date}
-					if err := putJSON(tx.Bucket(bucketProbes), []byte(m.ID), st); err != nil {
+					if err := tx.PutProbe(m.ID, st); err != nil {
 						return err
 					}
 					res.Pieces++
@@ -176,7 +168,7 @@ func handleProbe(r *Request) error {
 	if err != nil {
 		return reject("PROBE: Chunks: %v", err)
 	}
-	if r.Tx.Bucket(bucketHeld).Get(heldKey(r.Peer.Name, id)) == nil {
+	if !r.Tx.Holds(r.Peer.Name, id) {
 		return r.nack(TypeProbe, "unknown piece", [2]string{fieldPiece, id})
 	}
 	f, err := os.Open(r.Node.storagePath(r.Peer.Name, id))
@@ -251,16 +243,15 @@ func handleProbeResponse(r *Request) error {
 // probeAnswered closes a probe: good answers count for the peer; a wrong or refused
 // answer marks the piece lost, and repair rebuilds it elsewhere.
 func (n *Node) probeAnswered(r *Request, answered bool, why string) error {
-	key := []byte(r.Header.Get(pgpmsg.FieldInReplyTo))
-	var st ProbeState
-	ok, err := getJSON(r.Tx.Bucket(bucketProbes), key, &st)
+	id := r.Header.Get(pgpmsg.FieldInReplyTo)
+	st, ok, err := r.Tx.Probe(id)
 	if err != nil || !ok {
 		return err // not ours, or timed out already
 	}
 	if st.Peer != r.Peer.Name {
 		return reject("probe answer from %s, asked %s", r.Peer.Name, st.Peer)
 	}
-	if err := r.Tx.Bucket(bucketProbes).Delete(key); err != nil {
+	if err := r.Tx.DeleteProbe(id); err != nil {
 		return err
 	}
 	o, s, i, err := r.Tx.FindPiece(st.Piece)
@@ -345,16 +336,11 @@ func (n *Node) ExpireProbes() (int, error) {
 	expired := 0
 	err := n.withDB(func(db *books.DB) error {
 		return db.Update(func(tx *books.Tx) error {
-			b := tx.Bucket(bucketProbes)
-			var old [][]byte
+			var old []string
 			var peers []string
-			err := b.ForEach(func(k, v []byte) error {
-				var st ProbeState
-				if err := json.Unmarshal(v, &st); err != nil {
-					return err
-				}
+			err := tx.EachProbe(func(id string, st ProbeState) error {
 				if now.Sub(st.Sent) > limit {
-					old = append(old, append([]byte(nil), k...))
+					old = append(old, id)
 					peers = append(peers, st.Peer)
 				}
 				return nil
@@ -362,8 +348,8 @@ func (n *Node) ExpireProbes() (int, error) {
 			if err != nil {
 				return err
 			}
-			for i, k := range old {
-				if err := b.Delete(k); err != nil {
+			for i, id := range old {
+				if err := tx.DeleteProbe(id); err != nil {
 					return err
 				}
 				ps, err := tx.Peer(peers[i])

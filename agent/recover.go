@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -34,16 +32,9 @@ const (
 
 // Recovery states (show_database --only recovery).
 const (
-	RecoveryWaiting = "waiting"
-	RecoveryDone    = "done"
-	RecoveryFailed  = "failed"
-)
-
-// Job kinds.
-const (
-	jobFile   = "file"
-	jobAll    = "all"
-	jobRepair = "repair"
+	RecoveryWaiting = books.RecoveryWaiting
+	RecoveryDone    = books.RecoveryDone
+	RecoveryFailed  = books.RecoveryFailed
 )
 
 const (
@@ -56,24 +47,7 @@ const (
 
 // RecoveryJob is a recovery in progress: it lives in the database, with the shards
 // received so far under recovery.tmp/, so it survives restarts.
-type RecoveryJob struct {
-	Name    string    `json:"name"`
-	Kind    string    `json:"kind"`
-	Target  string    `json:"target,omitempty"` // stored name (file jobs), object id (repair)
-	Version int       `json:"version,omitempty"`
-	State   string    `json:"state"`
-	Started time.Time `json:"started"`
-	Ended   time.Time `json:"ended,omitzero"`
-	// Objects maps the object ids the job needs to whether they are assembled.
-	Objects map[string]bool `json:"objects"`
-	// Finished maps each peer asked by recover_all to the pieces it said it sent (-1: not yet).
-	Finished map[string]int `json:"finished,omitempty"`
-	Received map[string]int `json:"received,omitempty"`
-	// Pieces are the piece ids recover_all received, so a piece sent twice counts once.
-	Pieces  map[string]bool `json:"pieces,omitempty"`
-	Written int             `json:"written"`
-	Error   string          `json:"error,omitempty"`
-}
+type RecoveryJob = books.RecoveryJob
 
 func init() {
 	handlers[TypeRecover] = handleRecover
@@ -81,38 +55,6 @@ func init() {
 	handlers[TypeRecoverAll] = handleRecoverAll
 	handlers[TypeFinishedAll] = answering(handleFinishedAll)
 	nackHandlers[TypeRecover] = func(r *Request) error { return nil } // the piece is gone there: others will do
-}
-
-func getJob(tx *books.Tx, name string) (*RecoveryJob, error) {
-	var j RecoveryJob
-	ok, err := getJSON(tx.Bucket(bucketRecovery), []byte(name), &j)
-	if err != nil || !ok {
-		return nil, err
-	}
-	j.init()
-	return &j, nil
-}
-
-// init gives a job read back from the database its maps (empty ones are not stored).
-func (j *RecoveryJob) init() {
-	if j.Objects == nil {
-		j.Objects = map[string]bool{}
-	}
-	if j.Kind == jobAll {
-		if j.Finished == nil {
-			j.Finished = map[string]int{}
-		}
-		if j.Received == nil {
-			j.Received = map[string]int{}
-		}
-		if j.Pieces == nil {
-			j.Pieces = map[string]bool{}
-		}
-	}
-}
-
-func putJob(tx *books.Tx, j *RecoveryJob) error {
-	return putJSON(tx.Bucket(bucketRecovery), []byte(j.Name), j)
 }
 
 // RecoverFile asks the peers holding pieces of a stored file or tree (its latest
@@ -123,7 +65,7 @@ func (n *Node) RecoverFile(sname string, version int) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	job := &RecoveryJob{Name: root, Kind: jobFile, Target: root, Version: version, State: RecoveryWaiting, Started: n.Now().UTC(), Objects: map[string]bool{}}
+	job := &RecoveryJob{Name: root, Kind: books.JobFile, Target: root, Version: version, State: RecoveryWaiting, Started: n.Now().UTC(), Objects: map[string]bool{}}
 	err = n.withDB(func(db *books.DB) error {
 		return db.Update(func(tx *books.Tx) error {
 			chosen, err := chooseVersions(tx, root, version)
@@ -144,7 +86,7 @@ func (n *Node) RecoverFile(sname string, version int) (string, error) {
 			if err := n.askForObjects(tx, job); err != nil {
 				return err
 			}
-			if err := putJob(tx, job); err != nil {
+			if err := tx.PutJob(job); err != nil {
 				return err
 			}
 			return n.checkJob(tx, job)
@@ -224,7 +166,7 @@ func (n *Node) RecoverAll() error {
 	}
 	err = n.withDB(func(db *books.DB) error {
 		return db.Update(func(tx *books.Tx) error {
-			job := &RecoveryJob{Name: allJobName, Kind: jobAll, State: RecoveryWaiting, Started: n.Now().UTC(),
+			job := &RecoveryJob{Name: allJobName, Kind: books.JobAll, State: RecoveryWaiting, Started: n.Now().UTC(),
 				Objects: map[string]bool{}, Finished: map[string]int{}, Received: map[string]int{}, Pieces: map[string]bool{}}
 			for _, p := range peers {
 				job.Finished[p.Name] = -1
@@ -232,7 +174,7 @@ func (n *Node) RecoverAll() error {
 					return err
 				}
 			}
-			return putJob(tx, job)
+			return tx.PutJob(job)
 		})
 	})
 	if err != nil {
@@ -248,9 +190,8 @@ func handleRecover(r *Request) error {
 	if err != nil {
 		return err
 	}
-	held := r.Tx.Bucket(bucketHeld)
 	for _, id := range ids {
-		if held.Get(heldKey(r.Peer.Name, id)) == nil {
+		if !r.Tx.Holds(r.Peer.Name, id) {
 			if err := r.nack(TypeRecover, "unknown piece", [2]string{fieldPiece, id}); err != nil {
 				return err
 			}
@@ -265,7 +206,7 @@ func handleRecover(r *Request) error {
 
 // handleRecoverAll sends back every piece we hold for the sender, then says how many.
 func handleRecoverAll(r *Request) error {
-	ids := heldIDs(r.Tx, r.Peer.Name)
+	ids := r.Tx.HeldIDs(r.Peer.Name)
 	for _, id := range ids {
 		if err := r.ReplyFile(TypeRecoverResponse, [][2]string{{fieldPiece, id}}, r.Node.storagePath(r.Peer.Name, id)); err != nil {
 			return err
@@ -276,7 +217,7 @@ func handleRecoverAll(r *Request) error {
 
 // handleFinishedAll records that a peer sent all it holds for us.
 func handleFinishedAll(r *Request) error {
-	job, err := getJob(r.Tx, allJobName)
+	job, err := r.Tx.Job(allJobName)
 	if err != nil || job == nil || job.State != RecoveryWaiting {
 		return err
 	}
@@ -285,7 +226,7 @@ func handleFinishedAll(r *Request) error {
 		return reject("FINISHED_RECOVER_ALL: bad Count")
 	}
 	job.Finished[r.Peer.Name] = c
-	if err := putJob(r.Tx, job); err != nil {
+	if err := r.Tx.PutJob(job); err != nil {
 		return err
 	}
 	return r.Node.checkJob(r.Tx, job)
@@ -300,7 +241,7 @@ func handleRecoverResponse(r *Request) error {
 	if !validID(id) {
 		return reject("RECOVER_RESPONSE: bad Piece-Id")
 	}
-	jobs, err := activeJobs(r.Tx)
+	jobs, err := r.Tx.ActiveJobs()
 	if err != nil {
 		return err
 	}
@@ -317,7 +258,7 @@ func handleRecoverResponse(r *Request) error {
 		// needed, but the books learn that the peer holds it.
 		if o, err := r.Tx.Object(op.Info.Object); err != nil || o == nil {
 			return err
-		} else if lastAll, err := getJob(r.Tx, allJobName); err == nil && lastAll != nil {
+		} else if lastAll, err := r.Tx.Job(allJobName); err == nil && lastAll != nil {
 			return n.notePiece(r.Tx, o, op, r.Peer.Name, id, layout)
 		}
 		return nil
@@ -325,7 +266,7 @@ func handleRecoverResponse(r *Request) error {
 	var all *RecoveryJob
 	wanted := false
 	for _, j := range jobs {
-		if j.Kind == jobAll {
+		if j.Kind == books.JobAll {
 			all = j
 			if !j.Pieces[id] {
 				j.Pieces[id] = true
@@ -369,7 +310,7 @@ func handleRecoverResponse(r *Request) error {
 		}
 	}
 	for _, j := range jobs {
-		if err := putJob(r.Tx, j); err != nil {
+		if err := r.Tx.PutJob(j); err != nil {
 			return err
 		}
 		if err := n.checkJob(r.Tx, j); err != nil {
@@ -377,22 +318,6 @@ func handleRecoverResponse(r *Request) error {
 		}
 	}
 	return nil
-}
-
-func activeJobs(tx *books.Tx) ([]*RecoveryJob, error) {
-	var out []*RecoveryJob
-	err := tx.Bucket(bucketRecovery).ForEach(func(k, v []byte) error {
-		var j RecoveryJob
-		if err := json.Unmarshal(v, &j); err != nil {
-			return err
-		}
-		if j.State == RecoveryWaiting {
-			j.init()
-			out = append(out, &j)
-		}
-		return nil
-	})
-	return out, err
 }
 
 // tolerant passes what it reads to a chunk scanner, whose complaint must not stop the
@@ -563,7 +488,7 @@ func (n *Node) checkJob(tx *books.Tx, j *RecoveryJob) error {
 		return nil
 	}
 	var silent []string
-	if j.Kind == jobAll {
+	if j.Kind == books.JobAll {
 		// Done when the peers that answered have sent all they hold and every object
 		// learnt of is assembled; a peer that has not answered at all (it may be gone for
 		// good) is not waited for once another one has finished.
@@ -597,7 +522,7 @@ func (n *Node) checkJob(tx *books.Tx, j *RecoveryJob) error {
 		}
 	}
 	if missing > 0 {
-		if j.Kind != jobAll {
+		if j.Kind != books.JobAll {
 			return nil
 		}
 		// Every peer has answered: what is still missing cannot be rebuilt.
@@ -607,9 +532,9 @@ func (n *Node) checkJob(tx *books.Tx, j *RecoveryJob) error {
 		j.Error += fmt.Sprintf("%d objects have fewer than k pieces left", missing)
 	}
 	switch j.Kind {
-	case jobRepair:
+	case books.JobRepair:
 		return n.finishRepairTx(tx, j)
-	case jobAll:
+	case books.JobAll:
 		chosen, err := chooseVersions(tx, "/", 0)
 		if err != nil {
 			return err
@@ -682,7 +607,7 @@ func (n *Node) writeJob(tx *books.Tx, j *RecoveryJob, chosen map[string]FileVers
 	for id := range j.Objects {
 		os.RemoveAll(n.stagePath(id))
 	}
-	return putJob(tx, j)
+	return tx.PutJob(j)
 }
 
 // hashForm is the form of fv's content hash: fv.Hash itself, or for a large file whose

@@ -98,7 +98,7 @@ func (n *Node) Repair() (RepairResult, error) {
 				if err != nil || o == nil {
 					return err
 				}
-				if j, err := getJob(tx, repairPrefix+id); err != nil || (j != nil && j.State == RecoveryWaiting) {
+				if j, err := tx.Job(repairPrefix + id); err != nil || (j != nil && j.State == RecoveryWaiting) {
 					return err // already fetching
 				}
 				shards, err := n.localShards(tx, o)
@@ -195,12 +195,12 @@ func (n *Node) localShards(tx *books.Tx, o *Object) (map[int][]erasure.Shard, er
 // startRepairFetch asks the holders of an object's pieces for them; the repair finishes
 // when the object is assembled (finishRepairTx).
 func (n *Node) startRepairFetch(tx *books.Tx, o *Object) error {
-	job := &RecoveryJob{Name: repairPrefix + o.ID, Kind: jobRepair, Target: o.ID, State: RecoveryWaiting,
+	job := &RecoveryJob{Name: repairPrefix + o.ID, Kind: books.JobRepair, Target: o.ID, State: RecoveryWaiting,
 		Started: n.Now().UTC(), Objects: map[string]bool{o.ID: false}}
 	if err := n.askForObjects(tx, job); err != nil {
 		return err
 	}
-	return putJob(tx, job)
+	return tx.PutJob(job)
 }
 
 // finishRepairTx re-codes an object fetched back for repair and places its missing pieces.
@@ -215,7 +215,7 @@ func (n *Node) finishRepairTx(tx *books.Tx, j *RecoveryJob) error {
 		if o != nil {
 			j.State, j.Error = RecoveryFailed, "fewer than k pieces came back"
 		}
-		return putJob(tx, j)
+		return tx.PutJob(j)
 	}
 	code, err := erasure.New(o.K, o.N-o.K)
 	if err != nil {
@@ -242,7 +242,7 @@ func (n *Node) finishRepairTx(tx *books.Tx, j *RecoveryJob) error {
 		return err
 	}
 	n.Log.Info("repaired from fetched pieces", "object", o.ID, "placed", placed, "short", short)
-	return putJob(tx, j)
+	return tx.PutJob(j)
 }
 
 // replace seals the missing pieces of the given segments and places each on a peer that

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"encoding/json"
 	"time"
 
 	"github.com/dibs-backup/dibs/agent/books"
@@ -133,12 +132,7 @@ func (n *Node) engineSections(out map[string]any, want func(string) bool) error 
 				out["files"] = files
 			}
 			held := map[string]*StorageRow{}
-			err = tx.Bucket(bucketHeld).ForEach(func(k, v []byte) error {
-				var hp HeldPiece
-				if err := json.Unmarshal(v, &hp); err != nil {
-					return err
-				}
-				peer := string(k[:len(k)-33])
+			err = tx.EachHeld(func(peer, _ string, hp HeldPiece) error {
 				if held[peer] == nil {
 					held[peer] = &StorageRow{Peer: peer}
 				}
@@ -158,11 +152,7 @@ func (n *Node) engineSections(out map[string]any, want func(string) bool) error 
 			}
 			if want("recovery") {
 				rows := []RecoveryRow{}
-				err := tx.Bucket(bucketRecovery).ForEach(func(k, v []byte) error {
-					var j RecoveryJob
-					if err := json.Unmarshal(v, &j); err != nil {
-						return err
-					}
+				err := tx.EachJob(func(j *RecoveryJob) error {
 					r := RecoveryRow{Name: j.Name, State: j.State, Kind: j.Kind, Written: j.Written, Error: j.Error, Objects: len(j.Objects)}
 					for _, done := range j.Objects {
 						if done {
@@ -178,11 +168,8 @@ func (n *Node) engineSections(out map[string]any, want func(string) bool) error 
 				out["recovery"] = rows
 			}
 			waiting := map[string]int{}
-			tx.Bucket(bucketProbes).ForEach(func(k, v []byte) error {
-				var st ProbeState
-				if json.Unmarshal(v, &st) == nil {
-					waiting[st.Peer]++
-				}
+			tx.EachProbe(func(_ string, st ProbeState) error {
+				waiting[st.Peer]++
 				return nil
 			})
 			var probes []ProbeRow

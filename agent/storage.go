@@ -55,9 +55,7 @@ func handleStore(r *Request) error {
 	if !validID(id) {
 		return reject("STORE: bad Piece-Id")
 	}
-	held := tx(r).Bucket(bucketHeld)
-	key := heldKey(r.Peer.Name, id)
-	if held.Get(key) != nil {
+	if r.Tx.Holds(r.Peer.Name, id) {
 		return r.ack(TypeStore, [2]string{fieldPiece, id})
 	}
 	size := r.Msg.PayloadSize()
@@ -75,7 +73,7 @@ func handleStore(r *Request) error {
 	if _, err := queue.WriteAtomic(path, r.Msg.Payload(), 0o600); err != nil {
 		return retryLater{fmt.Errorf("keep piece: %w", err)}
 	}
-	if err := putJSON(held, key, HeldPiece{Size: size, Stored: r.Now, Sent: mustDate(r.Header)}); err != nil {
+	if err := r.Tx.PutHeld(r.Peer.Name, id, HeldPiece{Size: size, Stored: r.Now, Sent: mustDate(r.Header)}); err != nil {
 		return err
 	}
 	ps.LocalUsed += size
@@ -84,8 +82,6 @@ func handleStore(r *Request) error {
 	}
 	return r.ack(TypeStore, [2]string{fieldPiece, id})
 }
-
-func tx(r *Request) *books.Tx { return r.Tx }
 
 func mustDate(h pgpmsg.Header) (t time.Time) {
 	t, _ = h.Date()
@@ -151,15 +147,12 @@ func handleUnstore(r *Request) error {
 
 // dropHeld removes pieces we hold for peer, from disk and from the books.
 func (n *Node) dropHeld(tx *books.Tx, peer string, ids []string) error {
-	held := tx.Bucket(bucketHeld)
 	ps, err := tx.Peer(peer)
 	if err != nil {
 		return err
 	}
 	for _, id := range ids {
-		key := heldKey(peer, id)
-		var hp HeldPiece
-		ok, err := getJSON(held, key, &hp)
+		hp, ok, err := tx.Held(peer, id)
 		if err != nil {
 			return err
 		}
@@ -169,23 +162,12 @@ func (n *Node) dropHeld(tx *books.Tx, peer string, ids []string) error {
 		if err := os.Remove(n.storagePath(peer, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return retryLater{err}
 		}
-		if err := held.Delete(key); err != nil {
+		if err := tx.DeleteHeld(peer, id); err != nil {
 			return err
 		}
 		ps.LocalUsed = max(0, ps.LocalUsed-hp.Size)
 	}
 	return tx.PutPeer(peer, ps)
-}
-
-// heldIDs lists the pieces we hold for peer.
-func heldIDs(tx *books.Tx, peer string) []string {
-	var ids []string
-	prefix := []byte(peer + "\x00")
-	c := tx.Bucket(bucketHeld).Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		ids = append(ids, string(k[len(prefix):]))
-	}
-	return ids
 }
 
 // handleAck closes the owner's books on a request the peer carried out.

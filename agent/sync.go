@@ -29,7 +29,7 @@ func (n *Node) SyncPeers() (int, error) {
 	sent := 0
 	err = n.withDB(func(db *books.DB) error {
 		return db.Update(func(tx *books.Tx) error {
-			if jobs, err := activeJobs(tx); err != nil || len(jobs) > 0 {
+			if jobs, err := tx.ActiveJobs(); err != nil || len(jobs) > 0 {
 				return err // books being rebuilt or fetched: not the time to free anything
 			}
 			lists := map[string][]string{}
@@ -78,9 +78,8 @@ func handleStorageList(r *Request) error {
 	for _, id := range ids {
 		listed[id] = true
 	}
-	held := r.Tx.Bucket(bucketHeld)
 	var drop []string
-	for _, id := range heldIDs(r.Tx, r.Peer.Name) {
+	for _, id := range r.Tx.HeldIDs(r.Peer.Name) {
 		if listed[id] {
 			if _, err := os.Stat(r.Node.storagePath(r.Peer.Name, id)); err == nil {
 				delete(listed, id) // held, and still on disk
@@ -89,8 +88,8 @@ func handleStorageList(r *Request) error {
 			}
 			continue
 		}
-		var hp HeldPiece
-		if _, err := getJSON(held, heldKey(r.Peer.Name, id), &hp); err != nil {
+		hp, _, err := r.Tx.Held(r.Peer.Name, id)
+		if err != nil {
 			return err
 		}
 		if hp.Sent.Before(date) {
