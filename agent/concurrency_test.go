@@ -20,7 +20,7 @@ import (
 )
 
 // A running daemon and cron-style process_message runs on the same DIBS_DIR (each a
-// fresh agent.Open, exactly like a second process: bbolt's lock is per open file) act on
+// fresh agent.Open, exactly like a second process: the database's lock is per open file) act on
 // every file once: each HELLO gets exactly one reply, nothing is quarantined, nothing is
 // left. The HELLOs arrive in waves while both are at work.
 func TestDaemonAndCronActOnEachFileOnce(t *testing.T) {

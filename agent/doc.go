@@ -7,9 +7,8 @@
 //	options.go     dibsrc.toml: the option table, parsing, bounds and lookups
 //	peers.go       Peer: talk and listen methods, peers.toml
 //	peerops.go     add_peer, edit_peer, delete_peer
-//	db.go          the database: its buckets, PeerState
-//	objects.go     the owner's books (objects, pieces, file versions, held pieces) and the
-//	               sealed piece's header (PieceInfo, openPiece)
+//	db.go          withDB: the node's use of the database (opening, the lock order)
+//	objects.go     the sealed piece's header (PieceInfo, openPiece) and object helpers
 //
 //	protocol.go    the protocol's reference: message types, header fields, and routeOf,
 //	               the table of what runs for each type
@@ -40,5 +39,8 @@
 //	showstore.go   show_database: files, storage, recovery, probe and stats
 //	size.go        DIBS size units
 //
+// books/ is the database: the bbolt schema, the record types (objects, pieces, file
+// versions, held pieces, peer state, recovery jobs, probes, outbox, requests, the replay
+// table) and typed accessors on a transaction; nothing else imports bbolt.
 // demo/ runs `dibs demo`.
 package agent

@@ -3,8 +3,7 @@ package agent
 import (
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
 )
 
@@ -12,7 +11,7 @@ import (
 // database transaction that also records its Message-Id.
 type Request struct {
 	Node   *Node
-	Tx     *bolt.Tx
+	Tx     *books.Tx
 	Peer   *Peer
 	Msg    *pgpmsg.Opened
 	Header pgpmsg.Header
@@ -23,7 +22,7 @@ type Request struct {
 func (r *Request) Reply(typ string, fields [][2]string, payload []byte) error {
 	m := r.Node.newOut(r.Peer.Name, typ, fields, payload)
 	m.InReplyTo = r.Header.Get(pgpmsg.FieldMessageID)
-	return addOutbox(r.Tx, m)
+	return r.Tx.AddOutbox(m)
 }
 
 // A handler acts on one message. It may change the database through r.Tx and queue

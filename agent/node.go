@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
 )
@@ -57,7 +58,7 @@ type Node struct {
 	keyring  *pgpmsg.Keyring
 
 	dbMu   sync.Mutex
-	db     *database
+	db     *books.DB
 	dbRefs int
 	// KeepDB keeps the database open between uses (commands); the daemon clears it so
 	// that cron commands can take their turn.
@@ -239,7 +240,7 @@ func (n *Node) Close() error {
 	n.dbMu.Lock()
 	defer n.dbMu.Unlock()
 	if n.db != nil {
-		err := n.db.close()
+		err := n.db.Close()
 		n.db = nil
 		return err
 	}

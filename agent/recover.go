@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,11 +14,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
-	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/erasure"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
@@ -27,16 +25,9 @@ import (
 
 // Recovery states (show_database --only recovery).
 const (
-	RecoveryWaiting = "waiting"
-	RecoveryDone    = "done"
-	RecoveryFailed  = "failed"
-)
-
-// Job kinds.
-const (
-	jobFile   = "file"
-	jobAll    = "all"
-	jobRepair = "repair"
+	RecoveryWaiting = books.RecoveryWaiting
+	RecoveryDone    = books.RecoveryDone
+	RecoveryFailed  = books.RecoveryFailed
 )
 
 const (
@@ -49,56 +40,8 @@ const (
 
 // RecoveryJob is a recovery in progress: it lives in the database, with the shards
 // received so far under recovery.tmp/, so it survives restarts.
-type RecoveryJob struct {
-	Name    string    `json:"name"`
-	Kind    string    `json:"kind"`
-	Target  string    `json:"target,omitempty"` // stored name (file jobs), object id (repair)
-	Version int       `json:"version,omitempty"`
-	State   string    `json:"state"`
-	Started time.Time `json:"started"`
-	Ended   time.Time `json:"ended,omitzero"`
-	// Objects maps the object ids the job needs to whether they are assembled.
-	Objects map[string]bool `json:"objects"`
-	// Finished maps each peer asked by recover_all to the pieces it said it sent (-1: not yet).
-	Finished map[string]int `json:"finished,omitempty"`
-	Received map[string]int `json:"received,omitempty"`
-	// Pieces are the piece ids recover_all received, so a piece sent twice counts once.
-	Pieces  map[string]bool `json:"pieces,omitempty"`
-	Written int             `json:"written"`
-	Error   string          `json:"error,omitempty"`
-}
+type RecoveryJob = books.RecoveryJob
 
-func getJob(tx *bolt.Tx, name string) (*RecoveryJob, error) {
-	var j RecoveryJob
-	ok, err := getJSON(tx.Bucket(bucketRecovery), []byte(name), &j)
-	if err != nil || !ok {
-		return nil, err
-	}
-	j.init()
-	return &j, nil
-}
-
-// init gives a job read back from the database its maps (empty ones are not stored).
-func (j *RecoveryJob) init() {
-	if j.Objects == nil {
-		j.Objects = map[string]bool{}
-	}
-	if j.Kind == jobAll {
-		if j.Finished == nil {
-			j.Finished = map[string]int{}
-		}
-		if j.Received == nil {
-			j.Received = map[string]int{}
-		}
-		if j.Pieces == nil {
-			j.Pieces = map[string]bool{}
-		}
-	}
-}
-
-func putJob(tx *bolt.Tx, j *RecoveryJob) error {
-	return putJSON(tx.Bucket(bucketRecovery), []byte(j.Name), j)
-}
 
 // RecoverFile asks the peers holding pieces of a stored file or tree (its latest
 // version, or version) for them. The files appear under recovery/ once enough answers
@@ -108,9 +51,9 @@ func (n *Node) RecoverFile(sname string, version int) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	job := &RecoveryJob{Name: root, Kind: jobFile, Target: root, Version: version, State: RecoveryWaiting, Started: n.Now().UTC(), Objects: map[string]bool{}}
-	err = n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	job := &RecoveryJob{Name: root, Kind: books.JobFile, Target: root, Version: version, State: RecoveryWaiting, Started: n.Now().UTC(), Objects: map[string]bool{}}
+	err = n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			chosen, err := chooseVersions(tx, root, version)
 			if err != nil {
 				return err
@@ -129,7 +72,7 @@ func (n *Node) RecoverFile(sname string, version int) (string, error) {
 			if err := n.askForObjects(tx, job); err != nil {
 				return err
 			}
-			if err := putJob(tx, job); err != nil {
+			if err := tx.PutJob(job); err != nil {
 				return err
 			}
 			return n.checkJob(tx, job)
@@ -143,11 +86,11 @@ func (n *Node) RecoverFile(sname string, version int) (string, error) {
 
 // chooseVersions picks, for every stored name under root, the requested version (or the
 // newest when version is 0).
-func chooseVersions(tx *bolt.Tx, root string, version int) (map[string]FileVersion, error) {
+func chooseVersions(tx *books.Tx, root string, version int) (map[string]FileVersion, error) {
 	chosen := map[string]FileVersion{}
-	err := eachVersion(tx, root, func(name string, ver int, fv FileVersion) error {
-		if version == 0 || ver == version {
-			chosen[name] = fv // versions come in order: the newest wins
+	err := tx.EachVersionUnder(root, func(fv FileVersion) error {
+		if version == 0 || fv.Version == version {
+			chosen[fv.Name] = fv // versions come in order: the newest wins
 		}
 		return nil
 	})
@@ -156,13 +99,13 @@ func chooseVersions(tx *bolt.Tx, root string, version int) (map[string]FileVersi
 
 // askForObjects sends one RECOVER per peer, listing the pieces it holds of the job's
 // objects not yet assembled. Asking all holders costs little: the fastest k win.
-func (n *Node) askForObjects(tx *bolt.Tx, job *RecoveryJob) error {
+func (n *Node) askForObjects(tx *books.Tx, job *RecoveryJob) error {
 	byPeer := map[string][]string{}
 	for id, done := range job.Objects {
 		if done {
 			continue
 		}
-		o, err := getObject(tx, id)
+		o, err := tx.Object(id)
 		if err != nil {
 			return err
 		}
@@ -207,9 +150,9 @@ func (n *Node) RecoverAll() error {
 	if len(peers) == 0 {
 		return errors.New("no peers to recover from (import_recovery_kit sets them up)")
 	}
-	err = n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
-			job := &RecoveryJob{Name: allJobName, Kind: jobAll, State: RecoveryWaiting, Started: n.Now().UTC(),
+	err = n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
+			job := &RecoveryJob{Name: allJobName, Kind: books.JobAll, State: RecoveryWaiting, Started: n.Now().UTC(),
 				Objects: map[string]bool{}, Finished: map[string]int{}, Received: map[string]int{}, Pieces: map[string]bool{}}
 			for _, p := range peers {
 				job.Finished[p.Name] = -1
@@ -217,7 +160,7 @@ func (n *Node) RecoverAll() error {
 					return err
 				}
 			}
-			return putJob(tx, job)
+			return tx.PutJob(job)
 		})
 	})
 	if err != nil {
@@ -233,9 +176,8 @@ func handleRecover(r *Request) error {
 	if err != nil {
 		return err
 	}
-	held := r.Tx.Bucket(bucketHeld)
 	for _, id := range ids {
-		if held.Get(heldKey(r.Peer.Name, id)) == nil {
+		if !r.Tx.Holds(r.Peer.Name, id) {
 			if err := r.nack(TypeRecover, "unknown piece", [2]string{fieldPiece, id}); err != nil {
 				return err
 			}
@@ -250,7 +192,7 @@ func handleRecover(r *Request) error {
 
 // handleRecoverAll sends back every piece we hold for the sender, then says how many.
 func handleRecoverAll(r *Request) error {
-	ids := heldIDs(r.Tx, r.Peer.Name)
+	ids := r.Tx.HeldIDs(r.Peer.Name)
 	for _, id := range ids {
 		if err := r.ReplyFile(TypeRecoverResponse, [][2]string{{fieldPiece, id}}, r.Node.storagePath(r.Peer.Name, id)); err != nil {
 			return err
@@ -261,7 +203,7 @@ func handleRecoverAll(r *Request) error {
 
 // handleFinishedAll records that a peer sent all it holds for us.
 func handleFinishedAll(r *Request) error {
-	job, err := getJob(r.Tx, allJobName)
+	job, err := r.Tx.Job(allJobName)
 	if err != nil || job == nil || job.State != RecoveryWaiting {
 		return err
 	}
@@ -270,7 +212,7 @@ func handleFinishedAll(r *Request) error {
 		return reject("FINISHED_RECOVER_ALL: bad Count")
 	}
 	job.Finished[r.Peer.Name] = c
-	if err := putJob(r.Tx, job); err != nil {
+	if err := r.Tx.PutJob(job); err != nil {
 		return err
 	}
 	return r.Node.checkJob(r.Tx, job)
@@ -285,7 +227,7 @@ func handleRecoverResponse(r *Request) error {
 	if !validID(id) {
 		return reject("RECOVER_RESPONSE: bad Piece-Id")
 	}
-	jobs, err := activeJobs(r.Tx)
+	jobs, err := r.Tx.ActiveJobs()
 	if err != nil {
 		return err
 	}
@@ -300,9 +242,9 @@ func handleRecoverResponse(r *Request) error {
 	if len(jobs) == 0 {
 		// A late answer (a recover_all finished without this peer): the piece is not
 		// needed, but the books learn that the peer holds it.
-		if o, err := getObject(r.Tx, op.Info.Object); err != nil || o == nil {
+		if o, err := r.Tx.Object(op.Info.Object); err != nil || o == nil {
 			return err
-		} else if lastAll, err := getJob(r.Tx, allJobName); err == nil && lastAll != nil {
+		} else if lastAll, err := r.Tx.Job(allJobName); err == nil && lastAll != nil {
 			return n.notePiece(r.Tx, o, op, r.Peer.Name, id, layout)
 		}
 		return nil
@@ -310,7 +252,7 @@ func handleRecoverResponse(r *Request) error {
 	var all *RecoveryJob
 	wanted := false
 	for _, j := range jobs {
-		if j.Kind == jobAll {
+		if j.Kind == books.JobAll {
 			all = j
 			if !j.Pieces[id] {
 				j.Pieces[id] = true
@@ -324,7 +266,7 @@ func handleRecoverResponse(r *Request) error {
 			wanted = true
 		}
 	}
-	o, err := getObject(r.Tx, op.Info.Object)
+	o, err := r.Tx.Object(op.Info.Object)
 	if err != nil {
 		return err
 	}
@@ -354,7 +296,7 @@ func handleRecoverResponse(r *Request) error {
 		}
 	}
 	for _, j := range jobs {
-		if err := putJob(r.Tx, j); err != nil {
+		if err := r.Tx.PutJob(j); err != nil {
 			return err
 		}
 		if err := n.checkJob(r.Tx, j); err != nil {
@@ -362,22 +304,6 @@ func handleRecoverResponse(r *Request) error {
 		}
 	}
 	return nil
-}
-
-func activeJobs(tx *bolt.Tx) ([]*RecoveryJob, error) {
-	var out []*RecoveryJob
-	err := tx.Bucket(bucketRecovery).ForEach(func(k, v []byte) error {
-		var j RecoveryJob
-		if err := json.Unmarshal(v, &j); err != nil {
-			return err
-		}
-		if j.State == RecoveryWaiting {
-			j.init()
-			out = append(out, &j)
-		}
-		return nil
-	})
-	return out, err
 }
 
 // tolerant passes what it reads to a chunk scanner, whose complaint must not stop the
@@ -391,7 +317,7 @@ func (t tolerant) Write(p []byte) (int, error) {
 
 // rebuildBooks creates the record of an object we had lost, from one of its pieces, and
 // the file versions its manifest lists.
-func (n *Node) rebuildBooks(tx *bolt.Tx, op *openedPiece, peer, id string, layout *pgpmsg.ChunkScanner) (*Object, error) {
+func (n *Node) rebuildBooks(tx *books.Tx, op *openedPiece, peer, id string, layout *pgpmsg.ChunkScanner) (*Object, error) {
 	pi := op.Info
 	o := &Object{ID: pi.Object, Size: pi.ObjectSize, K: pi.K, N: pi.N, SegmentSize: pi.SegmentSize, Created: n.Now().UTC(),
 		Manifest: op.Manifest, Segments: make([]Segment, pi.Segments)}
@@ -406,11 +332,10 @@ func (n *Node) rebuildBooks(tx *bolt.Tx, op *openedPiece, peer, id string, layou
 		if err != nil || name != me.Name || me.Version < 1 {
 			return nil, reject("RECOVER_RESPONSE: bad manifest entry %q", me.Name)
 		}
-		key := versionKey(me.Name, me.Version)
-		if tx.Bucket(bucketVersions).Get(key) != nil {
+		if tx.HasVersion(me.Name, me.Version) {
 			continue
 		}
-		if err := putJSON(tx.Bucket(bucketVersions), key, FileVersion{ManifestEntry: me, Object: o.ID}); err != nil {
+		if err := tx.PutVersion(FileVersion{ManifestEntry: me, Object: o.ID}); err != nil {
 			return nil, err
 		}
 		o.Refs++
@@ -419,7 +344,7 @@ func (n *Node) rebuildBooks(tx *bolt.Tx, op *openedPiece, peer, id string, layou
 }
 
 // notePiece records that peer holds a piece (learnt from recover_all).
-func (n *Node) notePiece(tx *bolt.Tx, o *Object, op *openedPiece, peer, id string, layout *pgpmsg.ChunkScanner) error {
+func (n *Node) notePiece(tx *books.Tx, o *Object, op *openedPiece, peer, id string, layout *pgpmsg.ChunkScanner) error {
 	pi := op.Info
 	if pi.Segment >= len(o.Segments) || pi.K != o.K || pi.N != o.N {
 		return reject("RECOVER_RESPONSE: piece %s does not fit object %s", id, o.ID)
@@ -438,18 +363,18 @@ func (n *Node) notePiece(tx *bolt.Tx, o *Object, op *openedPiece, peer, id strin
 	}
 	seg.Pieces = append(seg.Pieces, p)
 	sort.Slice(seg.Pieces, func(a, b int) bool { return seg.Pieces[a].Index < seg.Pieces[b].Index })
-	if err := tx.Bucket(bucketPieceIdx).Put([]byte(id), pieceIdxValue(o.ID, pi.Segment, pi.Index)); err != nil {
+	if err := tx.IndexPiece(id, o.ID, pi.Segment, pi.Index); err != nil {
 		return err
 	}
-	ps, err := peerState(tx, peer)
+	ps, err := tx.Peer(peer)
 	if err != nil {
 		return err
 	}
 	ps.RemoteUsed += p.Size
-	if err := putPeerState(tx, peer, ps); err != nil {
+	if err := tx.PutPeer(peer, ps); err != nil {
 		return err
 	}
-	return putObject(tx, o)
+	return tx.PutObject(o)
 }
 
 func (n *Node) stagePath(obj string, parts ...string) string {
@@ -544,12 +469,12 @@ func (n *Node) assemble(o *Object) (bool, error) {
 }
 
 // checkJob finishes a job whose objects are all here: it writes the files.
-func (n *Node) checkJob(tx *bolt.Tx, j *RecoveryJob) error {
+func (n *Node) checkJob(tx *books.Tx, j *RecoveryJob) error {
 	if j.State != RecoveryWaiting {
 		return nil
 	}
 	var silent []string
-	if j.Kind == jobAll {
+	if j.Kind == books.JobAll {
 		// Done when the peers that answered have sent all they hold and every object
 		// learnt of is assembled; a peer that has not answered at all (it may be gone for
 		// good) is not waited for once another one has finished.
@@ -583,7 +508,7 @@ func (n *Node) checkJob(tx *bolt.Tx, j *RecoveryJob) error {
 		}
 	}
 	if missing > 0 {
-		if j.Kind != jobAll {
+		if j.Kind != books.JobAll {
 			return nil
 		}
 		// Every peer has answered: what is still missing cannot be rebuilt.
@@ -593,9 +518,9 @@ func (n *Node) checkJob(tx *bolt.Tx, j *RecoveryJob) error {
 		j.Error += fmt.Sprintf("%d objects have fewer than k pieces left", missing)
 	}
 	switch j.Kind {
-	case jobRepair:
+	case books.JobRepair:
 		return n.finishRepairTx(tx, j)
-	case jobAll:
+	case books.JobAll:
 		chosen, err := chooseVersions(tx, "/", 0)
 		if err != nil {
 			return err
@@ -616,7 +541,7 @@ func (n *Node) checkJob(tx *bolt.Tx, j *RecoveryJob) error {
 // that lost them: the books do not record owners, and a recovered file belongs to
 // whoever recovers it (root, often, after a disk loss), who never chose to run it
 // setuid. libarchive's extraction drops them likewise unless asked.
-func (n *Node) writeJob(tx *bolt.Tx, j *RecoveryJob, chosen map[string]FileVersion) error {
+func (n *Node) writeJob(tx *books.Tx, j *RecoveryJob, chosen map[string]FileVersion) error {
 	root, err := n.recoveryRoot()
 	if err != nil {
 		return retryLater{fmt.Errorf("recovery: %w", err)}
@@ -661,7 +586,7 @@ func (n *Node) writeJob(tx *bolt.Tx, j *RecoveryJob, chosen map[string]FileVersi
 			}
 			if fv.Hash == "" && like != "" { // note it: the next store finds the file unchanged
 				fv.Hash = got
-				if err := putJSON(tx.Bucket(bucketVersions), versionKey(fv.Name, fv.Version), fv); err != nil {
+				if err := tx.PutVersion(fv); err != nil {
 					return err
 				}
 			}
@@ -703,18 +628,18 @@ func (n *Node) writeJob(tx *bolt.Tx, j *RecoveryJob, chosen map[string]FileVersi
 	for id := range j.Objects {
 		os.RemoveAll(n.stagePath(id))
 	}
-	return putJob(tx, j)
+	return tx.PutJob(j)
 }
 
 // hashForm is the form of fv's content hash: fv.Hash itself, or for a large file whose
 // books were rebuilt from a manifest (recover_all: the manifest in its pieces was written
 // before the hash was known) the form its object's code gives, so that writeRecovered
 // computes the hash to note.
-func hashForm(tx *bolt.Tx, fv FileVersion) string {
+func hashForm(tx *books.Tx, fv FileVersion) string {
 	if fv.Hash != "" || fv.Kind != KindFile || fv.Object == "" {
 		return fv.Hash
 	}
-	o, err := getObject(tx, fv.Object)
+	o, err := tx.Object(fv.Object)
 	if err != nil || o == nil {
 		return ""
 	}

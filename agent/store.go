@@ -21,8 +21,7 @@ import (
 	"syscall"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/erasure"
 	"github.com/dibs-backup/dibs/mailbox"
 	"github.com/dibs-backup/dibs/pgpmsg"
@@ -65,11 +64,6 @@ func StoredName(s string) (string, error) {
 		return "", errors.New("a stored name cannot contain a NUL byte")
 	}
 	return path.Clean("/" + filepath.ToSlash(s)), nil
-}
-
-// under reports whether name is root or inside it.
-func under(name, root string) bool {
-	return name == root || root == "/" || strings.HasPrefix(name, root+"/")
 }
 
 // codeFor chooses k and m for a number of peers. Each of the n = k+m pieces of a
@@ -115,7 +109,7 @@ type storeRun struct {
 	jobs chan pieceJob  // sealing work
 	wg   sync.WaitGroup // the workers
 
-	stat   map[string]statEntry
+	stat   map[string]books.StatEntry
 	latest map[string]FileVersion
 	pack   packBuf
 	res    StoreResult
@@ -142,7 +136,7 @@ type packBuf struct {
 	data    []byte
 	entries []ManifestEntry
 	sources []string
-	stats   []statEntry
+	stats   []books.StatEntry
 }
 
 // Store stores a file or a directory tree, incrementally, under its absolute path or as
@@ -330,31 +324,27 @@ func (r *storeRun) close() {
 
 // load reads the stat cache and the latest version of every stored name under root.
 func (r *storeRun) load(root string) error {
-	r.stat = map[string]statEntry{}
+	r.stat = map[string]books.StatEntry{}
 	r.latest = map[string]FileVersion{}
-	return r.n.withDB(func(db *bolt.DB) error {
-		return db.View(func(tx *bolt.Tx) error {
-			c := tx.Bucket(bucketStat).Cursor()
-			for k, v := c.Seek([]byte(root)); k != nil && bytes.HasPrefix(k, []byte(root)); k, v = c.Next() {
-				if !under(string(k), root) {
-					continue
-				}
-				var se statEntry
-				if err := json.Unmarshal(v, &se); err != nil {
-					return err
-				}
-				r.stat[string(k)] = se
+	return r.n.withDB(func(db *books.DB) error {
+		return db.View(func(tx *books.Tx) error {
+			err := tx.EachStatUnder(root, func(name string, se books.StatEntry) error {
+				r.stat[name] = se
+				return nil
+			})
+			if err != nil {
+				return err
 			}
-			return eachVersion(tx, root, func(name string, _ int, fv FileVersion) error {
-				r.latest[name] = fv // keys are in version order: the last one wins
+			return tx.EachVersionUnder(root, func(fv FileVersion) error {
+				r.latest[fv.Name] = fv // keys are in version order: the last one wins
 				return nil
 			})
 		})
 	})
 }
 
-func statOf(fi fs.FileInfo, name string) statEntry {
-	se := statEntry{Size: fi.Size(), MTime: fi.ModTime().UTC(), Mode: uint32(fi.Mode()), Name: name}
+func statOf(fi fs.FileInfo, name string) books.StatEntry {
+	se := books.StatEntry{Size: fi.Size(), MTime: fi.ModTime().UTC(), Mode: uint32(fi.Mode()), Name: name}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		se.Ino = st.Ino
 		se.CTime = time.Unix(st.Ctim.Sec, st.Ctim.Nsec).UTC()
@@ -362,7 +352,7 @@ func statOf(fi fs.FileInfo, name string) statEntry {
 	return se
 }
 
-func sameStat(a, b statEntry) bool {
+func sameStat(a, b books.StatEntry) bool {
 	return a.Size == b.Size && a.MTime.Equal(b.MTime) && a.Ino == b.Ino && a.CTime.Equal(b.CTime) && a.Mode == b.Mode
 }
 
@@ -411,12 +401,12 @@ func (r *storeRun) entry(p, name string, fi fs.FileInfo) error {
 }
 
 // keepStat records that an entry is unchanged in substance although its stat changed.
-func (r *storeRun) keepStat(name string, se statEntry, lv FileVersion) error {
+func (r *storeRun) keepStat(name string, se books.StatEntry, lv FileVersion) error {
 	r.res.Unchanged++
 	se.Version, se.Hash = lv.Version, lv.Hash
 	r.stat[name] = se
-	return r.n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bucketStat), []byte(name), se) })
+	return r.n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error { return tx.PutStat(name, se) })
 	})
 }
 
@@ -428,7 +418,7 @@ func (r *storeRun) sameContent(name, hash string, mode uint32) (FileVersion, boo
 
 // packEntry adds a small file, a directory or a link to the pack. A file is read
 // straight into the pack's free space.
-func (r *storeRun) packEntry(p string, me ManifestEntry, se statEntry) error {
+func (r *storeRun) packEntry(p string, me ManifestEntry, se books.StatEntry) error {
 	if r.pack.data == nil {
 		r.pack.data = make([]byte, 0, r.segSize) // reused for every pack of the run
 	}
@@ -496,7 +486,7 @@ func (r *storeRun) flushPack() error {
 }
 
 // storeLarge stores one large file as its own object, streaming it segment by segment.
-func (r *storeRun) storeLarge(p string, me ManifestEntry, se statEntry) error {
+func (r *storeRun) storeLarge(p string, me ManifestEntry, se books.StatEntry) error {
 	if lv, ok := r.latest[me.Name]; ok && lv.Deleted.IsZero() && lv.Kind == KindFile && lv.Size == me.Size && lv.Mode == me.Mode {
 		// Only the stat changed? Hash first: a touched file is not a new version.
 		h, err := contentHash(p, lv.Hash)
@@ -525,7 +515,7 @@ func (r *storeRun) storeLarge(p string, me ManifestEntry, se statEntry) error {
 	}
 	// The content hash is known once the pieces are sealed: the committer sets it.
 	se.Version = me.Version
-	return r.submit(po, []ManifestEntry{me}, []string{p}, []statEntry{se})
+	return r.submit(po, []ManifestEntry{me}, []string{p}, []books.StatEntry{se})
 }
 
 // The content hash of a large file is not a hash of its bytes, which would cost a pass
@@ -741,7 +731,7 @@ func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEn
 
 // submit queues an object for its commit, in order, once its pieces are sealed. The
 // walk goes on meanwhile: the run's view of what is stored moves now.
-func (r *storeRun) submit(po *pendingObj, entries []ManifestEntry, sources []string, stats []statEntry) error {
+func (r *storeRun) submit(po *pendingObj, entries []ManifestEntry, sources []string, stats []books.StatEntry) error {
 	for i, me := range entries {
 		r.latest[me.Name] = FileVersion{ManifestEntry: me, Object: po.obj.ID}
 		r.stat[me.Name] = stats[i]
@@ -760,7 +750,7 @@ type pendingCommit struct {
 	po      *pendingObj
 	entries []ManifestEntry
 	sources []string
-	stats   []statEntry
+	stats   []books.StatEntry
 }
 
 // committer records each object once its pieces are sealed, in the order they came.
@@ -832,8 +822,8 @@ func (r *storeRun) place(n int, size int64) []*candidate {
 func (r *storeRun) discard(obj *Object) {
 	for _, seg := range obj.Segments {
 		for _, p := range seg.Pieces {
-			if p.State == PieceSent && p.msgFile != "" {
-				if c, err := r.n.Spool.Claim(queue.Outgoing(p.Peer), p.msgFile); err == nil {
+			if p.State == PieceSent && p.MsgFile != "" {
+				if c, err := r.n.Spool.Claim(queue.Outgoing(p.Peer), p.MsgFile); err == nil {
 					c.Ack()
 				}
 			}
@@ -843,7 +833,7 @@ func (r *storeRun) discard(obj *Object) {
 
 // commit records an object, its file versions and the stat cache in one transaction,
 // then drops versions beyond maxVersions.
-func (r *storeRun) commit(obj *Object, entries []ManifestEntry, sources []string, stats []statEntry) error {
+func (r *storeRun) commit(obj *Object, entries []ManifestEntry, sources []string, stats []books.StatEntry) error {
 	obj.Refs = len(entries)
 	pending := map[string]int64{}
 	for _, seg := range obj.Segments {
@@ -853,36 +843,36 @@ func (r *storeRun) commit(obj *Object, entries []ManifestEntry, sources []string
 			}
 		}
 	}
-	err := r.n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	err := r.n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			for s, seg := range obj.Segments {
 				for _, p := range seg.Pieces {
 					if p.ID != "" {
-						if err := tx.Bucket(bucketPieceIdx).Put([]byte(p.ID), pieceIdxValue(obj.ID, s, p.Index)); err != nil {
+						if err := tx.IndexPiece(p.ID, obj.ID, s, p.Index); err != nil {
 							return err
 						}
 					}
 				}
 			}
-			if err := putObject(tx, obj); err != nil {
+			if err := tx.PutObject(obj); err != nil {
 				return err
 			}
 			for peer, b := range pending {
-				ps, err := peerState(tx, peer)
+				ps, err := tx.Peer(peer)
 				if err != nil {
 					return err
 				}
 				ps.RemotePending += b
-				if err := putPeerState(tx, peer, ps); err != nil {
+				if err := tx.PutPeer(peer, ps); err != nil {
 					return err
 				}
 			}
 			for i, me := range entries {
 				fv := FileVersion{ManifestEntry: me, Object: obj.ID, Source: sources[i]}
-				if err := putJSON(tx.Bucket(bucketVersions), versionKey(me.Name, me.Version), fv); err != nil {
+				if err := tx.PutVersion(fv); err != nil {
 					return err
 				}
-				if err := putJSON(tx.Bucket(bucketStat), []byte(me.Name), stats[i]); err != nil {
+				if err := tx.PutStat(me.Name, stats[i]); err != nil {
 					return err
 				}
 				if err := r.n.pruneVersionsTx(tx, me.Name); err != nil {
@@ -912,15 +902,15 @@ func (r *storeRun) markDeleted(root string, seen map[string]bool) error {
 		return nil
 	}
 	r.res.Deleted = len(gone)
-	return r.n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	return r.n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			for _, name := range gone {
 				lv := r.latest[name]
 				lv.Deleted = r.now
-				if err := putJSON(tx.Bucket(bucketVersions), versionKey(name, lv.Version), lv); err != nil {
+				if err := tx.PutVersion(lv); err != nil {
 					return err
 				}
-				if err := tx.Bucket(bucketStat).Delete([]byte(name)); err != nil {
+				if err := tx.DeleteStat(name); err != nil {
 					return err
 				}
 			}
@@ -962,6 +952,6 @@ func (n *Node) sealStore(peer *candidate, pi PieceInfo, manifest, shard []byte, 
 	return Piece{
 		ID: pi.Piece, Index: pi.Index, Peer: peer.name, Size: l.Size,
 		ShardHash: hex.EncodeToString(pi.ShardHash[:]), Pin: hex.EncodeToString(pin[:]), Chunks: l.Chunks,
-		State: PieceSent, SentAt: m.Date, msgFile: m.FileName(),
+		State: PieceSent, SentAt: m.Date, MsgFile: m.FileName(),
 	}, nil
 }
