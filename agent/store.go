@@ -24,7 +24,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/dibs-backup/dibs/erasure"
-	"github.com/dibs-backup/dibs/mailbox"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
 )
@@ -272,8 +271,8 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 		if room <= 0 {
 			continue
 		}
-		if p.Talks(Mail) {
-			maxPayload = min(maxPayload, mailbox.MaxPayload(n.Opts.Int("mailMaxSize"))-pieceOverhead)
+		if p.Talks(Mail) && n.Transports.MailPayload != nil {
+			maxPayload = min(maxPayload, n.Transports.MailPayload(n.Opts.Int("mailMaxSize"))-pieceOverhead)
 		}
 		r.peers = append(r.peers, &candidate{name: p.Name, key: n.wireKey(key), room: room})
 	}
