@@ -368,7 +368,7 @@ func statOf(fi fs.FileInfo, name string) statEntry {
 	se := statEntry{Size: fi.Size(), MTime: fi.ModTime().UTC(), Mode: uint32(fi.Mode()), Name: name}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		se.Ino = st.Ino
-		se.CTime = time.Unix(st.Ctim.Sec, st.Ctim.Nsec).UTC()
+		se.CTime = time.Unix(ctime(st)).UTC()
 	}
 	return se
 }
