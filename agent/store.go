@@ -957,7 +957,8 @@ func (n *Node) sealStore(peer *candidate, pi PieceInfo, manifest, shard []byte, 
 	var l pgpmsg.ChunkLayout
 	_, err := n.Spool.PutWith(queue.Outgoing(peer.name), m.FileName(), func(w io.Writer) error {
 		var err error
-		l, err = pgpmsg.SealBoundWrapped(w, h, ph, manifest, shard, pi.ShardHash, n.ID, n.selfKey(), peer.key)
+		l, err = pgpmsg.SealBoundWrapped(w, pgpmsg.Wrapping{Outer: h, Inner: ph, Head: manifest, Tail: shard,
+			TailSum: pi.ShardHash, From: n.ID, Self: n.selfKey(), To: peer.key})
 		done()
 		return err
 	})
