@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dibs-backup/dibs/agent"
+	"github.com/dibs-backup/dibs/agent/transports"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/pgpmsg/pgpmsgtest"
 	"github.com/dibs-backup/dibs/queue"
@@ -52,7 +53,7 @@ func TestDaemonAndCronActOnEachFileOnce(t *testing.T) {
 				t.Errorf("cron open: %v", err)
 				return
 			}
-			n.Transports = agent.DefaultTransports(n)
+			n.Transports = transports.Default(n)
 			r, err := n.ProcessIncoming(ctx)
 			n.Close()
 			if err != nil && ctx.Err() == nil {

@@ -13,11 +13,15 @@ import (
 )
 
 // Transports are the ways spool files move, by method name (Active, Relay, Mail for
-// talk; Passive, Relay, Mail for listen). cmd builds them from the options; testenv
-// builds its own, wrapped with faults.
+// talk; Passive, Relay, Mail for listen). cmd builds them from the options
+// (package agent/transports); testenv builds its own, wrapped with faults.
 type Transports struct {
 	Senders map[string]queue.Sender
 	Pollers map[string]queue.Poller
+	// MailPayload is the largest file that a mail of mailLimit bytes carries: store
+	// sizes the pieces for peers who talk mail with it, from mailMaxSize. Nil leaves
+	// them to maxMsgSize alone.
+	MailPayload func(mailLimit int64) int64
 }
 
 // SendResult counts what one delivery run did.

@@ -23,7 +23,6 @@ import (
 
 	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/erasure"
-	"github.com/dibs-backup/dibs/mailbox"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
 )
@@ -254,8 +253,8 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 		if room <= 0 {
 			continue
 		}
-		if p.Talks(Mail) {
-			maxPayload = min(maxPayload, mailbox.MaxPayload(n.Opts.Int("mailMaxSize"))-pieceOverhead)
+		if p.Talks(Mail) && n.Transports.MailPayload != nil {
+			maxPayload = min(maxPayload, n.Transports.MailPayload(n.Opts.Int("mailMaxSize"))-pieceOverhead)
 		}
 		r.peers = append(r.peers, &candidate{name: p.Name, key: n.wireKey(key), room: room})
 	}
@@ -347,7 +346,7 @@ func statOf(fi fs.FileInfo, name string) books.StatEntry {
 	se := books.StatEntry{Size: fi.Size(), MTime: fi.ModTime().UTC(), Mode: uint32(fi.Mode()), Name: name}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		se.Ino = st.Ino
-		se.CTime = time.Unix(st.Ctim.Sec, st.Ctim.Nsec).UTC()
+		se.CTime = time.Unix(ctime(st)).UTC()
 	}
 	return se
 }
@@ -941,7 +940,8 @@ func (n *Node) sealStore(peer *candidate, pi PieceInfo, manifest, shard []byte, 
 	var l pgpmsg.ChunkLayout
 	_, err := n.Spool.PutWith(queue.Outgoing(peer.name), m.FileName(), func(w io.Writer) error {
 		var err error
-		l, err = pgpmsg.SealBoundWrapped(w, h, ph, manifest, shard, pi.ShardHash, n.ID, n.selfKey(), peer.key)
+		l, err = pgpmsg.SealBoundWrapped(w, pgpmsg.Wrapping{Outer: h, Inner: ph, Head: manifest, Tail: shard,
+			TailSum: pi.ShardHash, From: n.ID, Self: n.selfKey(), To: peer.key})
 		done()
 		return err
 	})

@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/dibs-backup/dibs/agent"
+	"github.com/dibs-backup/dibs/agent/transports"
 )
 
 // Exit codes.
@@ -177,7 +178,7 @@ func (a *App) node() (*agent.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.Transports = agent.DefaultTransports(n)
+	n.Transports = transports.Default(n)
 	return n, nil
 }
 

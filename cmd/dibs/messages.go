@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/dibs-backup/dibs/agent"
+	"github.com/dibs-backup/dibs/agent/transports"
 )
 
 func init() {
@@ -108,7 +109,7 @@ the rest; or take the dibs mails out of Maildir M. Then process_message acts on 
 			}
 			return a.withNode(func(n *agent.Node) error {
 				if set["maildir"] {
-					k, err := n.ImportMaildir(fs.Lookup("maildir").Value.String())
+					k, err := transports.ImportMaildir(n, fs.Lookup("maildir").Value.String())
 					fmt.Fprintf(a.Stdout, "imported %d\n", k)
 					return err
 				}

@@ -1,4 +1,6 @@
-package agent
+// Package transports builds the transports a node's options describe (relay protocol
+// and mail), so that agent itself depends on no transport but the relay protocol it serves.
+package transports
 
 import (
 	"context"
@@ -10,47 +12,50 @@ import (
 	"os"
 	"time"
 
+	"github.com/dibs-backup/dibs/agent"
 	"github.com/dibs-backup/dibs/mailbox"
 	"github.com/dibs-backup/dibs/queue"
 	"github.com/dibs-backup/dibs/relay"
 )
 
-// DefaultTransports builds the transports the node's options describe: the relay
-// protocol client for active push, passive pull and relays, and SMTP/IMAP for mail.
-// A mail transport whose settings are wrong reports that on every use instead.
-func DefaultTransports(n *Node) Transports {
+// Default builds the transports the node's options describe: the relay protocol
+// client for active push, passive pull and relays, and SMTP/IMAP for mail.
+// A transport whose settings are wrong reports that on every use instead.
+func Default(n *agent.Node) agent.Transports {
 	rc := &relay.Client{ID: n.ID, MaxFileSize: n.Opts.Int("maxMsgSize")}
 	if ca := n.Opts.Path("relayCAFile"); n.Opts.String("relayCAFile") != "" {
 		hc, err := httpClientTrusting(ca)
 		if err != nil {
 			broken := brokenTransport{fmt.Errorf("relayCAFile: %w", err)}
-			return Transports{
-				Senders: map[string]queue.Sender{Active: broken, Relay: broken, Mail: broken},
-				Pollers: map[string]queue.Poller{Passive: broken, Relay: broken},
+			return agent.Transports{
+				Senders:     map[string]queue.Sender{agent.Active: broken, agent.Relay: broken, agent.Mail: broken},
+				Pollers:     map[string]queue.Poller{agent.Passive: broken, agent.Relay: broken},
+				MailPayload: mailbox.MaxPayload,
 			}
 		}
 		rc.HTTP = hc
 	}
-	t := Transports{
-		Senders: map[string]queue.Sender{Active: rc, Relay: rc},
-		Pollers: map[string]queue.Poller{Passive: rc, Relay: rc},
+	t := agent.Transports{
+		Senders:     map[string]queue.Sender{agent.Active: rc, agent.Relay: rc},
+		Pollers:     map[string]queue.Poller{agent.Passive: rc, agent.Relay: rc},
+		MailPayload: mailbox.MaxPayload,
 	}
-	if s, err := mailbox.NewSender(n.smtpConfig()); err != nil {
-		t.Senders[Mail] = brokenTransport{fmt.Errorf("smtp settings: %w", err)}
+	if s, err := mailbox.NewSender(smtpConfig(n)); err != nil {
+		t.Senders[agent.Mail] = brokenTransport{fmt.Errorf("smtp settings: %w", err)}
 	} else {
-		t.Senders[Mail] = s
+		t.Senders[agent.Mail] = s
 	}
 	if n.Opts.String("imapServer") != "" {
-		if p, err := mailbox.NewPoller(n.imapConfig()); err != nil {
-			t.Pollers[Mail] = brokenTransport{fmt.Errorf("imap settings: %w", err)}
+		if p, err := mailbox.NewPoller(imapConfig(n)); err != nil {
+			t.Pollers[agent.Mail] = brokenTransport{fmt.Errorf("imap settings: %w", err)}
 		} else {
-			t.Pollers[Mail] = p
+			t.Pollers[agent.Mail] = p
 		}
 	}
 	return t
 }
 
-func (n *Node) smtpConfig() mailbox.SMTPConfig {
+func smtpConfig(n *agent.Node) mailbox.SMTPConfig {
 	o := n.Opts
 	from := o.String("dibsAdmin")
 	return mailbox.SMTPConfig{
@@ -61,7 +66,7 @@ func (n *Node) smtpConfig() mailbox.SMTPConfig {
 	}
 }
 
-func (n *Node) imapConfig() mailbox.IMAPConfig {
+func imapConfig(n *agent.Node) mailbox.IMAPConfig {
 	o := n.Opts
 	return mailbox.IMAPConfig{
 		Server: o.String("imapServer"), User: o.String("imapUser"), Password: o.String("imapPassword"),
@@ -83,18 +88,8 @@ func (b brokenTransport) Poll(context.Context, queue.Endpoint, queue.Sink) (int,
 	return 0, queue.Permanent(b.err)
 }
 
-// HelloInfo is what a daemon says of itself.
-type HelloInfo = relay.HelloInfo
-
-// Hello asks the daemon at host:port who it is (send_hello --host --port).
-func (n *Node) Hello(ctx context.Context, host string, port int) (HelloInfo, error) {
-	p := &Peer{Host: host, Port: port}
-	c := &relay.Client{ID: n.ID}
-	return c.Hello(ctx, p.DaemonURL())
-}
-
-// ImportMaildir takes the dibs mails addressed to us out of a Maildir into incoming/.
-func (n *Node) ImportMaildir(dir string) (int, error) {
+// ImportMaildir takes the dibs mails addressed to n out of a Maildir into its incoming/.
+func ImportMaildir(n *agent.Node, dir string) (int, error) {
 	return mailbox.ImportMaildir(dir, string(n.Fingerprint()), n.Sink())
 }
 
