@@ -29,7 +29,8 @@
 //
 //	routing.go     send_message and poll_passives: which talk method delivers a file,
 //	               retries across methods, polling; Transports, Sink
-//	transports.go  the default transports (relay client, SMTP, IMAP) built from options
+//	transports/    the default transports (relay client, SMTP, IMAP) built from options,
+//	               in a package of their own so that agent does not import mailbox
 //	carry.go       export_messages, import_messages (sneakernet)
 //	daemon.go      start_daemon, stop_daemon: serving, the send and process loops
 //	periodic.go    the daemon's periodic work and maintain (after every auto_check)
