@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/dibs-backup/dibs/agent/books"
 )
 
 // autoPrefix is the stored-name prefix of what auto_check backs up.
@@ -53,12 +53,12 @@ func (n *Node) AutoCheck(ctx context.Context) (StoreResult, error) {
 func (n *Node) markGone(prefix string, present map[string]bool) (int, error) {
 	now := n.Now().UTC()
 	gone := 0
-	err := n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	err := n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			latest := map[string]FileVersion{}
-			err := eachVersion(tx, prefix, func(name string, _ int, fv FileVersion) error {
-				if name != prefix { // the entries below it
-					latest[name] = fv
+			err := tx.EachVersionUnder(prefix, func(fv FileVersion) error {
+				if fv.Name != prefix { // the entries below it
+					latest[fv.Name] = fv
 				}
 				return nil
 			})
@@ -76,10 +76,10 @@ func (n *Node) markGone(prefix string, present map[string]bool) (int, error) {
 					continue
 				}
 				fv.Deleted = now
-				if err := putJSON(tx.Bucket(bucketVersions), versionKey(fv.Name, fv.Version), fv); err != nil {
+				if err := tx.PutVersion(fv); err != nil {
 					return err
 				}
-				if err := tx.Bucket(bucketStat).Delete([]byte(name)); err != nil {
+				if err := tx.DeleteStat(name); err != nil {
 					return err
 				}
 				gone++

@@ -104,7 +104,7 @@ func (n *Node) ImportMessages(dir string) (ImportResult, error) {
 		if err != nil {
 			return res, err
 		}
-		_, err = n.Spool.Put(queue.Incoming, de.Name(), f, optMaxMsgSize.Get(n.Opts))
+		_, err = n.Spool.Put(queue.Incoming, de.Name(), f, OptMaxMsgSize.Get(n.Opts))
 		f.Close()
 		if errors.Is(err, queue.ErrTooLarge) {
 			res.Left++

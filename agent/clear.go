@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,19 +8,8 @@ import (
 	"path/filepath"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/dibs-backup/dibs/agent/books"
 )
-
-// Messages that end a trade.
-const (
-	TypeClearDB   = "CLEAR_DB"
-	TypeForgetYou = "FORGET_YOU"
-)
-
-func init() {
-	handlers[TypeClearDB] = handleClearDB
-	handlers[TypeForgetYou] = handleForgetYou
-}
 
 // Clear asks every peer to drop everything it stores for us and empties our books. A
 // peer that is down today gets the request when it is reachable: it waits in the spool.
@@ -30,23 +18,18 @@ func (n *Node) Clear() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	err = n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
-			for _, b := range [][]byte{bucketVersions, bucketObjects, bucketPieceIdx, bucketStat, bucketProbes} {
-				if err := tx.DeleteBucket(b); err != nil {
-					return err
-				}
-				if _, err := tx.CreateBucket(b); err != nil {
-					return err
-				}
+	err = n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
+			if err := tx.ClearStored(); err != nil {
+				return err
 			}
 			for _, p := range peers {
-				ps, err := peerState(tx, p.Name)
+				ps, err := tx.Peer(p.Name)
 				if err != nil {
 					return err
 				}
 				ps.RemoteUsed, ps.RemotePending = 0, 0
-				if err := putPeerState(tx, p.Name, ps); err != nil {
+				if err := tx.PutPeer(p.Name, ps); err != nil {
 					return err
 				}
 				if err := n.requestTx(tx, p.Name, TypeClearDB, nil, nil); err != nil {
@@ -64,7 +47,7 @@ func (n *Node) Clear() (int, error) {
 
 // handleClearDB drops everything we hold for the sender.
 func handleClearDB(r *Request) error {
-	ids := heldIDs(r.Tx, r.Peer.Name)
+	ids := r.Tx.HeldIDs(r.Peer.Name)
 	if err := r.Node.dropHeld(r.Tx, r.Peer.Name, ids); err != nil {
 		return err
 	}
@@ -77,9 +60,9 @@ func (n *Node) Forget(peer string) (int, error) {
 		return 0, err
 	}
 	var dropped int
-	err := n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
-			ids := heldIDs(tx, peer)
+	err := n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
+			ids := tx.HeldIDs(peer)
 			dropped = len(ids)
 			if err := n.dropHeld(tx, peer, ids); err != nil {
 				return err
@@ -99,23 +82,19 @@ func (n *Node) Forget(peer string) (int, error) {
 func handleForgetYou(r *Request) error {
 	tx := r.Tx
 	var touched []*Object
-	err := tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
-		var o Object
-		if err := json.Unmarshal(v, &o); err != nil {
-			return err
-		}
+	err := tx.EachObject(func(o *Object) error {
 		changed := false
 		for s := range o.Segments {
 			for i := range o.Segments[s].Pieces {
 				p := &o.Segments[s].Pieces[i]
-				if p.Peer == r.Peer.Name && healthy(*p) {
+				if p.Peer == r.Peer.Name && p.Healthy() {
 					p.State, p.Why = PieceLost, "the peer forgot us"
 					changed = true
 				}
 			}
 		}
 		if changed {
-			touched = append(touched, &o)
+			touched = append(touched, o)
 		}
 		return nil
 	})
@@ -123,16 +102,16 @@ func handleForgetYou(r *Request) error {
 		return err
 	}
 	for _, o := range touched {
-		if err := putObject(tx, o); err != nil {
+		if err := tx.PutObject(o); err != nil {
 			return err
 		}
 	}
-	ps, err := peerState(tx, r.Peer.Name)
+	ps, err := tx.Peer(r.Peer.Name)
 	if err != nil {
 		return err
 	}
 	ps.RemoteUsed, ps.RemotePending, ps.Forgotten = 0, 0, r.Now
-	if err := putPeerState(tx, r.Peer.Name, ps); err != nil {
+	if err := tx.PutPeer(r.Peer.Name, ps); err != nil {
 		return err
 	}
 	return r.ack(TypeForgetYou)
@@ -167,9 +146,9 @@ func (n *Node) Cleanup() (CleanupResult, error) {
 	}
 	active := map[string]bool{}
 	keep := optKeepDeleted.Get(n.Opts)
-	err = n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
-			jobs, err := activeJobs(tx)
+	err = n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
+			jobs, err := tx.ActiveJobs()
 			if err != nil {
 				return err
 			}
@@ -182,11 +161,7 @@ func (n *Node) Cleanup() (CleanupResult, error) {
 				return nil
 			}
 			var old []FileVersion
-			err = tx.Bucket(bucketVersions).ForEach(func(k, v []byte) error {
-				var fv FileVersion
-				if err := json.Unmarshal(v, &fv); err != nil {
-					return err
-				}
+			err = tx.EachVersion(func(fv FileVersion) error {
 				if !fv.Deleted.IsZero() && now.Sub(fv.Deleted) > keep {
 					old = append(old, fv)
 				}
@@ -197,7 +172,7 @@ func (n *Node) Cleanup() (CleanupResult, error) {
 			}
 			for _, fv := range old {
 				// Every version of a name deleted that long ago goes.
-				vs, err := versions(tx, fv.Name)
+				vs, err := tx.Versions(fv.Name)
 				if err != nil {
 					return err
 				}

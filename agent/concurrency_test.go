@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dibs-backup/dibs/agent"
+	"github.com/dibs-backup/dibs/agent/transports"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/pgpmsg/pgpmsgtest"
 	"github.com/dibs-backup/dibs/queue"
@@ -20,7 +21,7 @@ import (
 )
 
 // A running daemon and cron-style process_message runs on the same DIBS_DIR (each a
-// fresh agent.Open, exactly like a second process: bbolt's lock is per open file) act on
+// fresh agent.Open, exactly like a second process: the database's lock is per open file) act on
 // every file once: each HELLO gets exactly one reply, nothing is quarantined, nothing is
 // left. The HELLOs arrive in waves while both are at work.
 func TestDaemonAndCronActOnEachFileOnce(t *testing.T) {
@@ -52,7 +53,7 @@ func TestDaemonAndCronActOnEachFileOnce(t *testing.T) {
 				t.Errorf("cron open: %v", err)
 				return
 			}
-			n.Transports = agent.DefaultTransports(n)
+			n.Transports = transports.Default(n)
 			r, err := n.ProcessIncoming(ctx)
 			n.Close()
 			if err != nil && ctx.Err() == nil {

@@ -74,10 +74,10 @@ func (n *Node) StartDaemon(ln net.Listener) (*Daemon, error) {
 		Self:        n.Fingerprint(),
 		SelfKeyIDs:  n.ID.EncryptionKeyIDs(),
 		Peer:        n.peerForRelay,
-		MaxFileSize: optMaxMsgSize.Get(n.Opts),
+		MaxFileSize: OptMaxMsgSize.Get(n.Opts),
 	}, wake: d.wake}
 	handler := relay.NewServer(store, relay.ServerOptions{
-		MaxFileSize: optMaxMsgSize.Get(n.Opts),
+		MaxFileSize: OptMaxMsgSize.Get(n.Opts),
 		Version:     SoftwareVersion,
 		Key:         n.Fingerprint(),
 		OnError:     func(err error) { n.Log.Error("server", "err", err) },
@@ -205,7 +205,7 @@ func (d *Daemon) sendLoop(ctx context.Context) {
 			}
 			p, _, err := d.n.Peer(name)
 			if err != nil || !sendsActively(p) {
-				continue // a passive peer pulls its files
+				continue // a passive peer pulls its files; a carried one waits for export_messages
 			}
 			b := state[name]
 			if b == nil {
@@ -233,11 +233,11 @@ func (d *Daemon) sendLoop(ctx context.Context) {
 	}
 }
 
-// sendsActively reports whether any of p's talk methods delivers files: all but passive,
-// as sendPeer chooses them.
+// sendsActively reports whether any of p's talk methods delivers files: all but passive
+// and carry, as sendPeer chooses them.
 func sendsActively(p *Peer) bool {
 	for _, m := range p.TalkMethods() {
-		if m != Passive {
+		if delivers(m) {
 			return true
 		}
 	}

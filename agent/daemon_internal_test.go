@@ -16,6 +16,9 @@ func TestSendsActively(t *testing.T) {
 		"passive,relay":     true,
 		" passive , mail ":  true,
 		"active,passive":    true,
+		"carry":             false,
+		"carry,passive":     false,
+		"carry,relay":       true,
 	} {
 		if got := sendsActively(&Peer{Talk: talk}); got != want {
 			t.Errorf("talk %q: sendsActively = %v, want %v", talk, got, want)

@@ -3,21 +3,15 @@ package agent
 import (
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
-)
-
-// Message types.
-const (
-	TypeHello = "HELLO"
 )
 
 // Request is one verified incoming message, handed to its type's handler inside the
 // database transaction that also records its Message-Id.
 type Request struct {
 	Node   *Node
-	Tx     *bolt.Tx
+	Tx     *books.Tx
 	Peer   *Peer
 	Msg    *pgpmsg.Opened
 	Header pgpmsg.Header
@@ -28,7 +22,7 @@ type Request struct {
 func (r *Request) Reply(typ string, fields [][2]string, payload []byte) error {
 	m := r.Node.newOut(r.Peer.Name, typ, fields, payload)
 	m.InReplyTo = r.Header.Get(pgpmsg.FieldMessageID)
-	return addOutbox(r.Tx, m)
+	return r.Tx.AddOutbox(m)
 }
 
 // A handler acts on one message. It may change the database through r.Tx and queue
@@ -36,17 +30,13 @@ func (r *Request) Reply(typ string, fields [][2]string, payload []byte) error {
 // An error rejects the message (quarantine) unless wrapped in retryLater.
 type handler func(r *Request) error
 
-var handlers = map[string]handler{
-	TypeHello: handleHello,
-}
-
 // handleHello answers a HELLO with a HELLO that carries In-Reply-To. Either way the
 // sender's last_heard moves (the processor does that for every verified message).
 func handleHello(r *Request) error {
 	if r.Header.Get(pgpmsg.FieldInReplyTo) != "" {
 		return nil
 	}
-	return r.Reply(TypeHello, [][2]string{{"Software", "dibs " + SoftwareVersion}}, nil)
+	return r.Reply(TypeHello, [][2]string{{fieldSoftware, "dibs " + SoftwareVersion}}, nil)
 }
 
 // SoftwareVersion is this build's version.

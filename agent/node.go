@@ -9,11 +9,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
 )
@@ -59,14 +61,14 @@ type Node struct {
 	keyring  *pgpmsg.Keyring
 
 	dbMu   sync.Mutex
-	db     *database
+	db     *books.DB
 	dbRefs int
 	// KeepDB keeps the database open between uses (commands); the daemon clears it so
 	// that cron commands can take their turn.
 	KeepDB bool
 
 	outboxMu sync.Mutex
-	wire     sync.Map // fingerprint -> key copy that seals with AEAD (storage.go)
+	wire     sync.Map // fingerprint -> key copy that seals with AEAD (held.go)
 }
 
 type peerFileStat struct {
@@ -123,7 +125,7 @@ func Init(dir string, cfg InitConfig) (*Node, error) {
 	opts.set[optDibsPublicKey.Name()] = name
 	opts.set[optDibsPrivateKey.Name()] = name
 	if cfg.Admin != "" {
-		if err := opts.Set(optDibsAdmin.Name(), cfg.Admin); err != nil {
+		if err := opts.Set(OptDibsAdmin.Name(), cfg.Admin); err != nil {
 			return nil, err
 		}
 	}
@@ -210,10 +212,41 @@ func Open(dir string) (*Node, error) {
 			n.Warnings = append(n.Warnings, err.Error()+"; fix it in "+optionsFile)
 		}
 	}
-	if _, err := n.Peers(); err != nil {
+	if err := n.checkPeerList(); err != nil {
+		n.Close()
 		return nil, err
 	}
 	return n, nil
+}
+
+// checkPeerList refuses a peer list that lacks peers the database knows: a truncated,
+// emptied or deleted peers.toml would otherwise look like a node with fewer peers,
+// while pieces on the missing ones go unprobed and unrepaired and their messages are
+// refused as strangers'.
+func (n *Node) checkPeerList() error {
+	peers, err := n.Peers()
+	if err != nil {
+		return err
+	}
+	states, err := n.PeerStates()
+	if err != nil {
+		return err
+	}
+	listed := map[string]bool{}
+	for _, p := range peers {
+		listed[p.Name] = true
+	}
+	var missing []string
+	for name := range states {
+		if !listed[name] {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	sort.Strings(missing)
+	return fmt.Errorf("%s lacks peers the database knows (%s): restore %s from a backup, or set up an empty DIBS_DIR with dibs import_recovery_kit", peersFile, strings.Join(missing, ", "), filepath.Join(n.Dir, peersFile))
 }
 
 // Close releases the database.
@@ -221,7 +254,7 @@ func (n *Node) Close() error {
 	n.dbMu.Lock()
 	defer n.dbMu.Unlock()
 	if n.db != nil {
-		err := n.db.close()
+		err := n.db.Close()
 		n.db = nil
 		return err
 	}

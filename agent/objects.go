@@ -1,9 +1,7 @@
 package agent
 
 import (
-	"bytes"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -12,229 +10,52 @@ import (
 	"strconv"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
 )
 
-// The backup engine's books. An owner stores objects: one large file's content, or a
-// pack of small files (so that the number of messages grows with bytes, not with files).
-// An object is cut into segments; each segment is Reed-Solomon coded into n pieces, each
-// on a different peer. A file version names the object and the range of it that holds
-// its content; a directory or a symlink is a version without content.
-var (
-	bucketObjects  = []byte("objects")  // object id -> Object (JSON)
-	bucketVersions = []byte("versions") // stored name \x00 version (4 bytes) -> FileVersion (JSON)
-	bucketPieceIdx = []byte("pieceidx") // piece id -> object id \x00 segment \x00 index: finds a piece from an ACK
-	bucketStat     = []byte("statcache")
-	bucketHeld     = []byte("held")     // peer \x00 piece id -> HeldPiece (JSON): what we keep for others
-	bucketRecovery = []byte("recovery") // job name -> RecoveryJob (JSON)
-	bucketProbes   = []byte("probes")   // Message-Id of a PROBE -> ProbeState (JSON)
-)
-
-func init() {
-	allBuckets = append(allBuckets, bucketObjects, bucketVersions, bucketPieceIdx, bucketStat, bucketHeld, bucketRecovery, bucketProbes)
-}
+// The backup engine's books (their types are package books'). An owner stores objects:
+// one large file's content, or a pack of small files (so that the number of messages
+// grows with bytes, not with files). An object is cut into segments; each segment is
+// Reed-Solomon coded into n pieces, each on a different peer. A file version names the
+// object and the range of it that holds its content; a directory or a symlink is a
+// version without content.
 
 // Piece states, from the owner's side.
 const (
-	PieceSent      = "sent"      // sealed into outgoing/, no answer yet
-	PieceStored    = "stored"    // the peer acknowledged it
-	PieceLost      = "lost"      // refused, failed a probe, forgotten, or its peer is gone
-	PieceUnstoring = "unstoring" // an UNSTORE was sent; the record goes when it is acknowledged
+	PieceSent      = books.PieceSent      // sealed into outgoing/, no answer yet
+	PieceStored    = books.PieceStored    // the peer acknowledged it
+	PieceLost      = books.PieceLost      // refused, failed a probe, forgotten, or its peer is gone
+	PieceUnstoring = books.PieceUnstoring // an UNSTORE was sent; the record goes when it is acknowledged
 )
 
-// Object is one coded blob and where its pieces are.
-type Object struct {
-	ID          string    `json:"id"`
-	Size        int64     `json:"size"`
-	K           int       `json:"k"`
-	N           int       `json:"n"`
-	SegmentSize int64     `json:"segment_size"` // every segment but the last has this size
-	Created     time.Time `json:"created"`
-	Segments    []Segment `json:"segments"`
-	// Manifest is what the pieces carry: the file versions whose content is in this object.
-	Manifest []ManifestEntry `json:"manifest"`
-	// Refs counts file versions that still use this object; at zero its pieces are unstored.
-	Refs int `json:"refs"`
-}
-
-// Segment is one coded part of an object.
-type Segment struct {
-	Size   int64   `json:"size"`
-	Pieces []Piece `json:"pieces"`
-}
-
-// Piece is one shard of a segment, sealed and held by one peer.
-type Piece struct {
-	ID        string    `json:"id"`
-	Index     int       `json:"index"`
-	Peer      string    `json:"peer"`
-	Size      int64     `json:"size"`       // bytes the peer holds (the sealed piece)
-	ShardHash string    `json:"shard_hash"` // SHA-256 of the shard, hex
-	Pin       string    `json:"pin"`        // SHA-256 of the sealed piece's preamble, for probes (pgpmsg.ChunkLayout)
-	Chunks    int       `json:"chunks"`     // its AEAD chunks, which probes ask for
-	State     string    `json:"state"`
-	SentAt    time.Time `json:"sent_at"`
-	AckAt     time.Time `json:"ack_at,omitzero"`
-	Why       string    `json:"why,omitempty"` // why it was lost
-
-	msgFile string // the STORE file in outgoing/, while the store runs
-}
+type (
+	// Object is one coded blob and where its pieces are.
+	Object = books.Object
+	// Segment is one coded part of an object.
+	Segment = books.Segment
+	// Piece is one shard of a segment, sealed and held by one peer.
+	Piece = books.Piece
+	// ManifestEntry describes one file version inside an object (or, for a directory or
+	// a symlink, the entry itself).
+	ManifestEntry = books.ManifestEntry
+	// FileVersion is one stored version of a stored name.
+	FileVersion = books.FileVersion
+	// HeldPiece is a piece we keep for a peer.
+	HeldPiece = books.HeldPiece
+)
 
 // Kinds of stored entries.
 const (
-	KindFile    = "file"
-	KindDir     = "dir"
-	KindSymlink = "symlink"
+	KindFile    = books.KindFile
+	KindDir     = books.KindDir
+	KindSymlink = books.KindSymlink
 )
-
-// ManifestEntry describes one file version inside an object (or, for a directory or a
-// symlink, the entry itself). Every piece carries its object's manifest, so recover_all
-// rebuilds the file database from pieces alone.
-type ManifestEntry struct {
-	Name    string    `json:"name"` // stored name
-	Version int       `json:"version"`
-	Kind    string    `json:"kind"`
-	Size    int64     `json:"size"`
-	Mode    uint32    `json:"mode"` // permission bits (and setuid/setgid/sticky)
-	MTime   time.Time `json:"mtime"`
-	Link    string    `json:"link,omitempty"`
-	Offset  int64     `json:"offset"` // where the content starts in the object
-	Hash    string    `json:"hash,omitempty"`
-	Stored  time.Time `json:"stored"`
-}
-
-// FileVersion is one stored version of a stored name.
-type FileVersion struct {
-	ManifestEntry
-	Object string `json:"object,omitempty"` // empty for directories, symlinks and empty files
-	// Source is the local path the version was read from (repair rereads it if unchanged).
-	Source string `json:"source,omitempty"`
-	// Deleted is when the file was found gone locally (it stays recoverable until retention).
-	Deleted time.Time `json:"deleted,omitzero"`
-}
-
-// statEntry caches what a local file looked like when it was last stored.
-type statEntry struct {
-	Size    int64     `json:"size"`
-	MTime   time.Time `json:"mtime"`
-	Ino     uint64    `json:"ino"`
-	CTime   time.Time `json:"ctime"`
-	Mode    uint32    `json:"mode"`
-	Name    string    `json:"name"`
-	Version int       `json:"version"`
-	Hash    string    `json:"hash"`
-}
-
-// HeldPiece is a piece we keep for a peer.
-type HeldPiece struct {
-	Size   int64     `json:"size"`
-	Stored time.Time `json:"stored"`
-	// Sent is the Date of the STORE: a storage list older than it does not free the piece.
-	Sent time.Time `json:"sent"`
-}
-
-func versionKey(name string, version int) []byte {
-	k := make([]byte, 0, len(name)+5)
-	k = append(k, name...)
-	k = append(k, 0)
-	return binary.BigEndian.AppendUint32(k, uint32(version))
-}
-
-// eachVersion calls fn with every version of every stored name under root (root itself
-// included), in key order: by name, then oldest version first.
-func eachVersion(tx *bolt.Tx, root string, fn func(name string, version int, fv FileVersion) error) error {
-	c := tx.Bucket(bucketVersions).Cursor()
-	for k, v := c.Seek([]byte(root)); k != nil && bytes.HasPrefix(k, []byte(root)); k, v = c.Next() {
-		name, ver, ok := splitVersionKey(k)
-		if !ok || !under(name, root) {
-			continue
-		}
-		var fv FileVersion
-		if err := json.Unmarshal(v, &fv); err != nil {
-			return err
-		}
-		if err := fn(name, ver, fv); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func splitVersionKey(k []byte) (string, int, bool) {
-	if len(k) < 5 || k[len(k)-5] != 0 {
-		return "", 0, false
-	}
-	return string(k[:len(k)-5]), int(binary.BigEndian.Uint32(k[len(k)-4:])), true
-}
-
-func heldKey(peer, piece string) []byte { return []byte(peer + "\x00" + piece) }
-
-func getObject(tx *bolt.Tx, id string) (*Object, error) {
-	var o Object
-	ok, err := getJSON(tx.Bucket(bucketObjects), []byte(id), &o)
-	if err != nil || !ok {
-		return nil, err
-	}
-	return &o, nil
-}
-
-func putObject(tx *bolt.Tx, o *Object) error {
-	return putJSON(tx.Bucket(bucketObjects), []byte(o.ID), o)
-}
-
-func pieceIdxValue(obj string, seg, idx int) []byte {
-	return []byte(obj + "\x00" + strconv.Itoa(seg) + "\x00" + strconv.Itoa(idx))
-}
-
-// findPiece returns the object, segment and piece with the given id.
-func findPiece(tx *bolt.Tx, piece string) (*Object, int, int, error) {
-	v := tx.Bucket(bucketPieceIdx).Get([]byte(piece))
-	if v == nil {
-		return nil, 0, 0, nil
-	}
-	parts := bytes.Split(v, []byte{0})
-	if len(parts) != 3 {
-		return nil, 0, 0, fmt.Errorf("piece index: bad entry for %s", piece)
-	}
-	seg, _ := strconv.Atoi(string(parts[1])) // the index (parts[2]) is informative: pieces are found by id
-	o, err := getObject(tx, string(parts[0]))
-	if err != nil || o == nil || seg >= len(o.Segments) {
-		return nil, 0, 0, err
-	}
-	for i := range o.Segments[seg].Pieces {
-		if o.Segments[seg].Pieces[i].ID == piece {
-			return o, seg, i, nil
-		}
-	}
-	return nil, 0, 0, nil
-}
-
-// versions returns every version of name, oldest first.
-func versions(tx *bolt.Tx, name string) ([]FileVersion, error) {
-	var out []FileVersion
-	prefix := append([]byte(name), 0)
-	c := tx.Bucket(bucketVersions).Cursor()
-	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-		if len(k) != len(prefix)+4 {
-			continue
-		}
-		var fv FileVersion
-		if err := json.Unmarshal(v, &fv); err != nil {
-			return nil, err
-		}
-		out = append(out, fv)
-	}
-	return out, nil
-}
 
 // The sealed piece. A piece is an OpenPGP message sealed by the owner to its own key:
 // a header that says what the piece is, then the object's manifest and the shard.
+// Its Type is TypePiece and its Piece-Id fieldPiece (protocol.go).
 const (
-	TypePiece = "PIECE"
-
-	fieldPiece       = "Piece-Id"
 	fieldObject      = "Object"
 	fieldSegment     = "Segment"
 	fieldSegments    = "Segments"

@@ -49,7 +49,7 @@ type optDef struct {
 }
 
 // An Option is a typed handle on one row of the option table. Code reads an option as
-// optMaxMsgSize.Get(n.Opts), so that a misspelt name or a wrong type does not compile;
+// OptMaxMsgSize.Get(n.Opts), so that a misspelt name or a wrong type does not compile;
 // looking options up by name is left to the names users give (set_option, show_option).
 type Option[T any] struct{ d *optDef }
 
@@ -123,29 +123,30 @@ const day = 24 * time.Hour
 var tlsModes = []string{"none", "starttls", "tls"}
 
 // The options: DIBS 0.93's names and defaults (the code's, where the manual differs),
-// then what dibs added. optionDefs below lists them in the order of dibsrc.toml.
+// then what dibs added. optionDefs below lists them in the order of dibsrc.toml. The
+// handles that code outside package agent reads (agent/transports, cmd/dibs) are
+// exported.
 var (
-	optDibsPublicKey      = stringOpt("dibsPublicKey", "", "name (user id) of our key: signs every message").withComputed(keyName)
-	optDibsPrivateKey     = stringOpt("dibsPrivateKey", "", "name of the key pieces are encrypted to (our own)").withComputed(keyName)
-	optDibsAdmin          = stringOpt("dibsAdmin", "", "the owner's real e-mail address").withComputed(func() string { u, h := userHost(); return u + "@" + h })
-	optMailUserOnRecovery = boolOpt("mailUserOnRecovery", true, "mail dibsAdmin when a recovery finishes").notUsedYet("mail to the owner")
-	optKbPerFile          = intOpt("kbPerFile", 10240, 1, 1<<30, "piece size in kilobytes (1000 bytes)")
-	optRedundantPieces    = intOpt("redundantPieces", 2, 1, 200, "parity pieces per segment: how many peers may be lost")
-	optMaxVersions        = intOpt("maxVersions", 3, 1, 1000, "versions kept of each stored file")
-	optKeepDeleted        = secondsOpt("keepDeleted", 0, 0, 0, "seconds a file deleted locally stays recoverable (0: forever); cleanup drops older ones")
-	optRepairAfter        = secondsOpt("repairAfter", 7*day, time.Minute, 0, "a peer silent this long, or a piece unacknowledged this long, counts as lost and is repaired")
-	optResendAfter        = secondsOpt("resendAfter", day, time.Minute, 0, "a request delivered and unanswered this long is sent again")
-	optRepairSpare        = intOpt("repairSpare", 1, 0, 200, "repair a segment that lost pieces once it has this many spare pieces (beyond k) or fewer")
-	optLogFile            = pathOpt("logFile", "logfile", "log of commands").notUsedYet("logging")
-	optLogLevel           = intOpt("logLevel", 0, -20, 20, "DEBUG -20, INFO -10, WARNING 0, ERROR 10, CRITICAL 20").notUsedYet("logging")
-	optPrintLogLevel      = intOpt("printLogLevel", -10, -20, 20, "log level echoed on stderr").notUsedYet("logging")
-	optMaxLogSize         = sizeOpt("maxLogSize", 1000000, 1000, "a log is rotated past this size").notUsedYet("logging")
-	optErrWarnCount       = intOpt("errWarnCount", 30, 0, 0, "error files in errorDir before a warning").notUsedYet("error reports")
-	optErrMaxCount        = intOpt("errMaxCount", 60, 0, 0, "error files in errorDir before error mails stop").notUsedYet("error reports")
-	optErrorDir           = pathOpt("errorDir", "errorDir", "where error reports are kept").notUsedYet("error reports")
-	// OptDaemonLogFile is exported for cmd/dibs, which opens the daemon's log.
+	optDibsPublicKey         = stringOpt("dibsPublicKey", "", "name (user id) of our key: signs every message").withComputed(keyName)
+	optDibsPrivateKey        = stringOpt("dibsPrivateKey", "", "name of the key pieces are encrypted to (our own)").withComputed(keyName)
+	OptDibsAdmin             = stringOpt("dibsAdmin", "", "the owner's real e-mail address").withComputed(func() string { u, h := userHost(); return u + "@" + h })
+	optMailUserOnRecovery    = boolOpt("mailUserOnRecovery", true, "mail dibsAdmin when a recovery finishes").notUsedYet("mail to the owner")
+	optKbPerFile             = intOpt("kbPerFile", 10240, 1, 1<<30, "piece size in kilobytes (1000 bytes)")
+	optRedundantPieces       = intOpt("redundantPieces", 2, 1, 200, "parity pieces per segment: how many peers may be lost")
+	optMaxVersions           = intOpt("maxVersions", 3, 1, 1000, "versions kept of each stored file")
+	optKeepDeleted           = secondsOpt("keepDeleted", 0, 0, 0, "seconds a file deleted locally stays recoverable (0: forever); cleanup drops older ones")
+	optRepairAfter           = secondsOpt("repairAfter", 7*day, time.Minute, 0, "a peer silent this long, or a piece unacknowledged this long, counts as lost and is repaired")
+	optResendAfter           = secondsOpt("resendAfter", day, time.Minute, 0, "a request delivered and unanswered this long is sent again")
+	optRepairSpare           = intOpt("repairSpare", 1, 0, 200, "repair a segment that lost pieces once it has this many spare pieces (beyond k) or fewer")
+	optLogFile               = pathOpt("logFile", "logfile", "log of commands").notUsedYet("logging")
+	optLogLevel              = intOpt("logLevel", 0, -20, 20, "DEBUG -20, INFO -10, WARNING 0, ERROR 10, CRITICAL 20").notUsedYet("logging")
+	optPrintLogLevel         = intOpt("printLogLevel", -10, -20, 20, "log level echoed on stderr").notUsedYet("logging")
+	optMaxLogSize            = sizeOpt("maxLogSize", 1000000, 1000, "a log is rotated past this size").notUsedYet("logging")
+	optErrWarnCount          = intOpt("errWarnCount", 30, 0, 0, "error files in errorDir before a warning").notUsedYet("error reports")
+	optErrMaxCount           = intOpt("errMaxCount", 60, 0, 0, "error files in errorDir before error mails stop").notUsedYet("error reports")
+	optErrorDir              = pathOpt("errorDir", "errorDir", "where error reports are kept").notUsedYet("error reports")
 	OptDaemonLogFile         = pathOpt("daemonLogFile", "daemonLog", "the daemon's log")
-	optDaemonTimeout         = secondsOpt("daemonTimeout", 15*time.Minute, time.Second, 0, "network timeout of the daemon, seconds")
+	OptDaemonTimeout         = secondsOpt("daemonTimeout", 15*time.Minute, time.Second, 0, "network timeout of the daemon, seconds")
 	optPollInterval          = secondsOpt("pollInterval", time.Hour, time.Second, 0, "seconds between the daemon's periodic batches (poll, auto_check, ...)")
 	optDaemonPort            = intOpt("daemonPort", 6363, 0, 65535, "TCP port the daemon serves peers on")
 	optDaemonHost            = stringOpt("daemonHost", "", "address the daemon listens on (empty: all)")
@@ -153,42 +154,42 @@ var (
 	optProbePeriod           = secondsOpt("probePeriod", day/2, time.Second, 0, "seconds between automatic probes")
 	optMaxMsgAge             = secondsOpt("maxMsgAge", 10*day, time.Minute, 0, "older messages are refused (replay window), seconds")
 	optClockSkew             = secondsOpt("clockSkew", 10*time.Minute, 0, day, "how far in the future a message's Date may be, seconds")
-	optMaxMsgSize            = sizeOpt("maxMsgSize", 128000000, 10000, "largest message file accepted or sent")
+	OptMaxMsgSize            = sizeOpt("maxMsgSize", 128000000, 10000, "largest message file accepted or sent")
 	optHostname              = stringOpt("hostname", "", "our host name, as peers reach it").withComputed(func() string { _, h := userHost(); return h }).notUsedYet("the peer finder (post_contract --host)")
 	optAutoBackupDir         = pathOpt("autoBackupDir", "autoBackup", "auto_check stores what is linked here")
 	optDefaultContractServer = stringOpt("defaultContractServerURL", "http://127.0.0.1:8000/peer_finder", "the peer finder").withCheck(checkURL).notUsedYet("the peer finder")
 	optStatusAddress         = stringOpt("statusAddress", "127.0.0.1:6364", "where the daemon reports its status (loopback)").withCheck(checkHostPort).notUsedYet("the daemon status report")
-	optSMTPServer            = stringOpt("smtpServer", "localhost", "SMTP submission server, host or host:port").withCheck(checkHostPort)
-	optSMTPUser              = stringOpt("smtpUser", "", "SMTP user")
-	optSMTPPassword          = stringOpt("smtpPassword", "", "SMTP password (or smtpPasswordFile)")
-	optSMTPPasswordFile      = pathOpt("smtpPasswordFile", "", "file whose first line is the SMTP password")
-	optSMTPTLS               = enumOpt("smtpTLS", "starttls", tlsModes, "none (loopback only), starttls or tls")
-	optIMAPServer            = stringOpt("imapServer", "", "IMAP server host:port where peers' mail reaches us").withCheck(checkHostPort)
-	optIMAPUser              = stringOpt("imapUser", "", "IMAP user")
-	optIMAPPassword          = stringOpt("imapPassword", "", "IMAP password (or imapPasswordFile)")
-	optIMAPPasswordFile      = pathOpt("imapPasswordFile", "", "file whose first line is the IMAP password")
-	optIMAPMailbox           = stringOpt("imapMailbox", "INBOX", "mailbox dibs mail arrives in")
-	optIMAPTLS               = enumOpt("imapTLS", "tls", tlsModes, "none (loopback only), starttls or tls")
-	optMailCAFile            = pathOpt("mailCAFile", "", "extra CA certificates to trust for mail servers")
-	optMailMaxSize           = sizeOpt("mailMaxSize", 25000000, 10000, "largest mail the mail servers take")
+	OptSMTPServer            = stringOpt("smtpServer", "localhost", "SMTP submission server, host or host:port").withCheck(checkHostPort)
+	OptSMTPUser              = stringOpt("smtpUser", "", "SMTP user")
+	OptSMTPPassword          = stringOpt("smtpPassword", "", "SMTP password (or smtpPasswordFile)")
+	OptSMTPPasswordFile      = pathOpt("smtpPasswordFile", "", "file whose first line is the SMTP password")
+	OptSMTPTLS               = enumOpt("smtpTLS", "starttls", tlsModes, "none (loopback only), starttls or tls")
+	OptIMAPServer            = stringOpt("imapServer", "", "IMAP server host:port where peers' mail reaches us").withCheck(checkHostPort)
+	OptIMAPUser              = stringOpt("imapUser", "", "IMAP user")
+	OptIMAPPassword          = stringOpt("imapPassword", "", "IMAP password (or imapPasswordFile)")
+	OptIMAPPasswordFile      = pathOpt("imapPasswordFile", "", "file whose first line is the IMAP password")
+	OptIMAPMailbox           = stringOpt("imapMailbox", "INBOX", "mailbox dibs mail arrives in")
+	OptIMAPTLS               = enumOpt("imapTLS", "tls", tlsModes, "none (loopback only), starttls or tls")
+	OptMailCAFile            = pathOpt("mailCAFile", "", "extra CA certificates to trust for mail servers")
+	OptMailMaxSize           = sizeOpt("mailMaxSize", 25000000, 10000, "largest mail the mail servers take")
 	optRelayURL              = stringOpt("relayURL", "", "our relay: where poll_passives collects our files").withCheck(checkURL)
-	optRelayCAFile           = pathOpt("relayCAFile", "", "extra CA certificates to trust for https relays and daemons (a relay's self-signed certificate)")
+	OptRelayCAFile           = pathOpt("relayCAFile", "", "extra CA certificates to trust for https relays and daemons (a relay's self-signed certificate)")
 	optTalkRetryDelay        = secondsOpt("talkRetryDelay", 10*time.Minute, 0, 0, "how long a file waits before the next talk method is tried")
 )
 
 // optionDefs is the option table in dibsrc.toml order. TestOptionTable checks that it
 // lists every option declared above.
 var optionDefs = rows(
-	optDibsPublicKey, optDibsPrivateKey, optDibsAdmin, optMailUserOnRecovery,
+	optDibsPublicKey, optDibsPrivateKey, OptDibsAdmin, optMailUserOnRecovery,
 	optKbPerFile, optRedundantPieces, optMaxVersions, optKeepDeleted, optRepairAfter,
 	optResendAfter, optRepairSpare, optLogFile, optLogLevel, optPrintLogLevel, optMaxLogSize,
 	optErrWarnCount, optErrMaxCount, optErrorDir, OptDaemonLogFile,
-	optDaemonTimeout, optPollInterval, optDaemonPort, optDaemonHost, optProbeTimeout,
-	optProbePeriod, optMaxMsgAge, optClockSkew, optMaxMsgSize,
+	OptDaemonTimeout, optPollInterval, optDaemonPort, optDaemonHost, optProbeTimeout,
+	optProbePeriod, optMaxMsgAge, optClockSkew, OptMaxMsgSize,
 	optHostname, optAutoBackupDir, optDefaultContractServer, optStatusAddress,
-	optSMTPServer, optSMTPUser, optSMTPPassword, optSMTPPasswordFile, optSMTPTLS,
-	optIMAPServer, optIMAPUser, optIMAPPassword, optIMAPPasswordFile, optIMAPMailbox,
-	optIMAPTLS, optMailCAFile, optMailMaxSize, optRelayURL, optRelayCAFile, optTalkRetryDelay,
+	OptSMTPServer, OptSMTPUser, OptSMTPPassword, OptSMTPPasswordFile, OptSMTPTLS,
+	OptIMAPServer, OptIMAPUser, OptIMAPPassword, OptIMAPPasswordFile, OptIMAPMailbox,
+	OptIMAPTLS, OptMailCAFile, OptMailMaxSize, optRelayURL, OptRelayCAFile, optTalkRetryDelay,
 )
 
 func rows(opts ...interface{ row() *optDef }) []*optDef {
@@ -436,7 +437,7 @@ func (o *Options) get(name string) any {
 }
 
 // The accessors by name below are for names that come from outside the code; code reads
-// an option through its Option handle (optMaxMsgSize.Get(n.Opts)), which the compiler
+// an option through its Option handle (OptMaxMsgSize.Get(n.Opts)), which the compiler
 // checks. Each panics if there is no option name or it is of another type.
 
 // String returns a string option.

@@ -113,13 +113,13 @@ func TestOptionTable(t *testing.T) {
 // A handle reads what dibsrc.toml sets, and converts seconds and paths.
 func TestOption_Get(t *testing.T) {
 	o := &Options{dir: "/node", set: map[string]any{}}
-	if got := optMaxMsgSize.Get(o); got != 128000000 {
+	if got := OptMaxMsgSize.Get(o); got != 128000000 {
 		t.Errorf("maxMsgSize default %d", got)
 	}
 	if got := optAutoBackupDir.Get(o); got != "/node/autoBackup" {
 		t.Errorf("autoBackupDir default %q", got)
 	}
-	if got := optMailCAFile.Get(o); got != "" {
+	if got := OptMailCAFile.Get(o); got != "" {
 		t.Errorf("mailCAFile default %q, want empty", got)
 	}
 	for name, value := range map[string]string{"probeTimeout": "90", "maxMsgSize": "5m", "mailUserOnRecovery": "0", "relayCAFile": "/etc/ca.pem", "smtpTLS": "tls"} {
@@ -130,16 +130,16 @@ func TestOption_Get(t *testing.T) {
 	if got := optProbeTimeout.Get(o); got != 90*time.Second {
 		t.Errorf("probeTimeout %v", got)
 	}
-	if got := optMaxMsgSize.Get(o); got != 5000000 {
+	if got := OptMaxMsgSize.Get(o); got != 5000000 {
 		t.Errorf("maxMsgSize %d", got)
 	}
 	if optMailUserOnRecovery.Get(o) {
 		t.Errorf("mailUserOnRecovery set to 0 reads true")
 	}
-	if got := optRelayCAFile.Get(o); got != "/etc/ca.pem" {
+	if got := OptRelayCAFile.Get(o); got != "/etc/ca.pem" {
 		t.Errorf("relayCAFile %q", got)
 	}
-	if got := optSMTPTLS.Get(o); got != "tls" {
+	if got := OptSMTPTLS.Get(o); got != "tls" {
 		t.Errorf("smtpTLS %q", got)
 	}
 	// The accessors by name, kept for names from outside, agree.
@@ -172,7 +172,7 @@ func optionReads(t *testing.T) map[string]int {
 					return true
 				}
 				switch x := sel.X.(type) {
-				case *ast.Ident: // optMaxMsgSize.Get(o), in package agent
+				case *ast.Ident: // OptMaxMsgSize.Get(o), in package agent
 					reads[x.Name]++
 				case *ast.SelectorExpr: // agent.OptDaemonLogFile.Get(o)
 					if pkg, ok := x.X.(*ast.Ident); ok && pkg.Name == "agent" {
@@ -200,8 +200,8 @@ func TestOptionReads(t *testing.T) {
 		t.Fatalf("TestOptionTable fails")
 	}
 	reads := optionReads(t)
-	if reads["optMaxMsgSize"] < 5 || reads["OptDaemonLogFile"] != 1 {
-		t.Fatalf("the source walk finds %d reads of optMaxMsgSize and %d of agent.OptDaemonLogFile", reads["optMaxMsgSize"], reads["OptDaemonLogFile"])
+	if reads["OptMaxMsgSize"] < 5 || reads["OptDaemonLogFile"] != 1 {
+		t.Fatalf("the source walk finds %d reads of OptMaxMsgSize and %d of agent.OptDaemonLogFile", reads["OptMaxMsgSize"], reads["OptDaemonLogFile"])
 	}
 	for i, d := range optionDefs {
 		h := declared[i]

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,8 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
 )
@@ -31,36 +29,11 @@ const ProtocolVersion = pgpmsg.Version
 // transaction as the change that caused it, and sealed into outgoing/<peer>/ after the
 // commit. A crash in between seals it again under the same name and Message-Id, so a
 // reply is neither lost nor doubled in effect.
-type OutMessage struct {
-	Peer      string      `json:"peer"`
-	Type      string      `json:"type"`
-	ID        string      `json:"id"`
-	InReplyTo string      `json:"in_reply_to,omitempty"`
-	Date      time.Time   `json:"date"`
-	Fields    [][2]string `json:"fields,omitempty"`
-	Payload   []byte      `json:"payload,omitempty"`
-	// PayloadFile names a file whose contents are the payload (large payloads).
-	PayloadFile string `json:"payload_file,omitempty"`
-}
-
-// FileName is the outgoing spool name of the message: its date, then its id.
-func (m *OutMessage) FileName() string {
-	return m.Date.UTC().Format("20060102T150405.000000000Z") + "-" + m.ID + ".pgp"
-}
+type OutMessage = books.OutMessage
 
 // newOut makes a message to peer with a fresh id.
 func (n *Node) newOut(peer, typ string, fields [][2]string, payload []byte) OutMessage {
 	return OutMessage{Peer: peer, Type: typ, ID: pgpmsg.NewMessageID(), Date: n.Now().UTC(), Fields: fields, Payload: payload}
-}
-
-// addOutbox records m in tx's outbox.
-func addOutbox(tx *bolt.Tx, m OutMessage) error {
-	b := tx.Bucket(bucketOutbox)
-	seq, err := b.NextSequence()
-	if err != nil {
-		return err
-	}
-	return putJSON(b, u64(seq), m)
 }
 
 // Post queues one message for peer: through the outbox, sealed into outgoing/<peer>/.
@@ -70,8 +43,8 @@ func (n *Node) Post(peer, typ string, fields [][2]string, payload []byte) (strin
 		return "", err
 	}
 	m := n.newOut(peer, typ, fields, payload)
-	err := n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error { return addOutbox(tx, m) })
+	err := n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error { return tx.AddOutbox(m) })
 	})
 	if err != nil {
 		return "", err
@@ -85,7 +58,7 @@ func (n *Node) Post(peer, typ string, fields [][2]string, payload []byte) (strin
 func (n *Node) FlushOutbox() error {
 	// Lock order, everywhere: the database first, then the outbox lock (db.go). Holding
 	// the database through the flush keeps that order whoever calls.
-	return n.withDB(func(*bolt.DB) error { return n.flushOutbox() })
+	return n.withDB(func(*books.DB) error { return n.flushOutbox() })
 }
 
 func (n *Node) flushOutbox() error {
@@ -103,18 +76,14 @@ func (n *Node) flushOutbox() error {
 		return err
 	}
 	type entry struct {
-		key []byte
+		seq uint64
 		m   OutMessage
 	}
 	var pending []entry
-	err = n.withDB(func(db *bolt.DB) error {
-		return db.View(func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketOutbox).ForEach(func(k, v []byte) error {
-				var m OutMessage
-				if err := json.Unmarshal(v, &m); err != nil {
-					return err
-				}
-				pending = append(pending, entry{append([]byte(nil), k...), m})
+	err = n.withDB(func(db *books.DB) error {
+		return db.View(func(tx *books.Tx) error {
+			return tx.EachOutbox(func(seq uint64, m OutMessage) error {
+				pending = append(pending, entry{seq, m})
 				return nil
 			})
 		})
@@ -124,7 +93,7 @@ func (n *Node) flushOutbox() error {
 	}
 	var (
 		mu       sync.Mutex
-		done     [][]byte
+		done     []uint64
 		firstErr error
 		wg       sync.WaitGroup
 		sem      = make(chan struct{}, 4)
@@ -132,7 +101,7 @@ func (n *Node) flushOutbox() error {
 	// Small messages (replies, requests) are sealed in memory and committed per peer in
 	// one group commit; large ones stream into the spool one by one.
 	small := map[string][]queue.Item{}
-	smallKeys := map[string][][]byte{}
+	smallKeys := map[string][]uint64{}
 	for _, e := range pending {
 		wg.Add(1)
 		sem <- struct{}{}
@@ -155,9 +124,9 @@ func (n *Node) flushOutbox() error {
 				}
 			case sealed != nil:
 				small[e.m.Peer] = append(small[e.m.Peer], queue.Item{Name: e.m.FileName(), Data: sealed})
-				smallKeys[e.m.Peer] = append(smallKeys[e.m.Peer], e.key)
+				smallKeys[e.m.Peer] = append(smallKeys[e.m.Peer], e.seq)
 			default:
-				done = append(done, e.key)
+				done = append(done, e.seq)
 			}
 		}()
 	}
@@ -172,11 +141,10 @@ func (n *Node) flushOutbox() error {
 		done = append(done, smallKeys[peer]...)
 	}
 	if len(done) > 0 {
-		err := n.withDB(func(db *bolt.DB) error {
-			return db.Update(func(tx *bolt.Tx) error {
-				b := tx.Bucket(bucketOutbox)
-				for _, k := range done {
-					if err := b.Delete(k); err != nil {
+		err := n.withDB(func(db *books.DB) error {
+			return db.Update(func(tx *books.Tx) error {
+				for _, seq := range done {
+					if err := tx.DeleteOutbox(seq); err != nil {
 						return err
 					}
 				}

@@ -6,8 +6,7 @@ import (
 	"io"
 	"os"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
 )
@@ -190,17 +189,17 @@ func (n *Node) DeletePeer(name string) error {
 		return err
 	}
 	os.Remove(n.peerKeyPath(name))
-	return n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketPeers).Delete([]byte(name)) })
+	return n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error { return tx.DeletePeer(name) })
 	})
 }
 
 func (n *Node) peerStateOf(name string) (PeerState, error) {
 	var ps PeerState
-	err := n.withDB(func(db *bolt.DB) error {
-		return db.View(func(tx *bolt.Tx) error {
+	err := n.withDB(func(db *books.DB) error {
+		return db.View(func(tx *books.Tx) error {
 			var err error
-			ps, err = peerState(tx, name)
+			ps, err = tx.Peer(name)
 			return err
 		})
 	})

@@ -21,9 +21,14 @@ const (
 	Passive = "passive" // talk: wait in outgoing/ until the peer pulls; listen: we pull from the peer's daemon
 	Mail    = "mail"    // talk: SMTP to the peer's e-mail; listen: our IMAP mailbox
 	Relay   = "relay"   // talk: deposit at the peer's relay; listen: poll our relay
+	Carry   = "carry"   // talk: wait in outgoing/ for export_messages; listen: files come by import_messages
 )
 
-var methods = []string{Active, Passive, Mail, Relay}
+var methods = []string{Active, Passive, Mail, Relay, Carry}
+
+// delivers reports whether talk method m moves files itself. Files for passive and carry
+// methods wait in outgoing/: the peer pulls them, or export_messages carries them.
+func delivers(m string) bool { return m != Passive && m != Carry }
 
 // Peer is one entry of the peer list (peers.toml): who the peer is and how to reach it.
 // Usage and liveness are in the database, not here: this file changes only when the
@@ -82,8 +87,28 @@ func (p *Peer) DaemonURL() string {
 	return fmt.Sprintf("http://%s:%d", h, port)
 }
 
-// validate checks a peer record on its own; opts give defaults it may rely on.
+// validate checks a peer record as add_peer and edit_peer take it: on its own, and
+// against the options it relies on.
 func (p *Peer) validate(opts *Options) error {
+	if err := p.validateRecord(); err != nil {
+		return err
+	}
+	if p.Talks(Relay) && p.Relay == "" && optRelayURL.Get(opts) == "" {
+		return fmt.Errorf("talk relay needs --relay URL (or our relayURL option)")
+	}
+	if p.Listen == Relay && optRelayURL.Get(opts) == "" {
+		return fmt.Errorf("listen relay needs our relayURL option: dibs set_option --name relayURL --value URL")
+	}
+	if p.Listen == Mail && OptIMAPServer.Get(opts) == "" {
+		return fmt.Errorf("listen mail needs our imapServer option: dibs set_option --name imapServer --value host:port")
+	}
+	return nil
+}
+
+// validateRecord checks what a peer record says on its own. peers.toml is held to it
+// on every load; the options' part is left to add_peer and to the transports, so that a
+// node whose relayURL was unset can still be opened to set it again.
+func (p *Peer) validateRecord() error {
 	if !queue.ValidPeer(p.Name) {
 		return fmt.Errorf("--peer %q must be letters, digits and ._+@- (at most 128)", p.Name)
 	}
@@ -113,15 +138,6 @@ func (p *Peer) validate(opts *Options) error {
 			return fmt.Errorf("--relay: %w", err)
 		}
 	}
-	if p.Talks(Relay) && p.Relay == "" && optRelayURL.Get(opts) == "" {
-		return fmt.Errorf("talk relay needs --relay URL (or our relayURL option)")
-	}
-	if p.Listen == Relay && optRelayURL.Get(opts) == "" {
-		return fmt.Errorf("listen relay needs our relayURL option: dibs set_option --name relayURL --value URL")
-	}
-	if p.Listen == Mail && optIMAPServer.Get(opts) == "" {
-		return fmt.Errorf("listen mail needs our imapServer option: dibs set_option --name imapServer --value host:port")
-	}
 	if p.LocalQuota < 0 || p.RemoteQuota < 0 {
 		return fmt.Errorf("quotas cannot be negative")
 	}
@@ -141,6 +157,8 @@ type peerFile struct {
 	Peers []*Peer `toml:"peer"`
 }
 
+// loadPeers reads peers.toml and holds every entry to the rules add_peer applies
+// (validateRecord). An error names the file and the line of the entry at fault.
 func loadPeers(dir string) ([]*Peer, error) {
 	b, err := os.ReadFile(filepath.Join(dir, peersFile))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -150,17 +168,53 @@ func loadPeers(dir string) ([]*Peer, error) {
 		return nil, err
 	}
 	var pf peerFile
-	if _, err := toml.Decode(string(b), &pf); err != nil {
+	md, err := toml.Decode(string(b), &pf)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", peersFile, err)
 	}
+	text := string(b)
+	if und := md.Undecoded(); len(und) > 0 {
+		k := und[0]
+		return nil, fmt.Errorf("%s:%d: unknown field %q (add_peer's flags name the fields)", peersFile, keyLine(text, k[len(k)-1]), k.String())
+	}
+	starts := peerLines(text)
 	seen := map[string]bool{}
-	for _, p := range pf.Peers {
-		if !queue.ValidPeer(p.Name) || seen[p.Name] {
-			return nil, fmt.Errorf("%s: bad or repeated peer name %q", peersFile, p.Name)
+	for i, p := range pf.Peers {
+		line := 0
+		if i < len(starts) {
+			line = starts[i]
+		}
+		at := fmt.Sprintf("%s:%d: peer %q", peersFile, line, p.Name)
+		if seen[p.Name] {
+			return nil, fmt.Errorf("%s: the name is repeated", at)
 		}
 		seen[p.Name] = true
+		if err := p.validateRecord(); err != nil {
+			return nil, fmt.Errorf("%s: %s", at, strings.TrimPrefix(err.Error(), "--"))
+		}
 	}
 	return pf.Peers, nil
+}
+
+// peerLines returns the line numbers of peers.toml's [[peer]] headers, in order.
+func peerLines(text string) []int {
+	var out []int
+	for i, l := range strings.Split(text, "\n") {
+		if strings.ReplaceAll(strings.TrimSpace(l), " ", "") == "[[peer]]" {
+			out = append(out, i+1)
+		}
+	}
+	return out
+}
+
+// keyLine is the first line of text that assigns key, or 0.
+func keyLine(text, key string) int {
+	for i, l := range strings.Split(text, "\n") {
+		if k, _, ok := strings.Cut(strings.TrimSpace(l), "="); ok && strings.Trim(strings.TrimSpace(k), `"'`) == key {
+			return i + 1
+		}
+	}
+	return 0
 }
 
 func encodePeers(peers []*Peer) ([]byte, error) {

@@ -4,25 +4,19 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
 )
 
-// Probe messages.
+// Probe limits.
 const (
-	TypeProbe         = "PROBE"
-	TypeProbeResponse = "PROBE_RESPONSE"
-	fieldChunks       = "Chunks"
 	// probeChunks is how many random chunks one probe asks a piece for.
 	probeChunks = 3
 	// maxProbeChunks bounds what a peer answers for one probe.
@@ -30,20 +24,11 @@ const (
 )
 
 // ProbeState is a probe waiting for its answer, keyed by the PROBE's Message-Id.
-type ProbeState struct {
-	Piece  string    `json:"piece"`
-	Peer   string    `json:"peer"`
-	Object string    `json:"object"`
-	Chunks []int     `json:"chunks"`
-	Sent   time.Time `json:"sent"`
-}
+type ProbeState = books.ProbeState
 
-func init() {
-	handlers[TypeProbe] = handleProbe
-	handlers[TypeProbeResponse] = answering(handleProbeResponse)
-	nackHandlers[TypeProbe] = func(r *Request) error {
-		return r.Node.probeAnswered(r, false, "peer says: "+r.Header.Get(fieldReason))
-	}
+// handleProbeNack fails a probe the peer refused.
+func handleProbeNack(r *Request) error {
+	return r.Node.probeAnswered(r, false, "peer says: "+r.Header.Get(fieldReason))
 }
 
 // ProbeResult says what a probe asked.
@@ -60,14 +45,14 @@ type ProbeResult struct {
 // piece never travels back whole.
 func (n *Node) Probe(sname string) (ProbeResult, error) {
 	var res ProbeResult
-	err := n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	err := n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			fv, err := pickProbeTarget(tx, sname)
 			if err != nil {
 				return err
 			}
 			res.Name = fv.Name
-			o, err := getObject(tx, fv.Object)
+			o, err := tx.Object(fv.Object)
 			if err != nil {
 				return err
 			}
@@ -84,11 +69,11 @@ func (n *Node) Probe(sname string) (ProbeResult, error) {
 					}
 					chunks := rand.Perm(p.Chunks)[:min(probeChunks, p.Chunks)]
 					m := n.newOut(p.Peer, TypeProbe, [][2]string{{fieldPiece, p.ID}, {fieldChunks, joinInts(chunks)}}, nil)
-					if err := addOutbox(tx, m); err != nil {
+					if err := tx.AddOutbox(m); err != nil {
 						return err
 					}
 					st := ProbeState{Piece: p.ID, Peer: p.Peer, Object: o.ID, Chunks: chunks, Sent: m.Date}
-					if err := putJSON(tx.Bucket(bucketProbes), []byte(m.ID), st); err != nil {
+					if err := tx.PutProbe(m.ID, st); err != nil {
 						return err
 					}
 					res.Pieces++
@@ -107,13 +92,13 @@ func (n *Node) Probe(sname string) (ProbeResult, error) {
 }
 
 // pickProbeTarget returns the newest version of sname, or of a random stored file.
-func pickProbeTarget(tx *bolt.Tx, sname string) (FileVersion, error) {
+func pickProbeTarget(tx *books.Tx, sname string) (FileVersion, error) {
 	if sname != "" {
 		name, err := StoredName(sname)
 		if err != nil {
 			return FileVersion{}, err
 		}
-		vs, err := versions(tx, name)
+		vs, err := tx.Versions(name)
 		if err != nil {
 			return FileVersion{}, err
 		}
@@ -128,11 +113,7 @@ func pickProbeTarget(tx *bolt.Tx, sname string) (FileVersion, error) {
 		return FileVersion{}, fmt.Errorf("%s has no content to probe", name)
 	}
 	var all []FileVersion
-	err := tx.Bucket(bucketVersions).ForEach(func(k, v []byte) error {
-		var fv FileVersion
-		if err := json.Unmarshal(v, &fv); err != nil {
-			return err
-		}
+	err := tx.EachVersion(func(fv FileVersion) error {
 		if fv.Object != "" {
 			all = append(all, fv)
 		}
@@ -181,7 +162,7 @@ func handleProbe(r *Request) error {
 	if err != nil {
 		return reject("PROBE: Chunks: %v", err)
 	}
-	if r.Tx.Bucket(bucketHeld).Get(heldKey(r.Peer.Name, id)) == nil {
+	if !r.Tx.Holds(r.Peer.Name, id) {
 		return r.nack(TypeProbe, "unknown piece", [2]string{fieldPiece, id})
 	}
 	f, err := os.Open(r.Node.storagePath(r.Peer.Name, id))
@@ -256,19 +237,18 @@ func handleProbeResponse(r *Request) error {
 // probeAnswered closes a probe: good answers count for the peer; a wrong or refused
 // answer marks the piece lost, and repair rebuilds it elsewhere.
 func (n *Node) probeAnswered(r *Request, answered bool, why string) error {
-	key := []byte(r.Header.Get(pgpmsg.FieldInReplyTo))
-	var st ProbeState
-	ok, err := getJSON(r.Tx.Bucket(bucketProbes), key, &st)
+	id := r.Header.Get(pgpmsg.FieldInReplyTo)
+	st, ok, err := r.Tx.Probe(id)
 	if err != nil || !ok {
 		return err // not ours, or timed out already
 	}
 	if st.Peer != r.Peer.Name {
 		return reject("probe answer from %s, asked %s", r.Peer.Name, st.Peer)
 	}
-	if err := r.Tx.Bucket(bucketProbes).Delete(key); err != nil {
+	if err := r.Tx.DeleteProbe(id); err != nil {
 		return err
 	}
-	o, s, i, err := findPiece(r.Tx, st.Piece)
+	o, s, i, err := r.Tx.FindPiece(st.Piece)
 	if err != nil {
 		return err
 	}
@@ -278,7 +258,7 @@ func (n *Node) probeAnswered(r *Request, answered bool, why string) error {
 		why = checkChunks(r, p, st.Chunks)
 		good = why == ""
 	}
-	ps, err := peerState(r.Tx, r.Peer.Name)
+	ps, err := r.Tx.Peer(r.Peer.Name)
 	if err != nil {
 		return err
 	}
@@ -290,17 +270,17 @@ func (n *Node) probeAnswered(r *Request, answered bool, why string) error {
 		ps.ProbesFailed++
 		n.Log.Warn("probe failed", "peer", r.Peer.Name, "piece", st.Piece, "why", why)
 	}
-	if err := putPeerState(r.Tx, r.Peer.Name, ps); err != nil {
+	if err := r.Tx.PutPeer(r.Peer.Name, ps); err != nil {
 		return err
 	}
 	if good || o == nil {
 		return nil
 	}
 	p := &o.Segments[s].Pieces[i]
-	if healthy(*p) {
+	if p.Healthy() {
 		p.State, p.Why = PieceLost, "failed probe: "+why
 	}
-	return putObject(r.Tx, o)
+	return r.Tx.PutObject(o)
 }
 
 // checkChunks returns why a probe answer is wrong, or "".
@@ -348,18 +328,13 @@ func (n *Node) ExpireProbes() (int, error) {
 	now := n.Now()
 	limit := optProbeTimeout.Get(n.Opts)
 	expired := 0
-	err := n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
-			b := tx.Bucket(bucketProbes)
-			var old [][]byte
+	err := n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
+			var old []string
 			var peers []string
-			err := b.ForEach(func(k, v []byte) error {
-				var st ProbeState
-				if err := json.Unmarshal(v, &st); err != nil {
-					return err
-				}
+			err := tx.EachProbe(func(id string, st ProbeState) error {
 				if now.Sub(st.Sent) > limit {
-					old = append(old, append([]byte(nil), k...))
+					old = append(old, id)
 					peers = append(peers, st.Peer)
 				}
 				return nil
@@ -367,16 +342,16 @@ func (n *Node) ExpireProbes() (int, error) {
 			if err != nil {
 				return err
 			}
-			for i, k := range old {
-				if err := b.Delete(k); err != nil {
+			for i, id := range old {
+				if err := tx.DeleteProbe(id); err != nil {
 					return err
 				}
-				ps, err := peerState(tx, peers[i])
+				ps, err := tx.Peer(peers[i])
 				if err != nil {
 					return err
 				}
 				ps.ProbesTimeout++
-				if err := putPeerState(tx, peers[i], ps); err != nil {
+				if err := tx.PutPeer(peers[i], ps); err != nil {
 					return err
 				}
 			}

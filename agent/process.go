@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,8 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
 )
@@ -58,7 +56,7 @@ func (n *Node) ProcessIncoming(ctx context.Context) (ProcessResult, error) {
 	if len(entries) == 0 {
 		return res, nil
 	}
-	err = n.withDB(func(db *bolt.DB) error {
+	err = n.withDB(func(db *books.DB) error {
 		res = n.processEntries(ctx, db, entries)
 		return n.FlushOutbox() // the database held: it is the outer lock (db.go)
 	})
@@ -68,7 +66,7 @@ func (n *Node) ProcessIncoming(ctx context.Context) (ProcessResult, error) {
 	return res, ctx.Err()
 }
 
-func (n *Node) processEntries(ctx context.Context, db *bolt.DB, entries []queue.Entry) ProcessResult {
+func (n *Node) processEntries(ctx context.Context, db *books.DB, entries []queue.Entry) ProcessResult {
 	var (
 		mu  sync.Mutex
 		res ProcessResult
@@ -167,12 +165,12 @@ func (n *Node) ProcessFile(path string) (ProcessResult, error) {
 		if !queue.ValidName(name) {
 			name = queue.NewName(n.Now(), ".pgp")
 		}
-		if _, err := n.Spool.Put(queue.Incoming, name, f, optMaxMsgSize.Get(n.Opts)); err != nil {
+		if _, err := n.Spool.Put(queue.Incoming, name, f, OptMaxMsgSize.Get(n.Opts)); err != nil {
 			return ProcessResult{}, err
 		}
 	}
 	var res ProcessResult
-	err := n.withDB(func(db *bolt.DB) error {
+	err := n.withDB(func(db *books.DB) error {
 		switch n.processOne(db, name, nil) {
 		case outProcessed:
 			res.Processed++
@@ -187,7 +185,7 @@ func (n *Node) ProcessFile(path string) (ProcessResult, error) {
 }
 
 // processOne claims, verifies and acts on one incoming file.
-func (n *Node) processOne(db *bolt.DB, name string, acks chan<- *queue.Claim) outcome {
+func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) outcome {
 	c, err := n.Spool.Claim(queue.Incoming, name)
 	if err != nil {
 		return outLeft // busy with another worker, or already gone
@@ -201,7 +199,7 @@ func (n *Node) processOne(db *bolt.DB, name string, acks chan<- *queue.Claim) ou
 		}
 		return outQuarantined
 	}
-	maxSize := optMaxMsgSize.Get(n.Opts)
+	maxSize := OptMaxMsgSize.Get(n.Opts)
 	if c.Size() > maxSize {
 		return quarantine(fmt.Sprintf("oversized: %d bytes, more than maxMsgSize %d", c.Size(), maxSize))
 	}
@@ -233,7 +231,7 @@ func (n *Node) processOne(db *bolt.DB, name string, acks chan<- *queue.Claim) ou
 		return quarantine(fmt.Sprintf("Date %s is %s in the future (clockSkew allows %s)", date.Format(time.RFC3339), skew.Round(time.Second), optClockSkew.Get(n.Opts)))
 	}
 	typ := msg.Header.Get(pgpmsg.FieldType)
-	h, ok := handlers[typ]
+	h, ok := handlerFor(typ)
 	if !ok {
 		return quarantine("unknown message type " + typ)
 	}
@@ -242,26 +240,25 @@ func (n *Node) processOne(db *bolt.DB, name string, acks chan<- *queue.Claim) ou
 	if err != nil {
 		return quarantine("bad Message-Id")
 	}
-	err = db.Batch(func(tx *bolt.Tx) error {
-		seen := tx.Bucket(bucketSeen)
-		if seen.Get(idKey) != nil {
+	err = db.Batch(func(tx *books.Tx) error {
+		if tx.Seen(idKey) {
 			return reject("replay: Message-Id %s was processed before", id)
 		}
 		req := &Request{Node: n, Tx: tx, Peer: peer, Msg: msg, Header: msg.Header, Now: now}
 		if err := h(req); err != nil {
 			return err
 		}
-		ps, err := peerState(tx, peer.Name)
+		ps, err := tx.Peer(peer.Name)
 		if err != nil {
 			return err
 		}
 		if date.After(ps.LastHeard) {
 			ps.LastHeard = date
 		}
-		if err := putPeerState(tx, peer.Name, ps); err != nil {
+		if err := tx.PutPeer(peer.Name, ps); err != nil {
 			return err
 		}
-		return seen.Put(idKey, u64(uint64(date.Unix())))
+		return tx.MarkSeen(idKey, date)
 	})
 	if err != nil {
 		if isTemporary(err) {
@@ -282,25 +279,7 @@ func (n *Node) processOne(db *bolt.DB, name string, acks chan<- *queue.Claim) ou
 
 // pruneSeen forgets Message-Ids whose Date is so old that the Date check alone now
 // refuses them: the replay table stays bounded.
-func (n *Node) pruneSeen(db *bolt.DB) {
+func (n *Node) pruneSeen(db *books.DB) {
 	horizon := n.Now().Add(-optMaxMsgAge.Get(n.Opts) - optClockSkew.Get(n.Opts) - time.Hour).Unix()
-	var old [][]byte
-	db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketSeen).ForEach(func(k, v []byte) error {
-			if len(v) == 8 && int64(binary.BigEndian.Uint64(v)) < horizon {
-				old = append(old, append([]byte(nil), k...))
-			}
-			return nil
-		})
-	})
-	if len(old) == 0 {
-		return
-	}
-	db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketSeen)
-		for _, k := range old {
-			b.Delete(k)
-		}
-		return nil
-	})
+	db.ExpireSeen(time.Unix(horizon, 0))
 }

@@ -2,9 +2,9 @@ package agent
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,36 +14,20 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
-	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/erasure"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
 )
 
-// Recovery messages.
-const (
-	TypeRecover         = "RECOVER"
-	TypeRecoverResponse = "RECOVER_RESPONSE"
-	TypeRecoverAll      = "RECOVER_ALL"
-	TypeFinishedAll     = "FINISHED_RECOVER_ALL"
-)
-
 // Recovery states (show_database --only recovery).
 const (
-	RecoveryWaiting = "waiting"
-	RecoveryDone    = "done"
-	RecoveryFailed  = "failed"
-)
-
-// Job kinds.
-const (
-	jobFile   = "file"
-	jobAll    = "all"
-	jobRepair = "repair"
+	RecoveryWaiting = books.RecoveryWaiting
+	RecoveryDone    = books.RecoveryDone
+	RecoveryFailed  = books.RecoveryFailed
 )
 
 const (
@@ -56,64 +40,8 @@ const (
 
 // RecoveryJob is a recovery in progress: it lives in the database, with the shards
 // received so far under recovery.tmp/, so it survives restarts.
-type RecoveryJob struct {
-	Name    string    `json:"name"`
-	Kind    string    `json:"kind"`
-	Target  string    `json:"target,omitempty"` // stored name (file jobs), object id (repair)
-	Version int       `json:"version,omitempty"`
-	State   string    `json:"state"`
-	Started time.Time `json:"started"`
-	Ended   time.Time `json:"ended,omitzero"`
-	// Objects maps the object ids the job needs to whether they are assembled.
-	Objects map[string]bool `json:"objects"`
-	// Finished maps each peer asked by recover_all to the pieces it said it sent (-1: not yet).
-	Finished map[string]int `json:"finished,omitempty"`
-	Received map[string]int `json:"received,omitempty"`
-	// Pieces are the piece ids recover_all received, so a piece sent twice counts once.
-	Pieces  map[string]bool `json:"pieces,omitempty"`
-	Written int             `json:"written"`
-	Error   string          `json:"error,omitempty"`
-}
+type RecoveryJob = books.RecoveryJob
 
-func init() {
-	handlers[TypeRecover] = handleRecover
-	handlers[TypeRecoverResponse] = answering(handleRecoverResponse)
-	handlers[TypeRecoverAll] = handleRecoverAll
-	handlers[TypeFinishedAll] = answering(handleFinishedAll)
-	nackHandlers[TypeRecover] = func(r *Request) error { return nil } // the piece is gone there: others will do
-}
-
-func getJob(tx *bolt.Tx, name string) (*RecoveryJob, error) {
-	var j RecoveryJob
-	ok, err := getJSON(tx.Bucket(bucketRecovery), []byte(name), &j)
-	if err != nil || !ok {
-		return nil, err
-	}
-	j.init()
-	return &j, nil
-}
-
-// init gives a job read back from the database its maps (empty ones are not stored).
-func (j *RecoveryJob) init() {
-	if j.Objects == nil {
-		j.Objects = map[string]bool{}
-	}
-	if j.Kind == jobAll {
-		if j.Finished == nil {
-			j.Finished = map[string]int{}
-		}
-		if j.Received == nil {
-			j.Received = map[string]int{}
-		}
-		if j.Pieces == nil {
-			j.Pieces = map[string]bool{}
-		}
-	}
-}
-
-func putJob(tx *bolt.Tx, j *RecoveryJob) error {
-	return putJSON(tx.Bucket(bucketRecovery), []byte(j.Name), j)
-}
 
 // RecoverFile asks the peers holding pieces of a stored file or tree (its latest
 // version, or version) for them. The files appear under recovery/ once enough answers
@@ -123,9 +51,9 @@ func (n *Node) RecoverFile(sname string, version int) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	job := &RecoveryJob{Name: root, Kind: jobFile, Target: root, Version: version, State: RecoveryWaiting, Started: n.Now().UTC(), Objects: map[string]bool{}}
-	err = n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	job := &RecoveryJob{Name: root, Kind: books.JobFile, Target: root, Version: version, State: RecoveryWaiting, Started: n.Now().UTC(), Objects: map[string]bool{}}
+	err = n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			chosen, err := chooseVersions(tx, root, version)
 			if err != nil {
 				return err
@@ -144,7 +72,7 @@ func (n *Node) RecoverFile(sname string, version int) (string, error) {
 			if err := n.askForObjects(tx, job); err != nil {
 				return err
 			}
-			if err := putJob(tx, job); err != nil {
+			if err := tx.PutJob(job); err != nil {
 				return err
 			}
 			return n.checkJob(tx, job)
@@ -158,11 +86,11 @@ func (n *Node) RecoverFile(sname string, version int) (string, error) {
 
 // chooseVersions picks, for every stored name under root, the requested version (or the
 // newest when version is 0).
-func chooseVersions(tx *bolt.Tx, root string, version int) (map[string]FileVersion, error) {
+func chooseVersions(tx *books.Tx, root string, version int) (map[string]FileVersion, error) {
 	chosen := map[string]FileVersion{}
-	err := eachVersion(tx, root, func(name string, ver int, fv FileVersion) error {
-		if version == 0 || ver == version {
-			chosen[name] = fv // versions come in order: the newest wins
+	err := tx.EachVersionUnder(root, func(fv FileVersion) error {
+		if version == 0 || fv.Version == version {
+			chosen[fv.Name] = fv // versions come in order: the newest wins
 		}
 		return nil
 	})
@@ -171,13 +99,13 @@ func chooseVersions(tx *bolt.Tx, root string, version int) (map[string]FileVersi
 
 // askForObjects sends one RECOVER per peer, listing the pieces it holds of the job's
 // objects not yet assembled. Asking all holders costs little: the fastest k win.
-func (n *Node) askForObjects(tx *bolt.Tx, job *RecoveryJob) error {
+func (n *Node) askForObjects(tx *books.Tx, job *RecoveryJob) error {
 	byPeer := map[string][]string{}
 	for id, done := range job.Objects {
 		if done {
 			continue
 		}
-		o, err := getObject(tx, id)
+		o, err := tx.Object(id)
 		if err != nil {
 			return err
 		}
@@ -222,9 +150,9 @@ func (n *Node) RecoverAll() error {
 	if len(peers) == 0 {
 		return errors.New("no peers to recover from (import_recovery_kit sets them up)")
 	}
-	err = n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
-			job := &RecoveryJob{Name: allJobName, Kind: jobAll, State: RecoveryWaiting, Started: n.Now().UTC(),
+	err = n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
+			job := &RecoveryJob{Name: allJobName, Kind: books.JobAll, State: RecoveryWaiting, Started: n.Now().UTC(),
 				Objects: map[string]bool{}, Finished: map[string]int{}, Received: map[string]int{}, Pieces: map[string]bool{}}
 			for _, p := range peers {
 				job.Finished[p.Name] = -1
@@ -232,7 +160,7 @@ func (n *Node) RecoverAll() error {
 					return err
 				}
 			}
-			return putJob(tx, job)
+			return tx.PutJob(job)
 		})
 	})
 	if err != nil {
@@ -248,9 +176,8 @@ func handleRecover(r *Request) error {
 	if err != nil {
 		return err
 	}
-	held := r.Tx.Bucket(bucketHeld)
 	for _, id := range ids {
-		if held.Get(heldKey(r.Peer.Name, id)) == nil {
+		if !r.Tx.Holds(r.Peer.Name, id) {
 			if err := r.nack(TypeRecover, "unknown piece", [2]string{fieldPiece, id}); err != nil {
 				return err
 			}
@@ -265,7 +192,7 @@ func handleRecover(r *Request) error {
 
 // handleRecoverAll sends back every piece we hold for the sender, then says how many.
 func handleRecoverAll(r *Request) error {
-	ids := heldIDs(r.Tx, r.Peer.Name)
+	ids := r.Tx.HeldIDs(r.Peer.Name)
 	for _, id := range ids {
 		if err := r.ReplyFile(TypeRecoverResponse, [][2]string{{fieldPiece, id}}, r.Node.storagePath(r.Peer.Name, id)); err != nil {
 			return err
@@ -276,7 +203,7 @@ func handleRecoverAll(r *Request) error {
 
 // handleFinishedAll records that a peer sent all it holds for us.
 func handleFinishedAll(r *Request) error {
-	job, err := getJob(r.Tx, allJobName)
+	job, err := r.Tx.Job(allJobName)
 	if err != nil || job == nil || job.State != RecoveryWaiting {
 		return err
 	}
@@ -285,7 +212,7 @@ func handleFinishedAll(r *Request) error {
 		return reject("FINISHED_RECOVER_ALL: bad Count")
 	}
 	job.Finished[r.Peer.Name] = c
-	if err := putJob(r.Tx, job); err != nil {
+	if err := r.Tx.PutJob(job); err != nil {
 		return err
 	}
 	return r.Node.checkJob(r.Tx, job)
@@ -300,12 +227,12 @@ func handleRecoverResponse(r *Request) error {
 	if !validID(id) {
 		return reject("RECOVER_RESPONSE: bad Piece-Id")
 	}
-	jobs, err := activeJobs(r.Tx)
+	jobs, err := r.Tx.ActiveJobs()
 	if err != nil {
 		return err
 	}
 	layout := pgpmsg.NewChunkScanner() // the piece's pin and chunk count, for probes
-	op, err := n.openPiece(io.TeeReader(r.Msg.Payload(), tolerant{layout}), optMaxMsgSize.Get(n.Opts))
+	op, err := n.openPiece(io.TeeReader(r.Msg.Payload(), tolerant{layout}), OptMaxMsgSize.Get(n.Opts))
 	if err != nil {
 		return reject("RECOVER_RESPONSE from %s: %v", r.Peer.Name, err)
 	}
@@ -315,9 +242,9 @@ func handleRecoverResponse(r *Request) error {
 	if len(jobs) == 0 {
 		// A late answer (a recover_all finished without this peer): the piece is not
 		// needed, but the books learn that the peer holds it.
-		if o, err := getObject(r.Tx, op.Info.Object); err != nil || o == nil {
+		if o, err := r.Tx.Object(op.Info.Object); err != nil || o == nil {
 			return err
-		} else if lastAll, err := getJob(r.Tx, allJobName); err == nil && lastAll != nil {
+		} else if lastAll, err := r.Tx.Job(allJobName); err == nil && lastAll != nil {
 			return n.notePiece(r.Tx, o, op, r.Peer.Name, id, layout)
 		}
 		return nil
@@ -325,7 +252,7 @@ func handleRecoverResponse(r *Request) error {
 	var all *RecoveryJob
 	wanted := false
 	for _, j := range jobs {
-		if j.Kind == jobAll {
+		if j.Kind == books.JobAll {
 			all = j
 			if !j.Pieces[id] {
 				j.Pieces[id] = true
@@ -339,7 +266,7 @@ func handleRecoverResponse(r *Request) error {
 			wanted = true
 		}
 	}
-	o, err := getObject(r.Tx, op.Info.Object)
+	o, err := r.Tx.Object(op.Info.Object)
 	if err != nil {
 		return err
 	}
@@ -369,7 +296,7 @@ func handleRecoverResponse(r *Request) error {
 		}
 	}
 	for _, j := range jobs {
-		if err := putJob(r.Tx, j); err != nil {
+		if err := r.Tx.PutJob(j); err != nil {
 			return err
 		}
 		if err := n.checkJob(r.Tx, j); err != nil {
@@ -377,22 +304,6 @@ func handleRecoverResponse(r *Request) error {
 		}
 	}
 	return nil
-}
-
-func activeJobs(tx *bolt.Tx) ([]*RecoveryJob, error) {
-	var out []*RecoveryJob
-	err := tx.Bucket(bucketRecovery).ForEach(func(k, v []byte) error {
-		var j RecoveryJob
-		if err := json.Unmarshal(v, &j); err != nil {
-			return err
-		}
-		if j.State == RecoveryWaiting {
-			j.init()
-			out = append(out, &j)
-		}
-		return nil
-	})
-	return out, err
 }
 
 // tolerant passes what it reads to a chunk scanner, whose complaint must not stop the
@@ -406,7 +317,7 @@ func (t tolerant) Write(p []byte) (int, error) {
 
 // rebuildBooks creates the record of an object we had lost, from one of its pieces, and
 // the file versions its manifest lists.
-func (n *Node) rebuildBooks(tx *bolt.Tx, op *openedPiece, peer, id string, layout *pgpmsg.ChunkScanner) (*Object, error) {
+func (n *Node) rebuildBooks(tx *books.Tx, op *openedPiece, peer, id string, layout *pgpmsg.ChunkScanner) (*Object, error) {
 	pi := op.Info
 	o := &Object{ID: pi.Object, Size: pi.ObjectSize, K: pi.K, N: pi.N, SegmentSize: pi.SegmentSize, Created: n.Now().UTC(),
 		Manifest: op.Manifest, Segments: make([]Segment, pi.Segments)}
@@ -421,11 +332,10 @@ func (n *Node) rebuildBooks(tx *bolt.Tx, op *openedPiece, peer, id string, layou
 		if err != nil || name != me.Name || me.Version < 1 {
 			return nil, reject("RECOVER_RESPONSE: bad manifest entry %q", me.Name)
 		}
-		key := versionKey(me.Name, me.Version)
-		if tx.Bucket(bucketVersions).Get(key) != nil {
+		if tx.HasVersion(me.Name, me.Version) {
 			continue
 		}
-		if err := putJSON(tx.Bucket(bucketVersions), key, FileVersion{ManifestEntry: me, Object: o.ID}); err != nil {
+		if err := tx.PutVersion(FileVersion{ManifestEntry: me, Object: o.ID}); err != nil {
 			return nil, err
 		}
 		o.Refs++
@@ -434,7 +344,7 @@ func (n *Node) rebuildBooks(tx *bolt.Tx, op *openedPiece, peer, id string, layou
 }
 
 // notePiece records that peer holds a piece (learnt from recover_all).
-func (n *Node) notePiece(tx *bolt.Tx, o *Object, op *openedPiece, peer, id string, layout *pgpmsg.ChunkScanner) error {
+func (n *Node) notePiece(tx *books.Tx, o *Object, op *openedPiece, peer, id string, layout *pgpmsg.ChunkScanner) error {
 	pi := op.Info
 	if pi.Segment >= len(o.Segments) || pi.K != o.K || pi.N != o.N {
 		return reject("RECOVER_RESPONSE: piece %s does not fit object %s", id, o.ID)
@@ -453,18 +363,18 @@ func (n *Node) notePiece(tx *bolt.Tx, o *Object, op *openedPiece, peer, id strin
 	}
 	seg.Pieces = append(seg.Pieces, p)
 	sort.Slice(seg.Pieces, func(a, b int) bool { return seg.Pieces[a].Index < seg.Pieces[b].Index })
-	if err := tx.Bucket(bucketPieceIdx).Put([]byte(id), pieceIdxValue(o.ID, pi.Segment, pi.Index)); err != nil {
+	if err := tx.IndexPiece(id, o.ID, pi.Segment, pi.Index); err != nil {
 		return err
 	}
-	ps, err := peerState(tx, peer)
+	ps, err := tx.Peer(peer)
 	if err != nil {
 		return err
 	}
 	ps.RemoteUsed += p.Size
-	if err := putPeerState(tx, peer, ps); err != nil {
+	if err := tx.PutPeer(peer, ps); err != nil {
 		return err
 	}
-	return putObject(tx, o)
+	return tx.PutObject(o)
 }
 
 func (n *Node) stagePath(obj string, parts ...string) string {
@@ -559,12 +469,12 @@ func (n *Node) assemble(o *Object) (bool, error) {
 }
 
 // checkJob finishes a job whose objects are all here: it writes the files.
-func (n *Node) checkJob(tx *bolt.Tx, j *RecoveryJob) error {
+func (n *Node) checkJob(tx *books.Tx, j *RecoveryJob) error {
 	if j.State != RecoveryWaiting {
 		return nil
 	}
 	var silent []string
-	if j.Kind == jobAll {
+	if j.Kind == books.JobAll {
 		// Done when the peers that answered have sent all they hold and every object
 		// learnt of is assembled; a peer that has not answered at all (it may be gone for
 		// good) is not waited for once another one has finished.
@@ -598,7 +508,7 @@ func (n *Node) checkJob(tx *bolt.Tx, j *RecoveryJob) error {
 		}
 	}
 	if missing > 0 {
-		if j.Kind != jobAll {
+		if j.Kind != books.JobAll {
 			return nil
 		}
 		// Every peer has answered: what is still missing cannot be rebuilt.
@@ -608,9 +518,9 @@ func (n *Node) checkJob(tx *bolt.Tx, j *RecoveryJob) error {
 		j.Error += fmt.Sprintf("%d objects have fewer than k pieces left", missing)
 	}
 	switch j.Kind {
-	case jobRepair:
+	case books.JobRepair:
 		return n.finishRepairTx(tx, j)
-	case jobAll:
+	case books.JobAll:
 		chosen, err := chooseVersions(tx, "/", 0)
 		if err != nil {
 			return err
@@ -626,14 +536,35 @@ func (n *Node) checkJob(tx *bolt.Tx, j *RecoveryJob) error {
 }
 
 // writeJob writes the chosen versions into recovery/ and closes the job.
-func (n *Node) writeJob(tx *bolt.Tx, j *RecoveryJob, chosen map[string]FileVersion) error {
+//
+// setuid, setgid and sticky bits are not applied, and the job's error names the entries
+// that lost them: the books do not record owners, and a recovered file belongs to
+// whoever recovers it (root, often, after a disk loss), who never chose to run it
+// setuid. libarchive's extraction drops them likewise unless asked.
+func (n *Node) writeJob(tx *books.Tx, j *RecoveryJob, chosen map[string]FileVersion) error {
+	root, err := n.recoveryRoot()
+	if err != nil {
+		return retryLater{fmt.Errorf("recovery: %w", err)}
+	}
+	defer root.Close()
 	names := sortedKeys(chosen)
-	var failed []string
+	var failed, dropped []string
 	var dirs, links []FileVersion
 	for _, name := range names {
 		fv := chosen[name]
 		switch fv.Kind {
 		case KindDir:
+			// Made first, so that the files in a directory find a real one where an
+			// earlier recovery left a symlink.
+			parent, base, err := openParent(root, name)
+			if err == nil {
+				err = realDir(parent, base)
+				parent.Close()
+			}
+			if err != nil {
+				failed = append(failed, name+": "+err.Error())
+				continue
+			}
 			dirs = append(dirs, fv)
 		case KindSymlink:
 			links = append(links, fv)
@@ -643,110 +574,189 @@ func (n *Node) writeJob(tx *bolt.Tx, j *RecoveryJob, chosen map[string]FileVersi
 				continue
 			}
 			like := hashForm(tx, fv)
-			got, err := n.writeRecovered(fv, like)
+			got, err := n.writeRecovered(root, fv, like)
 			if err != nil {
 				n.Log.Error("recover", "name", name, "err", err)
 				failed = append(failed, name+": "+err.Error())
 				continue
 			}
 			j.Written++
+			if fs.FileMode(fv.Mode)&specialBits != 0 {
+				dropped = append(dropped, name)
+			}
 			if fv.Hash == "" && like != "" { // note it: the next store finds the file unchanged
 				fv.Hash = got
-				if err := putJSON(tx.Bucket(bucketVersions), versionKey(fv.Name, fv.Version), fv); err != nil {
+				if err := tx.PutVersion(fv); err != nil {
 					return err
 				}
 			}
 		}
 	}
 	for _, fv := range links {
-		if _, err := n.writeRecovered(fv, ""); err != nil {
+		if _, err := n.writeRecovered(root, fv, ""); err != nil {
 			failed = append(failed, fv.Name+": "+err.Error())
 			continue
 		}
 		j.Written++
 	}
 	for i := len(dirs) - 1; i >= 0; i-- { // deepest first: children do not touch a finished parent
-		if _, err := n.writeRecovered(dirs[i], ""); err != nil {
+		if _, err := n.writeRecovered(root, dirs[i], ""); err != nil {
 			failed = append(failed, dirs[i].Name+": "+err.Error())
 			continue
 		}
 		j.Written++
+		if fs.FileMode(dirs[i].Mode)&specialBits != 0 {
+			dropped = append(dropped, dirs[i].Name)
+		}
 	}
 	j.State, j.Ended = RecoveryDone, n.Now().UTC()
-	if len(failed) > 0 {
-		j.State = RecoveryFailed
+	note := func(msg string) {
 		if j.Error != "" {
 			j.Error += "; "
 		}
-		j.Error += fmt.Sprintf("%d not recovered: %s", len(failed), strings.Join(failed[:min(len(failed), 5)], ", "))
+		j.Error += msg
+	}
+	if len(failed) > 0 {
+		j.State = RecoveryFailed
+		note(fmt.Sprintf("%d not recovered: %s", len(failed), strings.Join(failed[:min(len(failed), 5)], ", ")))
+	}
+	if len(dropped) > 0 {
+		sort.Strings(dropped)
+		n.Log.Warn("recover: setuid/setgid/sticky bits not applied", "job", j.Name, "names", dropped)
+		note(fmt.Sprintf("setuid/setgid/sticky bits not applied to %d: %s", len(dropped), strings.Join(dropped[:min(len(dropped), 5)], ", ")))
 	}
 	for id := range j.Objects {
 		os.RemoveAll(n.stagePath(id))
 	}
-	return putJob(tx, j)
+	return tx.PutJob(j)
 }
 
 // hashForm is the form of fv's content hash: fv.Hash itself, or for a large file whose
 // books were rebuilt from a manifest (recover_all: the manifest in its pieces was written
 // before the hash was known) the form its object's code gives, so that writeRecovered
 // computes the hash to note.
-func hashForm(tx *bolt.Tx, fv FileVersion) string {
+func hashForm(tx *books.Tx, fv FileVersion) string {
 	if fv.Hash != "" || fv.Kind != KindFile || fv.Object == "" {
 		return fv.Hash
 	}
-	o, err := getObject(tx, fv.Object)
+	o, err := tx.Object(fv.Object)
 	if err != nil || o == nil {
 		return ""
 	}
 	return fmt.Sprintf("rs1-%d-%d:", o.K, o.SegmentSize)
 }
 
-// recoveredPath is where a stored name is recovered: under recovery/, never outside.
-func (n *Node) recoveredPath(name string) (string, error) {
-	root := filepath.Join(n.Dir, recoveryDir)
-	p := filepath.Join(root, filepath.FromSlash(name))
-	if p != root && !strings.HasPrefix(p, root+string(filepath.Separator)) {
-		return "", fmt.Errorf("stored name %q leaves the recovery directory", name)
+// recoveryRoot opens recovery/ as an os.Root, through which every recovered entry is
+// written: no symlink there, left by an earlier recovery or by the user, can lead a
+// write, a chmod or a chtimes outside it.
+func (n *Node) recoveryRoot() (*os.Root, error) {
+	dir := filepath.Join(n.Dir, recoveryDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
 	}
-	// No parent may be a symlink we recovered: writing through it could land anywhere.
-	for d := filepath.Dir(p); len(d) > len(root); d = filepath.Dir(d) {
-		if fi, err := os.Lstat(d); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
-			return "", fmt.Errorf("%s: a parent is a symlink", name)
-		}
-	}
-	return p, nil
+	return os.OpenRoot(dir)
 }
 
-// writeRecovered writes one version with its content, mode and mtime. For a file it
-// returns the content hash in the form of like (see hashForm), checked against fv.Hash
-// when fv has one.
-func (n *Node) writeRecovered(fv FileVersion, like string) (string, error) {
-	p, err := n.recoveredPath(fv.Name)
+// openParent opens the directory under root that a stored name is recovered in, making
+// what is missing of it, and returns it with the name's last element. No directory on
+// the way may be a symlink: root would keep a write through one inside recovery/, but it
+// would still land elsewhere than the name says. Each step is taken from the directory
+// opened before it, and root refuses to leave recovery/, so a path changed meanwhile
+// cannot lead outside either.
+func openParent(root *os.Root, name string) (*os.Root, string, error) {
+	rel := filepath.Clean(filepath.FromSlash(strings.TrimPrefix(name, "/")))
+	if !filepath.IsLocal(rel) {
+		return nil, "", fmt.Errorf("stored name %q leaves the recovery directory", name)
+	}
+	d, err := root.OpenRoot(".")
+	if err != nil {
+		return nil, "", err
+	}
+	parts := strings.Split(rel, string(filepath.Separator))
+	for i, part := range parts[:len(parts)-1] {
+		fi, err := d.Lstat(part)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			err = mkdirDurable(d, part)
+		case err == nil && fi.Mode()&fs.ModeSymlink != 0:
+			err = fmt.Errorf("its parent /%s is a symlink", strings.Join(parts[:i+1], "/"))
+		}
+		if err != nil {
+			d.Close()
+			return nil, "", err
+		}
+		next, err := d.OpenRoot(part)
+		d.Close()
+		if err != nil {
+			return nil, "", err
+		}
+		d = next
+	}
+	return d, parts[len(parts)-1], nil
+}
+
+// specialBits are the mode bits a recovery does not apply (see writeJob).
+const specialBits = fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
+
+// realDir makes base in parent a directory. A symlink there (an earlier recovery's,
+// where this one has a directory) is replaced, as one at a file's or a link's path is:
+// what a recovery writes wins at its own path, and the link's target is left alone.
+func realDir(parent *os.Root, base string) error {
+	if fi, err := parent.Lstat(base); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		if err := parent.Remove(base); err != nil {
+			return err
+		}
+	}
+	if err := mkdirDurable(parent, base); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return nil
+}
+
+// mkdirDurable makes the directory name in parent and syncs parent, so that the files
+// about to be committed into it survive a crash with it.
+func mkdirDurable(parent *os.Root, name string) error {
+	if err := parent.Mkdir(name, 0o700); err != nil {
+		return err
+	}
+	d, err := parent.Open(".")
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// writeRecovered writes one version under root with its content, permission bits and
+// mtime. For a file it returns the content hash in the form of like (see hashForm),
+// checked against fv.Hash when fv has one.
+func (n *Node) writeRecovered(root *os.Root, fv FileVersion, like string) (string, error) {
+	parent, base, err := openParent(root, fv.Name)
 	if err != nil {
 		return "", err
 	}
+	defer parent.Close()
 	mode := fs.FileMode(fv.Mode).Perm()
 	switch fv.Kind {
 	case KindDir:
-		if err := os.MkdirAll(p, 0o700); err != nil {
+		if err := realDir(parent, base); err != nil {
 			return "", err
 		}
-		os.Chmod(p, mode|fs.FileMode(fv.Mode)&(fs.ModeSetgid|fs.ModeSticky))
-		return "", os.Chtimes(p, fv.MTime, fv.MTime)
+		if err := parent.Chmod(base, mode); err != nil {
+			return "", err
+		}
+		return "", parent.Chtimes(base, fv.MTime, fv.MTime)
 	case KindSymlink:
-		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		parent.Remove(base)
+		if err := parent.Symlink(fv.Link, base); err != nil {
 			return "", err
 		}
-		os.Remove(p)
-		if err := os.Symlink(fv.Link, p); err != nil {
-			return "", err
+		if d, err := parent.Open("."); err == nil { // best effort: not every filesystem keeps it
+			ts := unix.NsecToTimespec(fv.MTime.UnixNano())
+			_ = unix.UtimesNanoAt(int(d.Fd()), base, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW)
+			d.Close()
 		}
-		ts := unix.NsecToTimeval(fv.MTime.UnixNano())
-		_ = unix.Lutimes(p, []unix.Timeval{ts, ts}) // best effort: not every filesystem keeps it
 		return "", nil
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return "", err
 	}
 	var src io.Reader = bytes.NewReader(nil)
 	if fv.Object != "" && fv.Size > 0 {
@@ -757,22 +767,50 @@ func (n *Node) writeRecovered(fv FileVersion, like string) (string, error) {
 		defer f.Close()
 		src = io.NewSectionReader(f, fv.Offset, fv.Size)
 	}
+	// Written to a hidden temp file and renamed into place: a file or symlink at base is
+	// replaced, never written through, and one whose content is wrong never appears.
+	tmp := ".tmp-" + rand.Text()
+	f, err := parent.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600) // read back for a large file's hash
+	if err != nil {
+		return "", err
+	}
+	defer parent.Remove(tmp) // fails once renamed
+	defer f.Close()
 	h := sha256.New()
-	if _, err := queue.WriteAtomic(p, io.TeeReader(src, h), 0o600); err != nil {
+	if _, err := io.Copy(f, io.TeeReader(src, h)); err != nil {
 		return "", err
 	}
 	got := hex.EncodeToString(h.Sum(nil))
 	if strings.HasPrefix(like, "rs1-") { // a large file's hash of shard hashes
-		if got, err = contentHash(p, like); err != nil {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return "", err
+		}
+		if got, err = readContentHash(f, like); err != nil {
 			return "", err
 		}
 	}
 	if fv.Hash != "" && got != fv.Hash {
-		os.Remove(p)
 		return "", errors.New("content does not match its hash")
 	}
-	if err := os.Chmod(p, mode|fs.FileMode(fv.Mode)&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+	if err := f.Chmod(mode); err != nil {
 		return "", err
 	}
-	return got, os.Chtimes(p, fv.MTime, fv.MTime)
+	if err := f.Sync(); err != nil {
+		return "", err
+	}
+	if err := f.Close(); err != nil {
+		return "", err
+	}
+	if err := parent.Chtimes(tmp, fv.MTime, fv.MTime); err != nil {
+		return "", err
+	}
+	if err := parent.Rename(tmp, base); err != nil {
+		return "", err
+	}
+	d, err := parent.Open(".")
+	if err != nil {
+		return "", err
+	}
+	defer d.Close()
+	return got, d.Sync()
 }

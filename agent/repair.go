@@ -8,8 +8,7 @@ import (
 	"io"
 	"os"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/erasure"
 	"github.com/dibs-backup/dibs/pgpmsg"
 )
@@ -41,13 +40,9 @@ func (n *Node) Repair() (RepairResult, error) {
 		}
 	}
 	var todo []string
-	err = n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
-				var o Object
-				if err := json.Unmarshal(v, &o); err != nil {
-					return err
-				}
+	err = n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
+			return tx.EachObject(func(o *Object) error {
 				if o.Refs <= 0 {
 					return nil
 				}
@@ -76,7 +71,7 @@ func (n *Node) Repair() (RepairResult, error) {
 					}
 				}
 				if changed {
-					if err := putObject(tx, &o); err != nil {
+					if err := tx.PutObject(o); err != nil {
 						return err
 					}
 				}
@@ -85,7 +80,7 @@ func (n *Node) Repair() (RepairResult, error) {
 						return err
 					}
 				}
-				if len(o.needRepair(n.spare(&o))) > 0 {
+				if len(o.NeedRepair(n.spare(o))) > 0 {
 					todo = append(todo, o.ID)
 				}
 				return nil
@@ -97,13 +92,13 @@ func (n *Node) Repair() (RepairResult, error) {
 	}
 	var errs []error
 	for _, id := range todo {
-		err := n.withDB(func(db *bolt.DB) error {
-			return db.Update(func(tx *bolt.Tx) error {
-				o, err := getObject(tx, id)
+		err := n.withDB(func(db *books.DB) error {
+			return db.Update(func(tx *books.Tx) error {
+				o, err := tx.Object(id)
 				if err != nil || o == nil {
 					return err
 				}
-				if j, err := getJob(tx, repairPrefix+id); err != nil || (j != nil && j.State == RecoveryWaiting) {
+				if j, err := tx.Job(repairPrefix + id); err != nil || (j != nil && j.State == RecoveryWaiting) {
 					return err // already fetching
 				}
 				shards, err := n.localShards(tx, o)
@@ -133,33 +128,9 @@ func (n *Node) Repair() (RepairResult, error) {
 // still there; a peer that is only briefly away is not counted lost (repairAfter).
 func (n *Node) spare(o *Object) int { return int(optRepairSpare.Get(n.Opts)) }
 
-func healthy(p Piece) bool { return p.ID != "" && (p.State == PieceStored || p.State == PieceSent) }
-
-// needRepair lists the segments missing pieces that have at most spare spare pieces
-// (healthy beyond k) left, and those with
-// a piece that never landed (refused over quota, or no peer had room): such a piece is
-// placed elsewhere at once, whatever the spares.
-func (o *Object) needRepair(spare int) []int {
-	var out []int
-	for s, seg := range o.Segments {
-		c, unplaced := 0, false
-		for _, p := range seg.Pieces {
-			if healthy(p) {
-				c++
-			} else if p.AckAt.IsZero() {
-				unplaced = true
-			}
-		}
-		if c < o.N && (unplaced || c-o.K <= spare) {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // localShards rebuilds the shards of the segments needing repair from the local files,
 // if they still hold exactly what was stored (every shard hash must match).
-func (n *Node) localShards(tx *bolt.Tx, o *Object) (map[int][]erasure.Shard, error) {
+func (n *Node) localShards(tx *books.Tx, o *Object) (map[int][]erasure.Shard, error) {
 	code, err := erasure.New(o.K, o.N-o.K)
 	if err != nil {
 		return nil, err
@@ -169,8 +140,7 @@ func (n *Node) localShards(tx *bolt.Tx, o *Object) (map[int][]erasure.Shard, err
 		if me.Kind != KindFile || me.Size == 0 {
 			continue
 		}
-		var fv FileVersion
-		ok, err := getJSON(tx.Bucket(bucketVersions), versionKey(me.Name, me.Version), &fv)
+		fv, ok, err := tx.Version(me.Name, me.Version)
 		if err != nil {
 			return nil, err
 		}
@@ -180,7 +150,7 @@ func (n *Node) localShards(tx *bolt.Tx, o *Object) (map[int][]erasure.Shard, err
 		sources[me.Name] = fv.Source
 	}
 	out := map[int][]erasure.Shard{}
-	for _, s := range o.needRepair(n.spare(o)) {
+	for _, s := range o.NeedRepair(n.spare(o)) {
 		seg := o.Segments[s]
 		start := int64(s) * o.SegmentSize
 		buf := make([]byte, code.BufferSize(int(seg.Size)))
@@ -224,18 +194,18 @@ func (n *Node) localShards(tx *bolt.Tx, o *Object) (map[int][]erasure.Shard, err
 
 // startRepairFetch asks the holders of an object's pieces for them; the repair finishes
 // when the object is assembled (finishRepairTx).
-func (n *Node) startRepairFetch(tx *bolt.Tx, o *Object) error {
-	job := &RecoveryJob{Name: repairPrefix + o.ID, Kind: jobRepair, Target: o.ID, State: RecoveryWaiting,
+func (n *Node) startRepairFetch(tx *books.Tx, o *Object) error {
+	job := &RecoveryJob{Name: repairPrefix + o.ID, Kind: books.JobRepair, Target: o.ID, State: RecoveryWaiting,
 		Started: n.Now().UTC(), Objects: map[string]bool{o.ID: false}}
 	if err := n.askForObjects(tx, job); err != nil {
 		return err
 	}
-	return putJob(tx, job)
+	return tx.PutJob(job)
 }
 
 // finishRepairTx re-codes an object fetched back for repair and places its missing pieces.
-func (n *Node) finishRepairTx(tx *bolt.Tx, j *RecoveryJob) error {
-	o, err := getObject(tx, j.Target)
+func (n *Node) finishRepairTx(tx *books.Tx, j *RecoveryJob) error {
+	o, err := tx.Object(j.Target)
 	if err != nil {
 		return err
 	}
@@ -245,7 +215,7 @@ func (n *Node) finishRepairTx(tx *bolt.Tx, j *RecoveryJob) error {
 		if o != nil {
 			j.State, j.Error = RecoveryFailed, "fewer than k pieces came back"
 		}
-		return putJob(tx, j)
+		return tx.PutJob(j)
 	}
 	code, err := erasure.New(o.K, o.N-o.K)
 	if err != nil {
@@ -257,7 +227,7 @@ func (n *Node) finishRepairTx(tx *bolt.Tx, j *RecoveryJob) error {
 	}
 	defer f.Close()
 	shards := map[int][]erasure.Shard{}
-	for _, s := range o.needRepair(n.spare(o)) {
+	for _, s := range o.NeedRepair(n.spare(o)) {
 		seg := o.Segments[s]
 		buf := make([]byte, code.BufferSize(int(seg.Size)))
 		if _, err := f.ReadAt(buf[:seg.Size], int64(s)*o.SegmentSize); err != nil && !errors.Is(err, io.EOF) {
@@ -272,13 +242,13 @@ func (n *Node) finishRepairTx(tx *bolt.Tx, j *RecoveryJob) error {
 		return err
 	}
 	n.Log.Info("repaired from fetched pieces", "object", o.ID, "placed", placed, "short", short)
-	return putJob(tx, j)
+	return tx.PutJob(j)
 }
 
 // replace seals the missing pieces of the given segments and places each on a peer that
 // holds no piece of that segment. Lost pieces are dropped from the books (their peer is
 // asked to delete them, in case it still has them).
-func (n *Node) replace(tx *bolt.Tx, o *Object, shards map[int][]erasure.Shard) (placed, short int, err error) {
+func (n *Node) replace(tx *books.Tx, o *Object, shards map[int][]erasure.Shard) (placed, short int, err error) {
 	man, err := json.Marshal(o.Manifest)
 	if err != nil {
 		return 0, 0, err
@@ -296,7 +266,7 @@ func (n *Node) replace(tx *bolt.Tx, o *Object, shards map[int][]erasure.Shard) (
 		have := map[int]bool{}
 		var keep []Piece
 		for _, p := range seg.Pieces {
-			if healthy(p) {
+			if p.Healthy() {
 				busy[p.Peer] = true
 				have[p.Index] = true
 				keep = append(keep, p)
@@ -305,7 +275,7 @@ func (n *Node) replace(tx *bolt.Tx, o *Object, shards map[int][]erasure.Shard) (
 			if p.ID != "" {
 				lostHere[p.Peer] = true // put it back there only if no other peer can take it
 				unstore[p.Peer] = append(unstore[p.Peer], p.ID)
-				if err := tx.Bucket(bucketPieceIdx).Delete([]byte(p.ID)); err != nil {
+				if err := tx.UnindexPiece(p.ID); err != nil {
 					return placed, short, err
 				}
 				if !p.AckAt.IsZero() {
@@ -329,7 +299,7 @@ func (n *Node) replace(tx *bolt.Tx, o *Object, shards map[int][]erasure.Shard) (
 				if err != nil || key == nil {
 					continue
 				}
-				ps, err := peerState(tx, p.Name)
+				ps, err := tx.Peer(p.Name)
 				if err != nil {
 					return placed, short, err
 				}
@@ -353,23 +323,23 @@ func (n *Node) replace(tx *bolt.Tx, o *Object, shards map[int][]erasure.Shard) (
 			if err != nil {
 				return placed, short, retryLater{err}
 			}
-			p.msgFile = ""
+			p.MsgFile = ""
 			seg.Pieces = append(seg.Pieces, p)
 			busy[cand.name] = true
 			pending[cand.name] += p.Size
-			if err := tx.Bucket(bucketPieceIdx).Put([]byte(p.ID), pieceIdxValue(o.ID, s, idx)); err != nil {
+			if err := tx.IndexPiece(p.ID, o.ID, s, idx); err != nil {
 				return placed, short, err
 			}
 			placed++
 		}
 	}
 	for peer, b := range pending {
-		ps, err := peerState(tx, peer)
+		ps, err := tx.Peer(peer)
 		if err != nil {
 			return placed, short, err
 		}
 		ps.RemotePending += b
-		if err := putPeerState(tx, peer, ps); err != nil {
+		if err := tx.PutPeer(peer, ps); err != nil {
 			return placed, short, err
 		}
 	}
@@ -381,19 +351,19 @@ func (n *Node) replace(tx *bolt.Tx, o *Object, shards map[int][]erasure.Shard) (
 			return placed, short, err
 		}
 	}
-	return placed, short, putObject(tx, o)
+	return placed, short, tx.PutObject(o)
 }
 
 // addPeerUsage moves a peer's counts of bytes it holds for us (used) and of bytes sent
 // and not yet acknowledged (pending), never below zero.
-func addPeerUsage(tx *bolt.Tx, peer string, used, pending int64) error {
-	ps, err := peerState(tx, peer)
+func addPeerUsage(tx *books.Tx, peer string, used, pending int64) error {
+	ps, err := tx.Peer(peer)
 	if err != nil {
 		return err
 	}
 	ps.RemoteUsed = max(0, ps.RemoteUsed+used)
 	ps.RemotePending = max(0, ps.RemotePending+pending)
-	return putPeerState(tx, peer, ps)
+	return tx.PutPeer(peer, ps)
 }
 
 func notIn(peers []*Peer, set map[string]bool) []*Peer {

@@ -1,36 +1,20 @@
 package agent
 
 import (
-	"encoding/json"
 	"strings"
-	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
 )
 
-// pendingRequest is a request we sent and wait an answer to. If none comes within
-// resendAfter of its delivery, it is sent again under a new Message-Id: every request
-// that is re-sent this way (UNSTORE, CLEAR_DB, RECOVER, RECOVER_ALL, FORGET_YOU) is
-// harmless to carry out twice.
-type pendingRequest struct {
-	Peer    string      `json:"peer"`
-	Type    string      `json:"type"`
-	Fields  [][2]string `json:"fields,omitempty"`
-	Payload []byte      `json:"payload,omitempty"`
-	Sent    time.Time   `json:"sent"`
-	Tries   int         `json:"tries"`
-}
-
 // requestTx queues a request to peer and records it until it is answered.
-func (n *Node) requestTx(tx *bolt.Tx, peer, typ string, fields [][2]string, payload []byte) error {
+func (n *Node) requestTx(tx *books.Tx, peer, typ string, fields [][2]string, payload []byte) error {
 	m := n.newOut(peer, typ, fields, payload)
-	if err := addOutbox(tx, m); err != nil {
+	if err := tx.AddOutbox(m); err != nil {
 		return err
 	}
-	return putJSON(tx.Bucket(bucketRequests), []byte(m.ID), pendingRequest{Peer: peer, Type: typ, Fields: fields, Payload: payload, Sent: m.Date, Tries: 1})
+	return tx.PutRequest(m.ID, books.PendingRequest{Peer: peer, Type: typ, Fields: fields, Payload: payload, Sent: m.Date, Tries: 1})
 }
 
 // answering wraps the handler of an answer: once it succeeds, the request it answers
@@ -41,7 +25,7 @@ func answering(h handler) handler {
 			return err
 		}
 		if id := r.Header.Get(pgpmsg.FieldInReplyTo); id != "" {
-			return r.Tx.Bucket(bucketRequests).Delete([]byte(id))
+			return r.Tx.DeleteRequest(id)
 		}
 		return nil
 	}
@@ -64,21 +48,16 @@ func (n *Node) ResendRequests() (int, error) {
 		}
 	}
 	resent := 0
-	err := n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
-			b := tx.Bucket(bucketRequests)
+	err := n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			type item struct {
 				id string
-				r  pendingRequest
+				r  books.PendingRequest
 			}
 			var due []item
-			err := b.ForEach(func(k, v []byte) error {
-				var r pendingRequest
-				if err := json.Unmarshal(v, &r); err != nil {
-					return b.Delete(k)
-				}
-				if now.Sub(r.Sent) > after && !waiting[string(k)] {
-					due = append(due, item{string(k), r})
+			err := tx.EachRequest(func(id string, r books.PendingRequest) error {
+				if now.Sub(r.Sent) > after && !waiting[id] {
+					due = append(due, item{id, r})
 				}
 				return nil
 			})
@@ -86,18 +65,18 @@ func (n *Node) ResendRequests() (int, error) {
 				return err
 			}
 			for _, it := range due {
-				if err := b.Delete([]byte(it.id)); err != nil {
+				if err := tx.DeleteRequest(it.id); err != nil {
 					return err
 				}
 				if _, _, err := n.Peer(it.r.Peer); err != nil {
 					continue // the peer is gone: nothing to ask
 				}
 				m := n.newOut(it.r.Peer, it.r.Type, it.r.Fields, it.r.Payload)
-				if err := addOutbox(tx, m); err != nil {
+				if err := tx.AddOutbox(m); err != nil {
 					return err
 				}
 				it.r.Sent, it.r.Tries = m.Date, it.r.Tries+1
-				if err := putJSON(b, []byte(m.ID), it.r); err != nil {
+				if err := tx.PutRequest(m.ID, it.r); err != nil {
 					return err
 				}
 				resent++

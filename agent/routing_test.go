@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dibs-backup/dibs/agent"
+	"github.com/dibs-backup/dibs/agent/transports"
 	"github.com/dibs-backup/dibs/mailbox/mailtest"
 	"github.com/dibs-backup/dibs/pgpmsg/pgpmsgtest"
 	"github.com/dibs-backup/dibs/queue"
@@ -93,7 +94,7 @@ func TestRouting_FallbackActiveRelayMail(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		mt := agent.DefaultTransports(n.Node) // the mail transports, now that mail is set up
+		mt := transports.Default(n.Node) // the mail transports, now that mail is set up
 		n.Transports.Senders[agent.Mail] = n.Faults.Wrap(mt.Senders[agent.Mail])
 		n.Transports.Pollers[agent.Mail] = mt.Pollers[agent.Mail]
 	}

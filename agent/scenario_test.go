@@ -111,6 +111,41 @@ func TestHello_CarriedDirectory(t *testing.T) {
 	}
 }
 
+// A peer reached only by carried files says so (talk carry, listen carry, no host): the
+// cron commands leave its files to export_messages without an error, and the carried
+// HELLO round trip works as for any peer.
+func TestHello_CarryPeersNeedNoHost(t *testing.T) {
+	env := testenv.New(t, nodes(testenv.NodeSpec{Name: "alice", NAT: true}, testenv.NodeSpec{Name: "bob", NAT: true}))
+	alice, bob := env.Node("alice"), env.Node("bob")
+	carry, none, zero := agent.Carry, "", 0
+	for _, pair := range [][2]*testenv.Node{{alice, bob}, {bob, alice}} {
+		e := agent.PeerEdit{Talk: &carry, Listen: &carry, Host: &none, Port: &zero}
+		if err := pair[0].EditPeer(pair[1].Spec.Name, e); err != nil {
+			t.Fatalf("%s: talk/listen carry without a host: %v", pair[0].Spec.Name, err)
+		}
+	}
+	alice.Post("bob", agent.TypeHello)
+	r := alice.Cron(ctx)
+	if r.Err != nil || r.Send.Sent != 0 || r.Send.Waiting != 1 {
+		t.Fatalf("cron of a carry-only node: %+v", r)
+	}
+	stick := t.TempDir()
+	for _, hop := range [][2]*testenv.Node{{alice, bob}, {bob, alice}} {
+		if x, err := hop[0].ExportMessages(stick, "", false); err != nil || x.Exported != 1 {
+			t.Fatalf("%s exports: %+v %v", hop[0].Spec.Name, x, err)
+		}
+		if _, err := hop[1].ImportMessages(stick); err != nil {
+			t.Fatal(err)
+		}
+		if r := hop[1].Cron(ctx); r.Err != nil || r.Process.Processed != 1 {
+			t.Fatalf("%s's cron after the import: %+v", hop[1].Spec.Name, r)
+		}
+	}
+	if alice.LastHeard("bob").IsZero() || bob.LastHeard("alice").IsZero() {
+		t.Fatal("the carried HELLO round trip did not update last_heard")
+	}
+}
+
 func TestHello_FaultyNetworkChangesNothing(t *testing.T) {
 	for _, fault := range []testenv.Fault{testenv.Drop, testenv.Duplicate, testenv.Corrupt, testenv.Truncate} {
 		t.Run(faultName(fault), func(t *testing.T) {

@@ -1,10 +1,9 @@
 package agent
 
 import (
-	"encoding/json"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/dibs-backup/dibs/agent/books"
 )
 
 // Status of a stored file version (show_database --only files).
@@ -22,7 +21,7 @@ func (n *Node) status(o *Object) (string, int) {
 	for _, seg := range o.Segments {
 		acked, ok := 0, 0
 		for _, p := range seg.Pieces {
-			if healthy(p) {
+			if p.Healthy() {
 				ok++
 				if p.State == PieceStored {
 					acked++
@@ -86,8 +85,8 @@ func (n *Node) engineSections(out map[string]any, want func(string) bool) error 
 	if err != nil {
 		return err
 	}
-	return n.withDB(func(db *bolt.DB) error {
-		return db.View(func(tx *bolt.Tx) error {
+	return n.withDB(func(db *books.DB) error {
+		return db.View(func(tx *books.Tx) error {
 			objs := map[string]*Object{}
 			there := map[string]*StatsRow{}
 			row := func(p string) *StatsRow {
@@ -96,17 +95,13 @@ func (n *Node) engineSections(out map[string]any, want func(string) bool) error 
 				}
 				return there[p]
 			}
-			err := tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
-				var o Object
-				if err := json.Unmarshal(v, &o); err != nil {
-					return err
-				}
-				objs[o.ID] = &o
+			err := tx.EachObject(func(o *Object) error {
+				objs[o.ID] = o
 				for _, seg := range o.Segments {
 					for _, p := range seg.Pieces {
 						switch {
 						case p.ID == "":
-						case healthy(p):
+						case p.Healthy():
 							row(p.Peer).PiecesThere++
 							row(p.Peer).BytesThere += p.Size
 						case p.State == PieceLost:
@@ -121,11 +116,7 @@ func (n *Node) engineSections(out map[string]any, want func(string) bool) error 
 			}
 			if want("files") {
 				files := []FileRow{}
-				err := tx.Bucket(bucketVersions).ForEach(func(k, v []byte) error {
-					var fv FileVersion
-					if err := json.Unmarshal(v, &fv); err != nil {
-						return err
-					}
+				err := tx.EachVersion(func(fv FileVersion) error {
 					r := FileRow{Name: fv.Name, Version: fv.Version, Size: fv.Size, Status: StatusStored, Kind: fv.Kind, Deleted: timePtr(fv.Deleted)}
 					if o := objs[fv.Object]; o != nil {
 						r.Status, r.Pieces = n.status(o)
@@ -141,12 +132,7 @@ func (n *Node) engineSections(out map[string]any, want func(string) bool) error 
 				out["files"] = files
 			}
 			held := map[string]*StorageRow{}
-			err = tx.Bucket(bucketHeld).ForEach(func(k, v []byte) error {
-				var hp HeldPiece
-				if err := json.Unmarshal(v, &hp); err != nil {
-					return err
-				}
-				peer := string(k[:len(k)-33])
+			err = tx.EachHeld(func(peer, _ string, hp HeldPiece) error {
 				if held[peer] == nil {
 					held[peer] = &StorageRow{Peer: peer}
 				}
@@ -166,11 +152,7 @@ func (n *Node) engineSections(out map[string]any, want func(string) bool) error 
 			}
 			if want("recovery") {
 				rows := []RecoveryRow{}
-				err := tx.Bucket(bucketRecovery).ForEach(func(k, v []byte) error {
-					var j RecoveryJob
-					if err := json.Unmarshal(v, &j); err != nil {
-						return err
-					}
+				err := tx.EachJob(func(j *RecoveryJob) error {
 					r := RecoveryRow{Name: j.Name, State: j.State, Kind: j.Kind, Written: j.Written, Error: j.Error, Objects: len(j.Objects)}
 					for _, done := range j.Objects {
 						if done {
@@ -186,11 +168,8 @@ func (n *Node) engineSections(out map[string]any, want func(string) bool) error 
 				out["recovery"] = rows
 			}
 			waiting := map[string]int{}
-			tx.Bucket(bucketProbes).ForEach(func(k, v []byte) error {
-				var st ProbeState
-				if json.Unmarshal(v, &st) == nil {
-					waiting[st.Peer]++
-				}
+			tx.EachProbe(func(_ string, st ProbeState) error {
+				waiting[st.Peer]++
 				return nil
 			})
 			var probes []ProbeRow

@@ -21,24 +21,10 @@ import (
 	"syscall"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/erasure"
-	"github.com/dibs-backup/dibs/mailbox"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
-)
-
-// Message types of the backup protocol.
-const (
-	TypeStore   = "STORE"
-	TypeUnstore = "UNSTORE"
-	TypeAck     = "ACK"
-	TypeNack    = "NACK"
-
-	fieldOp     = "Op"
-	fieldReason = "Reason"
-	fieldCount  = "Count"
 )
 
 // Limits of the store engine.
@@ -77,11 +63,6 @@ func StoredName(s string) (string, error) {
 		return "", errors.New("a stored name cannot contain a NUL byte")
 	}
 	return path.Clean("/" + filepath.ToSlash(s)), nil
-}
-
-// under reports whether name is root or inside it.
-func under(name, root string) bool {
-	return name == root || root == "/" || strings.HasPrefix(name, root+"/")
 }
 
 // codeFor chooses k and m for a number of peers. Each of the n = k+m pieces of a
@@ -127,7 +108,7 @@ type storeRun struct {
 	jobs chan pieceJob  // sealing work
 	wg   sync.WaitGroup // the workers
 
-	stat   map[string]statEntry
+	stat   map[string]books.StatEntry
 	latest map[string]FileVersion
 	pack   packBuf
 	res    StoreResult
@@ -154,7 +135,7 @@ type packBuf struct {
 	data    []byte
 	entries []ManifestEntry
 	sources []string
-	stats   []statEntry
+	stats   []books.StatEntry
 }
 
 // Store stores a file or a directory tree, incrementally, under its absolute path or as
@@ -258,7 +239,7 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 		return nil, err
 	}
 	r := &storeRun{n: n, ctx: ctx, now: n.Now().UTC()}
-	maxPayload := optMaxMsgSize.Get(n.Opts) - pieceOverhead
+	maxPayload := OptMaxMsgSize.Get(n.Opts) - pieceOverhead
 	for _, p := range peers {
 		_, key, err := n.Peer(p.Name)
 		if err != nil || key == nil {
@@ -272,8 +253,8 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 		if room <= 0 {
 			continue
 		}
-		if p.Talks(Mail) {
-			maxPayload = min(maxPayload, mailbox.MaxPayload(optMailMaxSize.Get(n.Opts))-pieceOverhead)
+		if p.Talks(Mail) && n.Transports.MailPayload != nil {
+			maxPayload = min(maxPayload, n.Transports.MailPayload(OptMailMaxSize.Get(n.Opts))-pieceOverhead)
 		}
 		r.peers = append(r.peers, &candidate{name: p.Name, key: n.wireKey(key), room: room})
 	}
@@ -342,39 +323,35 @@ func (r *storeRun) close() {
 
 // load reads the stat cache and the latest version of every stored name under root.
 func (r *storeRun) load(root string) error {
-	r.stat = map[string]statEntry{}
+	r.stat = map[string]books.StatEntry{}
 	r.latest = map[string]FileVersion{}
-	return r.n.withDB(func(db *bolt.DB) error {
-		return db.View(func(tx *bolt.Tx) error {
-			c := tx.Bucket(bucketStat).Cursor()
-			for k, v := c.Seek([]byte(root)); k != nil && bytes.HasPrefix(k, []byte(root)); k, v = c.Next() {
-				if !under(string(k), root) {
-					continue
-				}
-				var se statEntry
-				if err := json.Unmarshal(v, &se); err != nil {
-					return err
-				}
-				r.stat[string(k)] = se
+	return r.n.withDB(func(db *books.DB) error {
+		return db.View(func(tx *books.Tx) error {
+			err := tx.EachStatUnder(root, func(name string, se books.StatEntry) error {
+				r.stat[name] = se
+				return nil
+			})
+			if err != nil {
+				return err
 			}
-			return eachVersion(tx, root, func(name string, _ int, fv FileVersion) error {
-				r.latest[name] = fv // keys are in version order: the last one wins
+			return tx.EachVersionUnder(root, func(fv FileVersion) error {
+				r.latest[fv.Name] = fv // keys are in version order: the last one wins
 				return nil
 			})
 		})
 	})
 }
 
-func statOf(fi fs.FileInfo, name string) statEntry {
-	se := statEntry{Size: fi.Size(), MTime: fi.ModTime().UTC(), Mode: uint32(fi.Mode()), Name: name}
+func statOf(fi fs.FileInfo, name string) books.StatEntry {
+	se := books.StatEntry{Size: fi.Size(), MTime: fi.ModTime().UTC(), Mode: uint32(fi.Mode()), Name: name}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		se.Ino = st.Ino
-		se.CTime = time.Unix(st.Ctim.Sec, st.Ctim.Nsec).UTC()
+		se.CTime = time.Unix(ctime(st)).UTC()
 	}
 	return se
 }
 
-func sameStat(a, b statEntry) bool {
+func sameStat(a, b books.StatEntry) bool {
 	return a.Size == b.Size && a.MTime.Equal(b.MTime) && a.Ino == b.Ino && a.CTime.Equal(b.CTime) && a.Mode == b.Mode
 }
 
@@ -423,12 +400,12 @@ func (r *storeRun) entry(p, name string, fi fs.FileInfo) error {
 }
 
 // keepStat records that an entry is unchanged in substance although its stat changed.
-func (r *storeRun) keepStat(name string, se statEntry, lv FileVersion) error {
+func (r *storeRun) keepStat(name string, se books.StatEntry, lv FileVersion) error {
 	r.res.Unchanged++
 	se.Version, se.Hash = lv.Version, lv.Hash
 	r.stat[name] = se
-	return r.n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bucketStat), []byte(name), se) })
+	return r.n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error { return tx.PutStat(name, se) })
 	})
 }
 
@@ -440,7 +417,7 @@ func (r *storeRun) sameContent(name, hash string, mode uint32) (FileVersion, boo
 
 // packEntry adds a small file, a directory or a link to the pack. A file is read
 // straight into the pack's free space.
-func (r *storeRun) packEntry(p string, me ManifestEntry, se statEntry) error {
+func (r *storeRun) packEntry(p string, me ManifestEntry, se books.StatEntry) error {
 	if r.pack.data == nil {
 		r.pack.data = make([]byte, 0, r.segSize) // reused for every pack of the run
 	}
@@ -508,7 +485,7 @@ func (r *storeRun) flushPack() error {
 }
 
 // storeLarge stores one large file as its own object, streaming it segment by segment.
-func (r *storeRun) storeLarge(p string, me ManifestEntry, se statEntry) error {
+func (r *storeRun) storeLarge(p string, me ManifestEntry, se books.StatEntry) error {
 	if lv, ok := r.latest[me.Name]; ok && lv.Deleted.IsZero() && lv.Kind == KindFile && lv.Size == me.Size && lv.Mode == me.Mode {
 		// Only the stat changed? Hash first: a touched file is not a new version.
 		h, err := contentHash(p, lv.Hash)
@@ -537,7 +514,7 @@ func (r *storeRun) storeLarge(p string, me ManifestEntry, se statEntry) error {
 	}
 	// The content hash is known once the pieces are sealed: the committer sets it.
 	se.Version = me.Version
-	return r.submit(po, []ManifestEntry{me}, []string{p}, []statEntry{se})
+	return r.submit(po, []ManifestEntry{me}, []string{p}, []books.StatEntry{se})
 }
 
 // The content hash of a large file is not a hash of its bytes, which would cost a pass
@@ -574,6 +551,11 @@ func contentHash(p, like string) (string, error) {
 		return "", err
 	}
 	defer f.Close()
+	return readContentHash(f, like)
+}
+
+// readContentHash is contentHash of what f holds.
+func readContentHash(f io.Reader, like string) (string, error) {
 	var k, segSize int
 	if _, err := fmt.Sscanf(like, "rs1-%d-%d:", &k, &segSize); err != nil || k < 1 || segSize < k || segSize > maxSegment {
 		h := sha256.New()
@@ -748,7 +730,7 @@ func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEn
 
 // submit queues an object for its commit, in order, once its pieces are sealed. The
 // walk goes on meanwhile: the run's view of what is stored moves now.
-func (r *storeRun) submit(po *pendingObj, entries []ManifestEntry, sources []string, stats []statEntry) error {
+func (r *storeRun) submit(po *pendingObj, entries []ManifestEntry, sources []string, stats []books.StatEntry) error {
 	for i, me := range entries {
 		r.latest[me.Name] = FileVersion{ManifestEntry: me, Object: po.obj.ID}
 		r.stat[me.Name] = stats[i]
@@ -767,7 +749,7 @@ type pendingCommit struct {
 	po      *pendingObj
 	entries []ManifestEntry
 	sources []string
-	stats   []statEntry
+	stats   []books.StatEntry
 }
 
 // committer records each object once its pieces are sealed, in the order they came.
@@ -839,8 +821,8 @@ func (r *storeRun) place(n int, size int64) []*candidate {
 func (r *storeRun) discard(obj *Object) {
 	for _, seg := range obj.Segments {
 		for _, p := range seg.Pieces {
-			if p.State == PieceSent && p.msgFile != "" {
-				if c, err := r.n.Spool.Claim(queue.Outgoing(p.Peer), p.msgFile); err == nil {
+			if p.State == PieceSent && p.MsgFile != "" {
+				if c, err := r.n.Spool.Claim(queue.Outgoing(p.Peer), p.MsgFile); err == nil {
 					c.Ack()
 				}
 			}
@@ -850,7 +832,7 @@ func (r *storeRun) discard(obj *Object) {
 
 // commit records an object, its file versions and the stat cache in one transaction,
 // then drops versions beyond maxVersions.
-func (r *storeRun) commit(obj *Object, entries []ManifestEntry, sources []string, stats []statEntry) error {
+func (r *storeRun) commit(obj *Object, entries []ManifestEntry, sources []string, stats []books.StatEntry) error {
 	obj.Refs = len(entries)
 	pending := map[string]int64{}
 	for _, seg := range obj.Segments {
@@ -860,36 +842,36 @@ func (r *storeRun) commit(obj *Object, entries []ManifestEntry, sources []string
 			}
 		}
 	}
-	err := r.n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	err := r.n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			for s, seg := range obj.Segments {
 				for _, p := range seg.Pieces {
 					if p.ID != "" {
-						if err := tx.Bucket(bucketPieceIdx).Put([]byte(p.ID), pieceIdxValue(obj.ID, s, p.Index)); err != nil {
+						if err := tx.IndexPiece(p.ID, obj.ID, s, p.Index); err != nil {
 							return err
 						}
 					}
 				}
 			}
-			if err := putObject(tx, obj); err != nil {
+			if err := tx.PutObject(obj); err != nil {
 				return err
 			}
 			for peer, b := range pending {
-				ps, err := peerState(tx, peer)
+				ps, err := tx.Peer(peer)
 				if err != nil {
 					return err
 				}
 				ps.RemotePending += b
-				if err := putPeerState(tx, peer, ps); err != nil {
+				if err := tx.PutPeer(peer, ps); err != nil {
 					return err
 				}
 			}
 			for i, me := range entries {
 				fv := FileVersion{ManifestEntry: me, Object: obj.ID, Source: sources[i]}
-				if err := putJSON(tx.Bucket(bucketVersions), versionKey(me.Name, me.Version), fv); err != nil {
+				if err := tx.PutVersion(fv); err != nil {
 					return err
 				}
-				if err := putJSON(tx.Bucket(bucketStat), []byte(me.Name), stats[i]); err != nil {
+				if err := tx.PutStat(me.Name, stats[i]); err != nil {
 					return err
 				}
 				if err := r.n.pruneVersionsTx(tx, me.Name); err != nil {
@@ -919,15 +901,15 @@ func (r *storeRun) markDeleted(root string, seen map[string]bool) error {
 		return nil
 	}
 	r.res.Deleted = len(gone)
-	return r.n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	return r.n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			for _, name := range gone {
 				lv := r.latest[name]
 				lv.Deleted = r.now
-				if err := putJSON(tx.Bucket(bucketVersions), versionKey(name, lv.Version), lv); err != nil {
+				if err := tx.PutVersion(lv); err != nil {
 					return err
 				}
-				if err := tx.Bucket(bucketStat).Delete([]byte(name)); err != nil {
+				if err := tx.DeleteStat(name); err != nil {
 					return err
 				}
 			}
@@ -958,7 +940,8 @@ func (n *Node) sealStore(peer *candidate, pi PieceInfo, manifest, shard []byte, 
 	var l pgpmsg.ChunkLayout
 	_, err := n.Spool.PutWith(queue.Outgoing(peer.name), m.FileName(), func(w io.Writer) error {
 		var err error
-		l, err = pgpmsg.SealBoundWrapped(w, h, ph, manifest, shard, pi.ShardHash, n.ID, n.selfKey(), peer.key)
+		l, err = pgpmsg.SealBoundWrapped(w, pgpmsg.Wrapping{Outer: h, Inner: ph, Head: manifest, Tail: shard,
+			TailSum: pi.ShardHash, From: n.ID, Self: n.selfKey(), To: peer.key})
 		done()
 		return err
 	})
@@ -969,6 +952,6 @@ func (n *Node) sealStore(peer *candidate, pi PieceInfo, manifest, shard []byte, 
 	return Piece{
 		ID: pi.Piece, Index: pi.Index, Peer: peer.name, Size: l.Size,
 		ShardHash: hex.EncodeToString(pi.ShardHash[:]), Pin: hex.EncodeToString(pin[:]), Chunks: l.Chunks,
-		State: PieceSent, SentAt: m.Date, msgFile: m.FileName(),
+		State: PieceSent, SentAt: m.Date, MsgFile: m.FileName(),
 	}, nil
 }

@@ -1,25 +1,12 @@
 package agent
 
 import (
-	"encoding/json"
 	"os"
 	"strconv"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
 )
-
-// TypeStorageList reconciles the books of an owner and a peer: the owner lists the
-// pieces it counts at the peer; the peer drops the pieces of that owner it holds and the
-// list does not name (unless their STORE is newer than the list: it may have crossed it),
-// and answers with the listed pieces it does not have, which the owner counts as lost.
-const TypeStorageList = "STORAGE_LIST"
-
-func init() {
-	handlers[TypeStorageList] = handleStorageList
-	ackHandlers[TypeStorageList] = handleStorageListAck
-}
 
 // SyncPeers sends every peer the list of pieces we count there (an empty list too: after
 // recover_all from a peer that did not answer, it may hold pieces our books do not know).
@@ -29,20 +16,16 @@ func (n *Node) SyncPeers() (int, error) {
 		return 0, err
 	}
 	sent := 0
-	err = n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
-			if jobs, err := activeJobs(tx); err != nil || len(jobs) > 0 {
+	err = n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
+			if jobs, err := tx.ActiveJobs(); err != nil || len(jobs) > 0 {
 				return err // books being rebuilt or fetched: not the time to free anything
 			}
 			lists := map[string][]string{}
-			err := tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
-				var o Object
-				if err := json.Unmarshal(v, &o); err != nil {
-					return err
-				}
+			err := tx.EachObject(func(o *Object) error {
 				for _, seg := range o.Segments {
 					for _, p := range seg.Pieces {
-						if healthy(p) {
+						if p.Healthy() {
 							lists[p.Peer] = append(lists[p.Peer], p.ID)
 						}
 					}
@@ -56,7 +39,7 @@ func (n *Node) SyncPeers() (int, error) {
 				if _, key, err := n.Peer(p.Name); err != nil || key == nil {
 					continue
 				}
-				if err := addOutbox(tx, n.newOut(p.Name, TypeStorageList, nil, writeIDs(lists[p.Name]))); err != nil {
+				if err := tx.AddOutbox(n.newOut(p.Name, TypeStorageList, nil, writeIDs(lists[p.Name]))); err != nil {
 					return err
 				}
 				sent++
@@ -84,9 +67,8 @@ func handleStorageList(r *Request) error {
 	for _, id := range ids {
 		listed[id] = true
 	}
-	held := r.Tx.Bucket(bucketHeld)
 	var drop []string
-	for _, id := range heldIDs(r.Tx, r.Peer.Name) {
+	for _, id := range r.Tx.HeldIDs(r.Peer.Name) {
 		if listed[id] {
 			if _, err := os.Stat(r.Node.storagePath(r.Peer.Name, id)); err == nil {
 				delete(listed, id) // held, and still on disk
@@ -95,8 +77,8 @@ func handleStorageList(r *Request) error {
 			}
 			continue
 		}
-		var hp HeldPiece
-		if _, err := getJSON(held, heldKey(r.Peer.Name, id), &hp); err != nil {
+		hp, _, err := r.Tx.Held(r.Peer.Name, id)
+		if err != nil {
 			return err
 		}
 		if hp.Sent.Before(date) {
@@ -125,11 +107,7 @@ func handleStorageListAck(r *Request) error {
 		return err
 	}
 	var unstoring []string
-	err = r.Tx.Bucket(bucketObjects).ForEach(func(k, v []byte) error {
-		var o Object
-		if err := json.Unmarshal(v, &o); err != nil {
-			return err
-		}
+	err = r.Tx.EachObject(func(o *Object) error {
 		for _, seg := range o.Segments {
 			for _, p := range seg.Pieces {
 				if p.ID != "" && p.Peer == r.Peer.Name && p.State == PieceUnstoring {
@@ -146,7 +124,7 @@ func handleStorageListAck(r *Request) error {
 		return err
 	}
 	for _, id := range ids {
-		o, s, i, err := findPiece(r.Tx, id)
+		o, s, i, err := r.Tx.FindPiece(id)
 		if err != nil {
 			return err
 		}
@@ -158,7 +136,7 @@ func handleStorageListAck(r *Request) error {
 			continue // a piece still on its way is not lost
 		}
 		p.State, p.Why = PieceLost, "the peer's storage list lacks it"
-		if err := putObject(r.Tx, o); err != nil { // usage is given back when repair drops it
+		if err := r.Tx.PutObject(o); err != nil { // usage is given back when repair drops it
 			return err
 		}
 	}

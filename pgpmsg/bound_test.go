@@ -121,6 +121,12 @@ func TestBound_Rejects(t *testing.T) {
 	}
 }
 
+// wrapping is a STORE wrapping a PIECE of head and tail, from from to self, for to.
+func wrapping(head, tail []byte, from *pgpmsg.Identity, self, to *pgpmsg.Key) pgpmsg.Wrapping {
+	return pgpmsg.Wrapping{Outer: newHeader("STORE"), Inner: newHeader("PIECE"), Head: head, Tail: tail,
+		TailSum: sha256.Sum256(tail), From: from, Self: self, To: to}
+}
+
 // A piece sealed to its owner and wrapped for a peer in one pass: the peer opens the
 // wrapper (signed by the owner, as Seal makes them), the owner opens the piece inside,
 // and the layout returned is the one a scanner of the piece reads.
@@ -133,7 +139,7 @@ func TestBoundWrapped_RoundTrip(t *testing.T) {
 			tail[i] = byte(i*31 + i>>8)
 		}
 		var buf bytes.Buffer
-		l, err := pgpmsg.SealBoundWrapped(&buf, newHeader("STORE"), newHeader("PIECE"), head, tail, sha256.Sum256(tail), alice, self, peer)
+		l, err := pgpmsg.SealBoundWrapped(&buf, wrapping(head, tail, alice, self, peer))
 		if err != nil {
 			t.Fatalf("size %d: %v", size, err)
 		}
@@ -170,7 +176,7 @@ func TestBoundWrapped_RoundTrip(t *testing.T) {
 		}
 	}
 	// Only WithAEAD keys: a key GnuPG 2.2 must read gets no such message.
-	if _, err := pgpmsg.SealBoundWrapped(io.Discard, newHeader("STORE"), newHeader("PIECE"), nil, nil, sha256.Sum256(nil), alice, alice.Public(), peer); !errors.Is(err, pgpmsg.ErrBadKey) {
+	if _, err := pgpmsg.SealBoundWrapped(io.Discard, wrapping(nil, nil, alice, alice.Public(), peer)); !errors.Is(err, pgpmsg.ErrBadKey) {
 		t.Fatalf("plain key: %v", err)
 	}
 }
@@ -182,7 +188,7 @@ func TestBoundWrapped_DamageSweep(t *testing.T) {
 	alice, bob := id(t, "alice"), id(t, "bob")
 	tail := patterned(200 << 10)
 	var buf bytes.Buffer
-	if _, err := pgpmsg.SealBoundWrapped(&buf, newHeader("STORE"), newHeader("PIECE"), []byte("m"), tail, sha256.Sum256(tail), alice, alice.Public().WithAEAD(), bob.Public().WithAEAD()); err != nil {
+	if _, err := pgpmsg.SealBoundWrapped(&buf, wrapping([]byte("m"), tail, alice, alice.Public().WithAEAD(), bob.Public().WithAEAD())); err != nil {
 		t.Fatal(err)
 	}
 	msg := buf.Bytes()

@@ -310,40 +310,54 @@ func (m *v2Message) writeAll(dst io.Writer, parts [][]byte) error {
 	return m.Close()
 }
 
-// SealBoundWrapped writes, in one pass, a message from from to to (as Seal would, to a
-// Key.WithAEAD) whose payload is the bound message SealBound(inner, head, tail,
-// tailSum, from, self) — a piece sealed to its owner, wrapped for the peer that will
-// keep it. Both keys must be WithAEAD copies. It returns the inner message's chunk
-// layout, for probes. On error, dst may hold a partial message that must be discarded.
-func SealBoundWrapped(dst io.Writer, outer Header, inner Header, head, tail []byte, tailSum [32]byte, from *Identity, self, to *Key) (ChunkLayout, error) {
+// Wrapping is what SealBoundWrapped seals: a bound message from From to Self (a piece
+// sealed to its owner), inside a message from From to To (the peer that will keep it).
+type Wrapping struct {
+	Outer Header // the outer message's header, as Seal takes it
+	Inner Header // the bound message's header, as SealBound takes it
+	// Head and Tail are the bound message's payload: Head is signed, Tail is bound by
+	// TailSum, which must be its SHA-256 (a wrong one makes a piece that never opens).
+	Head, Tail []byte
+	TailSum    [32]byte
+	From       *Identity // signs both messages
+	Self       *Key      // the inner message's recipient: a Key.WithAEAD
+	To         *Key      // the outer message's recipient: a Key.WithAEAD
+}
+
+// SealBoundWrapped writes w to dst in one pass: a message from w.From to w.To (as Seal
+// would, to a Key.WithAEAD) whose payload is the bound message SealBound(w.Inner,
+// w.Head, w.Tail, w.TailSum, w.From, w.Self). Both keys must be WithAEAD copies. It
+// returns the inner message's chunk layout, for probes. On error, dst may hold a
+// partial message that must be discarded.
+func SealBoundWrapped(dst io.Writer, w Wrapping) (ChunkLayout, error) {
 	fail := func(err error) (ChunkLayout, error) { return ChunkLayout{}, fmt.Errorf("pgpmsg: seal: %w", err) }
-	if from == nil || self == nil || to == nil || !self.aead || !to.aead {
+	if w.From == nil || w.Self == nil || w.To == nil || !w.Self.aead || !w.To.aead {
 		return fail(fmt.Errorf("%w: wrapping needs an identity and two WithAEAD keys", ErrBadKey))
 	}
-	ohdr, err := sealHeader(outer, from, to)
+	ohdr, err := sealHeader(w.Outer, w.From, w.To)
 	if err != nil {
 		return ChunkLayout{}, err
 	}
-	ihdr, err := boundHeader(inner, head, tailSum, from, self)
+	ihdr, err := boundHeader(w.Inner, w.Head, w.TailSum, w.From, w.Self)
 	if err != nil {
 		return ChunkLayout{}, err
 	}
 
 	// The inner message is written into the outer's literal data, so its exact size
 	// comes first: its key packet is made before anything is written.
-	im, err := newV2Message(self)
+	im, err := newV2Message(w.Self)
 	if err != nil {
 		return fail(err)
 	}
-	iparts := boundPlaintext(ihdr, head, tail)
+	iparts := boundPlaintext(ihdr, w.Head, w.Tail)
 	innerSize := v2MessageSize(len(im.keyPackets()), plaintextLen(iparts))
 
-	sg, ops, err := newSigning(from, to)
+	sg, ops, err := newSigning(w.From, w.To)
 	if err != nil {
 		return fail(err)
 	}
 	olit := literalHeader(int64(len(ohdr)) + innerSize)
-	om, err := newV2Message(to)
+	om, err := newV2Message(w.To)
 	if err != nil {
 		return fail(err)
 	}

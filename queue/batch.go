@@ -1,13 +1,9 @@
 package queue
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
-
-	"golang.org/x/sys/unix" // syncfs(2); the standard library's syscall package lacks it
 )
 
 // Item is one small file for PutBatch.
@@ -77,19 +73,10 @@ func (s *Spool) PutBatch(box Box, items []Item) error {
 	return nil
 }
 
-// syncFS makes the files durable: one syncfs(2) of their filesystem, or, where that is
-// not available, an fsync of each.
+// syncFS makes the files durable: one syncfs(2) of their filesystem where the kernel
+// has it (see syncfs), or else an fsync of each.
 func syncFS(dir string, files []string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	err = unix.Syncfs(int(d.Fd()))
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, syscall.ENOSYS) {
+	if done, err := syncfs(dir); done || err != nil {
 		return err
 	}
 	for _, p := range files {

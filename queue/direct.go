@@ -33,7 +33,8 @@ var directBufs = sync.Pool{New: func() any {
 
 // directWriter gathers writes into aligned chunks written with O_DIRECT, and writes
 // the tail (less than a chunk) through the page cache. If the file cannot be written
-// directly, everything goes through the page cache.
+// directly (or the system has no O_DIRECT, see setDirect), everything goes through the
+// page cache; either way the commit's fsync is what makes the file durable.
 type directWriter struct {
 	f      *os.File
 	bp     *[]byte
@@ -46,21 +47,6 @@ func newDirectWriter(f *os.File) *directWriter {
 	w := &directWriter{f: f, bp: directBufs.Get().(*[]byte)}
 	w.direct = setDirect(f, true) == nil
 	return w
-}
-
-func setDirect(f *os.File, on bool) error {
-	fd := int(f.Fd())
-	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	if err != nil {
-		return err
-	}
-	if on {
-		flags |= unix.O_DIRECT
-	} else {
-		flags &^= unix.O_DIRECT
-	}
-	_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, flags)
-	return err
 }
 
 func (w *directWriter) Write(p []byte) (int, error) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dibs-backup/dibs/agent"
+	"github.com/dibs-backup/dibs/agent/transports"
 	"github.com/dibs-backup/dibs/mailbox/mailtest"
 	"github.com/dibs-backup/dibs/pgpmsg/pgpmsgtest"
 	"github.com/dibs-backup/dibs/queue"
@@ -213,7 +214,7 @@ func (e *Env) serveNode(an *agent.Node, spec NodeSpec, s Setup, addr string) *No
 
 // transports are the node's real transports, with its own firewall rules and faults.
 func (e *Env) transports(n *Node) agent.Transports {
-	t := agent.DefaultTransports(n.Node)
+	t := transports.Default(n.Node)
 	hc := &http.Client{Transport: &http.Transport{DialContext: e.net.dialer(n.Spec.Name), Proxy: nil}}
 	rc := &relay.Client{ID: n.ID, HTTP: hc}
 	t.Senders[agent.Active], t.Senders[agent.Relay] = rc, rc

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/dibs-backup/dibs/agent"
+	"github.com/dibs-backup/dibs/agent/transports"
 )
 
 // member is one node of the grid with its daemon.
@@ -143,7 +144,7 @@ func Run(ctx context.Context, dir string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	an.Transports = agent.DefaultTransports(an)
+	an.Transports = transports.Default(an)
 	alice = &member{name: "alice", n: an}
 	if alice.d, err = serve(an, addr); err != nil {
 		return err
@@ -215,7 +216,7 @@ func newMember(dir, name string, nat bool, addr string) (*member, error) {
 			return nil, err
 		}
 	}
-	n.Transports = agent.DefaultTransports(n)
+	n.Transports = transports.Default(n)
 	d, err := serve(n, addr)
 	if err != nil {
 		return nil, err

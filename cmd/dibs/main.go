@@ -1,5 +1,5 @@
 // Command dibs is the peer-to-peer backup agent: `dibs COMMAND [--flag value] ...`.
-// `dibs help` lists the commands; ../shared/CLI.md is the contract they keep.
+// `dibs help` lists the commands; docs/cli.md is the reference for each, with its flags and the options.
 package main
 
 import (
@@ -20,6 +20,7 @@ import (
 	"syscall"
 
 	"github.com/dibs-backup/dibs/agent"
+	"github.com/dibs-backup/dibs/agent/transports"
 )
 
 // Exit codes.
@@ -217,7 +218,7 @@ func (a *App) node() (*agent.Node, error) {
 		return nil, err
 	}
 	a.printWarnings(n)
-	n.Transports = agent.DefaultTransports(n)
+	n.Transports = transports.Default(n)
 	return n, nil
 }
 

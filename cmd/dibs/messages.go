@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/dibs-backup/dibs/agent"
+	"github.com/dibs-backup/dibs/agent/transports"
 )
 
 var sendMessageCmd = &command{
@@ -134,7 +135,7 @@ func runImportMessages(a *App, o importMessagesOptions) error {
 	}
 	return a.withNode(func(n *agent.Node) error {
 		if o.maildir.given {
-			k, err := n.ImportMaildir(o.maildir.value)
+			k, err := transports.ImportMaildir(n, o.maildir.value)
 			fmt.Fprintf(a.Stdout, "imported %d\n", k)
 			return err
 		}

@@ -24,8 +24,8 @@ func (o *peerOptions) declare(fs *flag.FlagSet) {
 	fs.Var(&o.comment, "comment", "a note about the peer")
 	fs.Var(&o.localQuota, "local_quota", "how much we store for the peer (kilobytes, or with k/m/g/t)")
 	fs.Var(&o.remoteQuota, "remote_quota", "how much the peer stores for us")
-	fs.Var(&o.talk, "talk", "how our messages reach the peer: active, passive, mail, relay (or several in order: active,relay)")
-	fs.Var(&o.listen, "listen", "how the peer's messages reach us: active, passive, mail, relay")
+	fs.Var(&o.talk, "talk", "how our messages reach the peer: active, passive, mail, relay, carry (or several in order: active,relay)")
+	fs.Var(&o.listen, "listen", "how the peer's messages reach us: active, passive, mail, relay, carry")
 	fs.Var(&o.host, "host", "the peer daemon's host (talk active, listen passive)")
 	fs.Var(&o.port, "port", "the peer daemon's port")
 	fs.Var(&o.key, "key_file", "the peer's armored public key (its export_key, or gpg --export --armor)")
@@ -74,8 +74,9 @@ func (o *peerOptions) edit() (agent.PeerEdit, func(), error) {
 var addPeerCmd = &command{
 	name:     "add_peer",
 	synopsis: "--peer NAME --email EMAIL --local_quota Q --remote_quota Q --talk T --listen L [--comment C --host H --port P --key_file F --relay URL]",
-	help: `Add a peer. T and L are active, passive, mail or relay, from our side: talk is how our
-messages reach the peer, listen how its messages reach us (the peer sets the mirror image).
+	help: `Add a peer. T and L are active, passive, mail, relay or carry, from our side: talk is how
+our messages reach the peer, listen how its messages reach us (the peer sets the mirror image).
+carry is for a peer met only by carried files (export_messages / import_messages): no --host.
 --key_file is the peer's armored public key; without it nothing can be sent to the peer yet.`,
 	required: []string{"peer", "email", "local_quota", "remote_quota", "talk", "listen"},
 	flags:    withOptions((*peerOptions).declare, runAddPeer),

@@ -290,7 +290,13 @@ func relayScenario(t *testing.T, useTLS, useProxy bool) {
 		scheme = "https"
 	}
 	srv := startRelay(t, port, args...)
-	if want := scheme + "://127.0.0.1:"; !strings.Contains(srv.Stdout.String(), want) {
+	// The port opens before the first line is printed: on a loaded machine the line
+	// can lag the port by a moment.
+	want := scheme + "://127.0.0.1:"
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(srv.Stdout.String(), want) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(srv.Stdout.String(), want) {
 		t.Errorf("relay_server's first line %q does not say %s", srv.Stdout.String(), want)
 	}
 	url := fmt.Sprintf("%s://127.0.0.1:%d", scheme, port)

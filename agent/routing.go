@@ -13,17 +13,21 @@ import (
 )
 
 // Transports are the ways spool files move, by method name (Active, Relay, Mail for
-// talk; Passive, Relay, Mail for listen). cmd builds them from the options; testenv
-// builds its own, wrapped with faults.
+// talk; Passive, Relay, Mail for listen). cmd builds them from the options
+// (package agent/transports); testenv builds its own, wrapped with faults.
 type Transports struct {
 	Senders map[string]queue.Sender
 	Pollers map[string]queue.Poller
+	// MailPayload is the largest file that a mail of mailLimit bytes carries: store
+	// sizes the pieces for peers who talk mail with it, from mailMaxSize. Nil leaves
+	// them to maxMsgSize alone.
+	MailPayload func(mailLimit int64) int64
 }
 
 // SendResult counts what one delivery run did.
 type SendResult struct {
 	Sent        int
-	Waiting     int // left queued: passive peers, unreachable peers, retry not yet due
+	Waiting     int // left queued: passive and carried peers, unreachable peers, retry not yet due
 	Quarantined int // no method can ever deliver them
 }
 
@@ -110,7 +114,7 @@ func (n *Node) sendPeer(ctx context.Context, p *Peer, only string) (SendResult, 
 	}
 	var methods []string
 	for _, m := range p.TalkMethods() {
-		if m != Passive {
+		if delivers(m) {
 			methods = append(methods, m)
 		}
 	}
@@ -211,7 +215,7 @@ func (n *Node) Sink() queue.Sink {
 		if !queue.ValidName(name) {
 			name = queue.NewName(n.Now(), ".pgp")
 		}
-		_, err := n.Spool.Put(queue.Incoming, name, r, optMaxMsgSize.Get(n.Opts))
+		_, err := n.Spool.Put(queue.Incoming, name, r, OptMaxMsgSize.Get(n.Opts))
 		return err
 	}
 }
@@ -251,6 +255,8 @@ func (n *Node) PollPassives(ctx context.Context) (int, error) {
 			relay = true
 		case Mail:
 			mail = true
+		case Carry:
+			// nothing to poll: its files arrive by import_messages
 		}
 	}
 	if relay || optRelayURL.Get(n.Opts) != "" {
@@ -259,7 +265,7 @@ func (n *Node) PollPassives(ctx context.Context) (int, error) {
 		}
 	}
 	if mail {
-		poll(Mail, queue.Endpoint{Key: me, Addr: optIMAPServer.Get(n.Opts)})
+		poll(Mail, queue.Endpoint{Key: me, Addr: OptIMAPServer.Get(n.Opts)})
 	}
 	return total, errors.Join(errs...)
 }

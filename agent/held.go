@@ -11,8 +11,7 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
 )
@@ -25,19 +24,12 @@ func (n *Node) storagePath(peer, id string) string {
 	return filepath.Join(n.Dir, storageDir, peer, id[:2], id[2:4], id)
 }
 
-func init() {
-	handlers[TypeStore] = handleStore
-	handlers[TypeUnstore] = handleUnstore
-	handlers[TypeAck] = answering(handleAck)
-	handlers[TypeNack] = answering(handleNack)
-}
-
 // ReplyFile queues a reply whose payload is the content of path (a held piece).
 func (r *Request) ReplyFile(typ string, fields [][2]string, path string) error {
 	m := r.Node.newOut(r.Peer.Name, typ, fields, nil)
 	m.InReplyTo = r.Header.Get(pgpmsg.FieldMessageID)
 	m.PayloadFile = path
-	return addOutbox(r.Tx, m)
+	return r.Tx.AddOutbox(m)
 }
 
 func (r *Request) ack(op string, fields ...[2]string) error {
@@ -56,13 +48,11 @@ func handleStore(r *Request) error {
 	if !validID(id) {
 		return reject("STORE: bad Piece-Id")
 	}
-	held := tx(r).Bucket(bucketHeld)
-	key := heldKey(r.Peer.Name, id)
-	if held.Get(key) != nil {
+	if r.Tx.Holds(r.Peer.Name, id) {
 		return r.ack(TypeStore, [2]string{fieldPiece, id})
 	}
 	size := r.Msg.PayloadSize()
-	ps, err := peerState(r.Tx, r.Peer.Name)
+	ps, err := r.Tx.Peer(r.Peer.Name)
 	if err != nil {
 		return err
 	}
@@ -76,17 +66,15 @@ func handleStore(r *Request) error {
 	if _, err := queue.WriteAtomic(path, r.Msg.Payload(), 0o600); err != nil {
 		return retryLater{fmt.Errorf("keep piece: %w", err)}
 	}
-	if err := putJSON(held, key, HeldPiece{Size: size, Stored: r.Now, Sent: mustDate(r.Header)}); err != nil {
+	if err := r.Tx.PutHeld(r.Peer.Name, id, HeldPiece{Size: size, Stored: r.Now, Sent: mustDate(r.Header)}); err != nil {
 		return err
 	}
 	ps.LocalUsed += size
-	if err := putPeerState(r.Tx, r.Peer.Name, ps); err != nil {
+	if err := r.Tx.PutPeer(r.Peer.Name, ps); err != nil {
 		return err
 	}
 	return r.ack(TypeStore, [2]string{fieldPiece, id})
 }
-
-func tx(r *Request) *bolt.Tx { return r.Tx }
 
 func mustDate(h pgpmsg.Header) (t time.Time) {
 	t, _ = h.Date()
@@ -151,16 +139,13 @@ func handleUnstore(r *Request) error {
 }
 
 // dropHeld removes pieces we hold for peer, from disk and from the books.
-func (n *Node) dropHeld(tx *bolt.Tx, peer string, ids []string) error {
-	held := tx.Bucket(bucketHeld)
-	ps, err := peerState(tx, peer)
+func (n *Node) dropHeld(tx *books.Tx, peer string, ids []string) error {
+	ps, err := tx.Peer(peer)
 	if err != nil {
 		return err
 	}
 	for _, id := range ids {
-		key := heldKey(peer, id)
-		var hp HeldPiece
-		ok, err := getJSON(held, key, &hp)
+		hp, ok, err := tx.Held(peer, id)
 		if err != nil {
 			return err
 		}
@@ -170,71 +155,57 @@ func (n *Node) dropHeld(tx *bolt.Tx, peer string, ids []string) error {
 		if err := os.Remove(n.storagePath(peer, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return retryLater{err}
 		}
-		if err := held.Delete(key); err != nil {
+		if err := tx.DeleteHeld(peer, id); err != nil {
 			return err
 		}
 		ps.LocalUsed = max(0, ps.LocalUsed-hp.Size)
 	}
-	return putPeerState(tx, peer, ps)
+	return tx.PutPeer(peer, ps)
 }
 
-// heldIDs lists the pieces we hold for peer.
-func heldIDs(tx *bolt.Tx, peer string) []string {
-	var ids []string
-	prefix := []byte(peer + "\x00")
-	c := tx.Bucket(bucketHeld).Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		ids = append(ids, string(k[len(prefix):]))
-	}
-	return ids
-}
-
-// handleAck closes the owner's books on a request the peer carried out.
+// handleAck closes the owner's books on a request the peer carried out, as the route of
+// its Op says (protocol.go).
 func handleAck(r *Request) error {
-	switch op := r.Header.Get(fieldOp); op {
-	case TypeStore:
-		return r.Node.pieceAnswered(r, r.Header.Get(fieldPiece), true, "")
-	case TypeUnstore:
-		ids, err := r.idList()
-		if err != nil {
-			return err
-		}
-		return r.Node.piecesUnstored(r.Tx, r.Peer.Name, ids)
-	default:
-		if h, ok := ackHandlers[op]; ok {
-			return h(r)
-		}
-		return nil // an ACK of something we do not track changes nothing
+	if rt, _ := routeOf(r.Header.Get(fieldOp)); rt.acked != nil {
+		return rt.acked(r)
 	}
+	return nil // an ACK of something we do not track changes nothing
 }
 
-// handleNack records a refusal: a refused piece is lost, and repair places it elsewhere.
+// handleNack logs a refusal and acts on it as the route of its Op says.
 func handleNack(r *Request) error {
-	reason := r.Header.Get(fieldReason)
-	r.Node.Log.Warn("refused", "peer", r.Peer.Name, "op", r.Header.Get(fieldOp), "reason", reason)
-	switch op := r.Header.Get(fieldOp); op {
-	case TypeStore:
-		return r.Node.pieceAnswered(r, r.Header.Get(fieldPiece), false, "refused: "+reason)
-	default:
-		if h, ok := nackHandlers[op]; ok {
-			return h(r)
-		}
-		return nil
+	r.Node.Log.Warn("refused", "peer", r.Peer.Name, "op", r.Header.Get(fieldOp), "reason", r.Header.Get(fieldReason))
+	if rt, _ := routeOf(r.Header.Get(fieldOp)); rt.refused != nil {
+		return rt.refused(r)
 	}
+	return nil
 }
 
-// ackHandlers and nackHandlers take answers to other requests (recovery, probe, clear).
-var (
-	ackHandlers  = map[string]handler{}
-	nackHandlers = map[string]handler{}
-)
+// handleStoreAck counts an acknowledged piece as stored.
+func handleStoreAck(r *Request) error {
+	return r.Node.pieceAnswered(r, r.Header.Get(fieldPiece), true, "")
+}
+
+// handleStoreNack records a refused piece as lost; repair places it elsewhere.
+func handleStoreNack(r *Request) error {
+	return r.Node.pieceAnswered(r, r.Header.Get(fieldPiece), false, "refused: "+r.Header.Get(fieldReason))
+}
+
+// handleUnstoreAck closes the books on the pieces the peer dropped.
+func handleUnstoreAck(r *Request) error {
+	ids, err := r.idList()
+	if err != nil {
+		return err
+	}
+	return r.Node.piecesUnstored(r.Tx, r.Peer.Name, ids)
+}
 
 // pieceAnswered applies a peer's ACK or NACK of a STORE.
 func (n *Node) pieceAnswered(r *Request, id string, ok bool, why string) error {
 	if !validID(id) {
 		return reject("%s: bad Piece-Id", r.Header.Get(pgpmsg.FieldType))
 	}
-	o, s, i, err := findPiece(r.Tx, id)
+	o, s, i, err := r.Tx.FindPiece(id)
 	if err != nil {
 		return err
 	}
@@ -248,7 +219,7 @@ func (n *Node) pieceAnswered(r *Request, id string, ok bool, why string) error {
 	if p.Peer != r.Peer.Name {
 		return reject("%s of piece %s from %s, but it was sent to %s", r.Header.Get(pgpmsg.FieldType), id, r.Peer.Name, p.Peer)
 	}
-	ps, err := peerState(r.Tx, p.Peer)
+	ps, err := r.Tx.Peer(p.Peer)
 	if err != nil {
 		return err
 	}
@@ -266,21 +237,21 @@ func (n *Node) pieceAnswered(r *Request, id string, ok bool, why string) error {
 	default:
 		return nil // a duplicate answer
 	}
-	if err := putPeerState(r.Tx, p.Peer, ps); err != nil {
+	if err := r.Tx.PutPeer(p.Peer, ps); err != nil {
 		return err
 	}
-	return putObject(r.Tx, o)
+	return r.Tx.PutObject(o)
 }
 
 // piecesUnstored closes the books on pieces a peer confirmed it dropped.
-func (n *Node) piecesUnstored(tx *bolt.Tx, peer string, ids []string) error {
-	ps, err := peerState(tx, peer)
+func (n *Node) piecesUnstored(tx *books.Tx, peer string, ids []string) error {
+	ps, err := tx.Peer(peer)
 	if err != nil {
 		return err
 	}
 	touched := map[string]*Object{}
 	for _, id := range ids {
-		o, s, i, err := findPiece(tx, id)
+		o, s, i, err := tx.FindPiece(id)
 		if err != nil {
 			return err
 		}
@@ -303,39 +274,28 @@ func (n *Node) piecesUnstored(tx *bolt.Tx, peer string, ids []string) error {
 			ps.RemotePending = max(0, ps.RemotePending-p.Size)
 		}
 		p.State, p.ID = "", ""
-		if err := tx.Bucket(bucketPieceIdx).Delete([]byte(id)); err != nil {
+		if err := tx.UnindexPiece(id); err != nil {
 			return err
 		}
 		touched[o.ID] = o
 	}
 	for _, o := range touched {
-		if o.Refs <= 0 && !o.hasPieces() {
-			if err := tx.Bucket(bucketObjects).Delete([]byte(o.ID)); err != nil {
+		if o.Refs <= 0 && !o.HasPieces() {
+			if err := tx.DeleteObject(o.ID); err != nil {
 				return err
 			}
 			continue
 		}
-		if err := putObject(tx, o); err != nil {
+		if err := tx.PutObject(o); err != nil {
 			return err
 		}
 	}
-	return putPeerState(tx, peer, ps)
-}
-
-func (o *Object) hasPieces() bool {
-	for _, seg := range o.Segments {
-		for _, p := range seg.Pieces {
-			if p.ID != "" {
-				return true
-			}
-		}
-	}
-	return false
+	return tx.PutPeer(peer, ps)
 }
 
 // unstoreObjectTx asks the peers to drop every piece of an object no version uses any
 // more: one UNSTORE per peer, listing its pieces. The object goes when all are answered.
-func (n *Node) unstoreObjectTx(tx *bolt.Tx, o *Object) error {
+func (n *Node) unstoreObjectTx(tx *books.Tx, o *Object) error {
 	byPeer := map[string][]string{}
 	for s := range o.Segments {
 		for i := range o.Segments[s].Pieces {
@@ -367,34 +327,34 @@ func (n *Node) unstoreObjectTx(tx *bolt.Tx, o *Object) error {
 			return err
 		}
 	}
-	if !o.hasPieces() {
-		return tx.Bucket(bucketObjects).Delete([]byte(o.ID))
+	if !o.HasPieces() {
+		return tx.DeleteObject(o.ID)
 	}
-	return putObject(tx, o)
+	return tx.PutObject(o)
 }
 
 // dropVersionTx removes one file version and releases its object.
-func (n *Node) dropVersionTx(tx *bolt.Tx, fv FileVersion) error {
-	if err := tx.Bucket(bucketVersions).Delete(versionKey(fv.Name, fv.Version)); err != nil {
+func (n *Node) dropVersionTx(tx *books.Tx, fv FileVersion) error {
+	if err := tx.DeleteVersion(fv.Name, fv.Version); err != nil {
 		return err
 	}
 	if fv.Object == "" {
 		return nil
 	}
-	o, err := getObject(tx, fv.Object)
+	o, err := tx.Object(fv.Object)
 	if err != nil || o == nil {
 		return err
 	}
 	o.Refs--
 	if o.Refs > 0 {
-		return putObject(tx, o)
+		return tx.PutObject(o)
 	}
 	return n.unstoreObjectTx(tx, o)
 }
 
 // pruneVersionsTx keeps the newest maxVersions versions of name.
-func (n *Node) pruneVersionsTx(tx *bolt.Tx, name string) error {
-	vs, err := versions(tx, name)
+func (n *Node) pruneVersionsTx(tx *books.Tx, name string) error {
+	vs, err := tx.Versions(name)
 	if err != nil {
 		return err
 	}
@@ -421,13 +381,13 @@ func (n *Node) Unstore(sname string) (UnstoreResult, error) {
 	if err != nil {
 		return res, err
 	}
-	err = n.withDB(func(db *bolt.DB) error {
-		return db.Update(func(tx *bolt.Tx) error {
+	err = n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
 			var all []FileVersion
 			names := map[string]bool{}
-			err := eachVersion(tx, root, func(name string, _ int, fv FileVersion) error {
+			err := tx.EachVersionUnder(root, func(fv FileVersion) error {
 				all = append(all, fv)
-				names[name] = true
+				names[fv.Name] = true
 				return nil
 			})
 			if err != nil {
@@ -442,7 +402,7 @@ func (n *Node) Unstore(sname string) (UnstoreResult, error) {
 				}
 			}
 			for name := range names {
-				if err := tx.Bucket(bucketStat).Delete([]byte(name)); err != nil {
+				if err := tx.DeleteStat(name); err != nil {
 					return err
 				}
 			}

@@ -1,0 +1,270 @@
+package agent_test
+
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dibs-backup/dibs/agent"
+	"github.com/dibs-backup/dibs/testenv"
+)
+
+// outsideDir is a directory outside DIBS_DIR with one file in it, and a snapshot of
+// both; unchanged fails the test if recovery wrote, chmod-ed or touched any of it.
+type outsideDir struct {
+	path string
+	fi   map[string]fs.FileInfo
+	data map[string]string
+}
+
+func newOutsideDir(t *testing.T) *outsideDir {
+	t.Helper()
+	o := &outsideDir{path: t.TempDir()}
+	if err := os.WriteFile(filepath.Join(o.path, "keep"), []byte("outside\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Date(1999, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, p := range []string{filepath.Join(o.path, "keep"), o.path} {
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(o.path, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	o.fi, o.data = o.scan(t)
+	return o
+}
+
+func (o *outsideDir) scan(t *testing.T) (map[string]fs.FileInfo, map[string]string) {
+	t.Helper()
+	fis, data := map[string]fs.FileInfo{}, map[string]string{}
+	err := filepath.WalkDir(o.path, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		fis[p] = fi
+		if fi.Mode().IsRegular() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			data[p] = string(b)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fis, data
+}
+
+func (o *outsideDir) unchanged(t *testing.T, when string) {
+	t.Helper()
+	fis, data := o.scan(t)
+	for p, fi := range fis {
+		was, ok := o.fi[p]
+		switch {
+		case !ok:
+			t.Errorf("%s: %s appeared outside DIBS_DIR", when, p)
+		case fi.Mode() != was.Mode():
+			t.Errorf("%s: %s mode %v, was %v", when, p, fi.Mode(), was.Mode())
+		case !fi.ModTime().Equal(was.ModTime()):
+			t.Errorf("%s: %s mtime %v, was %v", when, p, fi.ModTime(), was.ModTime())
+		case data[p] != o.data[p]:
+			t.Errorf("%s: %s holds %q, held %q", when, p, data[p], o.data[p])
+		}
+	}
+	for p := range o.fi {
+		if _, ok := fis[p]; !ok {
+			t.Errorf("%s: %s is gone", when, p)
+		}
+	}
+}
+
+func recoveryRow(t *testing.T, n *agent.Node, name string) agent.RecoveryRow {
+	t.Helper()
+	db, err := n.Database("recovery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range db["recovery"].([]agent.RecoveryRow) {
+		if r.Name == name {
+			return r
+		}
+	}
+	t.Fatalf("no recovery %s", name)
+	return agent.RecoveryRow{}
+}
+
+// recoverNow recovers sname (at version) and settles the grid.
+func recoverNow(t *testing.T, env *testenv.Env, n *testenv.Node, sname string, version int) agent.RecoveryRow {
+	t.Helper()
+	job, err := n.RecoverFile(sname, version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	return recoveryRow(t, n.Node, job)
+}
+
+func mustLstat(t *testing.T, p string) fs.FileInfo {
+	t.Helper()
+	fi, err := os.Lstat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi
+}
+
+// An earlier recovery, or the user, left symlinks to an outside directory where a
+// recovered directory and a recovered file go: the recovery replaces them with the real
+// things and leaves the outside alone.
+func TestRecover_LinksLeftWhereDirAndFileGoAreReplaced(t *testing.T) {
+	env := fourNodes(t, nil)
+	alice := env.Node("alice")
+	tree := filepath.Join(t.TempDir(), "tree")
+	if err := os.MkdirAll(filepath.Join(tree, "d"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Join(tree, "d"), 0o750)
+	os.WriteFile(filepath.Join(tree, "d", "f"), []byte("in d\n"), 0o644)
+	os.WriteFile(filepath.Join(tree, "top"), []byte("top\n"), 0o600)
+	old := time.Date(2003, 4, 5, 6, 7, 8, 0, time.UTC)
+	os.Chtimes(filepath.Join(tree, "d"), old, old)
+	if _, err := alice.Store(ctx, tree, "/t"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	rec := filepath.Join(alice.Dir, "recovery", "t")
+	if r := recoverNow(t, env, alice, "/t", 0); r.State != agent.RecoveryDone {
+		t.Fatalf("first recovery: %+v", r)
+	}
+	sameTree(t, tree, rec)
+
+	outside := newOutsideDir(t)
+	if err := os.RemoveAll(filepath.Join(rec, "d")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside.path, filepath.Join(rec, "d")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(rec, "top")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(outside.path, "keep"), filepath.Join(rec, "top")); err != nil {
+		t.Fatal(err)
+	}
+	if r := recoverNow(t, env, alice, "/t", 0); r.State != agent.RecoveryDone {
+		t.Errorf("second recovery: %+v", r)
+	}
+	outside.unchanged(t, "after recovering over links")
+	if fi := mustLstat(t, filepath.Join(rec, "d")); !fi.IsDir() {
+		t.Errorf("recovered d is %v, not a directory", fi.Mode())
+	}
+	if fi := mustLstat(t, filepath.Join(rec, "top")); !fi.Mode().IsRegular() {
+		t.Errorf("recovered top is %v, not a regular file", fi.Mode())
+	}
+	sameTree(t, tree, rec)
+}
+
+// A stored tree had a symlink a to a directory outside, recovered, and later a directory
+// a with a file a/passwd. However the versions are recovered over the recovered link,
+// nothing is written through it.
+func TestRecover_StoredLinkThenFileUnderSameName(t *testing.T) {
+	env := fourNodes(t, nil)
+	alice := env.Node("alice")
+	outside := newOutsideDir(t)
+	tree := filepath.Join(t.TempDir(), "tree")
+	os.MkdirAll(tree, 0o755)
+	if err := os.Symlink(outside.path, filepath.Join(tree, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Store(ctx, tree, "/t"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	rec := filepath.Join(alice.Dir, "recovery", "t")
+	if r := recoverNow(t, env, alice, "/t", 0); r.State != agent.RecoveryDone {
+		t.Fatalf("recovering the link: %+v", r)
+	}
+	if fi := mustLstat(t, filepath.Join(rec, "a")); fi.Mode()&fs.ModeSymlink == 0 {
+		t.Fatalf("/t/a recovered as %v, not a link", fi.Mode())
+	}
+
+	os.Remove(filepath.Join(tree, "a"))
+	os.Mkdir(filepath.Join(tree, "a"), 0o750)
+	os.Chmod(filepath.Join(tree, "a"), 0o750)
+	os.WriteFile(filepath.Join(tree, "a", "passwd"), []byte("root::0:0::/:/bin/sh\n"), 0o644)
+	old := time.Date(2004, 5, 6, 7, 8, 9, 0, time.UTC)
+	os.Chtimes(filepath.Join(tree, "a"), old, old)
+	if _, err := alice.Store(ctx, tree, "/t"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+
+	// The file alone, under the recovered link: refused.
+	if r := recoverNow(t, env, alice, "/t/a/passwd", 0); r.State != agent.RecoveryFailed || !strings.Contains(r.Error, "symlink") {
+		t.Errorf("recovering a file under a recovered link: %+v, want failed for the link", r)
+	}
+	outside.unchanged(t, "after a file under the link")
+
+	// Version 1 of the tree holds the link and the file: the file is refused again.
+	if r := recoverNow(t, env, alice, "/t", 1); r.State != agent.RecoveryFailed || !strings.Contains(r.Error, "/t/a/passwd") {
+		t.Errorf("version 1 of the tree: %+v, want failed for /t/a/passwd", r)
+	}
+	outside.unchanged(t, "after version 1 of the tree")
+
+	// The newest tree: a is a directory again, a real one.
+	if r := recoverNow(t, env, alice, "/t", 0); r.State != agent.RecoveryDone {
+		t.Errorf("the newest tree: %+v", r)
+	}
+	outside.unchanged(t, "after the newest tree")
+	sameTree(t, tree, rec)
+}
+
+// setuid, setgid and sticky bits are not applied to recovered files and directories;
+// the recovery says which lost them.
+func TestRecover_SpecialModeBitsDroppedAndReported(t *testing.T) {
+	env := fourNodes(t, nil)
+	alice := env.Node("alice")
+	tree := filepath.Join(t.TempDir(), "tree")
+	os.MkdirAll(filepath.Join(tree, "shared"), 0o755)
+	os.WriteFile(filepath.Join(tree, "suid"), []byte("#!/bin/sh\nid\n"), 0o755)
+	os.WriteFile(filepath.Join(tree, "plain"), []byte("plain\n"), 0o644)
+	for p, m := range map[string]fs.FileMode{"suid": 0o755 | fs.ModeSetuid | fs.ModeSetgid, "shared": 0o777 | fs.ModeSticky | fs.ModeSetgid} {
+		if err := os.Chmod(filepath.Join(tree, p), m); err != nil {
+			t.Fatal(err)
+		}
+		if got := mustLstat(t, filepath.Join(tree, p)).Mode() &^ fs.ModeDir; got != m {
+			t.Skipf("this filesystem keeps %v for %v", got, m)
+		}
+	}
+	if _, err := alice.Store(ctx, tree, "/t"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	r := recoverNow(t, env, alice, "/t", 0)
+	if r.State != agent.RecoveryDone {
+		t.Fatalf("recovery: %+v", r)
+	}
+	rec := filepath.Join(alice.Dir, "recovery", "t")
+	for p, want := range map[string]fs.FileMode{"suid": 0o755, "shared": fs.ModeDir | 0o777, "plain": 0o644} {
+		if got := mustLstat(t, filepath.Join(rec, p)).Mode(); got != want {
+			t.Errorf("recovered %s: mode %v, want %v", p, got, want)
+		}
+	}
+	if !strings.Contains(r.Error, "setuid/setgid/sticky") || !strings.Contains(r.Error, "/t/suid") || !strings.Contains(r.Error, "/t/shared") || strings.Contains(r.Error, "plain") {
+		t.Errorf("recovery error %q does not name the two entries that lost their bits", r.Error)
+	}
+	if n := strings.Count(r.Error, "setuid/setgid/sticky"); n != 1 {
+		t.Errorf("%d warnings about special bits, want one: %q", n, r.Error)
+	}
+}
