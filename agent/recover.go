@@ -42,7 +42,6 @@ const (
 // received so far under recovery.tmp/, so it survives restarts.
 type RecoveryJob = books.RecoveryJob
 
-
 // RecoverFile asks the peers holding pieces of a stored file or tree (its latest
 // version, or version) for them. The files appear under recovery/ once enough answers
 // are processed.
