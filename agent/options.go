@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/dibs-backup/dibs/relay"
 )
 
 // optKind says how an option's value is read and checked.
@@ -114,7 +116,7 @@ var optionDefs = []optDef{
 	{name: "sendMsgThreshold", kind: kindInt, def: constDef(int64(30)), min: 1, doc: "during a tree store, send the queue every this many files"},
 	{name: "maxMsgAge", kind: kindSeconds, def: constDef(int64(864000)), min: 60, doc: "older messages are refused (replay window), seconds"},
 	{name: "clockSkew", kind: kindSeconds, def: constDef(int64(600)), min: 0, max: 86400, doc: "how far in the future a message's Date may be, seconds"},
-	{name: "maxMsgSize", kind: kindSize, def: constDef(int64(128000000)), min: 10000, doc: "largest message file accepted or sent"},
+	{name: "maxMsgSize", kind: kindSize, def: constDef(int64(relay.DefaultMaxFileSize)), min: 10000, doc: "largest message file accepted or sent"},
 	{name: "hostname", kind: kindString, def: func(string) any { _, h := userHost(); return h }, doc: "our host name, as peers reach it"},
 	{name: "autoBackupDir", kind: kindPath, def: constDef("autoBackup"), doc: "auto_check stores what is linked here"},
 	{name: "rootDir", kind: kindString, def: constDef("/"), doc: "prefix of auto-backup stored names"},

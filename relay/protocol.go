@@ -20,14 +20,15 @@ const (
 
 const (
 	// DefaultMaxFileSize is the largest file a server takes, and a client downloads, unless
-	// told otherwise.
-	DefaultMaxFileSize = 256 << 20
+	// told otherwise: 128 MB, the default of a node's maxMsgSize too, so that a relay keeps
+	// no file its recipients would refuse.
+	DefaultMaxFileSize = 128_000_000
 	// DefaultRequestTimeout is how long a client has to send the body of a request other
 	// than a deposit: challenges and session requests are a few hundred bytes.
 	DefaultRequestTimeout = 10 * time.Second
 	// DefaultMinTransferRate is the slowest, in bytes a second, that a deposit may arrive
 	// or a download be taken: a file of n bytes gets DefaultTransferGrace + n/64 KiB, about
-	// 69 minutes for DefaultMaxFileSize.
+	// 33 minutes for DefaultMaxFileSize.
 	DefaultMinTransferRate = 64 << 10
 	// DefaultTransferGrace is the fixed part of a file transfer's allowance.
 	DefaultTransferGrace = 30 * time.Second

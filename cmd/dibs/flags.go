@@ -26,3 +26,10 @@ func sizeVar(fs *flag.FlagSet, name, usage string) *sizeFlag {
 	fs.Var(s, name, usage)
 	return s
 }
+
+// sizeVarDefault is sizeVar with a default other than 0, which the usage states.
+func sizeVarDefault(fs *flag.FlagSet, name, usage string, def int64) *sizeFlag {
+	s := &sizeFlag{bytes: def}
+	fs.Var(s, name, usage+" (default "+s.String()+")")
+	return s
+}

@@ -33,8 +33,10 @@ commit. The relay never sees plaintext: files are sealed end to end.`,
 			fs.String("allow", "", "armored public keys of who may deposit and collect (default D/allow.asc)")
 			fs.String("tls_cert", "", "TLS certificate (PEM); with --tls_key, serve HTTPS")
 			fs.String("tls_key", "", "TLS private key (PEM)")
-			sizeVar(fs, "quota", "bytes that may wait for one recipient (default 1g)")
-			sizeVar(fs, "max_size", "largest file taken (default 128m)")
+			sizeVarDefault(fs, "quota", "bytes that may wait for one recipient", relay.DefaultQuota)
+			// A node's maxMsgSize has the same default: a relay keeps no file that its
+			// recipients would refuse.
+			sizeVarDefault(fs, "max_size", "largest file taken", relay.DefaultMaxFileSize)
 			fs.Int("max_age", int(relay.DefaultMaxAge/time.Second), "seconds an uncollected file is kept")
 		},
 		run: runRelayServer,
