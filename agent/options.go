@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/dibs-backup/dibs/relay"
 )
 
 // optKind says how an option's value is read and checked.
@@ -154,7 +156,7 @@ var (
 	optProbePeriod           = secondsOpt("probePeriod", day/2, time.Second, 0, "seconds between automatic probes")
 	optMaxMsgAge             = secondsOpt("maxMsgAge", 10*day, time.Minute, 0, "older messages are refused (replay window), seconds")
 	optClockSkew             = secondsOpt("clockSkew", 10*time.Minute, 0, day, "how far in the future a message's Date may be, seconds")
-	OptMaxMsgSize            = sizeOpt("maxMsgSize", 128000000, 10000, "largest message file accepted or sent")
+	OptMaxMsgSize            = sizeOpt("maxMsgSize", relay.DefaultMaxFileSize, 10000, "largest message file accepted or sent")
 	optHostname              = stringOpt("hostname", "", "our host name, as peers reach it").withComputed(func() string { _, h := userHost(); return h }).notUsedYet("the peer finder (post_contract --host)")
 	optAutoBackupDir         = pathOpt("autoBackupDir", "autoBackup", "auto_check stores what is linked here")
 	optDefaultContractServer = stringOpt("defaultContractServerURL", "http://127.0.0.1:8000/peer_finder", "the peer finder").withCheck(checkURL).notUsedYet("the peer finder")

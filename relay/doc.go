@@ -26,8 +26,12 @@
 // Errors are JSON {"error": "..."} with the status: 400 bad request or name, 401 no or expired
 // token, 403 unknown key, bad signature, used nonce, or a deposit the store refuses, 404 no such
 // file, 409 the file is busy (being delivered by another worker; retry), 411 no Content-Length,
-// 413 file larger than the server takes, 507 the recipient's quota (or a daemon's incoming/)
-// is full: try later.
+// 408 the body did not arrive in time, 413 file larger than the server takes, 503 too many
+// unauthenticated requests at once (Retry-After says when to try again), 507 the
+// recipient's quota (or a daemon's incoming/) is full: try later.
+//
+// A slow client is cut off: a request's body must arrive within seconds, a file's (going
+// either way) at 64 KiB/s at least after 30 s of grace (ServerOptions tunes both).
 //
 // The server does not do TLS: serve it with http.Server.ServeTLS (relay_server --tls_cert,
 // --tls_key) or behind a TLS-terminating proxy. Without TLS, tokens and file names can be

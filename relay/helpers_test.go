@@ -124,6 +124,12 @@ type daemon struct {
 // newDaemon serves self's spool for the named peers on 127.0.0.1. SelfKeyIDs is set, so
 // deposits must be sealed to self.
 func newDaemon(t testing.TB, self string, peers ...string) *daemon {
+	return newDaemonOpts(t, ServerOptions{}, self, peers...)
+}
+
+// newDaemonOpts is newDaemon with a server tuned by opts; the test sets its version, key,
+// clock and error report.
+func newDaemonOpts(t testing.TB, opts ServerOptions, self string, peers ...string) *daemon {
 	sp, err := queue.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -146,8 +152,9 @@ func newDaemon(t testing.TB, self string, peers ...string) *daemon {
 			return name, k, true
 		},
 	}
-	d.srv = NewServer(d.store, ServerOptions{Version: "test", Key: fp(t, self), Now: d.clock.Now,
-		OnError: func(err error) { t.Errorf("server error: %v", err) }})
+	opts.Version, opts.Key, opts.Now = "test", fp(t, self), d.clock.Now
+	opts.OnError = func(err error) { t.Errorf("server error: %v", err) }
+	d.srv = NewServer(d.store, opts)
 	d.count = &counter{h: d.srv}
 	hs := httptest.NewServer(d.count)
 	t.Cleanup(hs.Close)

@@ -20,8 +20,21 @@ const (
 
 const (
 	// DefaultMaxFileSize is the largest file a server takes, and a client downloads, unless
-	// told otherwise.
-	DefaultMaxFileSize = 256 << 20
+	// told otherwise: 128 MB, the default of a node's maxMsgSize too, so that a relay keeps
+	// no file its recipients would refuse.
+	DefaultMaxFileSize = 128_000_000
+	// DefaultRequestTimeout is how long a client has to send the body of a request other
+	// than a deposit: challenges and session requests are a few hundred bytes.
+	DefaultRequestTimeout = 10 * time.Second
+	// DefaultMinTransferRate is the slowest, in bytes a second, that a deposit may arrive
+	// or a download be taken: a file of n bytes gets DefaultTransferGrace + n/64 KiB, about
+	// 33 minutes for DefaultMaxFileSize.
+	DefaultMinTransferRate = 64 << 10
+	// DefaultTransferGrace is the fixed part of a file transfer's allowance.
+	DefaultTransferGrace = 30 * time.Second
+	// DefaultMaxUnauthenticated is how many hello, challenge and session requests a server
+	// answers at once; more are answered 503 with a Retry-After.
+	DefaultMaxUnauthenticated = 64
 	// NonceLifetime is how long a challenge can be answered.
 	NonceLifetime = 2 * time.Minute
 	// TokenLifetime is how long a session token is valid.

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +34,20 @@ type ServerOptions struct {
 	Now func() time.Time
 	// ExpireEvery is how often Run sweeps; 0 means one minute.
 	ExpireEvery time.Duration
+	// RequestTimeout is how long the body of a request other than a deposit may take to
+	// arrive; 0 means DefaultRequestTimeout. Without such a deadline a client that trickles
+	// a byte every few seconds holds a connection and a goroutine for hours.
+	RequestTimeout time.Duration
+	// MinTransferRate, in bytes a second, and TransferGrace size the deadline of a file
+	// transfer: a deposit's body, or a download, of n bytes must be done within
+	// TransferGrace + n/MinTransferRate. 0 means DefaultMinTransferRate and
+	// DefaultTransferGrace.
+	MinTransferRate int64
+	TransferGrace   time.Duration
+	// MaxUnauthenticated is how many requests that need no session (hello, challenge,
+	// session) are served at once; one more is answered 503 with a Retry-After. 0 means
+	// DefaultMaxUnauthenticated.
+	MaxUnauthenticated int
 	// OnError, if set, is told of the errors the server cannot send to a client: internal
 	// errors behind a 500 response, and failures of the periodic expiry. The daemon logs them.
 	OnError func(error)
@@ -39,11 +55,17 @@ type ServerOptions struct {
 
 // Server serves the relay protocol from a Store. It is an http.Handler; its zero value is
 // not usable, call NewServer.
+//
+// It sets the read deadline of the connection of every request it answers (see
+// RequestTimeout), so it must get the http.Server's own ResponseWriter, or a wrapper with
+// an Unwrap method (http.ResponseController): behind one that hides the connection, a slow
+// client is cut off only by the http.Server's timeouts.
 type Server struct {
-	store Store
-	opts  ServerOptions
-	auth  *authTable
-	mux   *http.ServeMux
+	store  Store
+	opts   ServerOptions
+	auth   *authTable
+	mux    *http.ServeMux
+	public chan struct{} // a slot for each unauthenticated request being served
 }
 
 // NewServer returns a server of store's files.
@@ -57,10 +79,23 @@ func NewServer(store Store, opts ServerOptions) *Server {
 	if opts.ExpireEvery <= 0 {
 		opts.ExpireEvery = time.Minute
 	}
-	s := &Server{store: store, opts: opts, auth: newAuthTable(), mux: http.NewServeMux()}
-	s.mux.HandleFunc("GET "+pathHello, s.hello)
-	s.mux.HandleFunc("POST "+pathChallenge, s.challenge)
-	s.mux.HandleFunc("POST "+pathSession, s.session)
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = DefaultRequestTimeout
+	}
+	if opts.MinTransferRate <= 0 {
+		opts.MinTransferRate = DefaultMinTransferRate
+	}
+	if opts.TransferGrace <= 0 {
+		opts.TransferGrace = DefaultTransferGrace
+	}
+	if opts.MaxUnauthenticated <= 0 {
+		opts.MaxUnauthenticated = DefaultMaxUnauthenticated
+	}
+	s := &Server{store: store, opts: opts, auth: newAuthTable(), mux: http.NewServeMux(),
+		public: make(chan struct{}, opts.MaxUnauthenticated)}
+	s.mux.HandleFunc("GET "+pathHello, s.unauthenticated(s.hello))
+	s.mux.HandleFunc("POST "+pathChallenge, s.unauthenticated(s.challenge))
+	s.mux.HandleFunc("POST "+pathSession, s.unauthenticated(s.session))
 	s.mux.HandleFunc("GET "+pathFiles, s.authed(s.list))
 	s.mux.HandleFunc("PUT "+pathFiles+"/{to}/{name}", s.authed(s.deposit))
 	s.mux.HandleFunc("GET "+pathFiles+"/{name}", s.authed(s.get))
@@ -68,8 +103,49 @@ func NewServer(store Store, opts ServerOptions) *Server {
 	return s
 }
 
-// ServeHTTP answers one protocol request.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP answers one protocol request. Its body must arrive within RequestTimeout, or
+// for a deposit the transfer allowance of its size; the deadline holds for whatever of the
+// body the handler leaves unread too, which the http.Server reads after it.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	setDeadline(w, s.opts.RequestTimeout, false)
+	s.mux.ServeHTTP(w, r)
+}
+
+// setDeadline sets the read deadline, and with write also the write deadline, of the
+// connection w answers on to d from now. A ResponseWriter without a connection
+// (httptest.ResponseRecorder) has nothing to time out, so the error is ignored.
+func setDeadline(w http.ResponseWriter, d time.Duration, write bool) {
+	rc := http.NewResponseController(w)
+	t := time.Now().Add(d)
+	rc.SetReadDeadline(t)
+	if write {
+		rc.SetWriteDeadline(t)
+	}
+}
+
+// transferTime is how long a file of size bytes may take to arrive or to be taken.
+func (s *Server) transferTime(size int64) time.Duration {
+	return s.opts.TransferGrace + time.Duration(size/s.opts.MinTransferRate+1)*time.Second
+}
+
+// unauthenticated wraps h, which anyone may call, so that at most MaxUnauthenticated of
+// them run at once: a session request holds its slot until its body arrived or
+// RequestTimeout passed, so strangers tie up that many at most, and for that long.
+func (s *Server) unauthenticated(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case s.public <- struct{}{}:
+			defer func() { <-s.public }()
+		default:
+			// A slot is free again within RequestTimeout.
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(s.opts.RequestTimeout.Seconds()))))
+			s.fail(w, fmt.Errorf("relay: %d unauthenticated requests in progress, try again later: %w",
+				cap(s.public), errOverloaded))
+			return
+		}
+		h(w, r)
+	}
+}
 
 // Run sweeps expired challenges and sessions, and expires old files if the store is an
 // Expirer, every ExpireEvery until ctx is done. It returns nil then. Expiry errors go to
@@ -117,7 +193,12 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request) {
 	var req sessionRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONRequest))
 	if err := dec.Decode(&req); err != nil {
-		s.fail(w, fmt.Errorf("relay: session: bad request: %w", errBadRequest))
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = fmt.Errorf("relay: session: request not received within %s: %w", s.opts.RequestTimeout, errSlow)
+		} else {
+			err = fmt.Errorf("relay: session: bad request: %w", errBadRequest)
+		}
+		s.fail(w, err)
 		return
 	}
 	now := s.opts.Now()
@@ -219,6 +300,8 @@ func (s *Server) deposit(w http.ResponseWriter, r *http.Request, from pgpmsg.Fin
 		s.fail(w, fmt.Errorf("relay: deposit %s: %w", name, err))
 		return
 	}
+	allowed := s.transferTime(size)
+	setDeadline(w, allowed, false)
 	var body io.Reader = &exactReader{r: r.Body, left: size}
 	if ids != nil {
 		body = &recipientFilter{r: body, size: size, want: ids}
@@ -226,6 +309,9 @@ func (s *Server) deposit(w http.ResponseWriter, r *http.Request, from pgpmsg.Fin
 	if err := s.store.Deposit(from, to, name, size, body); err != nil {
 		if fe := (*filterError)(nil); errors.As(err, &fe) {
 			err = fe // not "queue: put ...: reading request body: ..."
+		} else if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = fmt.Errorf("%d bytes not received within %s (%d bytes/s at least): %w",
+				size, allowed, s.opts.MinTransferRate, errSlow)
 		}
 		s.fail(w, fmt.Errorf("relay: deposit %s: %w", name, err))
 		return
@@ -261,6 +347,8 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, who pgpmsg.Fingerpr
 		return
 	}
 	defer rc.Close()
+	// A reader slower than MinTransferRate is cut off, as a slow depositor is.
+	setDeadline(w, s.transferTime(size), true)
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 	w.WriteHeader(http.StatusOK)
@@ -285,6 +373,8 @@ func (s *Server) remove(w http.ResponseWriter, r *http.Request, who pgpmsg.Finge
 var (
 	errBadRequest = errors.New("bad request")
 	errNoLength   = errors.New("Content-Length required")
+	errSlow       = errors.New("request timeout")
+	errOverloaded = errors.New("server busy")
 )
 
 // fail answers with err's status and, unless it is an internal error, its text.
@@ -320,6 +410,10 @@ func statusOf(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, ErrOverQuota):
 		return http.StatusInsufficientStorage
+	case errors.Is(err, errSlow), errors.Is(err, os.ErrDeadlineExceeded):
+		return http.StatusRequestTimeout
+	case errors.Is(err, errOverloaded):
+		return http.StatusServiceUnavailable
 	case errors.As(err, &bodyErr): // last: a refusal met while reading wraps a sentinel above
 		return http.StatusBadRequest
 	}

@@ -68,3 +68,4 @@ func (i *intFlag) Set(v string) error {
 	i.value, i.given = int(n), true
 	return nil
 }
+

@@ -42,8 +42,12 @@ func (o *relayServerOptions) declare(fs *flag.FlagSet) {
 	fs.StringVar(&o.allow, "allow", "", "armored public keys of who may deposit and collect (default D/allow.asc)")
 	fs.StringVar(&o.cert, "tls_cert", "", "TLS certificate (PEM); with --tls_key, serve HTTPS")
 	fs.StringVar(&o.key, "tls_key", "", "TLS private key (PEM)")
-	fs.Var(&o.quota, "quota", "bytes that may wait for one recipient (default 1g)")
-	fs.Var(&o.maxSize, "max_size", "largest file taken (default 128m)")
+	o.quota = sizeFlag{bytes: relay.DefaultQuota}
+	fs.Var(&o.quota, "quota", "bytes that may wait for one recipient (default "+o.quota.String()+")")
+	// A node's maxMsgSize has the same default: a relay keeps no file that its
+	// recipients would refuse.
+	o.maxSize = sizeFlag{bytes: relay.DefaultMaxFileSize}
+	fs.Var(&o.maxSize, "max_size", "largest file taken (default "+o.maxSize.String()+")")
 	fs.IntVar(&o.maxAge, "max_age", int(relay.DefaultMaxAge/time.Second), "seconds an uncollected file is kept")
 }
 

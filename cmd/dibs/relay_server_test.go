@@ -15,6 +15,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"flag"
 	"fmt"
 	"io"
 	"log"
@@ -27,12 +28,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/dibs-backup/dibs/agent"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
 
@@ -549,5 +552,31 @@ func TestRelayServer_BadArguments(t *testing.T) {
 		if code != exitError || strings.Count(errb.String(), "\n") != 1 || !strings.Contains(errb.String(), "permission denied") {
 			t.Errorf("an unreadable allow file: exit %d, %q", code, errb.String())
 		}
+	}
+}
+
+// A relay takes by default the largest file a node takes by default (maxMsgSize): no
+// larger, or it would keep files its recipients refuse. Its help says which that is.
+func TestRelayServer_DefaultMaxSizeIsNodesMaxMsgSize(t *testing.T) {
+	n := &clirun.Node{T: t, Bin: dibsBin, Name: "node", Dir: filepath.Join(t.TempDir(), "node")}
+	n.OK("init", "--key", "node.dibs@relay.invalid")
+	nodeMax, err := strconv.ParseInt(strings.TrimSpace(n.OK("show_option", "--name", "maxMsgSize")), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o relayServerOptions
+	o.declare(flag.NewFlagSet("relay_server", flag.ContinueOnError))
+	if got := o.maxSize.bytes; got != nodeMax {
+		t.Errorf("relay_server --max_size defaults to %d bytes, a node's maxMsgSize to %d", got, nodeMax)
+	}
+	want := "(default " + agent.FormatSize(nodeMax) + ")"
+	var line string
+	for l := range strings.Lines(n.OK("help", "relay_server")) {
+		if strings.Contains(l, "--max_size") {
+			line = l
+		}
+	}
+	if !strings.Contains(line, want) {
+		t.Errorf("help relay_server says %q about --max_size, want it to say %s", line, want)
 	}
 }
