@@ -68,4 +68,3 @@ func (i *intFlag) Set(v string) error {
 	i.value, i.given = int(n), true
 	return nil
 }
-
