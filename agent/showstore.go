@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"strings"
 	"time"
 
 	"github.com/dibs-backup/dibs/agent/books"
@@ -154,6 +155,9 @@ func (n *Node) engineSections(out map[string]any, want func(string) bool) error 
 				rows := []RecoveryRow{}
 				err := tx.EachJob(func(j *RecoveryJob) error {
 					r := RecoveryRow{Name: j.Name, State: j.State, Kind: j.Kind, Written: j.Written, Error: j.Error, Objects: len(j.Objects)}
+					if silent := silentPeers(j); j.Kind == books.JobAll && j.State != RecoveryWaiting && len(silent) > 0 {
+						r.Error = strings.TrimSuffix("no answer from "+strings.Join(silent, ", ")+"; "+j.Error, "; ")
+					}
 					for _, done := range j.Objects {
 						if done {
 							r.Assembled++
