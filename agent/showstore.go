@@ -18,9 +18,7 @@ const (
 // status rates an object: see the Status constants. It also returns the healthy pieces
 // and the spares: the fewest healthy pieces beyond k in any segment (0 when lost).
 func (n *Node) status(o *Object) (status string, pieces, spares int) {
-	pieces = 0
-	status = StatusStored
-	spares = o.N - o.K
+	status, spares = StatusStored, o.N-o.K
 	for _, seg := range o.Segments {
 		acked, ok := 0, 0
 		for _, p := range seg.Pieces {
@@ -161,7 +159,10 @@ func (n *Node) engineSections(out map[string]any, want func(string) bool) error 
 				err := tx.EachJob(func(j *RecoveryJob) error {
 					r := RecoveryRow{Name: j.Name, State: j.State, Kind: j.Kind, Written: j.Written, Error: j.Error, Objects: len(j.Objects)}
 					if silent := silentPeers(j); j.Kind == books.JobAll && j.State != RecoveryWaiting && len(silent) > 0 {
-						r.Error = strings.TrimSuffix("no answer from "+strings.Join(silent, ", ")+"; "+j.Error, "; ")
+						r.Error = "no answer from " + strings.Join(silent, ", ")
+						if j.Error != "" {
+							r.Error += "; " + j.Error
+						}
 					}
 					for _, done := range j.Objects {
 						if done {
