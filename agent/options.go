@@ -28,7 +28,7 @@ const (
 	kindInt             // a whole number
 	kindSeconds         // a whole number of seconds
 	kindSize            // DIBS size units, stored as bytes
-	kindBool            // 0/1, true/false
+	kindBool            // true/false, or 1/0 as DIBS 0.93 had them
 	kindEnum            // one of choices
 	kindPath            // a file or directory; relative to DIBS_DIR
 )
@@ -368,7 +368,7 @@ func (d *optDef) parse(s string) (any, error) {
 		case "0", "false", "no", "off":
 			return false, nil
 		}
-		return nil, fmt.Errorf("%q is not 0 or 1", s)
+		return nil, fmt.Errorf("%q is not true or false (or 1 or 0)", s)
 	case kindEnum:
 		for _, c := range d.choices {
 			if s == c {
@@ -448,7 +448,7 @@ func (o *Options) String(name string) string { return o.get(name).(string) }
 // Int returns a whole-number or size option.
 func (o *Options) Int(name string) int64 { return o.get(name).(int64) }
 
-// Bool returns a 0/1 option.
+// Bool returns a true/false option.
 func (o *Options) Bool(name string) bool { return o.get(name).(bool) }
 
 // Duration returns a seconds option.
@@ -477,14 +477,8 @@ func (o *Options) Show(name string) (string, bool, error) {
 	if err != nil {
 		return "", false, err
 	}
-	_, set := o.set[name]
-	if b, ok := o.stored(d).(bool); ok {
-		if b {
-			return "1", set, nil
-		}
-		return "0", set, nil
-	}
-	return fmt.Sprint(o.stored(d)), set, nil
+	_, set := o.set[d.name]
+	return fmt.Sprint(o.stored(d)), set, nil // a bool as true or false, as dibsrc.toml has it
 }
 
 // OptionDoc is the one-line description of an option, as show_option prints it.

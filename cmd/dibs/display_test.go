@@ -5,6 +5,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -109,5 +110,24 @@ func TestShowDatabase_PadsByDisplayWidth(t *testing.T) {
 		if got := at(l); got != want {
 			t.Errorf("line %q: its second column starts at screen column %d, the header's at %d\n%s", l, got, want, b.String())
 		}
+	}
+}
+
+// show_option prints a boolean as true or false, as dibsrc.toml holds it (it printed 1);
+// set_option still takes DIBS 0.93's 1 and 0.
+func TestCLI_ShowOptionBoolean(t *testing.T) {
+	n := newCLINode(t, t.TempDir(), "alice")
+	if out := n.OK("show_option", "--name", "mailUserOnRecovery"); out != "true\n" {
+		t.Errorf("show_option of a boolean defaulting to true printed %q", out)
+	}
+	if out := n.OK("set_option", "--name", "mailUserOnRecovery", "--value", "0"); out != "mailUserOnRecovery = false\n" {
+		t.Errorf("set_option --value 0 printed %q", out)
+	}
+	if out := n.OK("show_option"); !regexp.MustCompile(`(?m)^\* mailUserOnRecovery +false +# `).MatchString(out) {
+		t.Errorf("show_option lists:\n%s", out)
+	}
+	if _, errs, code := n.Run("set_option", "--name", "mailUserOnRecovery", "--value", "maybe"); code != exitUsage ||
+		!strings.Contains(errs, `"maybe" is not true or false`) {
+		t.Errorf("set_option --value maybe: exit %d, %q", code, errs)
 	}
 }
