@@ -4,6 +4,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -129,5 +130,45 @@ func TestCLI_ShowOptionBoolean(t *testing.T) {
 	if _, errs, code := n.Run("set_option", "--name", "mailUserOnRecovery", "--value", "maybe"); code != exitUsage ||
 		!strings.Contains(errs, `"maybe" is not true or false`) {
 		t.Errorf("set_option --value maybe: exit %d, %q", code, errs)
+	}
+}
+
+// dibs help sums each command up in the first sentence of its help, whole (it cut the
+// help's first line, mid-sentence), wrapped under the summary column.
+func TestCLI_HelpSummariesAreWholeSentences(t *testing.T) {
+	run := func(args ...string) string {
+		out, err := exec.Command(dibsBin, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("dibs %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	summaries := map[string]string{}
+	last := ""
+	for _, l := range strings.Split(run("help"), "\n") {
+		if len(l) > 100 {
+			t.Errorf("dibs help has a line %d columns wide: %q", len(l), l)
+		}
+		if m := regexp.MustCompile(`^  ([a-z_]+) +(.*)$`).FindStringSubmatch(l); m != nil {
+			last = m[1]
+			summaries[last] = m[2]
+		} else if strings.HasPrefix(l, strings.Repeat(" ", 23)) && last != "" {
+			summaries[last] += " " + strings.TrimSpace(l)
+		}
+	}
+	if len(summaries) < 30 {
+		t.Fatalf("dibs help lists %d commands", len(summaries))
+	}
+	for name, sum := range summaries {
+		if !strings.HasSuffix(sum, ".") {
+			t.Errorf("dibs help sums %s up as %q, not a whole sentence", name, sum)
+		}
+		_, body, _ := strings.Cut(run("help", name), "\n\n")
+		if text := strings.Join(strings.Fields(body), " "); !strings.HasPrefix(text, sum) {
+			t.Errorf("dibs help sums %s up as %q; dibs help %s says %q", name, sum, name, text)
+		}
+	}
+	if want := "Create DIBS_DIR with a default dibsrc.toml and a new OpenPGP key (no passphrase) whose user id is NAME (e.g. alice.dibs@example.org)."; summaries["init"] != want {
+		t.Errorf("init's summary %q, want %q", summaries["init"], want)
 	}
 }
