@@ -3,6 +3,7 @@ package main
 // Black-box tests of how dibs prints things: counts, sizes, tables, help and option values.
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"github.com/rivo/uniseg"
 
 	"github.com/dibs-backup/dibs/agent"
+	"github.com/dibs-backup/dibs/cmd/dibs/internal/clirun"
 )
 
 // A count of one takes the singular: store of one file says "1 entry", "1 new version",
@@ -170,5 +172,16 @@ func TestCLI_HelpSummariesAreWholeSentences(t *testing.T) {
 	}
 	if want := "Create DIBS_DIR with a default dibsrc.toml and a new OpenPGP key (no passphrase) whose user id is NAME (e.g. alice.dibs@example.org)."; summaries["init"] != want {
 		t.Errorf("init's summary %q, want %q", summaries["init"], want)
+	}
+}
+
+// send_hello --host checks a daemon, and its error says so (it said "relay:").
+func TestCLI_SendHelloErrorNamesTheDaemon(t *testing.T) {
+	n := newCLINode(t, t.TempDir(), "alice")
+	port := clirun.FreePort(t) // nothing listens there
+	_, errs, code := n.Run("send_hello", "--host", "127.0.0.1", "--port", fmt.Sprint(port))
+	want := fmt.Sprintf("dibs: send_hello: daemon: hello http://127.0.0.1:%d: ", port)
+	if code != exitError || !strings.HasPrefix(errs, want) || strings.Contains(errs, "relay") {
+		t.Errorf("send_hello to a closed port: exit %d, stderr %q; want it to start %q", code, errs, want)
 	}
 }
