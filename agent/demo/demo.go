@@ -210,7 +210,7 @@ func newMember(dir, name string, nat bool, addr string) (*member, error) {
 		return nil, err
 	}
 	opts := map[string]string{"kbPerFile": fmt.Sprint(pieceKB), "redundantPieces": fmt.Sprint(parity),
-		"talkRetryDelay": "0", "daemonHost": "127.0.0.1"}
+		"talkRetryDelay": "0", "daemonAddress": "127.0.0.1"}
 	for k, v := range opts {
 		if err := n.SetOption(k, v); err != nil {
 			return nil, err
