@@ -49,6 +49,9 @@ func runShowDatabase(a *App, o showDatabaseOptions) error {
 		for _, s := range agent.Sections {
 			if v, ok := db[s]; ok {
 				printSection(a.Stdout, s, v, o.wide)
+				if files, ok := v.([]agent.FileRow); ok {
+					warnNoSpares(a.Stdout, files)
+				}
 			}
 		}
 		return nil
@@ -168,6 +171,21 @@ func writeTable(w io.Writer, rows [][]string) {
 		}
 		b.WriteByte('\n')
 		io.WriteString(w, b.String())
+	}
+}
+
+// warnNoSpares says once, under the files table, how many files would be lost with any
+// one peer that holds a piece of them (spares 0: stored on a single peer, or pieces lost
+// and not repaired yet).
+func warnNoSpares(w io.Writer, files []agent.FileRow) {
+	names := map[string]bool{}
+	for _, f := range files {
+		if f.Spares != nil && *f.Spares == 0 && f.Status != agent.StatusLost {
+			names[f.Name] = true
+		}
+	}
+	if len(names) > 0 {
+		fmt.Fprintf(w, "warning: %s without a spare piece (spares 0): losing one peer that holds a piece of them loses them\n", agent.Count(len(names), "stored name"))
 	}
 }
 
