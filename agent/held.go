@@ -152,9 +152,12 @@ func (n *Node) dropHeld(tx *books.Tx, peer string, ids []string) error {
 		if !ok {
 			continue
 		}
-		if err := os.Remove(n.storagePath(peer, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return retryLater{err}
-		}
+		path := n.storagePath(peer, id)
+		tx.OnCommit(func() { // a rolled-back run must find the piece still there
+			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				n.Log.Warn("drop held piece", "peer", peer, "piece", id, "err", err)
+			}
+		})
 		if err := tx.DeleteHeld(peer, id); err != nil {
 			return err
 		}

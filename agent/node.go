@@ -69,6 +69,8 @@ type Node struct {
 
 	outboxMu sync.Mutex
 	wire     sync.Map // fingerprint -> key copy that seals with AEAD (held.go)
+
+	rehearse bool // tests: every message's transaction runs once rolled back first (handlers.go)
 }
 
 type peerFileStat struct {
