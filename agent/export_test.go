@@ -11,3 +11,7 @@ func (n *Node) ForgetSeen() {
 		return db.Update(func(tx *books.Tx) error { return tx.ClearSeen() })
 	})
 }
+
+// RehearseBatches makes every message's transaction run once, rolled back, before it
+// runs for real: the retry of a batch in which another message failed.
+func (n *Node) RehearseBatches() { n.rehearse = true }

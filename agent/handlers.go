@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"time"
 
 	"github.com/dibs-backup/dibs/agent/books"
@@ -28,7 +29,31 @@ func (r *Request) Reply(typ string, fields [][2]string, payload []byte) error {
 // A handler acts on one message. It may change the database through r.Tx and queue
 // messages with r.Reply; all of it commits together with the Message-Id, or not at all.
 // An error rejects the message (quarantine) unless wrapped in retryLater.
+//
+// A handler may run more than once for one message: when another message of its batch
+// fails, the batch is rolled back and run again without it (books.DB.Batch). So what it
+// does to files must bear repeating (writing a piece or a shard under its own name), and
+// what a rollback must not see, such as deleting a file the books still describe, waits
+// for the commit (r.Tx.OnCommit).
 type handler func(r *Request) error
+
+// errRehearsal rolls back a rehearsed transaction.
+var errRehearsal = errors.New("rehearsal")
+
+// batch runs fn in db.Batch. With n.rehearse (tests) fn first runs in a transaction that
+// is rolled back after it, as when a later message of its batch fails: what a handler
+// does outside the books then shows whether it survives being run again.
+func (n *Node) batch(db *books.DB, fn func(*books.Tx) error) error {
+	if n.rehearse {
+		db.Update(func(tx *books.Tx) error {
+			if err := fn(tx); err != nil {
+				return err
+			}
+			return errRehearsal
+		})
+	}
+	return db.Batch(fn)
+}
 
 // handleHello answers a HELLO with a HELLO that carries In-Reply-To. Either way the
 // sender's last_heard moves (the processor does that for every verified message).

@@ -32,6 +32,29 @@ func (r *Request) ReplyFile(typ string, fields [][2]string, path string) error {
 	return r.Tx.AddOutbox(m)
 }
 
+// payloadHeld reports whether the held piece that m carries (ReplyFile) is still in the
+// books. dropHeld removes a piece's file only once the drop has committed, so a flush that
+// runs in between must ask the books, not the disk.
+func (n *Node) payloadHeld(m OutMessage) bool {
+	id := ""
+	for _, f := range m.Fields {
+		if f[0] == fieldPiece {
+			id = f[1]
+		}
+	}
+	if id == "" {
+		return true
+	}
+	held := true // if the books cannot say, the file does
+	n.withDB(func(db *books.DB) error {
+		return db.View(func(tx *books.Tx) error {
+			held = tx.Holds(m.Peer, id)
+			return nil
+		})
+	})
+	return held
+}
+
 func (r *Request) ack(op string, fields ...[2]string) error {
 	return r.Reply(TypeAck, append([][2]string{{fieldOp, op}}, fields...), nil)
 }
@@ -152,9 +175,12 @@ func (n *Node) dropHeld(tx *books.Tx, peer string, ids []string) error {
 		if !ok {
 			continue
 		}
-		if err := os.Remove(n.storagePath(peer, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return retryLater{err}
-		}
+		path := n.storagePath(peer, id)
+		tx.OnCommit(func() { // a rolled-back run must find the piece still there
+			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				n.Log.Warn("drop held piece", "peer", peer, "piece", id, "err", err)
+			}
+		})
 		if err := tx.DeleteHeld(peer, id); err != nil {
 			return err
 		}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -69,12 +70,36 @@ type Node struct {
 
 	outboxMu sync.Mutex
 	wire     sync.Map // fingerprint -> key copy that seals with AEAD (held.go)
+
+	rehearse bool // tests: every message's transaction runs once rolled back first (handlers.go)
 }
 
-type peerFileStat struct {
-	mod  time.Time
-	size int64
-	ok   bool
+// peerFileStat tells versions of the peer list apart: peers.toml and the key file of
+// every peer in it (a key file replaced alone must be noticed too).
+type peerFileStat []fileStamp
+
+func (a peerFileStat) same(b peerFileStat) bool { return slices.Equal(a, b) }
+
+// fileStamp tells versions of a file apart: a rewrite changes its mtime, ctime or size,
+// a replacement by rename its inode.
+type fileStamp struct {
+	mod, ctime int64
+	size       int64
+	ino        uint64
+	ok         bool
+}
+
+func stampOf(path string) fileStamp {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}
+	}
+	s := fileStamp{mod: fi.ModTime().UnixNano(), size: fi.Size(), ok: true}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		sec, nsec := ctime(st)
+		s.ctime, s.ino = sec*1e9+nsec, uint64(st.Ino)
+	}
+	return s
 }
 
 // InitConfig says how to create a node.
@@ -291,23 +316,25 @@ func (n *Node) Peers() ([]*Peer, error) {
 	return append([]*Peer(nil), n.peers...), nil
 }
 
+// reloadPeersLocked reads the peer list and the peers' keys again if peers.toml or a
+// key file changed since. The fingerprint in peers.toml is the peer's identity: a key
+// file that holds another key is refused, whoever put it there.
 func (n *Node) reloadPeersLocked() error {
-	st, err := os.Stat(filepath.Join(n.Dir, peersFile))
-	var cur peerFileStat
-	if err == nil {
-		cur = peerFileStat{mod: st.ModTime(), size: st.Size(), ok: true}
-	}
-	if cur == n.peerStat && n.keyring != nil {
+	if n.keyring != nil && n.peerStat.same(n.peerStamps(n.peers)) {
 		return nil
 	}
 	peers, err := loadPeers(n.Dir)
 	if err != nil {
 		return err
 	}
+	cur := n.peerStamps(peers) // before reading: a change while we read is seen next time
 	keys := map[string]*pgpmsg.Key{}
 	byFP := map[pgpmsg.Fingerprint]*Peer{}
 	kr := pgpmsg.NewKeyring()
 	for _, p := range peers {
+		if p.Fingerprint == string(n.Fingerprint()) {
+			return fmt.Errorf("%s: peer %q has our own key's fingerprint %s", peersFile, p.Name, p.Fingerprint)
+		}
 		f, err := os.Open(n.peerKeyPath(p.Name))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
@@ -317,8 +344,15 @@ func (n *Node) reloadPeersLocked() error {
 		}
 		k, err := pgpmsg.ReadKey(f)
 		f.Close()
+		rel := filepath.Join(peerKeysDir, p.Name+".asc")
 		if err != nil {
-			return fmt.Errorf("key of peer %s: %w", p.Name, err)
+			return fmt.Errorf("%s: key of peer %s: %w", rel, p.Name, err)
+		}
+		if p.Fingerprint == "" {
+			return fmt.Errorf("%s: %s gives peer %s no fingerprint to check the key against: add it with dibs edit_peer --peer %s --key_file %s", rel, peersFile, p.Name, p.Name, rel)
+		}
+		if string(k.Fingerprint()) != p.Fingerprint {
+			return fmt.Errorf("%s: key %s is not peer %s's: %s gives its fingerprint as %s (put its key back, or give the new one with dibs edit_peer --key_file)", rel, k.Fingerprint(), p.Name, peersFile, p.Fingerprint)
 		}
 		keys[p.Name] = k
 		byFP[k.Fingerprint()] = p
@@ -326,6 +360,15 @@ func (n *Node) reloadPeersLocked() error {
 	}
 	n.peers, n.keys, n.byFP, n.keyring, n.peerStat = peers, keys, byFP, kr, cur
 	return nil
+}
+
+// peerStamps stamps peers.toml and the key files of peers.
+func (n *Node) peerStamps(peers []*Peer) peerFileStat {
+	out := peerFileStat{stampOf(filepath.Join(n.Dir, peersFile))}
+	for _, p := range peers {
+		out = append(out, stampOf(n.peerKeyPath(p.Name)))
+	}
+	return out
 }
 
 func (n *Node) peerKeyPath(name string) string {

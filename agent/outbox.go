@@ -191,6 +191,10 @@ func (n *Node) sealInto(m OutMessage) error {
 	size := int64(len(m.Payload))
 	if m.PayloadFile != "" {
 		f, err := os.Open(m.PayloadFile)
+		if err == nil && !n.payloadHeld(m) { // dropped, its file not removed yet (dropHeld)
+			f.Close()
+			err = os.ErrNotExist
+		}
 		if errors.Is(err, os.ErrNotExist) {
 			// The payload (a held piece) was dropped since: the message can never go.
 			n.Log.Warn("message dropped: its payload is gone", "id", m.ID, "type", m.Type, "peer", m.Peer, "payload", m.PayloadFile)

@@ -145,6 +145,11 @@ func (n *Node) EditPeer(name string, e PeerEdit) error {
 		if err != nil {
 			return err
 		}
+		for _, q := range peers {
+			if q != p && q.Fingerprint == string(k.Fingerprint()) {
+				return fmt.Errorf("--key_file is the key of peer %s already", q.Name)
+			}
+		}
 		p.Fingerprint = string(k.Fingerprint())
 		if err := queue.WriteFileAtomic(n.peerKeyPath(name), armored, 0o644); err != nil {
 			return err

@@ -12,6 +12,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
 )
 
@@ -141,6 +142,12 @@ func (p *Peer) validateRecord() error {
 	if p.LocalQuota < 0 || p.RemoteQuota < 0 {
 		return fmt.Errorf("quotas cannot be negative")
 	}
+	if p.Fingerprint != "" {
+		fp, err := pgpmsg.ParseFingerprint(p.Fingerprint)
+		if err != nil || string(fp) != p.Fingerprint {
+			return fmt.Errorf("fingerprint %q is not 40 upper-case hex digits", p.Fingerprint)
+		}
+	}
 	return nil
 }
 
@@ -179,6 +186,7 @@ func loadPeers(dir string) ([]*Peer, error) {
 	}
 	starts := peerLines(text)
 	seen := map[string]bool{}
+	fps := map[string]string{} // fingerprint -> peer
 	for i, p := range pf.Peers {
 		line := 0
 		if i < len(starts) {
@@ -192,6 +200,10 @@ func loadPeers(dir string) ([]*Peer, error) {
 		if err := p.validateRecord(); err != nil {
 			return nil, fmt.Errorf("%s: %s", at, strings.TrimPrefix(err.Error(), "--"))
 		}
+		if other, ok := fps[p.Fingerprint]; ok && p.Fingerprint != "" {
+			return nil, fmt.Errorf("%s: fingerprint %s is peer %s's already", at, p.Fingerprint, other)
+		}
+		fps[p.Fingerprint] = p.Name
 	}
 	return pf.Peers, nil
 }

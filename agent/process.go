@@ -240,7 +240,7 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) o
 	if err != nil {
 		return quarantine("bad Message-Id")
 	}
-	err = db.Batch(func(tx *books.Tx) error {
+	err = n.batch(db, func(tx *books.Tx) error {
 		if tx.Seen(idKey) {
 			return reject("replay: Message-Id %s was processed before", id)
 		}

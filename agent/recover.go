@@ -644,9 +644,11 @@ func (n *Node) writeJob(tx *books.Tx, j *RecoveryJob, chosen map[string]FileVers
 		n.Log.Warn("recover: setuid/setgid/sticky bits not applied", "job", j.Name, "names", dropped)
 		note(fmt.Sprintf("setuid/setgid/sticky bits not applied to %d: %s", len(dropped), strings.Join(dropped[:min(len(dropped), 5)], ", ")))
 	}
-	for id := range j.Objects {
-		os.RemoveAll(n.stagePath(id))
-	}
+	tx.OnCommit(func() { // not before: a rolled-back run is run again and needs them
+		for id := range j.Objects {
+			os.RemoveAll(n.stagePath(id))
+		}
+	})
 	return tx.PutJob(j)
 }
 

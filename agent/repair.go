@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/erasure"
 	"github.com/dibs-backup/dibs/pgpmsg"
+	"github.com/dibs-backup/dibs/queue"
 )
 
 // RepairResult says what one repair pass did.
@@ -210,7 +212,8 @@ func (n *Node) finishRepairTx(tx *books.Tx, j *RecoveryJob) error {
 		return err
 	}
 	j.State, j.Ended = RecoveryDone, n.Now().UTC()
-	defer os.RemoveAll(n.stagePath(j.Target))
+	// Deferred, so that it runs after the hooks replace adds, which read the staging area.
+	defer tx.OnCommit(func() { os.RemoveAll(n.stagePath(j.Target)) })
 	if o == nil || !j.Objects[j.Target] {
 		if o != nil {
 			j.State, j.Error = RecoveryFailed, "fewer than k pieces came back"
@@ -319,7 +322,7 @@ func (n *Node) replace(tx *books.Tx, o *Object, shards map[int][]erasure.Shard) 
 			}
 			info := PieceInfo{Piece: pgpmsg.NewMessageID(), Object: o.ID, Segment: s, Segments: len(o.Segments), Index: idx, K: o.K, N: o.N,
 				ObjectSize: o.Size, SegmentSize: o.SegmentSize, SegmentLen: seg.Size, ShardHash: sh[idx].Hash}
-			p, err := n.sealStore(cand, info, man, sh[idx].Data, nil)
+			p, err := n.sealStoreTx(tx, o, cand, info, man, sh[idx].Data)
 			if err != nil {
 				return placed, short, retryLater{err}
 			}
@@ -352,6 +355,47 @@ func (n *Node) replace(tx *books.Tx, o *Object, shards map[int][]erasure.Shard) 
 		}
 	}
 	return placed, short, tx.PutObject(o)
+}
+
+// sealStoreTx seals a STORE of a repair into the object's staging area and queues it in
+// outgoing/<peer>/ only once tx commits: a transaction rolled back (a batch run again
+// without a message that failed in it) sends no piece the books do not know, and its
+// file goes with the staging area.
+func (n *Node) sealStoreTx(tx *books.Tx, o *Object, peer *candidate, pi PieceInfo, manifest, shard []byte) (Piece, error) {
+	return n.sealStoreWith(peer, pi, manifest, shard, nil, func(name string, write func(io.Writer) error) error {
+		dir := n.stagePath(o.ID, "out")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		f, err := os.CreateTemp(dir, ".seal-*")
+		if err != nil {
+			return err
+		}
+		bw := bufio.NewWriterSize(f, 256<<10)
+		err = write(bw)
+		if err == nil {
+			err = bw.Flush()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(f.Name())
+			return err
+		}
+		tx.OnCommit(func() {
+			src, err := os.Open(f.Name())
+			if err == nil {
+				_, err = n.Spool.Put(queue.Outgoing(peer.name), name, src, 0)
+				src.Close()
+			}
+			if err != nil { // the piece is counted as sent: it times out, and repair runs again
+				n.Log.Error("repair: queue STORE", "peer", peer.name, "piece", pi.Piece, "err", err)
+			}
+			os.Remove(f.Name())
+		})
+		return nil
+	})
 }
 
 // addPeerUsage moves a peer's counts of bytes it holds for us (used) and of bytes sent

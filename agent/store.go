@@ -955,6 +955,14 @@ func (r *storeRun) markDeleted(root string, seen map[string]bool) error {
 // read, if not nil, is called once shard is no longer used, before the spool file is
 // synced and committed.
 func (n *Node) sealStore(peer *candidate, pi PieceInfo, manifest, shard []byte, read func()) (Piece, error) {
+	return n.sealStoreWith(peer, pi, manifest, shard, read, func(name string, write func(io.Writer) error) error {
+		_, err := n.Spool.PutWith(queue.Outgoing(peer.name), name, write)
+		return err
+	})
+}
+
+// sealStoreWith is sealStore committing the message with put instead of into outgoing/.
+func (n *Node) sealStoreWith(peer *candidate, pi PieceInfo, manifest, shard []byte, read func(), put func(name string, write func(io.Writer) error) error) (Piece, error) {
 	m := n.newOut(peer.name, TypeStore, [][2]string{{fieldPiece, pi.Piece}}, nil)
 	h := n.header(m, peer.key)
 	ph := pi.header(n.Fingerprint(), n.Now(), len(manifest))
@@ -966,7 +974,7 @@ func (n *Node) sealStore(peer *candidate, pi PieceInfo, manifest, shard []byte, 
 	}
 	defer done()
 	var l pgpmsg.ChunkLayout
-	_, err := n.Spool.PutWith(queue.Outgoing(peer.name), m.FileName(), func(w io.Writer) error {
+	err := put(m.FileName(), func(w io.Writer) error {
 		var err error
 		l, err = pgpmsg.SealBoundWrapped(w, pgpmsg.Wrapping{Outer: h, Inner: ph, Head: manifest, Tail: shard,
 			TailSum: pi.ShardHash, From: n.ID, Self: n.selfKey(), To: peer.key})

@@ -30,6 +30,38 @@ type nonceEntry struct {
 type session struct {
 	key     pgpmsg.Fingerprint
 	expires time.Time
+	// The request sequence numbers seen: the highest, and a bit for each of the
+	// seqWindow below it (bit i: top-i was used), as IPsec's anti-replay window.
+	top  uint64
+	seen [seqWindow / 64]uint64
+}
+
+// seqWindow is how far out of order a session's signed requests may arrive: requests
+// running at once on several connections. An older one is refused as a replay.
+const seqWindow = 1024
+
+// useSeq spends seq: it reports whether seq is new and within the window below the
+// highest seen.
+func (s *session) useSeq(seq uint64) bool {
+	if seq == 0 {
+		return false
+	}
+	if seq > s.top {
+		s.seen = shiftUp(s.seen, seq-s.top)
+		s.top = seq
+		s.seen[0] |= 1
+		return true
+	}
+	d := s.top - seq
+	if d >= seqWindow {
+		return false
+	}
+	w, bit := d/64, uint64(1)<<(d%64)
+	if s.seen[w]&bit != 0 {
+		return false
+	}
+	s.seen[w] |= bit
+	return true
 }
 
 func newAuthTable() *authTable {
@@ -133,6 +165,37 @@ func (a *authTable) lookup(token string, now time.Time) (pgpmsg.Fingerprint, boo
 		return "", false
 	}
 	return s.key, true
+}
+
+// shiftUp moves every bit of w, a number with its least significant word first, k
+// places up; bits shifted past the top are dropped.
+func shiftUp(w [seqWindow / 64]uint64, k uint64) [seqWindow / 64]uint64 {
+	var out [seqWindow / 64]uint64
+	if k >= seqWindow {
+		return out
+	}
+	ws, bs := int(k/64), k%64
+	for i := len(w) - 1; i >= ws; i-- {
+		out[i] = w[i-ws] << bs
+		if bs > 0 && i-ws-1 >= 0 {
+			out[i] |= w[i-ws-1] >> (64 - bs)
+		}
+	}
+	return out
+}
+
+// useSeq spends the request sequence number seq of token's session, and reports whether
+// it was unused (see session.useSeq). A session that has ended has none left.
+func (a *authTable) useSeq(token string, seq uint64, now time.Time) bool {
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || len(b) != tokenBytes {
+		return false
+	}
+	h := sha256.Sum256(b)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, ok := a.sessions[h]
+	return ok && now.Before(s.expires) && s.useSeq(seq)
 }
 
 // sweep drops every expired challenge and session.

@@ -11,8 +11,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dibs-backup/dibs/pgpmsg"
@@ -51,6 +53,7 @@ var (
 type cachedToken struct {
 	token string
 	until time.Time
+	seq   *atomic.Uint64 // the last request sequence number used in the session
 }
 
 // tokenMargin is how long before its announced expiry a token is renewed, so that it does
@@ -253,21 +256,21 @@ func (c *Client) authenticate(ctx context.Context, base *url.URL) (cachedToken, 
 	if exp, err := time.Parse(time.RFC3339, sr.Expires); err == nil && exp.Before(until) {
 		until = exp
 	}
-	return cachedToken{token: sr.Token, until: until.Add(-tokenMargin)}, nil
+	return cachedToken{token: sr.Token, until: until.Add(-tokenMargin), seq: new(atomic.Uint64)}, nil
 }
 
-// token returns a session token for base, opening a session if there is none.
-func (c *Client) token(ctx context.Context, base *url.URL) (string, error) {
+// token returns a session for base, opening one if there is none.
+func (c *Client) token(ctx context.Context, base *url.URL) (cachedToken, error) {
 	key := base.String()
 	c.mu.Lock()
 	t, ok := c.tokens[key]
 	c.mu.Unlock()
 	if ok && time.Now().Before(t.until) {
-		return t.token, nil
+		return t, nil
 	}
 	t, err := c.authenticate(ctx, base)
 	if err != nil {
-		return "", err
+		return cachedToken{}, err
 	}
 	c.mu.Lock()
 	if c.tokens == nil {
@@ -275,7 +278,21 @@ func (c *Client) token(ctx context.Context, base *url.URL) (string, error) {
 	}
 	c.tokens[key] = t
 	c.mu.Unlock()
-	return t.token, nil
+	return t, nil
+}
+
+// sign authorizes req in session t: the token, and our signature over the request
+// (RequestStatement), which binds the token to our key.
+func (c *Client) sign(req *http.Request, t cachedToken) error {
+	seq := t.seq.Add(1)
+	sig, err := c.ID.SignDetached(RequestStatement(t.token, seq, req.Method, protocolPath(req.URL), req.ContentLength))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+t.token)
+	req.Header.Set(HeaderSeq, strconv.FormatUint(seq, 10))
+	req.Header.Set(HeaderSignature, base64.StdEncoding.EncodeToString(sig))
+	return nil
 }
 
 // forget drops token for base if it is still the cached one.
@@ -292,7 +309,7 @@ func (c *Client) forget(base *url.URL, token string) {
 // whose body the caller closes.
 func (c *Client) do(ctx context.Context, base *url.URL, newReq func(ctx context.Context) (*http.Request, error)) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
-		token, err := c.token(ctx, base)
+		t, err := c.token(ctx, base)
 		if err != nil {
 			return nil, err
 		}
@@ -300,14 +317,16 @@ func (c *Client) do(ctx context.Context, base *url.URL, newReq func(ctx context.
 		if err != nil {
 			return nil, err
 		}
-		req.Header.Set("Authorization", "Bearer "+token)
+		if err := c.sign(req, t); err != nil {
+			return nil, err
+		}
 		resp, err := c.http().Do(req)
 		if err != nil {
 			return nil, err
 		}
 		if resp.StatusCode == http.StatusUnauthorized && attempt == 0 {
 			drain(resp)
-			c.forget(base, token)
+			c.forget(base, t.token)
 			continue
 		}
 		if resp.StatusCode < 200 || resp.StatusCode > 299 {

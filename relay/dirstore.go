@@ -51,10 +51,14 @@ type DirStore struct {
 	allowed  *pgpmsg.Keyring
 	allowErr error // of the last read that failed, for Reload
 
-	mu       sync.Mutex
-	reserved map[pgpmsg.Fingerprint]int64 // bytes of deposits in progress, by recipient
-	inflight map[string]bool              // "<to>/<name>" of deposits in progress
+	mu         sync.Mutex
+	reserved   map[depositor]int64          // bytes of deposits whose body is arriving
+	committing map[pgpmsg.Fingerprint]int64 // bytes of deposits received in full, by recipient
+	inflight   map[string]bool              // "<to>/<name>" of deposits in progress
 }
+
+// depositor is whose deposits for whom a reservation counts against.
+type depositor struct{ to, from pgpmsg.Fingerprint }
 
 var (
 	_ Store   = (*DirStore)(nil)
@@ -81,7 +85,7 @@ func OpenDirStore(dir string, opts DirOptions) (*DirStore, error) {
 		return nil, fmt.Errorf("relay: open store: %w", err)
 	}
 	s := &DirStore{spool: sp, opts: opts, allowed: pgpmsg.NewKeyring(),
-		reserved: make(map[pgpmsg.Fingerprint]int64), inflight: make(map[string]bool)}
+		reserved: make(map[depositor]int64), committing: make(map[pgpmsg.Fingerprint]int64), inflight: make(map[string]bool)}
 	if err := s.Reload(); err != nil {
 		return nil, err
 	}
@@ -152,6 +156,12 @@ func (s *DirStore) Recipient(from, to pgpmsg.Fingerprint) ([]uint64, error) {
 }
 
 // Deposit commits a file for to in outgoing/<to>/, within to's quota.
+//
+// While its body arrives, a deposit's size counts against the quota for its depositor
+// only: one whose body stalls (until the server's deadline cuts it off) must not keep
+// everyone else's files out. The quota holds all the same: once the body is in, the
+// files already there and those being committed are counted again, and a deposit that
+// others filled the share before is refused with ErrOverQuota.
 func (s *DirStore) Deposit(from, to pgpmsg.Fingerprint, name string, size int64, r io.Reader) error {
 	if _, err := s.Recipient(from, to); err != nil {
 		return err
@@ -163,17 +173,25 @@ func (s *DirStore) Deposit(from, to pgpmsg.Fingerprint, name string, size int64,
 		return fmt.Errorf("%w: file %q", queue.ErrBadName, name)
 	}
 	box := queue.Outgoing(string(to))
-	if err := s.reserve(to, box, name, size); err != nil {
+	who := depositor{to: to, from: from}
+	if err := s.reserve(who, box, name, size); err != nil {
 		if errors.Is(err, errDuplicate) {
 			return nil
 		}
 		return err
 	}
-	_, err := s.spool.Put(box, name, &exactReader{r: r, left: size}, size)
+	admitted := false
+	body := &admitReader{r: &exactReader{r: r, left: size}, admit: func() error {
+		err := s.admit(who, box, size)
+		admitted = err == nil
+		return err
+	}}
+	_, err := s.spool.Put(box, name, body, size)
 	s.mu.Lock()
-	s.reserved[to] -= size
-	if s.reserved[to] == 0 {
-		delete(s.reserved, to)
+	if !admitted { // else admit moved the bytes to committing already
+		s.unreserveLocked(who, size)
+	} else if s.committing[to] -= size; s.committing[to] == 0 {
+		delete(s.committing, to)
 	}
 	delete(s.inflight, string(to)+"/"+name)
 	s.mu.Unlock()
@@ -182,33 +200,87 @@ func (s *DirStore) Deposit(from, to pgpmsg.Fingerprint, name string, size int64,
 
 var errDuplicate = errors.New("duplicate")
 
-// reserve books size bytes of to's quota for a deposit of name. The bytes held are counted
-// on disk each time rather than kept in a counter that could drift from the truth.
-func (s *DirStore) reserve(to pgpmsg.Fingerprint, box queue.Box, name string, size int64) error {
+// reserve books size bytes of to's quota for a deposit of name from who.from, counting
+// what is stored and being committed for to and what that depositor is sending it
+// already. The bytes held are counted on disk each time rather than kept in a counter
+// that could drift from the truth.
+func (s *DirStore) reserve(who depositor, box queue.Box, name string, size int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	key := string(to) + "/" + name
+	key := string(who.to) + "/" + name
 	if s.inflight[key] {
 		return fmt.Errorf("%s is being deposited right now: %w", name, ErrBusy)
 	}
 	if _, err := os.Lstat(filepath.Join(s.spool.Dir(box), name)); err == nil {
 		return errDuplicate
 	}
-	es, err := s.spool.List(box)
+	held, err := s.heldLocked(who.to, box)
 	if err != nil {
 		return err
 	}
-	held := s.reserved[to]
-	for _, e := range es {
-		held += e.Size
+	if own := s.reserved[who]; held+own+size > s.opts.Quota {
+		return fmt.Errorf("%s holds %d bytes, and %d more from %s would pass its quota of %d: %w",
+			who.to, held, own+size, who.from, s.opts.Quota, ErrOverQuota)
+	}
+	s.inflight[key] = true
+	s.reserved[who] += size
+	return nil
+}
+
+// admit turns the reservation of a deposit whose body is in into bytes being committed,
+// if they still fit to's quota.
+func (s *DirStore) admit(who depositor, box queue.Box, size int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	held, err := s.heldLocked(who.to, box)
+	if err != nil {
+		return err
 	}
 	if held+size > s.opts.Quota {
 		return fmt.Errorf("%s holds %d bytes, %d more would pass its quota of %d: %w",
-			to, held, size, s.opts.Quota, ErrOverQuota)
+			who.to, held, size, s.opts.Quota, ErrOverQuota)
 	}
-	s.inflight[key] = true
-	s.reserved[to] += size
+	s.unreserveLocked(who, size)
+	s.committing[who.to] += size
 	return nil
+}
+
+// heldLocked is what to's quota holds: its files, and those being committed.
+func (s *DirStore) heldLocked(to pgpmsg.Fingerprint, box queue.Box) (int64, error) {
+	es, err := s.spool.List(box)
+	if err != nil {
+		return 0, err
+	}
+	held := s.committing[to]
+	for _, e := range es {
+		held += e.Size
+	}
+	return held, nil
+}
+
+func (s *DirStore) unreserveLocked(who depositor, size int64) {
+	if s.reserved[who] -= size; s.reserved[who] == 0 {
+		delete(s.reserved, who)
+	}
+}
+
+// admitReader calls admit when r ends, before its io.EOF reaches the spool's commit: an
+// error from admit takes the place of the EOF, and nothing is committed.
+type admitReader struct {
+	r     io.Reader
+	admit func() error
+	done  bool
+}
+
+func (a *admitReader) Read(p []byte) (int, error) {
+	n, err := a.r.Read(p)
+	if err == io.EOF && !a.done {
+		a.done = true
+		if aerr := a.admit(); aerr != nil {
+			return n, aerr
+		}
+	}
+	return n, err
 }
 
 // List returns the files waiting for to.

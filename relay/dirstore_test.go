@@ -1,8 +1,10 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"testing"
 	"time"
@@ -170,5 +172,44 @@ func TestOpenDirStore_BadAllowFile(t *testing.T) {
 	}
 	if _, err := OpenDirStore(dir+"/store", DirOptions{}); err == nil {
 		t.Fatal("OpenDirStore without an allow file succeeded")
+	}
+}
+
+// A deposit whose body stalls counts against the quota for its depositor only (issue 17
+// item 2: one stalled 1,900-byte upload kept every other deposit to that recipient out
+// with 507 for as long as it stalled). The quota still holds when the stalled body
+// arrives after the others filled it.
+func TestRelay_StalledDepositLocksOnlyItsDepositor(t *testing.T) {
+	r := newRelay(t, DirOptions{Quota: 3000}, "alice", "bob", "carol")
+	alice, bob, carol := fp(t, "alice"), fp(t, "bob"), fp(t, "carol")
+	stalled, feed := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- r.store.Deposit(carol, alice, "stalled.pgp", 1900, stalled) }()
+	for { // until carol's deposit holds its reservation
+		r.store.mu.Lock()
+		n := len(r.store.inflight)
+		r.store.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := r.store.Deposit(bob, alice, "bob.pgp", 1500, bytes.NewReader(make([]byte, 1500))); err != nil {
+		t.Fatalf("bob's deposit while carol's stalls: %v", err)
+	}
+	if err := r.store.Deposit(carol, alice, "more.pgp", 1000, bytes.NewReader(make([]byte, 1000))); !errors.Is(err, ErrOverQuota) {
+		t.Fatalf("carol's second deposit while her first stalls: %v; want ErrOverQuota (her own stalled bytes count)", err)
+	}
+	feed.Write(make([]byte, 1900))
+	feed.Close()
+	if err := <-done; !errors.Is(err, ErrOverQuota) {
+		t.Fatalf("carol's stalled deposit, arriving after bob's filled the share: %v; want ErrOverQuota", err)
+	}
+	if es, _ := r.store.List(alice); len(es) != 1 || es[0].Name != "bob.pgp" {
+		t.Fatalf("alice's files: %+v; want bob's only", es)
+	}
+	// Nothing stays reserved: carol's deposit that fits goes in.
+	if err := r.store.Deposit(carol, alice, "later.pgp", 1500, bytes.NewReader(make([]byte, 1500))); err != nil {
+		t.Fatalf("carol's deposit after hers ended: %v", err)
 	}
 }

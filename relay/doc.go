@@ -21,19 +21,28 @@
 // fingerprint and the server's host as the client addressed it. Naming the host stops a server
 // we talk to from passing on another server's challenge and spending our signature there. The
 // token (256 random bits, valid 10 minutes, bound to the key) then goes in
-// "Authorization: Bearer <token>". Nobody sees, fetches or deletes files addressed to another key.
+// "Authorization: Bearer <token>", and it is no bearer token: every request of the session
+// also carries Dibs-Request-Seq (1, 2, ..., each taken once, up to 1024 out of order) and
+// Dibs-Request-Signature, a detached signature by the session's key over RequestStatement
+// (token hash, seq, method, path from /dibs/v1/ on, Content-Length). A token sniffed on a
+// plain HTTP path opens nothing, and a request seen is neither replayed nor altered. The
+// binding is to the key, not to the TLS connection, so it holds through forward proxies
+// and TLS-intercepting or TLS-terminating ones, which a channel binding does not survive.
+// Nobody sees, fetches or deletes files addressed to another key.
 //
 // Errors are JSON {"error": "..."} with the status: 400 bad request or name, 401 no or expired
-// token, 403 unknown key, bad signature, used nonce, or a deposit the store refuses, 404 no such
-// file, 409 the file is busy (being delivered by another worker; retry), 411 no Content-Length,
-// 408 the body did not arrive in time, 413 file larger than the server takes, 503 too many
-// unauthenticated requests at once (Retry-After says when to try again), 507 the
-// recipient's quota (or a daemon's incoming/) is full: try later.
+// token, or a request unsigned, badly signed or replayed, 403 unknown key, bad signature, used
+// nonce, or a deposit the store refuses, 404 no such file, 409 the file is busy (being
+// delivered by another worker; retry), 411 no Content-Length, 408 the body did not arrive in
+// time, 413 file larger than the server takes, 503 too many unauthenticated requests at once
+// (Retry-After says when to try again), 507 the recipient's quota (or a daemon's incoming/) is
+// full: try later.
 //
 // A slow client is cut off: a request's body must arrive within seconds, a file's (going
 // either way) at 64 KiB/s at least after 30 s of grace (ServerOptions tunes both).
 //
 // The server does not do TLS: serve it with http.Server.ServeTLS (relay_server --tls_cert,
-// --tls_key) or behind a TLS-terminating proxy. Without TLS, tokens and file names can be
-// sniffed on the path; file contents stay sealed.
+// --tls_key) or behind a TLS-terminating proxy. Without TLS, who exchanges files with whom,
+// file names and sizes can be seen on the path, and an active attacker there can drop or
+// spoil deposits; file contents stay sealed, and the signed requests keep the sessions.
 package relay

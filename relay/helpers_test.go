@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
@@ -302,5 +303,46 @@ func rawSession(t testing.TB, url string, who *pgpmsg.Identity) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rawMu.Lock()
+	rawSessions[tok.token] = rawOwner{who, tok.seq}
+	rawMu.Unlock()
 	return tok.token
+}
+
+// The owners of the sessions rawSession opened, so that raw requests can be signed.
+var (
+	rawMu       sync.Mutex
+	rawSessions = map[string]rawOwner{}
+)
+
+type rawOwner struct {
+	id  *pgpmsg.Identity
+	seq *atomic.Uint64
+}
+
+// rawAuth returns the header lines that authorize a request in token's session (opened
+// by rawSession): the token, and its owner's signature over the request.
+func rawAuth(t testing.TB, token, method, path string, length int64) string {
+	t.Helper()
+	rawMu.Lock()
+	o, ok := rawSessions[token]
+	rawMu.Unlock()
+	if !ok {
+		return "Authorization: Bearer " + token + "\r\n"
+	}
+	seq := o.seq.Add(1)
+	sig, err := o.id.SignDetached(RequestStatement(token, seq, method, path, length))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("Authorization: Bearer %s\r\n%s: %d\r\n%s: %s\r\n", token, HeaderSeq, seq, HeaderSignature, base64.StdEncoding.EncodeToString(sig))
+}
+
+// signRaw authorizes req in token's session as rawAuth does.
+func signRaw(t testing.TB, req *http.Request, token string) {
+	t.Helper()
+	for _, l := range strings.Split(strings.TrimSpace(rawAuth(t, token, req.Method, protocolPath(req.URL), req.ContentLength)), "\r\n") {
+		k, v, _ := strings.Cut(l, ": ")
+		req.Header.Set(k, v)
+	}
 }

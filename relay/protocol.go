@@ -1,6 +1,10 @@
 package relay
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,6 +53,7 @@ const (
 	maxNonces        = 4096 // outstanding challenges, all callers together
 	maxTokensPerKey  = 16   // live sessions per key
 	sessionStatement = "dibs-session-v1"
+	requestStatement = "dibs-request-v1"
 )
 
 // HelloInfo is what GET /dibs/v1/hello answers.
@@ -84,6 +89,38 @@ type FileInfo struct {
 
 type errorResponse struct {
 	Error string `json:"error"`
+}
+
+// Headers of a signed request (RequestStatement).
+const (
+	HeaderSeq       = "Dibs-Request-Seq"
+	HeaderSignature = "Dibs-Request-Signature"
+)
+
+// RequestStatement is the exact text a client signs for every request it makes in a
+// session, sent base64 in the Dibs-Request-Signature header with seq in Dibs-Request-Seq:
+// the session (the hex SHA-256 of its token), the request's sequence number in it (1, 2,
+// ...; each is taken once), the method, the path and query from /dibs/v1/ on (a proxy in
+// front may add or strip a prefix), and the Content-Length (0 without a body). So a token
+// seen on the path is no use without the key: it names a session, the signature proves
+// the request is its owner's.
+func RequestStatement(token string, seq uint64, method, path string, length int64) []byte {
+	h := sha256.Sum256([]byte(token))
+	return []byte(requestStatement + "\nsession: " + hex.EncodeToString(h[:]) + "\nseq: " + strconv.FormatUint(seq, 10) +
+		"\nmethod: " + method + "\npath: " + path + "\nlength: " + strconv.FormatInt(max(length, 0), 10) + "\n")
+}
+
+// protocolPath is the part of u that a request signature covers: the escaped path from
+// /dibs/v1/ on, and the query.
+func protocolPath(u *url.URL) string {
+	p := u.EscapedPath()
+	if i := strings.LastIndex(p, pathPrefix+"/"); i >= 0 {
+		p = p[i:]
+	}
+	if u.RawQuery != "" {
+		p += "?" + u.RawQuery
+	}
+	return p
 }
 
 // SessionStatement is the exact text a client signs to open a session: the base64 nonce

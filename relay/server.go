@@ -260,17 +260,46 @@ func (s *Server) authed(h func(w http.ResponseWriter, r *http.Request, who pgpms
 			s.fail(w, fmt.Errorf("relay: no session token: %w", ErrUnauthorized))
 			return
 		}
-		who, ok := s.auth.lookup(strings.TrimSpace(token), s.opts.Now())
+		token = strings.TrimSpace(token)
+		now := s.opts.Now()
+		who, ok := s.auth.lookup(token, now)
 		if !ok {
 			s.fail(w, fmt.Errorf("relay: unknown or expired session token: %w", ErrUnauthorized))
 			return
 		}
-		if _, ok := s.store.Key(who); !ok {
+		key, ok := s.store.Key(who)
+		if !ok {
 			s.fail(w, fmt.Errorf("relay: key %s is no longer accepted here: %w", who, ErrForbidden))
+			return
+		}
+		if err := s.checkSigned(r, token, key, now); err != nil {
+			s.fail(w, err)
 			return
 		}
 		h(w, r, who)
 	}
+}
+
+// checkSigned verifies the signature of a request in token's session by key, the
+// session's owner, and spends its sequence number: a token alone, sniffed on a plain
+// HTTP path, opens nothing, and a signed request cannot be replayed.
+func (s *Server) checkSigned(r *http.Request, token string, key *pgpmsg.Key, now time.Time) error {
+	seq, err := strconv.ParseUint(r.Header.Get(HeaderSeq), 10, 64)
+	if err != nil || seq == 0 {
+		return fmt.Errorf("relay: request not signed (no %s): %w", HeaderSeq, ErrUnauthorized)
+	}
+	sig, err := base64.StdEncoding.DecodeString(r.Header.Get(HeaderSignature))
+	if err != nil || len(sig) == 0 {
+		return fmt.Errorf("relay: request not signed (no %s): %w", HeaderSignature, ErrUnauthorized)
+	}
+	stmt := RequestStatement(token, seq, r.Method, protocolPath(r.URL), r.ContentLength)
+	if signer, err := pgpmsg.VerifyDetached(pgpmsg.NewKeyring(key), stmt, sig); err != nil || signer.Fingerprint() != key.Fingerprint() {
+		return fmt.Errorf("relay: request signature does not verify with the session's key %s: %w", key.Fingerprint(), ErrUnauthorized)
+	}
+	if !s.auth.useSeq(token, seq, now) {
+		return fmt.Errorf("relay: request %d of the session was used already, or is too old: %w", seq, ErrUnauthorized)
+	}
+	return nil
 }
 
 func (s *Server) deposit(w http.ResponseWriter, r *http.Request, from pgpmsg.Fingerprint) {

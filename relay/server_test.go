@@ -27,7 +27,7 @@ func do(t *testing.T, method, url, token string, body io.Reader) (int, string) {
 		t.Fatal(err)
 	}
 	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+		signRaw(t, req, token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -304,7 +304,7 @@ func TestDeposit_Oversize_413BeforeReadingBody(t *testing.T) {
 		tw := &tripwire{}
 		req := httptest.NewRequest("PUT", "/dibs/v1/files/"+string(fp(t, "alice"))+"/big.pgp", tw)
 		req.ContentLength = tc.size
-		req.Header.Set("Authorization", "Bearer "+tok)
+		signRaw(t, req, tok)
 		req.Host = strings.TrimPrefix(d.url, "http://")
 		rec := httptest.NewRecorder()
 		d.srv.ServeHTTP(rec, req)

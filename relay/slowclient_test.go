@@ -84,8 +84,9 @@ func TestSlowClient_DepositTrickled_CutOffAfterItsSizeAllows(t *testing.T) {
 	d := newDaemonOpts(t, ServerOptions{RequestTimeout: 300 * time.Millisecond,
 		MinTransferRate: 1000, TransferGrace: 300 * time.Millisecond}, "alice", "bob")
 	tok := rawSession(t, d.url, id(t, "bob"))
-	head := fmt.Sprintf("PUT /dibs/v1/files/%s/slow.pgp HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"+
-		"Content-Length: 2000\r\n\r\n", fp(t, "alice"), strings.TrimPrefix(d.url, "http://"), tok)
+	path := "/dibs/v1/files/" + string(fp(t, "alice")) + "/slow.pgp"
+	head := fmt.Sprintf("PUT %s HTTP/1.1\r\nHost: %s\r\n%s"+
+		"Content-Length: 2000\r\n\r\n", path, strings.TrimPrefix(d.url, "http://"), rawAuth(t, tok, "PUT", path, 2000))
 	got := trickle(t, d.url, head, []byte{0}, 100*time.Millisecond, 600).closedWithin(t, 30*time.Second)
 	if !strings.HasPrefix(got, "HTTP/1.1 408") {
 		t.Errorf("a trickled deposit was answered %q, want 408", got)
@@ -126,7 +127,7 @@ func TestSlowClient_DepositAboveMinRate_Accepted(t *testing.T) {
 		t.Fatal(err)
 	}
 	req.ContentLength = int64(len(data))
-	req.Header.Set("Authorization", "Bearer "+tok)
+	signRaw(t, req, tok)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -209,8 +210,8 @@ func TestSlowReader_DownloadCutOff(t *testing.T) {
 	}
 	defer c.Close()
 	c.(*net.TCPConn).SetReadBuffer(64 << 10)
-	fmt.Fprintf(c, "GET /dibs/v1/files/big.pgp HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n\r\n",
-		strings.TrimPrefix(d.url, "http://"), tok)
+	fmt.Fprintf(c, "GET /dibs/v1/files/big.pgp HTTP/1.1\r\nHost: %s\r\n%s\r\n",
+		strings.TrimPrefix(d.url, "http://"), rawAuth(t, tok, "GET", "/dibs/v1/files/big.pgp", 0))
 	time.Sleep(5 * time.Second) // read nothing
 	c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)

@@ -32,7 +32,8 @@ type Store interface {
 	// store's limit), ErrOverQuota (to's share is full), ErrBusy (the same name is being
 	// deposited right now), or the error reading r (r failing, or holding more or fewer than
 	// size bytes); then nothing is stored. Errors that depend only on the arguments are
-	// returned before r is read.
+	// returned before r is read; ErrOverQuota may also come once r is read, when deposits
+	// from others that ended first filled to's share.
 	Deposit(from, to pgpmsg.Fingerprint, name string, size int64, r io.Reader) error
 
 	// List returns the files waiting for to, oldest first. Nothing waiting is an empty list.

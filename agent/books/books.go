@@ -121,6 +121,12 @@ func (d *DB) Batch(fn func(*Tx) error) error {
 // record that does not decode or a write that failed.
 type Tx struct{ tx *bolt.Tx }
 
+// OnCommit runs fn once the transaction has committed; a transaction rolled back (or a
+// batch run again without a failing function) never runs it. What a handler does to
+// files that the books describe, such as deleting them, goes here: done inside the
+// transaction, it would outlive a rollback.
+func (t *Tx) OnCommit(fn func()) { t.tx.OnCommit(fn) }
+
 func (t *Tx) bucket(name []byte) *bolt.Bucket { return t.tx.Bucket(name) }
 
 // get decodes the record under key into v; it reports whether there was one.
