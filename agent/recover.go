@@ -496,23 +496,25 @@ func (n *Node) checkJob(tx *books.Tx, j *RecoveryJob) error {
 	if j.Kind == books.JobAll {
 		// Done when the peers that answered have sent all they hold and every object
 		// learnt of is assembled; a peer that has not answered at all (it may be gone for
-		// good) is not waited for once another one has finished.
+		// good) is not waited for once another one has sent all it held. A peer that held
+		// nothing proves nothing about the others, so its answer alone does not end the
+		// wait (else the first empty answer would end a recovery with 0 objects).
 		// Who did not answer is not written into the job's error: show_database says it
 		// (RecoveryRow), and a peer that answers late drops out of it.
-		finished := false
+		sentSome := false
 		for _, peer := range sortedKeys(j.Finished) {
 			switch c := j.Finished[peer]; {
 			case c >= 0 && j.Received[peer] >= c:
-				finished = true
+				sentSome = sentSome || c > 0
 			case c < 0 && j.Received[peer] == 0:
 			default:
 				return nil
 			}
 		}
-		if !finished {
-			return nil
-		}
 		if len(silentPeers(j)) > 0 {
+			if !sentSome {
+				return nil
+			}
 			for _, done := range j.Objects {
 				if !done {
 					return nil // the silent peers may still bring what is missing

@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"bytes"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -267,4 +268,45 @@ func TestRecover_SpecialModeBitsDroppedAndReported(t *testing.T) {
 	if n := strings.Count(r.Error, "setuid/setgid/sticky"); n != 1 {
 		t.Errorf("%d warnings about special bits, want one: %q", n, r.Error)
 	}
+}
+
+// A peer that holds nothing for us answers recover_all first (FINISHED_RECOVER_ALL with
+// count 0) while the peers that hold everything are still unreachable: that answer proves
+// nothing about the others, so the job keeps waiting, and finishes with every file once
+// they answer. It used to end at once with 0 objects.
+func TestRecoverAll_EmptyAnswerFirstDoesNotEndTheWait(t *testing.T) {
+	env := fourNodes(t, map[string]string{"kbPerFile": "100"})
+	alice, bob := env.Node("alice"), env.Node("bob")
+	tree := makeTree(t, 20, 300_000)
+	if _, err := alice.Store(ctx, tree, "/t"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	if k, err := bob.Forget("alice"); err != nil || k == 0 {
+		t.Fatalf("bob forgets alice: %d, %v", k, err)
+	}
+	env.Settle(ctx, 10)
+	var kit bytes.Buffer
+	if err := alice.ExportRecoveryKit(&kit); err != nil {
+		t.Fatal(err)
+	}
+	alice = env.Rebuild("alice", &kit)
+	env.Cut("carol")
+	env.Cut("dave")
+	if err := alice.RecoverAll(); err != nil {
+		t.Fatal(err)
+	}
+	settleAllowingErrors(env, 10)
+	if st := recoveryState(t, alice.Node, "*all*"); st != agent.RecoveryWaiting {
+		db, _ := alice.Database("recovery")
+		t.Fatalf("only bob (holding nothing) answered, recover_all is %q: %+v", st, db["recovery"])
+	}
+	env.Mend("carol")
+	env.Mend("dave")
+	settleAllowingErrors(env, 20)
+	if st := recoveryState(t, alice.Node, "*all*"); st != agent.RecoveryDone {
+		db, _ := alice.Database("recovery")
+		t.Fatalf("recover_all after carol and dave answered: %q %+v", st, db["recovery"])
+	}
+	sameTree(t, tree, filepath.Join(alice.Dir, "recovery", "t"))
 }
