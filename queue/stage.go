@@ -222,10 +222,11 @@ func removeEmpty(dir string) {
 }
 
 // SweepStages settles the stages whose writers died (crashed or killed): each file is
-// released into its box if keep says so, else removed; then the stage goes. Stages
-// still locked by their writers are left alone. It returns how many files it released
-// and how many it removed.
-func (s *Spool) SweepStages(keep func(box Box, name string) bool) (released, dropped int, err error) {
+// released into its box if keep says so, else removed; then the stage goes. A file
+// keep cannot decide on (an error) stays, and so does its stage, for a later sweep.
+// Stages still locked by their writers are left alone. It returns how many files it
+// released and how many it removed.
+func (s *Spool) SweepStages(keep func(box Box, name string) (bool, error)) (released, dropped int, err error) {
 	root := filepath.Join(s.root, stagedDir)
 	des, err := os.ReadDir(root)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -258,7 +259,7 @@ func (s *Spool) SweepStages(keep func(box Box, name string) bool) (released, dro
 }
 
 // sweepStage settles one stage if its writer is gone.
-func (s *Spool) sweepStage(dir string, keep func(Box, string) bool) (released, dropped int, err error) {
+func (s *Spool) sweepStage(dir string, keep func(Box, string) (bool, error)) (released, dropped int, err error) {
 	lock, err := os.Open(dir)
 	if err != nil {
 		return 0, 0, nil // swept meanwhile by another process
@@ -278,9 +279,16 @@ func (s *Spool) sweepStage(dir string, keep func(Box, string) bool) (released, d
 		}
 		rel, _ := filepath.Rel(dir, filepath.Dir(p))
 		box, name := Box(filepath.ToSlash(rel)), d.Name()
-		if s.checkBox(box) == nil && ValidName(name) && keep(box, name) {
-			byBox[string(box)] = append(byBox[string(box)], name)
-			return nil
+		if s.checkBox(box) == nil && ValidName(name) {
+			ok, err := keep(box, name)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("queue: sweep %s/%s: %w", box, name, err))
+				return nil
+			}
+			if ok {
+				byBox[string(box)] = append(byBox[string(box)], name)
+				return nil
+			}
 		}
 		if err := os.Remove(p); err != nil {
 			errs = append(errs, fmt.Errorf("queue: sweep %s: %w", p, err))

@@ -100,9 +100,9 @@ func TestSweepStages_SettlesOnlyDeadStages(t *testing.T) {
 	dead.lock.Close() // what a killed process leaves: the files, no lock
 
 	var asked []string
-	released, dropped, err := s.SweepStages(func(box Box, name string) bool {
+	released, dropped, err := s.SweepStages(func(box Box, name string) (bool, error) {
 		asked = append(asked, string(box)+"/"+name)
-		return strings.HasPrefix(name, "known")
+		return strings.HasPrefix(name, "known"), nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -170,5 +170,31 @@ func TestCleanTemps_RemovesStaleTempFilesAnywhere(t *testing.T) {
 	}
 	if n, err := CleanTemps(filepath.Join(root, "missing"), time.Hour, time.Now()); n != 0 || err != nil {
 		t.Errorf("missing root: %d, %v", n, err)
+	}
+}
+
+// A file the sweep cannot decide on stays staged, and a later sweep settles it.
+func TestSweepStages_UndecidedFileStays(t *testing.T) {
+	s := newSpool(t)
+	bob := Outgoing("bob")
+	st, err := s.NewStage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stagePut(t, st, bob, "a", "x")
+	st.lock.Close()
+	busy := errors.New("database busy")
+	if _, _, err := s.SweepStages(func(Box, string) (bool, error) { return false, busy }); !errors.Is(err, busy) {
+		t.Fatalf("sweep = %v, want the keep error", err)
+	}
+	if _, err := os.Stat(filepath.Join(st.boxDir(bob), "a")); err != nil {
+		t.Fatalf("the undecided file is gone: %v", err)
+	}
+	released, _, err := s.SweepStages(func(Box, string) (bool, error) { return true, nil })
+	if err != nil || released != 1 {
+		t.Fatalf("second sweep: released %d, %v", released, err)
+	}
+	if got := names(t, s, bob); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("%s holds %v", bob, got)
 	}
 }
