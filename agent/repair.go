@@ -319,7 +319,7 @@ func (n *Node) replace(tx *books.Tx, o *Object, shards map[int][]erasure.Shard) 
 			}
 			info := PieceInfo{Piece: pgpmsg.NewMessageID(), Object: o.ID, Segment: s, Segments: len(o.Segments), Index: idx, K: o.K, N: o.N,
 				ObjectSize: o.Size, SegmentSize: o.SegmentSize, SegmentLen: seg.Size, ShardHash: sh[idx].Hash}
-			p, err := n.sealStore(cand, info, man, sh[idx].Data, nil)
+			p, err := n.sealStore(nil, cand, info, man, sh[idx].Data, nil)
 			if err != nil {
 				return placed, short, retryLater{err}
 			}
