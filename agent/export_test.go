@@ -11,3 +11,22 @@ func (n *Node) ForgetSeen() {
 		return db.Update(func(tx *books.Tx) error { return tx.ClearSeen() })
 	})
 }
+
+// QueueUnsealed records a HELLO to peer in the outbox without sealing it: what a command
+// killed between its commit and its outbox flush leaves.
+func (n *Node) QueueUnsealed(peer string) error {
+	return n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error { return tx.AddOutbox(n.newOut(peer, TypeHello, nil, nil)) })
+	})
+}
+
+// OutboxLen is how many messages wait in the outbox.
+func (n *Node) OutboxLen() int {
+	k := 0
+	n.withDB(func(db *books.DB) error {
+		return db.View(func(tx *books.Tx) error {
+			return tx.EachOutbox(func(uint64, OutMessage) error { k++; return nil })
+		})
+	})
+	return k
+}
