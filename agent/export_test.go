@@ -30,3 +30,31 @@ func (n *Node) OutboxLen() int {
 	})
 	return k
 }
+
+// SweepStaged exposes sweepStaged.
+func (n *Node) SweepStaged() (int, error) { return n.sweepStaged() }
+
+// StoreFileName is the spool name of a new STORE message of piece for peer.
+func (n *Node) StoreFileName(peer, piece string) string {
+	return storeFileName(n.newOut(peer, TypeStore, nil, nil), piece)
+}
+
+// SentPieces maps the pieces the books count as sent to their peers.
+func (n *Node) SentPieces() map[string]string {
+	out := map[string]string{}
+	n.withDB(func(db *books.DB) error {
+		return db.View(func(tx *books.Tx) error {
+			return tx.EachObject(func(o *Object) error {
+				for _, seg := range o.Segments {
+					for _, p := range seg.Pieces {
+						if p.ID != "" && p.State == PieceSent {
+							out[p.ID] = p.Peer
+						}
+					}
+				}
+				return nil
+			})
+		})
+	})
+	return out
+}

@@ -2,11 +2,14 @@ package agent_test
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/dibs-backup/dibs/pgpmsg"
+	"github.com/dibs-backup/dibs/queue"
 	"github.com/dibs-backup/dibs/testenv"
 )
 
@@ -65,5 +68,55 @@ func TestCleanup_RemovesStaleTempFilesOutsideTmp(t *testing.T) {
 	}
 	if res.Temp < 1 {
 		t.Errorf("cleanup counted %d temporary files", res.Temp)
+	}
+}
+
+// A store killed between recording an object and releasing its pieces leaves recorded
+// pieces in its stage; one killed before the commit leaves unrecorded ones. The next
+// sweep releases the first into outgoing/ and removes the others.
+func TestSweepStaged_ReleasesRecordedPiecesOnly(t *testing.T) {
+	env := testenv.New(t, nodes(testenv.NodeSpec{Name: "alice"}, testenv.NodeSpec{Name: "bob"}))
+	alice := env.Node("alice")
+	env.Cut("alice") // nothing leaves outgoing/ while the test looks at it
+	src := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(src, []byte("some content"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Store(context.Background(), src, ""); err != nil {
+		t.Fatal(err)
+	}
+	var id, peer string
+	for id, peer = range alice.SentPieces() {
+		break
+	}
+	if id == "" {
+		t.Fatal("no piece sent")
+	}
+	box := queue.Outgoing(peer)
+	st, err := alice.Spool.NewStage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded, unrecorded := alice.StoreFileName(peer, id), alice.StoreFileName(peer, pgpmsg.NewMessageID())
+	for _, name := range []string{recorded, unrecorded} {
+		if _, err := st.PutWith(box, name, func(w io.Writer) error { _, err := w.Write([]byte("sealed")); return err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close() // the files stay, unlocked: what a killed run leaves
+	before, _ := alice.Spool.List(box)
+	if k, err := alice.SweepStaged(); err != nil || k != 2 {
+		t.Fatalf("SweepStaged = %d, %v; want 2 files settled", k, err)
+	}
+	after, _ := alice.Spool.List(box)
+	have := map[string]bool{}
+	for _, e := range after {
+		have[e.Name] = true
+	}
+	if !have[recorded] || have[unrecorded] || len(after) != len(before)+1 {
+		t.Errorf("outgoing/%s after the sweep: %v (recorded piece there: %v, unrecorded: %v)", peer, after, have[recorded], have[unrecorded])
+	}
+	if des, _ := os.ReadDir(filepath.Join(alice.Dir, "staged")); len(des) != 0 {
+		t.Errorf("staged/ still holds %d entries", len(des))
 	}
 }
