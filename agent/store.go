@@ -241,9 +241,10 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Pieces a killed run left behind are settled before this run places its own.
+	// Pieces a killed run left behind are settled before this run places its own; what
+	// cannot be settled now stays staged for the next sweep.
 	if _, err := n.sweepStaged(); err != nil {
-		return nil, err
+		n.Log.Warn("store: pieces of an interrupted store not settled", "err", err)
 	}
 	r := &storeRun{n: n, ctx: ctx, now: n.Now().UTC()}
 	maxPayload := OptMaxMsgSize.Get(n.Opts) - pieceOverhead

@@ -248,13 +248,15 @@ func carryAll(t *testing.T, from, to *cliNode) int {
 }
 
 // processKilled runs process_message on n, killed at random points, until incoming/ is
-// empty or the kills are spent, then once to the end. It returns the kills that landed.
-func processKilled(t *testing.T, n *cliNode, kills int, maxDelay time.Duration) (landed int) {
+// empty or the kills are spent, then once to the end. It returns how many runs it
+// started to kill and how many kills landed mid-run.
+func processKilled(t *testing.T, n *cliNode, kills int, maxDelay time.Duration) (runs, landed int) {
 	t.Helper()
 	for range kills {
 		if len(files(t, filepath.Join(n.Dir, "incoming"))) == 0 {
 			break
 		}
+		runs++
 		if runKilled(t, n.Command("process_message"), time.Duration(mrand.Int64N(int64(maxDelay)))) {
 			landed++
 		}
@@ -263,7 +265,7 @@ func processKilled(t *testing.T, n *cliNode, kills int, maxDelay time.Duration) 
 	if left := files(t, filepath.Join(n.Dir, "incoming")); len(left) > 0 {
 		t.Fatalf("%s: %d files still in incoming/", n.Name, len(left))
 	}
-	return landed
+	return runs, landed
 }
 
 // quarantined counts the files in n's quarantine/; any not refused as a replay (a
@@ -305,7 +307,7 @@ func TestKill9_ProcessMessage(t *testing.T) {
 		t.Fatalf("only %d STOREs", stores)
 	}
 
-	landed := processKilled(t, bob, kills, 250*time.Millisecond)
+	runs, landed := processKilled(t, bob, kills, 250*time.Millisecond)
 	var held, heldBytes, localUsed int64
 	heldIDs := map[string]bool{}
 	withBooks(t, bob.Dir, func(tx *books.Tx) error {
@@ -364,7 +366,7 @@ func TestKill9_ProcessMessage(t *testing.T) {
 	if k := carryAll(t, bob, alice); k != acks {
 		t.Fatalf("carried %d of %d answers", k, acks)
 	}
-	landedAcks := processKilled(t, alice, kills, 200*time.Millisecond)
+	runsAcks, landedAcks := processKilled(t, alice, kills, 200*time.Millisecond)
 	var pieces, stored int
 	var pieceBytes int64
 	var ps books.PeerState
@@ -394,8 +396,8 @@ func TestKill9_ProcessMessage(t *testing.T) {
 			stored, pieces, ps.RemoteUsed, pieceBytes, ps.RemotePending)
 	}
 	replays += quarantined(t, alice)
-	t.Logf("kill9: process_message: %d kills in %d STOREs (%d landed) and %d in their ACKs (%d landed); "+
+	t.Logf("kill9: process_message: %d runs killed in %d STOREs (%d mid-run) and %d in their ACKs (%d mid-run); "+
 		"%d held once, %d ACKs, quota %d = %d bytes held, %d of %d pieces counted stored once; "+
 		"%d duplicates refused as replays; %d temp files of killed writes in storage/, removed by cleanup",
-		kills, stores, landed, kills, landedAcks, held, acks, localUsed, heldBytes, stored, pieces, replays, temps)
+		runs, stores, landed, runsAcks, landedAcks, held, acks, localUsed, heldBytes, stored, pieces, replays, temps)
 }
