@@ -839,19 +839,27 @@ func (r *storeRun) place(n int, size int64) []*candidate {
 
 // discard removes the sealed pieces of an object that could not be stored whole: they
 // are still in the run's stage.
-func (r *storeRun) discard(obj *Object) {
+func (r *storeRun) discard(obj *Object) { dropStaged(r.stage, obj) }
+
+// release moves the pieces of a recorded object from the run's stage into their
+// peers' outgoing boxes.
+func (r *storeRun) release(obj *Object) error { return releaseStaged(r.stage, obj) }
+
+// dropStaged removes from st the pieces of obj sealed into it (those with a MsgFile,
+// which the books never hold).
+func dropStaged(st *queue.Stage, obj *Object) {
 	for _, seg := range obj.Segments {
 		for _, p := range seg.Pieces {
 			if p.State == PieceSent && p.MsgFile != "" {
-				r.stage.Drop(queue.Outgoing(p.Peer), p.MsgFile)
+				st.Drop(queue.Outgoing(p.Peer), p.MsgFile)
 			}
 		}
 	}
 }
 
-// release moves the pieces of a recorded object from the run's stage into their
-// peers' outgoing boxes.
-func (r *storeRun) release(obj *Object) error {
+// releaseStaged moves the pieces of obj sealed into st into their peers' outgoing boxes,
+// once obj is recorded.
+func releaseStaged(st *queue.Stage, obj *Object) error {
 	byPeer := map[string][]string{}
 	for _, seg := range obj.Segments {
 		for _, p := range seg.Pieces {
@@ -862,7 +870,7 @@ func (r *storeRun) release(obj *Object) error {
 	}
 	var errs []error
 	for _, peer := range sortedKeys(byPeer) {
-		if err := r.stage.Release(queue.Outgoing(peer), byPeer[peer]...); err != nil {
+		if err := st.Release(queue.Outgoing(peer), byPeer[peer]...); err != nil {
 			errs = append(errs, err)
 		}
 	}
