@@ -14,23 +14,34 @@ var storeCmd = &command{
 	help: `Store a file or a directory tree, incrementally: unchanged files are skipped (stat cache),
 changed ones become new versions (up to maxVersions). The stored name is ITEM's absolute
 path, or SNAME. ITEM itself is followed if it is a symlink; links inside a tree are stored
-as links. Pieces are sealed into outgoing/; send_message delivers them.`,
+as links. Pieces are sealed into outgoing/; send_message delivers them. With a single
+peer it warns that losing that peer loses the files.`,
 	required: []string{"name"},
 	flags:    withOptions((*storeOptions).declare, runStore),
 }
 
-type storeOptions struct{ name, as string }
+type storeOptions struct {
+	name string
+	as   stringFlag // --as "" is refused, not taken for "not given"
+}
 
 func (o *storeOptions) declare(fs *flag.FlagSet) {
 	fs.StringVar(&o.name, "name", "", "the file or directory to store")
-	fs.StringVar(&o.as, "as", "", "store it under this stored name instead of its absolute path")
+	fs.Var(&o.as, "as", "store it under this stored name instead of its absolute path")
 }
 
 func runStore(a *App, o storeOptions) error {
+	if o.as.given && o.as.value == "" {
+		return usagef("--as needs a stored name (leave it out to store under the absolute path)")
+	}
 	return a.withNode(func(n *agent.Node) error {
-		res, err := n.Store(a.Ctx, o.name, o.as)
+		res, err := n.Store(a.Ctx, o.name, o.as.value)
+		a.printStoreWarnings(res.Warnings)
+		if err != nil {
+			return err // a summary would read as a success
+		}
 		a.printStore(res)
-		return err
+		return nil
 	})
 }
 
@@ -38,15 +49,21 @@ var autoCheckCmd = &command{
 	name:     "auto_check",
 	synopsis: "",
 	help: `Store everything linked or placed in autoBackupDir, as /autoBackup/<entry>/...; entries
-removed from it are marked deleted (still recoverable until keepDeleted).`,
+removed from it are marked deleted (still recoverable until keepDeleted). Then the upkeep:
+expire unanswered probes, send unanswered requests again, repair; its line says what it did.`,
 	flags: noFlags(runAutoCheck),
 }
 
 func runAutoCheck(a *App) error {
 	return a.withNode(func(n *agent.Node) error {
 		res, err := n.AutoCheck(a.Ctx)
-		a.printStore(res)
-		return err
+		a.printStoreWarnings(res.Warnings)
+		if err != nil {
+			return err
+		}
+		a.printStore(res.StoreResult)
+		a.printUpkeep(res.Upkeep)
+		return nil
 	})
 }
 
@@ -70,7 +87,7 @@ func runUnstore(a *App, o unstoreOptions) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(a.Stdout, "unstored %d versions of %d names\n", res.Versions, res.Names)
+		fmt.Fprintf(a.Stdout, "unstored %s of %s\n", agent.Count(res.Versions, "version"), agent.Count(res.Names, "name"))
 		return nil
 	})
 }
@@ -148,7 +165,7 @@ func runProbe(a *App, o probeOptions) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(a.Stdout, "probing %d pieces of %s\n", res.Pieces, res.Name)
+		fmt.Fprintf(a.Stdout, "probing %s of %s\n", agent.Count(res.Pieces, "piece"), res.Name)
 		return nil
 	})
 }
@@ -167,7 +184,7 @@ func runClear(a *App) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(a.Stdout, "asked %d peers to drop everything they store for us\n", k)
+		fmt.Fprintf(a.Stdout, "asked %s to drop everything they store for us\n", agent.Count(k, "peer"))
 		return nil
 	})
 }
@@ -190,7 +207,7 @@ func runForget(a *App, o forgetOptions) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(a.Stdout, "dropped %d pieces held for %s\n", k, o.peer)
+		fmt.Fprintf(a.Stdout, "dropped %s held for %s\n", agent.Count(k, "piece"), o.peer)
 		return nil
 	})
 }
@@ -207,8 +224,10 @@ keepDeleted; count unanswered probes as timeouts.`,
 func runCleanup(a *App) error {
 	return a.withNode(func(n *agent.Node) error {
 		res, err := n.Cleanup()
-		fmt.Fprintf(a.Stdout, "removed %d empty directories, %d quarantined files, %d temporary files, %d recovery leftovers, %d old versions; %d probes timed out\n",
-			res.EmptyDirs, res.Quarantined, res.Temp, res.Staging, res.Versions, res.Probes)
+		fmt.Fprintf(a.Stdout, "removed %s, %s, %s, %s, %s; %s timed out\n",
+			agent.Count(res.EmptyDirs, "empty directory"), agent.Count(res.Quarantined, "quarantined file"),
+			agent.Count(res.Temp, "temporary file"), agent.Count(res.Staging, "recovery leftover"),
+			agent.Count(res.Versions, "old version"), agent.Count(res.Probes, "probe"))
 		return err
 	})
 }
@@ -237,10 +256,22 @@ func runMergeStats(a *App) error {
 	})
 }
 
-func (a *App) printStore(res agent.StoreResult) {
-	for _, w := range res.Warnings {
+func (a *App) printStoreWarnings(warnings []string) {
+	for _, w := range warnings {
 		fmt.Fprintf(a.Stderr, "dibs: warning: %s\n", w)
 	}
-	fmt.Fprintf(a.Stdout, "looked at %d entries: %d unchanged, %d new versions (%s in %d objects, %d pieces), %d deleted locally\n",
-		res.Entries, res.Unchanged, res.Stored, agent.FormatSize(res.Bytes), res.Objects, res.Pieces, res.Deleted)
+}
+
+func (a *App) printStore(res agent.StoreResult) {
+	fmt.Fprintf(a.Stdout, "looked at %s: %d unchanged, %s (%s in %s, %s), %d deleted locally\n",
+		agent.Count(res.Entries, "entry"), res.Unchanged, agent.Count(res.Stored, "new version"), agent.FormatSize(res.Bytes),
+		agent.Count(res.Objects, "object"), agent.Count(res.Pieces, "piece"), res.Deleted)
+}
+
+// printUpkeep says what auto_check's upkeep did after storing.
+func (a *App) printUpkeep(u agent.Upkeep) {
+	r := u.Repair
+	fmt.Fprintf(a.Stdout, "upkeep: %s timed out, %s sent again; repair: %s counted lost, %s placed again, %s being fetched back, %s short of peers\n",
+		agent.Count(u.ProbesExpired, "probe"), agent.Count(u.Resent, "request"), agent.Count(r.MarkedLost, "piece"),
+		agent.Count(r.Rebuilt, "piece"), agent.Count(r.Fetching, "object"), agent.Count(r.Short, "segment"))
 }
