@@ -20,7 +20,8 @@ type ExportResult struct{ Exported int }
 
 // ExportMessages moves the outgoing files (only peer's, if peer is not "") into
 // dir/<recipient fingerprint>/. A file leaves the spool only after its copy is durable;
-// with keep, it stays in the spool too.
+// with keep, it stays in the spool too. The outbox is flushed first, so that replies a
+// killed command committed but did not seal travel too.
 func (n *Node) ExportMessages(dir, peer string, keep bool) (ExportResult, error) {
 	var res ExportResult
 	if peer != "" {
@@ -28,6 +29,7 @@ func (n *Node) ExportMessages(dir, peer string, keep bool) (ExportResult, error)
 			return res, err
 		}
 	}
+	flushErr := n.FlushOutbox() // reported once the files are out
 	names, err := n.Spool.Peers()
 	if err != nil {
 		return res, err
@@ -62,7 +64,7 @@ func (n *Node) ExportMessages(dir, peer string, keep bool) (ExportResult, error)
 			res.Exported++
 		}
 	}
-	return res, nil
+	return res, flushErr
 }
 
 // ImportResult counts what import_messages did.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dibs-backup/dibs/agent/books"
+	"github.com/dibs-backup/dibs/queue"
 )
 
 // Clear asks every peer to drop everything it stores for us and empties our books. A
@@ -141,6 +142,11 @@ func (n *Node) Cleanup() (CleanupResult, error) {
 	if res.Temp, err = n.Spool.CleanTmp(time.Hour, now); err != nil {
 		errs = append(errs, err)
 	}
+	k, err := n.sweepLeftovers(now)
+	res.Temp += k
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if res.Probes, err = n.ExpireProbes(); err != nil {
 		errs = append(errs, err)
 	}
@@ -203,6 +209,17 @@ func (n *Node) Cleanup() (CleanupResult, error) {
 		errs = append(errs, err)
 	}
 	return res, errors.Join(errs...)
+}
+
+// sweepLeftovers settles what killed commands left outside tmp/: the staged pieces of a
+// store (released into outgoing/ if the books know them, else removed) and, anywhere in
+// the node's directory, the temp files of atomic writes older than an hour (a held piece
+// under storage/<peer>/, a configuration file). It runs at cleanup and when the daemon
+// starts, and returns how many files it settled or removed.
+func (n *Node) sweepLeftovers(now time.Time) (int, error) {
+	staged, err1 := n.sweepStaged()
+	temps, err2 := queue.CleanTemps(n.Dir, time.Hour, now)
+	return staged + temps, errors.Join(err1, err2)
 }
 
 // removeEmptyDirs removes the empty directories below root (not root), deepest first.

@@ -132,6 +132,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	n.Log.Info("daemon started", "addr", d.ln.Addr().String(), "key", string(n.Fingerprint()))
+	if k, err := n.sweepLeftovers(n.Now()); err != nil {
+		n.Log.Warn("leftovers of interrupted commands", "err", err)
+	} else if k > 0 {
+		n.Log.Info("leftovers of interrupted commands settled", "files", k)
+	}
 	var wg sync.WaitGroup
 	loop := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
 	loop(func() { d.processLoop(ctx) })

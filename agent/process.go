@@ -54,7 +54,8 @@ func (n *Node) ProcessIncoming(ctx context.Context) (ProcessResult, error) {
 	}
 	var res ProcessResult
 	if len(entries) == 0 {
-		return res, nil
+		// Nothing new, but a killed run may have committed replies it never sealed.
+		return res, n.FlushOutbox()
 	}
 	err = n.withDB(func(db *books.DB) error {
 		res = n.processEntries(ctx, db, entries)

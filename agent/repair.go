@@ -93,7 +93,15 @@ func (n *Node) Repair() (RepairResult, error) {
 		return res, err
 	}
 	var errs []error
+	var stage *queue.Stage // new pieces wait there until their object is recorded
+	if len(todo) > 0 {
+		if stage, err = n.Spool.NewStage(); err != nil {
+			return res, err
+		}
+		defer stage.Close()
+	}
 	for _, id := range todo {
+		var fixed *Object
 		err := n.withDB(func(db *books.DB) error {
 			return db.Update(func(tx *books.Tx) error {
 				o, err := tx.Object(id)
@@ -109,12 +117,22 @@ func (n *Node) Repair() (RepairResult, error) {
 					res.Fetching++
 					return n.startRepairFetch(tx, o)
 				}
-				placed, short, err := n.replace(tx, o, shards)
+				fixed = o
+				placed, short, err := n.replace(tx, o, shards, stage)
+				if err == nil {
+					err = stage.Sync() // the books are about to point at them
+				}
 				res.Rebuilt += placed
 				res.Short += short
 				return err
 			})
 		})
+		switch {
+		case err != nil && fixed != nil:
+			dropStaged(stage, fixed)
+		case fixed != nil:
+			err = releaseStaged(stage, fixed)
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("object %s: %w", id, err))
 		}
@@ -240,7 +258,10 @@ func (n *Node) finishRepairTx(tx *books.Tx, j *RecoveryJob) error {
 			return err
 		}
 	}
-	placed, short, err := n.replace(tx, o, shards)
+	// Sealed straight into outgoing/: this runs inside a message's transaction, which
+	// releases nothing after its commit. A kill before that commit leaves pieces the
+	// books do not know (the storage list exchange frees them at the peer).
+	placed, short, err := n.replace(tx, o, shards, nil)
 	if err != nil {
 		return err
 	}
@@ -249,9 +270,10 @@ func (n *Node) finishRepairTx(tx *books.Tx, j *RecoveryJob) error {
 }
 
 // replace seals the missing pieces of the given segments and places each on a peer that
-// holds no piece of that segment. Lost pieces are dropped from the books (their peer is
-// asked to delete them, in case it still has them).
-func (n *Node) replace(tx *books.Tx, o *Object, shards map[int][]erasure.Shard) (placed, short int, err error) {
+// holds no piece of that segment: into stage, if not nil, for the caller to release once
+// tx is committed (releaseStaged), else straight into outgoing/. Lost pieces are dropped
+// from the books (their peer is asked to delete them, in case it still has them).
+func (n *Node) replace(tx *books.Tx, o *Object, shards map[int][]erasure.Shard, stage *queue.Stage) (placed, short int, err error) {
 	man, err := json.Marshal(o.Manifest)
 	if err != nil {
 		return 0, 0, err
@@ -322,11 +344,16 @@ func (n *Node) replace(tx *books.Tx, o *Object, shards map[int][]erasure.Shard) 
 			}
 			info := PieceInfo{Piece: pgpmsg.NewMessageID(), Object: o.ID, Segment: s, Segments: len(o.Segments), Index: idx, K: o.K, N: o.N,
 				ObjectSize: o.Size, SegmentSize: o.SegmentSize, SegmentLen: seg.Size, ShardHash: sh[idx].Hash}
-			p, err := n.sealStoreTx(tx, o, cand, info, man, sh[idx].Data)
+			var p Piece
+			if stage != nil {
+				p, err = n.sealStore(stage, cand, info, man, sh[idx].Data, nil)
+			} else {
+				p, err = n.sealStoreTx(tx, o, cand, info, man, sh[idx].Data)
+				p.MsgFile = "" // queued into outgoing/ on commit: nothing to release
+			}
 			if err != nil {
 				return placed, short, retryLater{err}
 			}
-			p.MsgFile = ""
 			seg.Pieces = append(seg.Pieces, p)
 			busy[cand.name] = true
 			pending[cand.name] += p.Size

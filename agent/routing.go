@@ -61,14 +61,16 @@ func (n *Node) endpoint(p *Peer, method string) (queue.Endpoint, error) {
 // peer is not ""). A file is removed only after its transport reports it stored durably at
 // the next hop. A peer's later talk methods are tried for a file once it has waited
 // talkRetryDelay per earlier method. Temporary failures leave files queued; a file that
-// every method refuses for good goes to quarantine/ with the reasons.
+// every method refuses for good goes to quarantine/ with the reasons. The outbox is
+// flushed first: replies that a killed command committed but did not seal go too.
 func (n *Node) SendOutgoing(ctx context.Context, peer string) (SendResult, error) {
 	var res SendResult
+	flushErr := n.FlushOutbox()
 	names, err := n.Spool.Peers()
 	if err != nil {
-		return res, err
+		return res, errors.Join(flushErr, err)
 	}
-	var errs []error
+	errs := []error{flushErr}
 	for _, name := range names {
 		if peer != "" && name != peer {
 			continue
@@ -90,20 +92,22 @@ func (n *Node) SendOutgoing(ctx context.Context, peer string) (SendResult, error
 	return res, errors.Join(errs...)
 }
 
-// SendFile delivers one file of outgoing/<peer>/ now.
+// SendFile delivers one file of outgoing/<peer>/ now (after flushing the outbox, as
+// SendOutgoing does).
 func (n *Node) SendFile(ctx context.Context, peer, name string) error {
 	p, _, err := n.Peer(peer)
 	if err != nil {
 		return err
 	}
+	flushErr := n.FlushOutbox()
 	r, err := n.sendPeer(ctx, p, name)
 	if err != nil {
-		return err
+		return errors.Join(flushErr, err)
 	}
 	if r.Sent == 0 {
-		return fmt.Errorf("%s was not sent (talk %s)", name, p.Talk)
+		return errors.Join(flushErr, fmt.Errorf("%s was not sent (talk %s)", name, p.Talk))
 	}
-	return nil
+	return flushErr
 }
 
 func (n *Node) sendPeer(ctx context.Context, p *Peer, only string) (SendResult, error) {
@@ -222,14 +226,17 @@ func (n *Node) Sink() queue.Sink {
 
 // PollPassives pulls the files addressed to us: from each peer we listen to passively,
 // from our relay, and from our mailbox. It returns how many files arrived; one source
-// failing does not stop the others.
+// failing does not stop the others. The outbox is flushed first, as by every command
+// that moves messages: replies a killed command committed but did not seal then wait in
+// outgoing/ for the peers that pull them.
 func (n *Node) PollPassives(ctx context.Context) (int, error) {
+	flushErr := n.FlushOutbox()
 	peers, err := n.Peers()
 	if err != nil {
-		return 0, err
+		return 0, errors.Join(flushErr, err)
 	}
 	total := 0
-	var errs []error
+	errs := []error{flushErr}
 	poll := func(method string, ep queue.Endpoint) {
 		p, ok := n.Transports.Pollers[method]
 		if !ok {

@@ -118,6 +118,9 @@ type storeRun struct {
 	packLimit int64
 	peers     []*candidate
 	placeMu   sync.Mutex
+	// stage holds the run's pieces until their object is recorded: only then do they
+	// go into outgoing/<peer>/, so no piece travels that the books do not know.
+	stage *queue.Stage
 
 	bufs chan []byte    // two segment buffers, reused
 	jobs chan pieceJob  // sealing work
@@ -144,7 +147,7 @@ type pieceJob struct {
 	shard erasure.Shard // hashed by the worker
 	out   *Piece
 	read  func()      // called once the shard is read: its buffer may be reused
-	done  func(error) // called once the piece is committed to the spool, or failed
+	done  func(error) // called once the piece is durable in the run's stage, or failed
 }
 
 // packBuf collects small files and metadata-only entries into one object.
@@ -258,6 +261,11 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Pieces a killed run left behind are settled before this run places its own; what
+	// cannot be settled now stays staged for the next sweep.
+	if _, err := n.sweepStaged(); err != nil {
+		n.Log.Warn("store: pieces of an interrupted store not settled", "err", err)
+	}
 	r := &storeRun{n: n, ctx: ctx, now: n.Now().UTC()}
 	maxPayload := OptMaxMsgSize.Get(n.Opts) - pieceOverhead
 	var noKey, forgot, full []string // the peers left out, by why: said when none is left
@@ -305,6 +313,9 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 	}
 	r.segSize = k * r.shardSize
 	r.packLimit = int64(min(r.segSize/4, 1<<20))
+	if r.stage, err = n.Spool.NewStage(); err != nil {
+		return nil, err
+	}
 	r.bufs = make(chan []byte, segBuffers)
 	for range segBuffers {
 		r.bufs <- make([]byte, r.code.BufferSize(r.segSize))
@@ -320,7 +331,7 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 			for j := range r.jobs {
 				j.shard.SetHash()
 				j.info.ShardHash = j.shard.Hash
-				p, err := n.sealStore(j.peer, j.info, j.man, j.shard.Data, j.read)
+				p, err := n.sealStore(r.stage, j.peer, j.info, j.man, j.shard.Data, j.read)
 				if err == nil {
 					*j.out = p
 				}
@@ -347,6 +358,7 @@ func (r *storeRun) close() {
 	r.finish()
 	close(r.jobs)
 	r.wg.Wait()
+	r.stage.Close() // what is still staged (a failed release) is for the next sweep
 }
 
 // load reads the stat cache and the latest version of every stored name under root.
@@ -792,13 +804,21 @@ func (r *storeRun) committer() {
 		err := pc.po.err
 		if err == nil && r.failed() == nil {
 			err = r.commit(pc.po.obj, pc.entries, pc.sources, pc.stats)
+			if err == nil {
+				// Recorded: whatever fails now, the pieces are not discarded (the
+				// books point at them); a piece left staged goes at the next sweep.
+				if err := r.release(pc.po.obj); err != nil {
+					r.setFailed(err)
+				} else if err := r.n.FlushOutbox(); err != nil {
+					r.setFailed(err)
+				}
+				continue
+			}
 		}
 		if err != nil {
 			r.setFailed(err)
 		}
-		if err != nil || r.failed() != nil {
-			r.discard(pc.po.obj)
-		}
+		r.discard(pc.po.obj)
 	}
 }
 
@@ -845,21 +865,50 @@ func (r *storeRun) place(n int, size int64) []*candidate {
 	return out
 }
 
-// discard removes the sealed pieces of an object that could not be stored whole.
-func (r *storeRun) discard(obj *Object) {
+// discard removes the sealed pieces of an object that could not be stored whole: they
+// are still in the run's stage.
+func (r *storeRun) discard(obj *Object) { dropStaged(r.stage, obj) }
+
+// release moves the pieces of a recorded object from the run's stage into their
+// peers' outgoing boxes.
+func (r *storeRun) release(obj *Object) error { return releaseStaged(r.stage, obj) }
+
+// dropStaged removes from st the pieces of obj sealed into it (those with a MsgFile,
+// which the books never hold).
+func dropStaged(st *queue.Stage, obj *Object) {
 	for _, seg := range obj.Segments {
 		for _, p := range seg.Pieces {
 			if p.State == PieceSent && p.MsgFile != "" {
-				if c, err := r.n.Spool.Claim(queue.Outgoing(p.Peer), p.MsgFile); err == nil {
-					c.Ack()
-				}
+				st.Drop(queue.Outgoing(p.Peer), p.MsgFile)
 			}
 		}
 	}
 }
 
+// releaseStaged moves the pieces of obj sealed into st into their peers' outgoing boxes,
+// once obj is recorded.
+func releaseStaged(st *queue.Stage, obj *Object) error {
+	byPeer := map[string][]string{}
+	for _, seg := range obj.Segments {
+		for _, p := range seg.Pieces {
+			if p.State == PieceSent && p.MsgFile != "" {
+				byPeer[p.Peer] = append(byPeer[p.Peer], p.MsgFile)
+			}
+		}
+	}
+	var errs []error
+	for _, peer := range sortedKeys(byPeer) {
+		if err := st.Release(queue.Outgoing(peer), byPeer[peer]...); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // commit records an object, its file versions and the stat cache in one transaction,
-// then drops versions beyond maxVersions.
+// and drops versions beyond maxVersions. Its pieces are still staged: a crash before the
+// committer releases them leaves them for the next sweep, which releases them since the
+// books now know them.
 func (r *storeRun) commit(obj *Object, entries []ManifestEntry, sources []string, stats []books.StatEntry) error {
 	obj.Refs = len(entries)
 	pending := map[string]int64{}
@@ -869,6 +918,10 @@ func (r *storeRun) commit(obj *Object, entries []ManifestEntry, sources []string
 				pending[p.Peer] += p.Size
 			}
 		}
+	}
+	// The pieces' names in the stage must outlive a crash once the books point at them.
+	if err := r.stage.Sync(); err != nil {
+		return err
 	}
 	err := r.n.withDB(func(db *books.DB) error {
 		return db.Update(func(tx *books.Tx) error {
@@ -913,7 +966,7 @@ func (r *storeRun) commit(obj *Object, entries []ManifestEntry, sources []string
 		return err
 	}
 	r.stored += len(entries)
-	return r.n.FlushOutbox()
+	return nil
 }
 
 // markDeleted marks the stored entries under root that are gone locally. They stay
@@ -947,21 +1000,27 @@ func (r *storeRun) markDeleted(root string, seen map[string]bool) error {
 }
 
 // sealStore seals one piece to ourselves, wraps it in a STORE message to the peer, and
-// commits that into outgoing/<peer>/, in one pass (pgpmsg.SealBoundWrapped): the piece
-// is bound (the signature covers its header and manifest, and the header carries the
-// shard's hash, which the erasure code keeps anyway), and its chunk layout is kept for
-// probes.
+// commits that into outgoing/<peer>/ (or, with a stage, into the stage, from which the
+// caller releases it once the piece is recorded), in one pass (pgpmsg.SealBoundWrapped):
+// the piece is bound (the signature covers its header and manifest, and the header
+// carries the shard's hash, which the erasure code keeps anyway), and its chunk layout is
+// kept for probes.
 //
 // read, if not nil, is called once shard is no longer used, before the spool file is
 // synced and committed.
-func (n *Node) sealStore(peer *candidate, pi PieceInfo, manifest, shard []byte, read func()) (Piece, error) {
+func (n *Node) sealStore(stage *queue.Stage, peer *candidate, pi PieceInfo, manifest, shard []byte, read func()) (Piece, error) {
 	return n.sealStoreWith(peer, pi, manifest, shard, read, func(name string, write func(io.Writer) error) error {
-		_, err := n.Spool.PutWith(queue.Outgoing(peer.name), name, write)
+		var err error
+		if stage != nil {
+			_, err = stage.PutWith(queue.Outgoing(peer.name), name, write)
+		} else {
+			_, err = n.Spool.PutWith(queue.Outgoing(peer.name), name, write)
+		}
 		return err
 	})
 }
 
-// sealStoreWith is sealStore committing the message with put instead of into outgoing/.
+// sealStoreWith is sealStore committing the message with put instead.
 func (n *Node) sealStoreWith(peer *candidate, pi PieceInfo, manifest, shard []byte, read func(), put func(name string, write func(io.Writer) error) error) (Piece, error) {
 	m := n.newOut(peer.name, TypeStore, [][2]string{{fieldPiece, pi.Piece}}, nil)
 	h := n.header(m, peer.key)
@@ -974,20 +1033,69 @@ func (n *Node) sealStoreWith(peer *candidate, pi PieceInfo, manifest, shard []by
 	}
 	defer done()
 	var l pgpmsg.ChunkLayout
-	err := put(m.FileName(), func(w io.Writer) error {
+	name := storeFileName(m, pi.Piece)
+	write := func(w io.Writer) error {
 		var err error
 		l, err = pgpmsg.SealBoundWrapped(w, pgpmsg.Wrapping{Outer: h, Inner: ph, Head: manifest, Tail: shard,
 			TailSum: pi.ShardHash, From: n.ID, Self: n.selfKey(), To: peer.key})
 		done()
 		return err
-	})
-	if err != nil {
+	}
+	if err := put(name, write); err != nil {
 		return Piece{}, fmt.Errorf("piece for %s: %w", peer.name, err)
 	}
 	pin := l.Pin()
 	return Piece{
 		ID: pi.Piece, Index: pi.Index, Peer: peer.name, Size: l.Size,
 		ShardHash: hex.EncodeToString(pi.ShardHash[:]), Pin: hex.EncodeToString(pin[:]), Chunks: l.Chunks,
-		State: PieceSent, SentAt: m.Date, MsgFile: m.FileName(),
+		State: PieceSent, SentAt: m.Date, MsgFile: name,
 	}, nil
+}
+
+// storeFileName is the spool name of STORE message m of piece: the usual name with the
+// piece id before the Message-Id (<date>-<piece>-<message id>.pgp), so that a file found
+// after a crash names the record it needs (pieceOfFile).
+func storeFileName(m OutMessage, piece string) string {
+	name := m.FileName()
+	i := strings.LastIndexByte(name, '-')
+	return name[:i+1] + piece + name[i:]
+}
+
+// pieceOfFile is the piece id in the name of a STORE file, or "".
+func pieceOfFile(name string) string {
+	parts := strings.Split(name, "-")
+	if len(parts) != 3 || !validID(parts[1]) {
+		return ""
+	}
+	return parts[1]
+}
+
+// sweepStaged settles the stages of store runs that died (queue.SweepStages): a piece
+// the books record as sent goes into outgoing/<peer>/ (the run died between its commit
+// and the release); any other is removed (it died before recording the piece, or the
+// books dropped it since). It returns how many files it settled.
+func (n *Node) sweepStaged() (int, error) {
+	released, dropped, err := n.Spool.SweepStages(func(box queue.Box, name string) (bool, error) {
+		id := pieceOfFile(name)
+		if id == "" || box.Peer() == "" {
+			return false, nil
+		}
+		known := false
+		err := n.withDB(func(db *books.DB) error {
+			return db.View(func(tx *books.Tx) error {
+				o, s, i, err := tx.FindPiece(id)
+				if err != nil || o == nil {
+					return err
+				}
+				p := o.Segments[s].Pieces[i]
+				known = p.Peer == box.Peer() && p.State == PieceSent
+				return nil
+			})
+		})
+		return known, err
+	})
+	if released+dropped > 0 {
+		n.Log.Info("settled the pieces of an interrupted store", "released", released, "removed", dropped)
+	}
+	return released + dropped, err
 }

@@ -144,15 +144,7 @@ func (s *Spool) put(box Box, name string, fill func(*os.File) (int64, error)) (i
 // pipe and the goroutine a Put from a writer would need. Whole chunks are written with
 // O_DIRECT where the filesystem allows (see direct.go).
 func (s *Spool) PutWith(box Box, name string, write func(io.Writer) error) (int64, error) {
-	return s.put(box, name, func(f *os.File) (int64, error) {
-		dw := newDirectWriter(f)
-		cw := &countWriter{w: dw}
-		err := write(cw)
-		if cerr := dw.Close(); err == nil {
-			err = cerr
-		}
-		return cw.n, err
-	})
+	return s.put(box, name, directFill(write))
 }
 
 type countWriter struct {
