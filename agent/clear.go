@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -199,6 +200,9 @@ func (n *Node) Cleanup() (CleanupResult, error) {
 		}
 	}
 	res.EmptyDirs = removeEmptyDirs(filepath.Join(n.Dir, storageDir))
+	if err := n.tidyPacks(context.Background()); err != nil {
+		errs = append(errs, err)
+	}
 	if err := n.FlushOutbox(); err != nil {
 		errs = append(errs, err)
 	}

@@ -326,13 +326,29 @@ func (n *Node) rebuildBooks(tx *books.Tx, op *openedPiece, peer, id string, layo
 			o.Segments[s].Size = 0
 		}
 	}
+	tomb := isTombstone(op.Manifest)
 	for _, me := range op.Manifest {
 		name, err := StoredName(me.Name)
-		if err != nil || name != me.Name || me.Version < 1 {
+		if err != nil || name != me.Name || me.Version < 1 || tomb != (me.Kind == KindUnstored) || tomb && !validID(me.Dead) {
 			return nil, reject("RECOVER_RESPONSE: bad manifest entry %q", me.Name)
+		}
+		if tomb {
+			buried, err := n.buryTx(tx, o.ID, me)
+			if err != nil {
+				return nil, err
+			}
+			if buried {
+				o.Refs++
+			}
+			continue
 		}
 		if tx.HasVersion(me.Name, me.Version) {
 			continue
+		}
+		if _, dead, err := tx.GetUnstored(o.ID, me.Name, me.Version); err != nil {
+			return nil, err
+		} else if dead {
+			continue // unstored: a tombstone came first
 		}
 		if err := tx.PutVersion(FileVersion{ManifestEntry: me, Object: o.ID}); err != nil {
 			return nil, err
@@ -340,6 +356,31 @@ func (n *Node) rebuildBooks(tx *books.Tx, op *openedPiece, peer, id string, layo
 		o.Refs++
 	}
 	return o, n.notePiece(tx, o, op, peer, id, layout)
+}
+
+// buryTx applies one entry of a tombstone that recover_all brought back: the version it
+// names is dropped from the rebuilt books if its pack came first, and is not rebuilt if
+// the pack comes later. It reports whether the entry is this tombstone's to keep.
+func (n *Node) buryTx(tx *books.Tx, tomb string, me ManifestEntry) (bool, error) {
+	if u, ok, err := tx.GetUnstored(me.Dead, me.Name, me.Version); err != nil || ok && u.Tombstone != "" {
+		return false, err
+	}
+	if err := tx.PutUnstored(me.Dead, me.Name, me.Version, books.Unstored{Tombstone: tomb}); err != nil {
+		return false, err
+	}
+	fv, ok, err := tx.Version(me.Name, me.Version)
+	if err != nil || !ok || fv.Object != me.Dead {
+		return true, err
+	}
+	if err := tx.DeleteVersion(me.Name, me.Version); err != nil {
+		return true, err
+	}
+	o, err := tx.Object(me.Dead)
+	if err != nil || o == nil {
+		return true, err
+	}
+	o.Refs--
+	return true, tx.PutObject(o)
 }
 
 // notePiece records that peer holds a piece (learnt from recover_all).

@@ -211,6 +211,11 @@ func (n *Node) Store(ctx context.Context, item, as string) (StoreResult, error) 
 	if err := r.markDeleted(sname, seen); err != nil {
 		return r.res, err
 	}
+	if r.res.Stored > 0 { // versions beyond maxVersions may have left packs
+		if err := n.tidyPacks(ctx); err != nil {
+			r.warn("%v", err)
+		}
+	}
 	return r.res, nil
 }
 

@@ -1,0 +1,191 @@
+package agent_test
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/dibs-backup/dibs/agent"
+	"github.com/dibs-backup/dibs/testenv"
+)
+
+// packedTree writes files of 100 kB (small enough to be packed) under root, in dirs
+// "keep" and "drop", and returns root.
+func packedTree(t *testing.T, keep, drop int) string {
+	t.Helper()
+	root := filepath.Join(t.TempDir(), "tree")
+	rng := rand.New(rand.NewPCG(3, 4))
+	for dir, count := range map[string]int{"keep": keep, "drop": drop} {
+		if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for i := range count {
+			b := make([]byte, 100_000)
+			for j := range b {
+				b[j] = byte(rng.UintN(256))
+			}
+			if err := os.WriteFile(filepath.Join(root, dir, fmt.Sprintf("f%02d", i)), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return root
+}
+
+// loseDiskAndRecoverAll rebuilds alice from her recovery kit alone and runs recover_all.
+func loseDiskAndRecoverAll(t *testing.T, env *testenv.Env) *testenv.Node {
+	t.Helper()
+	var kit bytes.Buffer
+	if err := env.Node("alice").ExportRecoveryKit(&kit); err != nil {
+		t.Fatal(err)
+	}
+	alice := env.Rebuild("alice", &kit)
+	if err := alice.RecoverAll(); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	checkQuiet(t, env)
+	if st := recoveryState(t, alice.Node, "*all*"); st != agent.RecoveryDone {
+		db, _ := alice.Database("recovery")
+		t.Fatalf("recover_all: %q %+v", st, db)
+	}
+	return alice
+}
+
+func sameFile(t *testing.T, want, got string) {
+	t.Helper()
+	w, err := os.ReadFile(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := os.ReadFile(got)
+	if err != nil {
+		t.Errorf("%s: %v", got, err)
+		return
+	}
+	if !bytes.Equal(w, g) {
+		t.Errorf("%s: recovered %d bytes differ from the %d stored", got, len(g), len(w))
+	}
+}
+
+func notRecovered(t *testing.T, alice *testenv.Node, sname string) {
+	t.Helper()
+	if _, err := os.Lstat(filepath.Join(alice.Dir, "recovery", sname)); err == nil {
+		t.Errorf("%s was unstored, and recover_all brought it back", sname)
+	}
+	for _, r := range fileRows(t, alice.Node) {
+		if r.Name == sname {
+			t.Errorf("%s was unstored, and the rebuilt books list it again", sname)
+		}
+	}
+}
+
+// peersHold sums what the peers count as held for alice.
+func peersHold(t *testing.T, env *testenv.Env) int64 {
+	t.Helper()
+	var sum int64
+	for _, name := range []string{"bob", "carol", "dave"} {
+		st, err := env.Node(name).PeerStates()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += st["alice"].LocalUsed
+	}
+	return sum
+}
+
+// The unstore of one small file of a pack is kept with the peers: after a disk loss,
+// recover_all does not bring the file back, and the rest of the pack comes back whole.
+func TestUnstore_PackedFileStaysGoneAfterRecoverAll(t *testing.T) {
+	env := fourNodes(t, nil)
+	alice := env.Node("alice")
+	tree := packedTree(t, 5, 1)
+	res, err := alice.Store(ctx, tree, "/t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Objects != 1 {
+		t.Fatalf("%d objects for 6 small files, want one pack", res.Objects)
+	}
+	env.Settle(ctx, 20)
+	if _, err := alice.Unstore("/t/drop/f00"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	checkQuiet(t, env)
+
+	alice = loseDiskAndRecoverAll(t, env)
+	notRecovered(t, alice, "/t/drop/f00")
+	for i := range 5 {
+		rel := fmt.Sprintf("keep/f%02d", i)
+		sameFile(t, filepath.Join(tree, rel), filepath.Join(alice.Dir, "recovery", "t", rel))
+	}
+	// The tombstone is in the rebuilt books: a reconciliation keeps it at the peers, and a
+	// second disk loss still honours it.
+	if _, err := alice.SyncPeers(); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 10)
+	alice = loseDiskAndRecoverAll(t, env)
+	notRecovered(t, alice, "/t/drop/f00")
+	sameFile(t, filepath.Join(tree, "keep/f00"), filepath.Join(alice.Dir, "recovery", "t", "keep/f00"))
+}
+
+// Unstoring most of a pack rewrites it: the live files go into a new pack, the old one's
+// pieces leave the peers, the peers' use drops, and the live files recover whole.
+func TestUnstore_MostOfPackRewritesIt(t *testing.T) {
+	env := fourNodes(t, nil)
+	alice := env.Node("alice")
+	tree := packedTree(t, 2, 8)
+	if _, err := alice.Store(ctx, tree, "/t"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	before := map[string][]string{}
+	for _, name := range []string{"bob", "carol", "dave"} {
+		before[name] = piecesOn(t, env.Node(name), "alice")
+		if len(before[name]) == 0 {
+			t.Fatalf("%s holds nothing for alice", name)
+		}
+	}
+	used := peersHold(t, env)
+	if _, err := alice.Unstore("/t/drop"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	checkQuiet(t, env)
+	for name, old := range before {
+		now := map[string]bool{}
+		for _, p := range piecesOn(t, env.Node(name), "alice") {
+			now[p] = true
+		}
+		for _, p := range old {
+			if now[p] {
+				t.Errorf("%s still holds %s of the old pack", name, filepath.Base(p))
+			}
+		}
+	}
+	if after := peersHold(t, env); after > used/2 {
+		t.Errorf("the peers hold %d bytes for alice, %d before 8 of 10 files were unstored", after, used)
+	}
+	st, err := alice.PeerStates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := st["bob"].RemoteUsed+st["carol"].RemoteUsed+st["dave"].RemoteUsed, peersHold(t, env); got != want {
+		t.Errorf("alice counts %d bytes at her peers, they count %d", got, want)
+	}
+
+	alice = loseDiskAndRecoverAll(t, env)
+	for i := range 8 {
+		notRecovered(t, alice, fmt.Sprintf("/t/drop/f%02d", i))
+	}
+	notRecovered(t, alice, "/t/drop")
+	for i := range 2 {
+		rel := fmt.Sprintf("keep/f%02d", i)
+		sameFile(t, filepath.Join(tree, rel), filepath.Join(alice.Dir, "recovery", "t", rel))
+	}
+}
