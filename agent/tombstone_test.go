@@ -189,3 +189,36 @@ func TestUnstore_MostOfPackRewritesIt(t *testing.T) {
 		sameFile(t, filepath.Join(tree, rel), filepath.Join(alice.Dir, "recovery", "t", rel))
 	}
 }
+
+// A tombstone goes once the pack it names is gone: unstoring the rest of the pack
+// leaves nothing at the peers.
+func TestUnstore_TombstoneGoesWithItsPack(t *testing.T) {
+	env := fourNodes(t, nil)
+	alice := env.Node("alice")
+	tree := packedTree(t, 5, 1)
+	if _, err := alice.Store(ctx, tree, "/t"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	used := peersHold(t, env)
+	if _, err := alice.Unstore("/t/drop/f00"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	if now := peersHold(t, env); now <= used {
+		t.Fatalf("the peers hold %d bytes for alice after an unstore of one packed file, %d before: no tombstone", now, used)
+	}
+	if _, err := alice.Unstore("/t"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	checkQuiet(t, env)
+	for _, name := range []string{"bob", "carol", "dave"} {
+		if ps := piecesOn(t, env.Node(name), "alice"); len(ps) != 0 {
+			t.Errorf("%s still holds %d pieces for alice", name, len(ps))
+		}
+	}
+	if n := peersHold(t, env); n != 0 {
+		t.Errorf("the peers count %d bytes for alice", n)
+	}
+}

@@ -17,7 +17,7 @@
 //	held       peer \x00 piece id                     HeldPiece: what we keep for others
 //	recovery   job name                               RecoveryJob
 //	probes     Message-Id of a PROBE                  ProbeState: a probe waiting for its answer
-//	unstored   object id \x00 stored name \x00 version  Unstored: a dropped version its pack still carries
+//	unstored   object id \x00 a versions key          Unstored: a dropped version its pack still carries
 package books
 
 import (
