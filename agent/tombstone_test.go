@@ -222,3 +222,46 @@ func TestUnstore_TombstoneGoesWithItsPack(t *testing.T) {
 		t.Errorf("the peers count %d bytes for alice", n)
 	}
 }
+
+// A tombstone's pieces are repaired like any others: a peer that holds one forgets us,
+// and repair places it elsewhere.
+func TestUnstore_TombstoneIsRepaired(t *testing.T) {
+	env := sixNodes(t, nil)
+	alice := env.Node("alice")
+	tree := packedTree(t, 5, 1)
+	if _, err := alice.Store(ctx, tree, "/t"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	if _, err := alice.Unstore("/t/drop/f00"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	holder := ""
+	for _, name := range []string{"bob", "carol", "dave", "erin", "mallory"} {
+		for _, p := range piecesOn(t, env.Node(name), "alice") {
+			if fi := mustLstat(t, p); fi.Size() < 10_000 { // the tombstone's; the pack's are 250 kB
+				holder = name
+			}
+		}
+	}
+	if holder == "" {
+		t.Fatal("no peer holds a tombstone")
+	}
+	if _, err := env.Node(holder).Forget("alice"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 10)
+	res, err := alice.Repair()
+	if err != nil || res.Rebuilt < 1 || res.Short != 0 {
+		t.Fatalf("repair: %+v, %v", res, err)
+	}
+	env.Settle(ctx, 20)
+	checkQuiet(t, env)
+	if res, err := alice.Repair(); err != nil || res.Rebuilt != 0 || res.Fetching != 0 {
+		t.Fatalf("a second repair: %+v, %v; want nothing left to do", res, err)
+	}
+	alice = loseDiskAndRecoverAll(t, env)
+	notRecovered(t, alice, "/t/drop/f00")
+	sameFile(t, filepath.Join(tree, "keep/f00"), filepath.Join(alice.Dir, "recovery", "t", "keep/f00"))
+}
