@@ -230,6 +230,9 @@ func (n *Node) prunePacks(ctx context.Context) error {
 	var todo []string
 	err := n.withDB(func(db *books.DB) error {
 		return db.View(func(tx *books.Tx) error {
+			if jobs, err := tx.ActiveJobs(); err != nil || len(jobs) > 0 {
+				return err // books being rebuilt or objects fetched: not the time
+			}
 			return tx.EachObject(func(o *Object) error {
 				if o.Refs <= 0 || len(o.Manifest) < 2 || isTombstone(o.Manifest) {
 					return nil // unstored whole already, or not a pack
@@ -255,7 +258,13 @@ func (n *Node) prunePacks(ctx context.Context) error {
 	defer r.close()
 	var errs []error
 	for _, id := range todo {
-		if err := r.rewritePack(id); err != nil {
+		err := r.rewritePack(id)
+		var nl notLocal
+		if errors.As(err, &nl) {
+			n.Log.Info("pack not rewritten: a live file is not here as stored", "object", id, "why", err)
+			continue
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("rewrite pack %s: %w", id, err))
 		}
 	}
@@ -319,7 +328,7 @@ func (r *storeRun) rewritePack(id string) error {
 					return err
 				}
 				if !ok || fv.Object != id {
-					return fmt.Errorf("%s changed while its pack was rewritten: next time", me.Name)
+					return notLocal{fmt.Errorf("%s changed while its pack was rewritten: next time", me.Name)}
 				}
 				fv.Object, fv.Offset = po.obj.ID, me.Offset
 				if err := tx.PutVersion(fv); err != nil {
@@ -345,24 +354,29 @@ func (r *storeRun) rewritePack(id string) error {
 	return err
 }
 
+// notLocal is why a pack cannot be rewritten now: a live file of it is not here as it
+// was stored (changed, gone, or never read here: books rebuilt by recover_all). The pack
+// stays as it is; its drops go into a tombstone.
+type notLocal struct{ error }
+
 // readStored reads a small file's stored content back from its local source, which
 // must hold exactly what was stored.
 func readStored(fv FileVersion) ([]byte, error) {
 	if fv.Source == "" {
-		return nil, fmt.Errorf("%s: no local copy known", fv.Name)
+		return nil, notLocal{fmt.Errorf("%s: no local copy known", fv.Name)}
 	}
 	f, err := os.Open(fv.Source)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", fv.Name, unwrapPath(err))
+		return nil, notLocal{fmt.Errorf("%s: %w", fv.Name, unwrapPath(err))}
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, fv.Size+1))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", fv.Name, unwrapPath(err))
+		return nil, notLocal{fmt.Errorf("%s: %w", fv.Name, unwrapPath(err))}
 	}
 	sum := sha256.Sum256(b)
 	if int64(len(b)) != fv.Size || hex.EncodeToString(sum[:]) != fv.Hash {
-		return nil, fmt.Errorf("%s: the local file changed since it was stored", fv.Name)
+		return nil, notLocal{fmt.Errorf("%s: the local file changed since it was stored", fv.Name)}
 	}
 	return b, nil
 }

@@ -265,3 +265,39 @@ func TestUnstore_TombstoneIsRepaired(t *testing.T) {
 	notRecovered(t, alice, "/t/drop/f00")
 	sameFile(t, filepath.Join(tree, "keep/f00"), filepath.Join(alice.Dir, "recovery", "t", "keep/f00"))
 }
+
+// A pack whose live files changed locally cannot be rewritten from them: it stays, and a
+// tombstone carries the drops instead.
+func TestUnstore_PackNotRewrittenFromChangedFilesGetsTombstone(t *testing.T) {
+	env := fourNodes(t, nil)
+	alice := env.Node("alice")
+	tree := packedTree(t, 2, 8)
+	if _, err := alice.Store(ctx, tree, "/t"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	stored, err := os.ReadFile(filepath.Join(tree, "keep", "f00"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tree, "keep", "f00"), []byte("changed, not stored again"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	used := peersHold(t, env)
+	if _, err := alice.Unstore("/t/drop"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	checkQuiet(t, env)
+	if now := peersHold(t, env); now <= used {
+		t.Fatalf("the peers hold %d bytes for alice, %d before: the pack went, or no tombstone came", now, used)
+	}
+	alice = loseDiskAndRecoverAll(t, env)
+	for i := range 8 {
+		notRecovered(t, alice, fmt.Sprintf("/t/drop/f%02d", i))
+	}
+	if got, _ := os.ReadFile(filepath.Join(alice.Dir, "recovery", "t", "keep", "f00")); !bytes.Equal(got, stored) {
+		t.Errorf("keep/f00: recovered %d bytes, want the %d stored", len(got), len(stored))
+	}
+	sameFile(t, filepath.Join(tree, "keep/f01"), filepath.Join(alice.Dir, "recovery", "t", "keep/f01"))
+}
