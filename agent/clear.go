@@ -190,6 +190,9 @@ func (n *Node) Cleanup() (CleanupResult, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	if err := n.tidyPacks(context.Background()); err != nil { // before staging goes: packs fetched back
+		errs = append(errs, err)
+	}
 	if des, err := os.ReadDir(filepath.Join(n.Dir, stagingDir)); err == nil {
 		for _, de := range des {
 			if !active[de.Name()] {
@@ -200,9 +203,6 @@ func (n *Node) Cleanup() (CleanupResult, error) {
 		}
 	}
 	res.EmptyDirs = removeEmptyDirs(filepath.Join(n.Dir, storageDir))
-	if err := n.tidyPacks(context.Background()); err != nil {
-		errs = append(errs, err)
-	}
 	if err := n.FlushOutbox(); err != nil {
 		errs = append(errs, err)
 	}

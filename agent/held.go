@@ -423,7 +423,7 @@ func (n *Node) Unstore(sname string) (UnstoreResult, error) {
 		return res, err
 	}
 	if err := n.tidyPacks(context.Background()); err != nil {
-		// The drops are in the books: cleanup and the next store try again.
+		// The drops are in the books: cleanup and auto_check try again.
 		n.Log.Warn("unstore: small files stay in their packs at the peers for now", "err", err)
 	}
 	return res, nil

@@ -53,7 +53,8 @@ func (n *Node) housekeeping(ctx context.Context, s *schedule) {
 
 // maintain is the upkeep that follows every auto_check (so a node run from cron keeps its
 // backups healthy too): probes unanswered too long count as timeouts, unanswered
-// requests are sent again, and segments that lost pieces are repaired.
+// requests are sent again, segments that lost pieces are repaired, and packs mostly
+// unstored are rewritten (tidyPacks).
 func (n *Node) maintain() error {
 	_, err1 := n.ExpireProbes()
 	_, err2 := n.ResendRequests()
@@ -61,5 +62,6 @@ func (n *Node) maintain() error {
 	if res.Rebuilt+res.Fetching+res.MarkedLost > 0 {
 		n.Log.Info("repair", "lost", res.MarkedLost, "rebuilt", res.Rebuilt, "fetching", res.Fetching, "short", res.Short)
 	}
-	return errors.Join(err1, err2, err3)
+	err4 := n.tidyPacks(context.Background())
+	return errors.Join(err1, err2, err3, err4)
 }

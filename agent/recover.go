@@ -36,6 +36,7 @@ const (
 	allJobName   = "*all*"
 	objectFile   = "object"
 	repairPrefix = "*repair* "
+	prunePrefix  = "*prune* "
 )
 
 // RecoveryJob is a recovery in progress: it lives in the database, with the shards
@@ -560,6 +561,8 @@ func (n *Node) checkJob(tx *books.Tx, j *RecoveryJob) error {
 	switch j.Kind {
 	case books.JobRepair:
 		return n.finishRepairTx(tx, j)
+	case books.JobPrune:
+		return n.finishPruneFetchTx(tx, j)
 	case books.JobAll:
 		chosen, err := chooseVersions(tx, "/", 0)
 		if err != nil {

@@ -19,8 +19,9 @@ import (
 // follow a drop (unstore_file, maxVersions, cleanup) whose pack lives on:
 //
 //   - once packPrunePercent of a pack's bytes belong to dropped versions, the pack is
-//     rewritten: its live files go into a new pack, and the old one is unstored whole
-//     (restic's prune);
+//     rewritten: its live files go into a new pack, read from the local files if they
+//     are still as stored, else from the pack fetched back first, and the old one is
+//     unstored whole (restic's prune);
 //   - the drops from the packs that stay are listed in a tombstone: an object like any
 //     other, sealed and signed by us to ourselves and coded into pieces on the peers,
 //     whose manifest lists the dropped versions (KindUnstored) instead of files.
@@ -36,9 +37,10 @@ func isTombstone(man []ManifestEntry) bool {
 }
 
 // tidyPacks rewrites the packs that are mostly dead, then stores tombstones for the
-// dropped versions no tombstone carries yet. What it cannot do now (no peer has room, a
-// live file changed locally) is tried again on the next store, unstore or cleanup: the
-// records of the drops are in the books.
+// dropped versions no tombstone carries yet. It runs after unstore_file, after a store
+// that made new versions, in cleanup and in the upkeep after auto_check (maintain).
+// What it cannot do now (no peer has room, a pack is being fetched back) is done on a
+// later run: the records of the drops are in the books.
 func (n *Node) tidyPacks(ctx context.Context) error {
 	err := n.prunePacks(ctx)
 	return errors.Join(err, n.storeTombstones(ctx))
@@ -261,8 +263,8 @@ func (n *Node) prunePacks(ctx context.Context) error {
 		err := r.rewritePack(id)
 		var nl notLocal
 		if errors.As(err, &nl) {
-			n.Log.Info("pack not rewritten: a live file is not here as stored", "object", id, "why", err)
-			continue
+			n.Log.Info("pack rewrite: a live file is not here as stored, fetching the pack back", "object", id, "why", err)
+			err = n.startPruneFetch(id)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("rewrite pack %s: %w", id, err))
@@ -271,8 +273,9 @@ func (n *Node) prunePacks(ctx context.Context) error {
 	return errors.Join(append(errs, n.FlushOutbox())...)
 }
 
-// rewritePack stores the live versions of a pack in a new one, from their local files,
-// which must still hold what was stored, and unstores the old pack.
+// rewritePack stores the live versions of a pack in a new one, from the pack fetched
+// back if it is staged, else from their local files, which must still hold what was
+// stored (notLocal if not), and unstores the old pack.
 func (r *storeRun) rewritePack(id string) error {
 	var live []FileVersion
 	err := r.n.withDB(func(db *books.DB) error {
@@ -288,13 +291,26 @@ func (r *storeRun) rewritePack(id string) error {
 	if err != nil {
 		return err
 	}
+	// The pack fetched back (startPruneFetch), if it is here; else the local files.
+	fetched, err := os.Open(r.n.stagePath(id, objectFile))
+	if err == nil {
+		defer fetched.Close()
+	}
 	var data []byte
 	entries := make([]ManifestEntry, len(live))
 	for i, fv := range live {
 		me := fv.ManifestEntry
 		me.Offset = int64(len(data))
 		if me.Kind == KindFile && me.Size > 0 {
-			b, err := readStored(fv)
+			var src io.Reader
+			if fetched != nil {
+				src = io.NewSectionReader(fetched, fv.Offset, fv.Size)
+			}
+			b, err := readStored(fv, src)
+			if err != nil && fetched != nil {
+				os.RemoveAll(r.n.stagePath(id)) // not what was stored: fetched again next time
+				return fmt.Errorf("the pack fetched back: %w", err)
+			}
 			if err != nil {
 				return err
 			}
@@ -348,10 +364,49 @@ func (r *storeRun) rewritePack(id string) error {
 	if err != nil && po != nil {
 		r.discard(po.obj)
 	}
-	if errors.Is(err, errNothingLeft) {
+	if err == nil || errors.Is(err, errNothingLeft) {
+		os.RemoveAll(r.n.stagePath(id)) // a pack fetched back is done with
 		return nil
 	}
 	return err
+}
+
+// startPruneFetch asks the holders of a pack's pieces for them, so that it can be
+// rewritten without files that are not here as stored. The next tidyPacks rewrites it
+// from what came back.
+func (n *Node) startPruneFetch(id string) error {
+	err := n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
+			o, err := tx.Object(id)
+			if err != nil || o == nil {
+				return err
+			}
+			if j, err := tx.Job(prunePrefix + id); err != nil || j != nil && j.State == RecoveryWaiting {
+				return err // already fetching
+			}
+			job := &RecoveryJob{Name: prunePrefix + id, Kind: books.JobPrune, Target: id, State: RecoveryWaiting,
+				Started: n.Now().UTC(), Objects: map[string]bool{id: false}}
+			if err := n.askForObjects(tx, job); err != nil {
+				return err
+			}
+			return tx.PutJob(job)
+		})
+	})
+	if err != nil {
+		return err
+	}
+	return n.FlushOutbox()
+}
+
+// finishPruneFetchTx closes a prune fetch. The pack stays staged for the next
+// tidyPacks to rewrite it (a message handler cannot run a store).
+func (n *Node) finishPruneFetchTx(tx *books.Tx, j *RecoveryJob) error {
+	j.State, j.Ended = RecoveryDone, n.Now().UTC()
+	if !j.Objects[j.Target] {
+		j.State, j.Error = RecoveryFailed, "fewer than k pieces came back"
+		os.RemoveAll(n.stagePath(j.Target))
+	}
+	return tx.PutJob(j)
 }
 
 // notLocal is why a pack cannot be rewritten now: a live file of it is not here as it
@@ -359,18 +414,23 @@ func (r *storeRun) rewritePack(id string) error {
 // stays as it is; its drops go into a tombstone.
 type notLocal struct{ error }
 
-// readStored reads a small file's stored content back from its local source, which
-// must hold exactly what was stored.
-func readStored(fv FileVersion) ([]byte, error) {
-	if fv.Source == "" {
-		return nil, notLocal{fmt.Errorf("%s: no local copy known", fv.Name)}
+// readStored reads a small file's stored content back from fetched (its range of the
+// pack fetched back), or else from its local source; either must hold exactly what was
+// stored.
+func readStored(fv FileVersion, fetched io.Reader) ([]byte, error) {
+	src := fetched
+	if src == nil {
+		if fv.Source == "" {
+			return nil, notLocal{fmt.Errorf("%s: no local copy known", fv.Name)}
+		}
+		f, err := os.Open(fv.Source)
+		if err != nil {
+			return nil, notLocal{fmt.Errorf("%s: %w", fv.Name, unwrapPath(err))}
+		}
+		defer f.Close()
+		src = f
 	}
-	f, err := os.Open(fv.Source)
-	if err != nil {
-		return nil, notLocal{fmt.Errorf("%s: %w", fv.Name, unwrapPath(err))}
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, fv.Size+1))
+	b, err := io.ReadAll(io.LimitReader(src, fv.Size+1))
 	if err != nil {
 		return nil, notLocal{fmt.Errorf("%s: %w", fv.Name, unwrapPath(err))}
 	}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/dibs-backup/dibs/agent"
@@ -266,9 +267,10 @@ func TestUnstore_TombstoneIsRepaired(t *testing.T) {
 	sameFile(t, filepath.Join(tree, "keep/f00"), filepath.Join(alice.Dir, "recovery", "t", "keep/f00"))
 }
 
-// A pack whose live files changed locally cannot be rewritten from them: it stays, and a
-// tombstone carries the drops instead.
-func TestUnstore_PackNotRewrittenFromChangedFilesGetsTombstone(t *testing.T) {
+// A pack whose live files changed locally cannot be rewritten from them: a tombstone
+// carries the drops at once, the pack is fetched back, and the next cleanup rewrites it
+// from what came back.
+func TestUnstore_PackWithChangedFilesIsFetchedBackAndRewritten(t *testing.T) {
 	env := fourNodes(t, nil)
 	alice := env.Node("alice")
 	tree := packedTree(t, 2, 8)
@@ -283,6 +285,10 @@ func TestUnstore_PackNotRewrittenFromChangedFilesGetsTombstone(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(tree, "keep", "f00"), []byte("changed, not stored again"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	before := map[string][]string{}
+	for _, name := range []string{"bob", "carol", "dave"} {
+		before[name] = piecesOn(t, env.Node(name), "alice")
+	}
 	used := peersHold(t, env)
 	if _, err := alice.Unstore("/t/drop"); err != nil {
 		t.Fatal(err)
@@ -291,6 +297,41 @@ func TestUnstore_PackNotRewrittenFromChangedFilesGetsTombstone(t *testing.T) {
 	checkQuiet(t, env)
 	if now := peersHold(t, env); now <= used {
 		t.Fatalf("the peers hold %d bytes for alice, %d before: the pack went, or no tombstone came", now, used)
+	}
+	db, err := alice.Database("recovery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetched := 0
+	for _, r := range db["recovery"].([]agent.RecoveryRow) {
+		if strings.HasPrefix(r.Name, "*prune* ") && r.State == agent.RecoveryDone {
+			fetched++
+		}
+	}
+	if fetched != 1 {
+		t.Fatalf("%d packs fetched back, want 1: %+v", fetched, db["recovery"])
+	}
+	if _, err := alice.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	checkQuiet(t, env)
+	for name, old := range before {
+		now := map[string]bool{}
+		for _, p := range piecesOn(t, env.Node(name), "alice") {
+			now[p] = true
+		}
+		for _, p := range old {
+			if now[p] {
+				t.Errorf("%s still holds %s of the old pack", name, filepath.Base(p))
+			}
+		}
+	}
+	if after := peersHold(t, env); after > used/2 {
+		t.Errorf("the peers hold %d bytes for alice, %d before 8 of 10 files were unstored", after, used)
+	}
+	if des, _ := os.ReadDir(filepath.Join(alice.Dir, "recovery.tmp")); len(des) != 0 {
+		t.Errorf("the pack fetched back is still staged: %v", des)
 	}
 	alice = loseDiskAndRecoverAll(t, env)
 	for i := range 8 {
