@@ -335,8 +335,8 @@ func (r *storeRun) rewritePack(id string) error {
 			if err != nil {
 				return err
 			}
-			if old == nil {
-				return errNothingLeft
+			if old == nil || old.Refs <= 0 {
+				return errNothingLeft // rewritten or unstored meanwhile (another dibs process)
 			}
 			for _, me := range entries {
 				fv, ok, err := tx.Version(me.Name, me.Version)
@@ -344,7 +344,7 @@ func (r *storeRun) rewritePack(id string) error {
 					return err
 				}
 				if !ok || fv.Object != id {
-					return notLocal{fmt.Errorf("%s changed while its pack was rewritten: next time", me.Name)}
+					return fmt.Errorf("%s changed while its pack was rewritten: next time", me.Name)
 				}
 				fv.Object, fv.Offset = po.obj.ID, me.Offset
 				if err := tx.PutVersion(fv); err != nil {
@@ -378,11 +378,22 @@ func (n *Node) startPruneFetch(id string) error {
 	err := n.withDB(func(db *books.DB) error {
 		return db.Update(func(tx *books.Tx) error {
 			o, err := tx.Object(id)
-			if err != nil || o == nil {
+			if err != nil || o == nil || o.Refs <= 0 {
 				return err
 			}
 			if j, err := tx.Job(prunePrefix + id); err != nil || j != nil && j.State == RecoveryWaiting {
 				return err // already fetching
+			}
+			for s, seg := range o.Segments {
+				c := 0
+				for _, p := range seg.Pieces {
+					if p.Healthy() {
+						c++
+					}
+				}
+				if c < o.K {
+					return fmt.Errorf("segment %d has %d pieces left, fewer than k: repair first", s, c)
+				}
 			}
 			job := &RecoveryJob{Name: prunePrefix + id, Kind: books.JobPrune, Target: id, State: RecoveryWaiting,
 				Started: n.Now().UTC(), Objects: map[string]bool{id: false}}

@@ -342,3 +342,35 @@ func TestUnstore_PackWithChangedFilesIsFetchedBackAndRewritten(t *testing.T) {
 	}
 	sameFile(t, filepath.Join(tree, "keep/f01"), filepath.Join(alice.Dir, "recovery", "t", "keep/f01"))
 }
+
+// A version beyond maxVersions dropped from a pack stays dropped after recover_all.
+func TestStore_VersionBeyondMaxVersionsStaysGoneAfterRecoverAll(t *testing.T) {
+	env := fourNodes(t, map[string]string{"maxVersions": "1"})
+	alice := env.Node("alice")
+	tree := packedTree(t, 5, 1)
+	if _, err := alice.Store(ctx, tree, "/t"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	changed := filepath.Join(tree, "drop", "f00")
+	if err := os.WriteFile(changed, []byte("the second version"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := alice.Store(ctx, tree, "/t"); err != nil || res.Stored != 1 {
+		t.Fatalf("second store: %+v, %v", res, err)
+	}
+	env.Settle(ctx, 20)
+	checkQuiet(t, env)
+	alice = loseDiskAndRecoverAll(t, env)
+	var versions []int
+	for _, r := range fileRows(t, alice.Node) {
+		if r.Name == "/t/drop/f00" {
+			versions = append(versions, r.Version)
+		}
+	}
+	if len(versions) != 1 || versions[0] != 2 {
+		t.Errorf("the rebuilt books hold versions %v of /t/drop/f00, want [2]", versions)
+	}
+	sameFile(t, changed, filepath.Join(alice.Dir, "recovery", "t", "drop", "f00"))
+	sameFile(t, filepath.Join(tree, "keep/f00"), filepath.Join(alice.Dir, "recovery", "t", "keep/f00"))
+}
