@@ -241,11 +241,21 @@ func handleRecoverResponse(r *Request) error {
 	}
 	if len(jobs) == 0 {
 		// A late answer (a recover_all finished without this peer): the piece is not
-		// needed, but the books learn that the peer holds it.
-		if o, err := r.Tx.Object(op.Info.Object); err != nil || o == nil {
+		// needed, but the books learn that the peer holds it, and a tombstone is
+		// honoured still.
+		lastAll, err := r.Tx.Job(allJobName)
+		if err != nil || lastAll == nil {
 			return err
-		} else if lastAll, err := r.Tx.Job(allJobName); err == nil && lastAll != nil {
+		}
+		o, err := r.Tx.Object(op.Info.Object)
+		switch {
+		case err != nil:
+			return err
+		case o != nil:
 			return n.notePiece(r.Tx, o, op, r.Peer.Name, id, layout)
+		case isTombstone(op.Manifest):
+			_, err := n.rebuildBooks(r.Tx, op, r.Peer.Name, id, layout)
+			return err
 		}
 		return nil
 	}

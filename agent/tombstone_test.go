@@ -374,3 +374,34 @@ func TestStore_VersionBeyondMaxVersionsStaysGoneAfterRecoverAll(t *testing.T) {
 	sameFile(t, changed, filepath.Join(alice.Dir, "recovery", "t", "drop", "f00"))
 	sameFile(t, filepath.Join(tree, "keep/f00"), filepath.Join(alice.Dir, "recovery", "t", "keep/f00"))
 }
+
+// A name unstored from a pack and stored again gets a version number the tombstone does
+// not name: recover_all brings back the new file, not nothing and not the old one.
+func TestUnstore_StoredAgainAfterUnstoreComesBack(t *testing.T) {
+	env := fourNodes(t, nil)
+	alice := env.Node("alice")
+	tree := packedTree(t, 5, 1)
+	if _, err := alice.Store(ctx, tree, "/t"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	if _, err := alice.Unstore("/t/drop/f00"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	again := filepath.Join(tree, "drop", "f00")
+	if err := os.WriteFile(again, []byte("stored again after its unstore"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := alice.Store(ctx, tree, "/t"); err != nil || res.Stored != 1 {
+		t.Fatalf("store again: %+v, %v", res, err)
+	}
+	env.Settle(ctx, 20)
+	for _, r := range fileRows(t, alice.Node) {
+		if r.Name == "/t/drop/f00" && r.Version != 2 {
+			t.Errorf("stored again as version %d; the tombstone names version 1", r.Version)
+		}
+	}
+	alice = loseDiskAndRecoverAll(t, env)
+	sameFile(t, again, filepath.Join(alice.Dir, "recovery", "t", "drop", "f00"))
+}
