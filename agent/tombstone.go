@@ -236,8 +236,8 @@ func (n *Node) prunePacks(ctx context.Context) error {
 				return err // books being rebuilt or objects fetched: not the time
 			}
 			return tx.EachObject(func(o *Object) error {
-				if o.Refs <= 0 || len(o.Manifest) < 2 || isTombstone(o.Manifest) {
-					return nil // unstored whole already, or not a pack
+				if o.Refs <= 0 || o.Refs >= len(o.Manifest) || isTombstone(o.Manifest) {
+					return nil // unstored whole already, or nothing dropped from it
 				}
 				live, err := liveEntries(tx, o)
 				if err != nil {
