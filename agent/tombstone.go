@@ -42,8 +42,60 @@ func isTombstone(man []ManifestEntry) bool {
 // What it cannot do now (no peer has room, a pack is being fetched back) is done on a
 // later run: the records of the drops are in the books.
 func (n *Node) tidyPacks(ctx context.Context) error {
-	err := n.prunePacks(ctx)
-	return errors.Join(err, n.storeTombstones(ctx))
+	err1 := n.dropOrphans()
+	err2 := n.prunePacks(ctx)
+	return errors.Join(err1, err2, n.storeTombstones(ctx))
+}
+
+// dropOrphans closes the records of drops from packs the books do not know, and so
+// releases their tombstones. recover_all leaves such records when a tombstone comes
+// back and its pack, already deleted from the peers, does not (the disk was lost before
+// the tombstone's UNSTORE went out). Not while a recovery runs: its packs may yet come.
+func (n *Node) dropOrphans() error {
+	var orphans []string
+	err := n.withDB(func(db *books.DB) error {
+		return db.View(func(tx *books.Tx) error {
+			if jobs, err := tx.ActiveJobs(); err != nil || len(jobs) > 0 {
+				return err
+			}
+			seen := map[string]bool{}
+			return tx.EachUnstored("", func(obj, _ string, _ int, _ books.Unstored) error {
+				if seen[obj] {
+					return nil
+				}
+				seen[obj] = true
+				if o, err := tx.Object(obj); err != nil || o != nil {
+					return err
+				}
+				orphans = append(orphans, obj)
+				return nil
+			})
+		})
+	})
+	if err != nil || len(orphans) == 0 {
+		return err
+	}
+	err = n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error {
+			for _, obj := range orphans {
+				o, err := tx.Object(obj)
+				if err != nil {
+					return err
+				}
+				if o != nil {
+					continue // it came meanwhile
+				}
+				if err := n.deleteObjectTx(tx, obj); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	return n.FlushOutbox()
 }
 
 // storeTombstones stores the dropped versions whose pack lives on and that no tombstone

@@ -405,3 +405,69 @@ func TestUnstore_StoredAgainAfterUnstoreComesBack(t *testing.T) {
 	alice = loseDiskAndRecoverAll(t, env)
 	sameFile(t, again, filepath.Join(alice.Dir, "recovery", "t", "drop", "f00"))
 }
+
+// smallPieces counts the pieces below 10 kB the peers hold for alice: tombstones' (a
+// packed tree's pieces here are 100 kB and more).
+func smallPieces(t *testing.T, env *testenv.Env) int {
+	t.Helper()
+	c := 0
+	for _, name := range []string{"bob", "carol", "dave"} {
+		for _, p := range piecesOn(t, env.Node(name), "alice") {
+			if mustLstat(t, p).Size() < 10_000 {
+				c++
+			}
+		}
+	}
+	return c
+}
+
+// The disk is lost after a pack was deleted from the peers but before its tombstone's
+// UNSTORE went out: recover_all brings back a tombstone whose pack never comes, and the
+// next cleanup unstores it.
+func TestRecoverAll_TombstoneOfAGonePackIsUnstored(t *testing.T) {
+	env := fourNodes(t, nil)
+	alice := env.Node("alice")
+	tree := packedTree(t, 3, 3)
+	if _, err := alice.Store(ctx, tree, "/t"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	if _, err := alice.Unstore("/t/drop/f00"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	if smallPieces(t, env) == 0 {
+		t.Fatal("no tombstone at the peers")
+	}
+	if _, err := alice.Unstore("/t/drop"); err != nil { // half the pack: rewritten
+		t.Fatal(err)
+	}
+	// The peers get the new pack and the old one's UNSTOREs and answer; alice processes
+	// the answers (the old pack goes, its tombstone is to be unstored) and sends nothing.
+	if _, err := alice.SendOutgoing(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"bob", "carol", "dave"} {
+		env.Node(name).Cron(ctx)
+	}
+	if _, err := alice.ProcessIncoming(ctx); err != nil {
+		t.Fatal(err)
+	}
+	alice = loseDiskAndRecoverAll(t, env)
+	if smallPieces(t, env) == 0 {
+		t.Fatal("the tombstone is not at the peers: the test missed its moment")
+	}
+	for i := range 3 {
+		notRecovered(t, alice, fmt.Sprintf("/t/drop/f%02d", i))
+		rel := fmt.Sprintf("keep/f%02d", i)
+		sameFile(t, filepath.Join(tree, rel), filepath.Join(alice.Dir, "recovery", "t", rel))
+	}
+	if _, err := alice.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	checkQuiet(t, env)
+	if c := smallPieces(t, env); c != 0 {
+		t.Errorf("the peers still hold %d pieces of a tombstone whose pack is gone", c)
+	}
+}
