@@ -244,6 +244,18 @@ func (n *Node) deleteObjectTx(tx *books.Tx, id string) error {
 	return nil
 }
 
+// healthy reports whether any piece of o is stored or on its way.
+func healthy(o *Object) bool {
+	for _, seg := range o.Segments {
+		for _, p := range seg.Pieces {
+			if p.Healthy() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // liveEntries returns the versions of a pack still in the books, in pack order.
 func liveEntries(tx *books.Tx, o *Object) ([]FileVersion, error) {
 	var live []FileVersion
@@ -278,16 +290,22 @@ func deadPercent(o *Object, live []FileVersion) int64 {
 	return (all - alive) * 100 / all
 }
 
-// prunePacks rewrites every pack at least packPrunePercent dead.
+// prunePacks rewrites every pack at least packPrunePercent dead. First it unstores the
+// objects that no version (or record, for a tombstone) uses but whose pieces are still
+// at the peers: recover_all can find both packs of a rewrite whose old pack's UNSTOREs
+// were lost with the disk, and the first one met gets the versions.
 func (n *Node) prunePacks(ctx context.Context) error {
 	limit := optPackPrunePercent.Get(n.Opts)
-	var todo []string
+	var todo, unused []string
 	err := n.withDB(func(db *books.DB) error {
 		return db.View(func(tx *books.Tx) error {
 			if jobs, err := tx.ActiveJobs(); err != nil || len(jobs) > 0 {
 				return err // books being rebuilt or objects fetched: not the time
 			}
 			return tx.EachObject(func(o *Object) error {
+				if o.Refs <= 0 && healthy(o) {
+					unused = append(unused, o.ID)
+				}
 				if o.Refs <= 0 || o.Refs >= len(o.Manifest) || isTombstone(o.Manifest) {
 					return nil // unstored whole already, or nothing dropped from it
 				}
@@ -302,8 +320,26 @@ func (n *Node) prunePacks(ctx context.Context) error {
 			})
 		})
 	})
+	if err == nil && len(unused) > 0 {
+		err = n.withDB(func(db *books.DB) error {
+			return db.Update(func(tx *books.Tx) error {
+				for _, id := range unused {
+					o, err := tx.Object(id)
+					if err != nil {
+						return err
+					}
+					if o != nil && o.Refs <= 0 && healthy(o) {
+						if err := n.unstoreObjectTx(tx, o); err != nil {
+							return err
+						}
+					}
+				}
+				return nil
+			})
+		})
+	}
 	if err != nil || len(todo) == 0 {
-		return err
+		return errors.Join(err, n.FlushOutbox())
 	}
 	r, err := n.newStoreRun(ctx)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/dibs-backup/dibs/agent"
+	"github.com/dibs-backup/dibs/queue"
 	"github.com/dibs-backup/dibs/testenv"
 )
 
@@ -470,4 +471,69 @@ func TestRecoverAll_TombstoneOfAGonePackIsUnstored(t *testing.T) {
 	if c := smallPieces(t, env); c != 0 {
 		t.Errorf("the peers still hold %d pieces of a tombstone whose pack is gone", c)
 	}
+}
+
+// The disk is lost after a pack was rewritten but before the old pack's UNSTOREs went
+// out: recover_all finds both packs, and whichever comes first, the other is used by no
+// version. Cleanups (and the fetch they start) leave one pack of the live files at the
+// peers, and no tombstone.
+func TestRecoverAll_BothPacksOfARewriteEndInOne(t *testing.T) {
+	env := fourNodes(t, map[string]string{"packPrunePercent": "60"})
+	alice := env.Node("alice")
+	tree := packedTree(t, 3, 3)
+	if _, err := alice.Store(ctx, tree, "/t"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	used := peersHold(t, env)
+	if _, err := alice.Unstore("/t/drop"); err != nil { // half the pack: a tombstone
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	if smallPieces(t, env) == 0 {
+		t.Fatal("no tombstone at the peers")
+	}
+	alice.Faults.SetRule(func(_ string, m queue.Message) testenv.Fault {
+		if m.Size < 20_000 { // the UNSTOREs; the new pack's pieces pass
+			return testenv.Drop
+		}
+		return testenv.Pass
+	})
+	if err := alice.SetOption("packPrunePercent", "50"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Cleanup(); err != nil { // rewrites the pack
+		t.Fatal(err)
+	}
+	settleAllowingErrors(env, 20)
+	alice = loseDiskAndRecoverAll(t, env)
+	check := func() {
+		t.Helper()
+		for i := range 3 {
+			notRecovered(t, alice, fmt.Sprintf("/t/drop/f%02d", i))
+			rel := fmt.Sprintf("keep/f%02d", i)
+			sameFile(t, filepath.Join(tree, rel), filepath.Join(alice.Dir, "recovery", "t", rel))
+		}
+	}
+	check()
+	if err := alice.SetOption("packPrunePercent", "50"); err != nil { // the test's setup set 60 again
+		t.Fatal(err)
+	}
+	for range 2 { // a pack fetched back is rewritten by the next one
+		if _, err := alice.Cleanup(); err != nil {
+			t.Fatal(err)
+		}
+		env.Settle(ctx, 20)
+	}
+	checkQuiet(t, env)
+	for _, name := range []string{"bob", "carol", "dave"} {
+		if ps := piecesOn(t, env.Node(name), "alice"); len(ps) != 1 {
+			t.Errorf("%s holds %d pieces for alice, want the one of the live files' pack", name, len(ps))
+		}
+	}
+	if now := peersHold(t, env); now > used*6/10 {
+		t.Errorf("the peers hold %d bytes for alice, %d before half of it was unstored", now, used)
+	}
+	alice = loseDiskAndRecoverAll(t, env)
+	check()
 }
