@@ -36,8 +36,9 @@ func isTombstone(man []ManifestEntry) bool {
 	return len(man) > 0 && man[0].Kind == KindUnstored
 }
 
-// tidyPacks rewrites the packs that are mostly dead, then stores tombstones for the
-// dropped versions no tombstone carries yet. It runs after unstore_file, after a store
+// tidyPacks closes what a disk lost mid-way leaves after recover_all (dropOrphans, and
+// the unused objects prunePacks unstores), rewrites the packs that are mostly dead,
+// then stores tombstones for the dropped versions no tombstone carries yet. It runs after unstore_file, after a store
 // that made new versions, in cleanup and in the upkeep after auto_check (maintain).
 // What it cannot do now (no peer has room, a pack is being fetched back) is done on a
 // later run: the records of the drops are in the books.
