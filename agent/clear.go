@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -193,6 +194,9 @@ func (n *Node) Cleanup() (CleanupResult, error) {
 		})
 	})
 	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := n.tidyPacks(context.Background()); err != nil { // before staging goes: packs fetched back
 		errs = append(errs, err)
 	}
 	if des, err := os.ReadDir(filepath.Join(n.Dir, stagingDir)); err == nil {

@@ -20,6 +20,7 @@
 //	store.go       store: the owner's side of STORE (walk, pack, erasure-code, seal)
 //	held.go        the peer's side of STORE and UNSTORE (storage/<peer>/), the owner's
 //	               handling of ACK and NACK, unstore_file and version pruning
+//	tombstone.go   what a drop from a pack leaves: pack rewrites (prune) and tombstones
 //	recover.go     recover_file, recover_all and the recovery jobs; assembling objects
 //	repair.go      marking pieces lost, and rebuilding them on other peers
 //	probe.go       probe: PROBE, its answer and its timeout

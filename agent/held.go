@@ -3,6 +3,7 @@ package agent
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -318,7 +319,7 @@ func (n *Node) piecesUnstored(tx *books.Tx, peer string, ids []string) error {
 	}
 	for _, o := range touched {
 		if o.Refs <= 0 && !o.HasPieces() {
-			if err := tx.DeleteObject(o.ID); err != nil {
+			if err := n.deleteObjectTx(tx, o.ID); err != nil {
 				return err
 			}
 			continue
@@ -365,7 +366,7 @@ func (n *Node) unstoreObjectTx(tx *books.Tx, o *Object) error {
 		}
 	}
 	if !o.HasPieces() {
-		return tx.DeleteObject(o.ID)
+		return n.deleteObjectTx(tx, o.ID)
 	}
 	return tx.PutObject(o)
 }
@@ -384,6 +385,11 @@ func (n *Node) dropVersionTx(tx *books.Tx, fv FileVersion) error {
 	}
 	o.Refs--
 	if o.Refs > 0 {
+		// A pack that lives on: its pieces still list the version. A tombstone will tell
+		// the peers (tidyPacks), unless the pack is rewritten first.
+		if err := tx.PutUnstored(o.ID, fv.Name, fv.Version, books.Unstored{}); err != nil {
+			return err
+		}
 		return tx.PutObject(o)
 	}
 	return n.unstoreObjectTx(tx, o)
@@ -450,7 +456,14 @@ func (n *Node) Unstore(sname string) (UnstoreResult, error) {
 	if err != nil {
 		return res, err
 	}
-	return res, n.FlushOutbox()
+	if err := n.FlushOutbox(); err != nil {
+		return res, err
+	}
+	if err := n.tidyPacks(context.Background()); err != nil {
+		// The drops are in the books: cleanup and auto_check try again.
+		n.Log.Warn("unstore: small files stay in their packs at the peers for now", "err", err)
+	}
+	return res, nil
 }
 
 // wireKey is the copy of a peer's key that seals with SEIPDv2-GCM: every peer runs dibs,

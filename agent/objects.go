@@ -50,6 +50,8 @@ const (
 	KindFile    = books.KindFile
 	KindDir     = books.KindDir
 	KindSymlink = books.KindSymlink
+	// KindUnstored is an entry of a tombstone (tombstone.go), not a stored entry.
+	KindUnstored = books.KindUnstored
 )
 
 // The sealed piece. A piece is an OpenPGP message sealed by the owner to its own key:

@@ -140,6 +140,7 @@ var (
 	optRepairAfter           = secondsOpt("repairAfter", 7*day, time.Minute, 0, "a peer silent this long, or a piece unacknowledged this long, counts as lost and is repaired")
 	optResendAfter           = secondsOpt("resendAfter", day, time.Minute, 0, "a request delivered and unanswered this long is sent again")
 	optRepairSpare           = intOpt("repairSpare", 1, 0, 200, "repair a segment that lost pieces once it has this many spare pieces (beyond k) or fewer")
+	optPackPrunePercent      = intOpt("packPrunePercent", 50, 1, 100, "a pack of small files is rewritten once this percentage of its bytes is unstored, so that they leave the peers")
 	optLogFile               = pathOpt("logFile", "logfile", "log of commands").notUsedYet("logging")
 	optLogLevel              = intOpt("logLevel", 0, -20, 20, "DEBUG -20, INFO -10, WARNING 0, ERROR 10, CRITICAL 20").notUsedYet("logging")
 	optPrintLogLevel         = intOpt("printLogLevel", -10, -20, 20, "log level echoed on stderr").notUsedYet("logging")
@@ -184,7 +185,7 @@ var (
 var optionDefs = rows(
 	optDibsPublicKey, optDibsPrivateKey, OptDibsAdmin, optMailUserOnRecovery,
 	optKbPerFile, optRedundantPieces, optMaxVersions, optKeepDeleted, optRepairAfter,
-	optResendAfter, optRepairSpare, optLogFile, optLogLevel, optPrintLogLevel, optMaxLogSize,
+	optResendAfter, optRepairSpare, optPackPrunePercent, optLogFile, optLogLevel, optPrintLogLevel, optMaxLogSize,
 	optErrWarnCount, optErrMaxCount, optErrorDir, OptDaemonLogFile,
 	OptDaemonTimeout, optPollInterval, optDaemonPort, optDaemonAddress, optProbeTimeout,
 	optProbePeriod, optMaxMsgAge, optClockSkew, OptMaxMsgSize,

@@ -61,7 +61,8 @@ type Upkeep struct {
 
 // maintain is the upkeep that follows every auto_check (so a node run from cron keeps its
 // backups healthy too): probes unanswered too long count as timeouts, unanswered
-// requests are sent again, and segments that lost pieces are repaired.
+// requests are sent again, segments that lost pieces are repaired, and packs mostly
+// unstored are rewritten (tidyPacks).
 func (n *Node) maintain() (Upkeep, error) {
 	var u Upkeep
 	var err1, err2, err3 error
@@ -71,5 +72,6 @@ func (n *Node) maintain() (Upkeep, error) {
 	if res := u.Repair; res.Rebuilt+res.Fetching+res.MarkedLost > 0 {
 		n.Log.Info("repair", "lost", res.MarkedLost, "rebuilt", res.Rebuilt, "fetching", res.Fetching, "short", res.Short)
 	}
-	return u, errors.Join(err1, err2, err3)
+	err4 := n.tidyPacks(context.Background())
+	return u, errors.Join(err1, err2, err3, err4)
 }

@@ -105,7 +105,8 @@ const (
 
 	// PIECE is not a message: it is the Type of a sealed piece, the payload of STORE and
 	// RECOVER_RESPONSE, sealed by the owner to itself (its header: objects.go). No route
-	// takes it, so a PIECE in incoming/ is quarantined as of an unknown type.
+	// takes it, so a PIECE in incoming/ is quarantined as of an unknown type. A tombstone
+	// (tombstone.go) is a PIECE too, which peers cannot tell from others by its contents.
 	TypePiece = "PIECE"
 )
 

@@ -36,6 +36,7 @@ const (
 	allJobName   = "*all*"
 	objectFile   = "object"
 	repairPrefix = "*repair* "
+	prunePrefix  = "*prune* "
 )
 
 // RecoveryJob is a recovery in progress: it lives in the database, with the shards
@@ -261,11 +262,21 @@ func handleRecoverResponse(r *Request) error {
 	}
 	if len(jobs) == 0 {
 		// A late answer (a recover_all finished without this peer): the piece is not
-		// needed, but the books learn that the peer holds it.
-		if o, err := r.Tx.Object(op.Info.Object); err != nil || o == nil {
+		// needed, but the books learn that the peer holds it, and a tombstone is
+		// honoured still.
+		lastAll, err := r.Tx.Job(allJobName)
+		if err != nil || lastAll == nil {
 			return err
-		} else if lastAll, err := r.Tx.Job(allJobName); err == nil && lastAll != nil {
+		}
+		o, err := r.Tx.Object(op.Info.Object)
+		switch {
+		case err != nil:
+			return err
+		case o != nil:
 			return n.notePiece(r.Tx, o, op, r.Peer.Name, id, layout)
+		case isTombstone(op.Manifest):
+			_, err := n.rebuildBooks(r.Tx, op, r.Peer.Name, id, layout)
+			return err
 		}
 		return nil
 	}
@@ -347,13 +358,29 @@ func (n *Node) rebuildBooks(tx *books.Tx, op *openedPiece, peer, id string, layo
 			o.Segments[s].Size = 0
 		}
 	}
+	tomb := isTombstone(op.Manifest)
 	for _, me := range op.Manifest {
 		name, err := StoredName(me.Name)
-		if err != nil || name != me.Name || me.Version < 1 {
+		if err != nil || name != me.Name || me.Version < 1 || tomb != (me.Kind == KindUnstored) || tomb && !validID(me.Dead) {
 			return nil, reject("RECOVER_RESPONSE: bad manifest entry %q", me.Name)
+		}
+		if tomb {
+			buried, err := n.buryTx(tx, o.ID, me)
+			if err != nil {
+				return nil, err
+			}
+			if buried {
+				o.Refs++
+			}
+			continue
 		}
 		if tx.HasVersion(me.Name, me.Version) {
 			continue
+		}
+		if _, dead, err := tx.GetUnstored(o.ID, me.Name, me.Version); err != nil {
+			return nil, err
+		} else if dead {
+			continue // unstored: a tombstone came first
 		}
 		if err := tx.PutVersion(FileVersion{ManifestEntry: me, Object: o.ID}); err != nil {
 			return nil, err
@@ -361,6 +388,31 @@ func (n *Node) rebuildBooks(tx *books.Tx, op *openedPiece, peer, id string, layo
 		o.Refs++
 	}
 	return o, n.notePiece(tx, o, op, peer, id, layout)
+}
+
+// buryTx applies one entry of a tombstone that recover_all brought back: the version it
+// names is dropped from the rebuilt books if its pack came first, and is not rebuilt if
+// the pack comes later. It reports whether the entry is this tombstone's to keep.
+func (n *Node) buryTx(tx *books.Tx, tomb string, me ManifestEntry) (bool, error) {
+	if u, ok, err := tx.GetUnstored(me.Dead, me.Name, me.Version); err != nil || ok && u.Tombstone != "" {
+		return false, err
+	}
+	if err := tx.PutUnstored(me.Dead, me.Name, me.Version, books.Unstored{Tombstone: tomb}); err != nil {
+		return false, err
+	}
+	fv, ok, err := tx.Version(me.Name, me.Version)
+	if err != nil || !ok || fv.Object != me.Dead {
+		return true, err
+	}
+	if err := tx.DeleteVersion(me.Name, me.Version); err != nil {
+		return true, err
+	}
+	o, err := tx.Object(me.Dead)
+	if err != nil || o == nil {
+		return true, err
+	}
+	o.Refs--
+	return true, tx.PutObject(o)
 }
 
 // notePiece records that peer holds a piece (learnt from recover_all).
@@ -541,6 +593,8 @@ func (n *Node) checkJob(tx *books.Tx, j *RecoveryJob) error {
 	switch j.Kind {
 	case books.JobRepair:
 		return n.finishRepairTx(tx, j)
+	case books.JobPrune:
+		return n.finishPruneFetchTx(tx, j)
 	case books.JobAll:
 		chosen, err := chooseVersions(tx, "/", 0)
 		if err != nil {

@@ -131,6 +131,10 @@ type storeRun struct {
 	pack   packBuf
 	res    StoreResult
 
+	// dropped is the newest version of a name dropped from a pack that is still at the
+	// peers: a new version takes a higher number, which no tombstone names.
+	dropped map[string]int
+
 	commits   chan pendingCommit // objects waiting for their commit, in order
 	committed chan struct{}      // closed when the committer is done
 	errMu     sync.Mutex
@@ -233,6 +237,11 @@ func (n *Node) Store(ctx context.Context, item, as string) (StoreResult, error) 
 	}
 	if r.res.Pieces > 0 && r.noRedundancy != "" {
 		r.res.Warnings = append(r.res.Warnings, r.noRedundancy)
+	}
+	if r.res.Stored > 0 { // versions beyond maxVersions may have left packs
+		if err := n.tidyPacks(ctx); err != nil {
+			r.warn("%v", err)
+		}
 	}
 	return r.res, nil
 }
@@ -374,8 +383,18 @@ func (r *storeRun) load(root string) error {
 			if err != nil {
 				return err
 			}
-			return tx.EachVersionUnder(root, func(fv FileVersion) error {
+			err = tx.EachVersionUnder(root, func(fv FileVersion) error {
 				r.latest[fv.Name] = fv // keys are in version order: the last one wins
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			r.dropped = map[string]int{}
+			return tx.EachUnstored("", func(_, name string, version int, _ books.Unstored) error {
+				if name == root || root == "/" || strings.HasPrefix(name, root+"/") {
+					r.dropped[name] = max(r.dropped[name], version)
+				}
 				return nil
 			})
 		})
@@ -406,7 +425,7 @@ func (r *storeRun) entry(p, name string, fi fs.FileInfo) error {
 		}
 	}
 	me := ManifestEntry{Name: name, Size: 0, Mode: uint32(fi.Mode().Perm() | fi.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)), MTime: fi.ModTime().UTC(), Stored: r.now}
-	me.Version = r.latest[name].Version + 1
+	me.Version = max(r.latest[name].Version, r.dropped[name]) + 1
 	switch {
 	case fi.IsDir():
 		me.Kind = KindDir

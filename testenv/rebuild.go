@@ -2,7 +2,9 @@ package testenv
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 
 	"github.com/dibs-backup/dibs/agent"
@@ -28,6 +30,12 @@ func (e *Env) Rebuild(name string, kit io.Reader) *Node {
 	}
 	old.Close()
 	dir := filepath.Join(filepath.Dir(old.Dir), name+"-rebuilt")
+	for i := 2; ; i++ { // a node rebuilt before is rebuilt into a new directory again
+		if _, err := os.Stat(dir); err != nil {
+			break
+		}
+		dir = filepath.Join(filepath.Dir(old.Dir), fmt.Sprintf("%s-rebuilt%d", name, i))
+	}
 	an, err := agent.ImportRecoveryKit(dir, kit)
 	if err != nil {
 		t.Fatalf("testenv: rebuild %s: %v", name, err)

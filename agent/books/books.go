@@ -17,6 +17,7 @@
 //	held       peer \x00 piece id                     HeldPiece: what we keep for others
 //	recovery   job name                               RecoveryJob
 //	probes     Message-Id of a PROBE                  ProbeState: a probe waiting for its answer
+//	unstored   object id \x00 a versions key          Unstored: a dropped version its pack still carries
 package books
 
 import (
@@ -42,9 +43,10 @@ var (
 	bucketHeld     = []byte("held")
 	bucketRecovery = []byte("recovery")
 	bucketProbes   = []byte("probes")
+	bucketUnstored = []byte("unstored")
 
 	allBuckets = [][]byte{bucketSeen, bucketPeers, bucketOutbox, bucketRequests,
-		bucketObjects, bucketVersions, bucketPieceIdx, bucketStat, bucketHeld, bucketRecovery, bucketProbes}
+		bucketObjects, bucketVersions, bucketPieceIdx, bucketStat, bucketHeld, bucketRecovery, bucketProbes, bucketUnstored}
 )
 
 // ErrDBBusy means another process held the database for too long.

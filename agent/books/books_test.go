@@ -397,3 +397,56 @@ func TestBusy(t *testing.T) {
 		t.Fatalf("second Open: %v, want ErrDBBusy", err)
 	}
 }
+
+// The records of unstored versions are found by object, and only that object's; fn may
+// delete the record it is given; ClearStored empties them.
+func TestUnstored_ByObject(t *testing.T) {
+	db, _ := open(t)
+	a, b := strings.Repeat("a", 32), strings.Repeat("b", 32)
+	update(t, db, func(tx *Tx) error {
+		for _, r := range []struct {
+			obj, name string
+			v         int
+		}{{a, "/x", 1}, {a, "/x", 2}, {a, "/x/y", 1}, {b, "/x", 1}} {
+			if err := tx.PutUnstored(r.obj, r.name, r.v, Unstored{Tombstone: r.obj[:1]}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	list := func(obj string) []string {
+		var out []string
+		view(t, db, func(tx *Tx) error {
+			return tx.EachUnstored(obj, func(o, name string, v int, u Unstored) error {
+				out = append(out, fmt.Sprintf("%s %s %d %s", o[:1], name, v, u.Tombstone))
+				return nil
+			})
+		})
+		return out
+	}
+	if got, want := list(a), []string{"a /x 1 a", "a /x 2 a", "a /x/y 1 a"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("records of a: %q, want %q", got, want)
+	}
+	if got := list(""); len(got) != 4 {
+		t.Errorf("all records: %q", got)
+	}
+	update(t, db, func(tx *Tx) error {
+		return tx.EachUnstored(a, func(o, name string, v int, _ Unstored) error { return tx.DeleteUnstored(o, name, v) })
+	})
+	if got, want := list(""), []string{"b /x 1 b"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("after deleting a's: %q, want %q", got, want)
+	}
+	view(t, db, func(tx *Tx) error {
+		if u, ok, err := tx.GetUnstored(b, "/x", 1); err != nil || !ok || u.Tombstone != "b" {
+			t.Errorf("GetUnstored: %+v %v %v", u, ok, err)
+		}
+		if _, ok, _ := tx.GetUnstored(a, "/x", 1); ok {
+			t.Error("a deleted record is still there")
+		}
+		return nil
+	})
+	update(t, db, func(tx *Tx) error { return tx.ClearStored() })
+	if got := list(""); len(got) != 0 {
+		t.Errorf("after ClearStored: %q", got)
+	}
+}

@@ -107,6 +107,9 @@ const (
 	KindFile    = "file"
 	KindDir     = "dir"
 	KindSymlink = "symlink"
+	// KindUnstored is an entry of a tombstone's manifest: the version Name, Version in
+	// object Dead was unstored, though the object lives on (see Unstored).
+	KindUnstored = "unstored"
 )
 
 // ManifestEntry describes one file version inside an object (or, for a directory or a
@@ -123,6 +126,8 @@ type ManifestEntry struct {
 	Offset  int64     `json:"offset"` // where the content starts in the object
 	Hash    string    `json:"hash,omitempty"`
 	Stored  time.Time `json:"stored"`
+	// Dead is, in a tombstone (KindUnstored), the object of the unstored version.
+	Dead string `json:"dead,omitempty"`
 }
 
 // FileVersion is one stored version of a stored name.
@@ -311,8 +316,8 @@ func (t *Tx) EachStatUnder(root string, fn func(name string, se StatEntry) error
 }
 
 // ClearStored empties the owner's books: objects, versions, the piece index, the stat
-// cache and the probes waiting. What we hold for others, the peers' states and the
+// cache, the probes waiting and the records of unstored versions. What we hold for others, the peers' states and the
 // message side stay.
 func (t *Tx) ClearStored() error {
-	return t.empty(bucketVersions, bucketObjects, bucketPieceIdx, bucketStat, bucketProbes)
+	return t.empty(bucketVersions, bucketObjects, bucketPieceIdx, bucketStat, bucketProbes, bucketUnstored)
 }

@@ -14,6 +14,7 @@ const (
 	JobFile   = "file"   // recover_file: a stored file or tree
 	JobAll    = "all"    // recover_all: everything the peers hold for us
 	JobRepair = "repair" // an object fetched back to be coded again
+	JobPrune  = "prune"  // a pack fetched back to be rewritten without its dropped files
 )
 
 // RecoveryJob is a recovery in progress: it lives in the database, with the shards
@@ -21,7 +22,7 @@ const (
 type RecoveryJob struct {
 	Name    string    `json:"name"`
 	Kind    string    `json:"kind"`
-	Target  string    `json:"target,omitempty"` // stored name (file jobs), object id (repair)
+	Target  string    `json:"target,omitempty"` // stored name (file jobs), object id (repair, prune)
 	Version int       `json:"version,omitempty"`
 	State   string    `json:"state"`
 	Started time.Time `json:"started"`

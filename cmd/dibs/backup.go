@@ -70,7 +70,10 @@ func runAutoCheck(a *App) error {
 var unstoreFileCmd = &command{
 	name:     "unstore_file",
 	synopsis: "--file SNAME",
-	help:     "Drop a stored file or tree, every version, and ask the peers to delete its pieces.",
+	help: `Drop a stored file or tree, every version, and ask the peers to delete its pieces.
+A small file shares a pack with others: a tombstone kept with the peers records the
+drop, so that recover_all does not bring it back, and the pack is rewritten once
+packPrunePercent of it is unstored.`,
 	required: []string{"file"},
 	flags:    withOptions((*unstoreOptions).declare, runUnstore),
 }
