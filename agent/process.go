@@ -165,9 +165,11 @@ func (n *Node) ProcessFile(path string) (ProcessResult, error) {
 		if !queue.ValidName(name) {
 			name = queue.NewName(n.Now(), ".pgp")
 		}
-		if _, err := n.Spool.Put(queue.Incoming, name, f, OptMaxMsgSize.Get(n.Opts)); err != nil {
+		as, _, err := n.Spool.Receive(name, f, OptMaxMsgSize.Get(n.Opts))
+		if err != nil {
 			return ProcessResult{}, err
 		}
+		name = as // a different file was waiting under name: both are kept
 	}
 	var res ProcessResult
 	err := n.withDB(func(db *books.DB) error {
