@@ -1,6 +1,12 @@
 package agent
 
-import "github.com/dibs-backup/dibs/agent/books"
+import (
+	"io"
+	"testing"
+
+	"github.com/dibs-backup/dibs/agent/books"
+	"github.com/dibs-backup/dibs/queue"
+)
 
 // CodeFor exposes codeFor to the tests.
 var CodeFor = codeFor
@@ -10,4 +16,12 @@ func (n *Node) ForgetSeen() {
 	n.withDB(func(db *books.DB) error {
 		return db.Update(func(tx *books.Tx) error { return tx.ClearSeen() })
 	})
+}
+
+// WrapMessageReads makes processing read every message file through wrap until the test
+// ends: a reader that fails as a full or failing disk does.
+func WrapMessageReads(t testing.TB, wrap func(io.Reader) io.Reader) {
+	old := messageReader
+	messageReader = func(c *queue.Claim) io.Reader { return wrap(c.Reader()) }
+	t.Cleanup(func() { messageReader = old })
 }

@@ -2,12 +2,18 @@ package agent_test
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/dibs-backup/dibs/agent"
+	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/pgpmsg/pgpmsgtest"
 	"github.com/dibs-backup/dibs/queue"
 	"github.com/dibs-backup/dibs/testenv"
@@ -56,5 +62,135 @@ func TestIncoming_SameNameNeverReplacesWaitingFile(t *testing.T) {
 		if name == "waiting.pgp" || !strings.Contains(reason, "signer") {
 			t.Errorf("quarantined %s: %s", name, reason)
 		}
+	}
+}
+
+// store is a valid STORE from -> to of a piece of size random bytes.
+func store(t *testing.T, from, toID *pgpmsg.Identity, to *pgpmsg.Key, size int) []byte {
+	t.Helper()
+	h := hello(from, toID, time.Now())
+	h.Set(pgpmsg.FieldType, agent.TypeStore)
+	id := make([]byte, 16)
+	rand.Read(id)
+	h.Set("Piece-Id", hex.EncodeToString(id))
+	piece := make([]byte, size)
+	rand.Read(piece)
+	var b bytes.Buffer
+	if err := pgpmsg.Seal(&b, h, bytes.NewReader(piece), from, to); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// failAfter reads n bytes of r, then fails with err: a disk that filled or broke.
+type failAfter struct {
+	r   io.Reader
+	n   int
+	err error
+}
+
+func (f *failAfter) Read(p []byte) (int, error) {
+	if f.n <= 0 {
+		return 0, f.err
+	}
+	k, err := f.r.Read(p[:min(len(p), f.n)])
+	f.n -= k
+	return k, err
+}
+
+// twoStores puts two valid 3 MB STOREs from alice into bob's incoming/.
+func twoStores(t *testing.T) *testenv.Node {
+	env := testenv.New(t, testenv.Setup{Nodes: []testenv.NodeSpec{{Name: "alice"}, {Name: "bob"}}})
+	bob := env.Node("bob")
+	alice, bobKey := pgpmsgtest.Identity(t, "alice"), pgpmsgtest.Key(t, "bob")
+	put(t, bob, "store-1.pgp", store(t, alice, bob.ID, bobKey, 3<<20))
+	put(t, bob, "store-2.pgp", store(t, alice, bob.ID, bobKey, 3<<20))
+	return bob
+}
+
+// leftForLater checks that a run left both STOREs in incoming/ and said why.
+func leftForLater(t *testing.T, bob *testenv.Node, res agent.ProcessResult, why string) {
+	t.Helper()
+	if res.Left != 2 || res.Quarantined != 0 || res.Processed != 0 {
+		t.Errorf("processed %d, quarantined %d, left %d; want both left", res.Processed, res.Quarantined, res.Left)
+	}
+	if !strings.Contains(res.Why, why) {
+		t.Errorf("the run says %q, want it to mention %q", res.Why, why)
+	}
+	if es, _ := bob.Spool.List(queue.Incoming); len(es) != 2 {
+		t.Errorf("incoming/ holds %d files, want 2", len(es))
+	}
+	if q := bob.Quarantined(); len(q) != 0 {
+		t.Errorf("quarantined: %v", q)
+	}
+}
+
+// A message that cannot be read for now (the disk is full, or failing) may be perfectly
+// good: it stays in incoming/ for the next run instead of going to quarantine.
+func TestProcess_TemporaryReadErrorLeavesMessage(t *testing.T) {
+	bob := twoStores(t)
+	for _, errno := range []syscall.Errno{syscall.ENOSPC, syscall.EIO} {
+		t.Run(errno.Error(), func(t *testing.T) {
+			agent.WrapMessageReads(t, func(r io.Reader) io.Reader { return &failAfter{r: r, n: 1 << 20, err: errno} })
+			res, err := bob.ProcessIncoming(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			leftForLater(t, bob, res, errno.Error())
+		})
+	}
+	res, err := bob.ProcessIncoming(ctx)
+	if err != nil || res.Processed != 2 || res.Why != "" {
+		t.Fatalf("with the disk well again: %+v, %v; want both processed", res, err)
+	}
+}
+
+// The same with a real full filesystem: the node on a tmpfs, filled to 1.5 MB free. It
+// needs root (mount); elsewhere the test above stands in.
+func TestProcess_FullDiskLeavesMessage(t *testing.T) {
+	disk := t.TempDir()
+	if err := syscall.Mount("tmpfs", disk, "tmpfs", 0, "size=32m"); err != nil {
+		t.Skipf("cannot mount a tmpfs (%v)", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(disk, syscall.MNT_DETACH) })
+	bob, err := agent.Init(filepath.Join(disk, "bob"), agent.InitConfig{KeyName: "bob.dibs@example.org", Identity: pgpmsgtest.Identity(t, "bob")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	var key bytes.Buffer
+	pgpmsgtest.Key(t, "alice").WriteArmored(&key)
+	q, carry, email := int64(1e9), agent.Carry, "alice@dibs.test"
+	if err := bob.AddPeer("alice", agent.PeerEdit{Email: &email, Talk: &carry, Listen: &carry, LocalQuota: &q, RemoteQuota: &q, Key: &key}); err != nil {
+		t.Fatal(err)
+	}
+	alice, bobKey := pgpmsgtest.Identity(t, "alice"), pgpmsgtest.Key(t, "bob")
+	for _, name := range []string{"store-1.pgp", "store-2.pgp"} {
+		if _, err := bob.Spool.Put(queue.Incoming, name, bytes.NewReader(store(t, alice, bob.ID, bobKey, 3<<20)), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(disk, &st); err != nil {
+		t.Fatal(err)
+	}
+	filler := filepath.Join(disk, "filler")
+	if err := os.WriteFile(filler, make([]byte, int64(st.Bavail)*st.Bsize-1536<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := bob.ProcessIncoming(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Left != 2 || res.Quarantined != 0 || !strings.Contains(res.Why, "no space left on device") {
+		t.Errorf("with 1.5 MB free: %+v; want both left, for no space", res)
+	}
+	if es, _ := bob.Spool.List(queue.Quarantine); len(es) != 0 {
+		t.Errorf("quarantined: %v", es)
+	}
+	os.Remove(filler)
+	res, err = bob.ProcessIncoming(ctx)
+	if err != nil || res.Processed != 2 {
+		t.Fatalf("with room again: %+v, %v; want both processed", res, err)
 	}
 }

@@ -69,6 +69,8 @@ type Node struct {
 
 	outboxMu sync.Mutex
 	wire     sync.Map // fingerprint -> key copy that seals with AEAD (held.go)
+
+	incoming incomingState // incoming.go
 }
 
 type peerFileStat struct {

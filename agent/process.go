@@ -22,6 +22,9 @@ type ProcessResult struct {
 	Processed   int // verified, acted on, removed
 	Quarantined int // moved to quarantine/ with a reason
 	Left        int // left in incoming/ for a later run (busy elsewhere, or a temporary failure)
+	// Why is the first temporary failure (a full disk, an I/O error) that left a file
+	// for a later run, if one did.
+	Why string
 }
 
 // retryLater marks a handler error as temporary: the file stays in incoming/.
@@ -32,8 +35,10 @@ func (e retryLater) Unwrap() error { return e.err }
 
 func isTemporary(err error) bool {
 	var r retryLater
-	return errors.As(err, &r) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
-		errors.Is(err, ErrDBBusy) || errors.Is(err, context.Canceled)
+	return errors.As(err, &r) || errors.Is(err, ErrDBBusy) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EIO) ||
+		errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.ENOMEM) ||
+		errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }
 
 // rejection is a message that must not be acted on; its text is the quarantine reason.
@@ -56,10 +61,12 @@ func (n *Node) ProcessIncoming(ctx context.Context) (ProcessResult, error) {
 	if len(entries) == 0 {
 		return res, nil
 	}
+	n.incoming.takeWhy()
 	err = n.withDB(func(db *books.DB) error {
 		res = n.processEntries(ctx, db, entries)
 		return n.FlushOutbox() // the database held: it is the outer lock (db.go)
 	})
+	res.Why = n.incoming.takeWhy()
 	if err != nil {
 		return res, err
 	}
@@ -172,6 +179,7 @@ func (n *Node) ProcessFile(path string) (ProcessResult, error) {
 		name = as // a different file was waiting under name: both are kept
 	}
 	var res ProcessResult
+	n.incoming.takeWhy()
 	err := n.withDB(func(db *books.DB) error {
 		switch n.processOne(db, name, nil) {
 		case outProcessed:
@@ -183,6 +191,7 @@ func (n *Node) ProcessFile(path string) (ProcessResult, error) {
 		}
 		return n.FlushOutbox()
 	})
+	res.Why = n.incoming.takeWhy()
 	return res, err
 }
 
@@ -211,8 +220,16 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) o
 		log.Error("peer list", "err", err)
 		return outLeft
 	}
-	msg, err := pgpmsg.Open(c.Reader(), n.ID, kr, pgpmsg.OpenOptions{MaxSize: maxSize, TempDir: n.TmpDir()})
+	src := &readErrs{r: messageReader(c)}
+	msg, err := pgpmsg.Open(src, n.ID, kr, pgpmsg.OpenOptions{MaxSize: maxSize, TempDir: n.TmpDir()})
 	if err != nil {
+		// A full or failing disk says nothing of the message: it may be good.
+		if isTemporary(src.err) {
+			return n.leave(c, log, fmt.Errorf("reading it: %w", src.err))
+		}
+		if isTemporary(err) {
+			return n.leave(c, log, err)
+		}
 		return quarantine(err.Error())
 	}
 	defer msg.Close()
