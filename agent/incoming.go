@@ -5,14 +5,108 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/queue"
 )
 
-// incomingState is what processing keeps across the files of a run: why files were
-// left for a later run.
+// incomingState is what processing keeps across files: why files were left for a later
+// run, and what quarantine/ holds.
 type incomingState struct {
 	mu      sync.Mutex
 	leftWhy string
+	// The bytes quarantine/ holds, in all and by the peer they came from: counted on
+	// first use, kept up by quarantine, counted again after a trim or a cleanup. Files
+	// another process quarantines meanwhile are counted at the next trim.
+	qKnown  bool
+	qTotal  int64
+	qByPeer map[string]int64
+}
+
+// quarantineKeep is how much of a quarantined file is kept. Its start (the OpenPGP
+// packets' headers: whom it is for, how it is signed) shows a person what it was; the
+// rest of a file that can be sent by anyone who has our key is not worth our disk.
+const quarantineKeep = 64 << 10
+
+// countQuarantine sets the counts from the files quarantine/ holds. Call with s.mu held.
+func (s *incomingState) countQuarantine(qs []queue.QuarantinedFile) {
+	s.qKnown, s.qTotal, s.qByPeer = true, 0, map[string]int64{}
+	for _, q := range qs {
+		s.qTotal += q.Size
+		if q.From != "" {
+			s.qByPeer[q.From] += q.Size
+		}
+	}
+}
+
+// knowQuarantine counts quarantine/ if that was not done yet. Call with s.mu held.
+func (n *Node) knowQuarantine() {
+	s := &n.incoming
+	if s.qKnown {
+		return
+	}
+	qs, err := n.Spool.QuarantineFiles()
+	if err != nil {
+		n.Log.Warn("quarantine", "err", err)
+	}
+	s.countQuarantine(qs)
+}
+
+// quarantinedFrom is the bytes quarantine/ holds from the named peer: they count against
+// the quota we granted it, as what it stores does.
+func (n *Node) quarantinedFrom(peer string) int64 {
+	n.incoming.mu.Lock()
+	defer n.incoming.mu.Unlock()
+	n.knowQuarantine()
+	return n.incoming.qByPeer[peer]
+}
+
+// forgetQuarantine has quarantine/ counted again at its next use (after cleanup).
+func (n *Node) forgetQuarantine() {
+	n.incoming.mu.Lock()
+	n.incoming.qKnown = false
+	n.incoming.mu.Unlock()
+}
+
+// quarantine moves c into quarantine/ with reason, within bounds: only the start of a
+// large file is kept; a peer's file (from, if not nil) is kept only while what the peer
+// stores and has in quarantine stays within its local_quota, else its reason alone; and
+// once quarantine/ holds more than quarantineMaxBytes, the files quarantined first are
+// dropped until it holds three quarters of that (a margin, so that a flood of files does
+// not list quarantine/ once each).
+func (n *Node) quarantine(db *books.DB, c *queue.Claim, from *Peer, reason string) error {
+	o := queue.QuarantineOpts{Keep: quarantineKeep}
+	kept := min(c.Size(), quarantineKeep)
+	var used int64
+	if from != nil {
+		o.From = from.Name
+		db.View(func(tx *books.Tx) error { // before the lock: a handler holding a batch takes it
+			ps, err := tx.Peer(from.Name)
+			used = ps.LocalUsed
+			return err
+		})
+	}
+	s := &n.incoming
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n.knowQuarantine()
+	if from != nil && used+s.qByPeer[from.Name]+kept > from.LocalQuota {
+		o.Keep, kept = -1, 0
+	}
+	if err := c.QuarantineWith(reason, o); err != nil {
+		return err
+	}
+	s.qTotal += kept
+	if from != nil {
+		s.qByPeer[from.Name] += kept
+	}
+	if max := optQuarantineMaxBytes.Get(n.Opts); s.qTotal > max {
+		qs, err := n.Spool.TrimQuarantine(max - max/4)
+		if err != nil {
+			n.Log.Warn("quarantine", "err", err)
+		}
+		s.countQuarantine(qs)
+	}
+	return nil
 }
 
 // noteLeft records err as why a file was left, unless an earlier one was recorded.

@@ -67,9 +67,14 @@ func TestIncoming_SameNameNeverReplacesWaitingFile(t *testing.T) {
 
 // store is a valid STORE from -> to of a piece of size random bytes.
 func store(t *testing.T, from, toID *pgpmsg.Identity, to *pgpmsg.Key, size int) []byte {
+	return signed(t, agent.TypeStore, from, toID, to, size)
+}
+
+// signed is a message of type typ from -> to with a payload of size random bytes.
+func signed(t *testing.T, typ string, from, toID *pgpmsg.Identity, to *pgpmsg.Key, size int) []byte {
 	t.Helper()
 	h := hello(from, toID, time.Now())
-	h.Set(pgpmsg.FieldType, agent.TypeStore)
+	h.Set(pgpmsg.FieldType, typ)
 	id := make([]byte, 16)
 	rand.Read(id)
 	h.Set("Piece-Id", hex.EncodeToString(id))
@@ -193,4 +198,103 @@ func TestProcess_FullDiskLeavesMessage(t *testing.T) {
 	if err != nil || res.Processed != 2 {
 		t.Fatalf("with room again: %+v, %v; want both processed", res, err)
 	}
+}
+
+// A peer cannot store more with us through quarantine than its quota: of its signed 3 MB
+// messages of an unknown type (15 of them made 45 MB before quarantine was bounded) only
+// the start of each is kept, only within its 1 MB quota (15 starts; of the others, the
+// reasons), and what quarantine holds of it counts against that quota when it then
+// stores pieces.
+func TestQuarantine_PeerFilesCountAgainstItsQuota(t *testing.T) {
+	env := testenv.New(t, testenv.Setup{Nodes: []testenv.NodeSpec{{Name: "alice", Quota: 1_000_000}, {Name: "bob", Quota: 1_000_000}}})
+	bob := env.Node("bob")
+	alice, bobKey := pgpmsgtest.Identity(t, "alice"), pgpmsgtest.Key(t, "bob")
+	for i := range 18 {
+		put(t, bob, "unknown-"+string(rune('a'+i))+".pgp", signed(t, "LAUNCH_MISSILES", alice, bob.ID, bobKey, 3_000_000))
+	}
+	res, err := bob.ProcessIncoming(ctx)
+	if err != nil || res.Quarantined != 18 {
+		t.Fatalf("%+v, %v; want 18 quarantined", res, err)
+	}
+	qs, err := bob.Spool.QuarantineFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held int64
+	for _, q := range qs {
+		held += q.Size
+		if q.Size > 64<<10 || q.From != "alice" {
+			t.Errorf("quarantined %s: %d bytes, from %q", q.Name, q.Size, q.From)
+		}
+	}
+	if held > 1_000_000 {
+		t.Fatalf("quarantine holds %d bytes from alice, more than her 1 MB quota", held)
+	}
+	if len(qs) != 15 || countFiles(t, bob.Spool.Dir(queue.Quarantine)) != len(qs)+18 {
+		t.Errorf("quarantine/ keeps %d files (want the start of 15) and should keep a reason for each of the 18", len(qs))
+	}
+	t.Logf("alice has %d bytes in quarantine", held)
+
+	used := func() int64 {
+		st, err := bob.PeerStates()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st["alice"].LocalUsed
+	}
+	put(t, bob, "store-small.pgp", store(t, alice, bob.ID, bobKey, 1_000_000-int(held)-10_000))
+	if res, err := bob.ProcessIncoming(ctx); err != nil || res.Processed != 1 || used() == 0 {
+		t.Fatalf("a piece that fits beside the quarantined bytes: %+v, %v, %d bytes used", res, err, used())
+	}
+	before := used()
+	put(t, bob, "store-more.pgp", store(t, alice, bob.ID, bobKey, 100_000))
+	if res, err := bob.ProcessIncoming(ctx); err != nil || res.Processed != 1 {
+		t.Fatalf("%+v, %v", res, err)
+	}
+	if used() != before {
+		t.Errorf("a 100 KB piece was taken with %d bytes held and %d in quarantine of a 1 MB quota", before, held)
+	}
+}
+
+// Files from strangers (anyone can encrypt to our key and mail us) are bounded by
+// quarantineMaxBytes, and by their first 64 KiB each; the reasons of all stay.
+func TestQuarantine_BoundedForStrangers(t *testing.T) {
+	env := testenv.New(t, testenv.Setup{
+		Nodes:   []testenv.NodeSpec{{Name: "alice"}, {Name: "bob"}},
+		Options: map[string]string{"quarantineMaxBytes": "300k"},
+	})
+	bob := env.Node("bob")
+	mallory, bobKey := pgpmsgtest.Identity(t, "mallory"), pgpmsgtest.Key(t, "bob")
+	for i := range 12 {
+		put(t, bob, "stranger-"+string(rune('a'+i))+".pgp", signed(t, agent.TypeHello, mallory, bob.ID, bobKey, 200_000))
+	}
+	garbage := make([]byte, 200_000)
+	rand.Read(garbage)
+	put(t, bob, "garbage.pgp", garbage)
+	res, err := bob.ProcessIncoming(ctx)
+	if err != nil || res.Quarantined != 13 {
+		t.Fatalf("%+v, %v; want 13 quarantined", res, err)
+	}
+	qs, _ := bob.Spool.QuarantineFiles()
+	var held int64
+	for _, q := range qs {
+		held += q.Size
+		if q.Size > 64<<10 {
+			t.Errorf("quarantined %s whole: %d bytes", q.Name, q.Size)
+		}
+	}
+	if held > 300_000 || len(qs) == 0 {
+		t.Errorf("quarantine holds %d bytes in %d files; want some, at most 300k", held, len(qs))
+	}
+	des, _ := os.ReadDir(bob.Spool.Dir(queue.Quarantine))
+	reasons := 0
+	for _, de := range des {
+		if strings.HasSuffix(de.Name(), queue.ReasonSuffix) {
+			reasons++
+		}
+	}
+	if reasons != 13 {
+		t.Errorf("%d reason files, want one for each of the 13", reasons)
+	}
+	t.Logf("quarantine holds %d bytes in %d files", held, len(qs))
 }

@@ -202,9 +202,10 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) o
 		return outLeft // busy with another worker, or already gone
 	}
 	log := n.Log.With("msg", name)
+	var from *Peer // the signer, once it is known to be a peer
 	quarantine := func(reason string) outcome {
 		log.Warn("quarantined", "reason", reason)
-		if err := c.Quarantine(reason); err != nil {
+		if err := n.quarantine(db, c, from, reason); err != nil {
 			log.Error("quarantine failed", "err", err)
 			return outLeft
 		}
@@ -237,6 +238,7 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) o
 	if !ok {
 		return quarantine("signer " + string(msg.Signer.Fingerprint()) + " is no longer a peer")
 	}
+	from = peer
 	log = log.With("peer", peer.Name, "type", msg.Header.Get(pgpmsg.FieldType))
 	now := n.Now()
 	date, err := msg.Header.Date()

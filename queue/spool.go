@@ -391,7 +391,8 @@ func (s *Spool) Peers() ([]string, error) {
 }
 
 // Reason returns why a quarantined file was quarantined: the box it came from, a colon,
-// and the reason given to Claim.Quarantine.
+// and the reason given to Claim.Quarantine; then, each after "; ", whom it came from and
+// what of it was kept (see QuarantineWith).
 func (s *Spool) Reason(name string) (string, error) {
 	if !ValidName(name) {
 		return "", fmt.Errorf("%w: file %q", ErrBadName, name)
@@ -400,7 +401,7 @@ func (s *Spool) Reason(name string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("queue: reason %s: %w", name, err)
 	}
-	return strings.TrimSpace(string(b)), nil
+	return strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", "; "), nil
 }
 
 // CleanTmp removes files in tmp/ older than age: leftovers of writers that crashed.

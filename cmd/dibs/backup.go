@@ -198,9 +198,10 @@ func runForget(a *App, o forgetOptions) error {
 var cleanupCmd = &command{
 	name:     "cleanup",
 	synopsis: "",
-	help: `Remove empty storage directories, quarantined files older than maxMsgAge, leftovers of
-interrupted writes and recoveries, and versions of files deleted locally longer ago than
-keepDeleted; count unanswered probes as timeouts.`,
+	help: `Remove empty storage directories, quarantined files older than maxMsgAge (and the
+oldest beyond quarantineMaxBytes), leftovers of interrupted writes and recoveries, and
+versions of files deleted locally longer ago than keepDeleted; count unanswered probes
+as timeouts.`,
 	flags: noFlags(runCleanup),
 }
 
