@@ -17,7 +17,9 @@ const autoPrefix = "/autoBackup"
 // AutoCheck stores every entry of autoBackupDir (users put symlinks there; they are
 // followed) as /autoBackup/<entry>, incrementally. An entry that was removed from
 // autoBackupDir has its stored files marked deleted: they stay recoverable until
-// keepDeleted says otherwise. Then it maintains what is stored (see maintain).
+// keepDeleted says otherwise. Then it maintains what is stored (see maintain), and
+// exchanges storage lists with the peers when the last exchange is a day old (syncIfDue):
+// a node run from cron needs no daemon for that.
 func (n *Node) AutoCheck(ctx context.Context) (StoreResult, error) {
 	var total StoreResult
 	dir := optAutoBackupDir.Get(n.Opts)
@@ -45,7 +47,9 @@ func (n *Node) AutoCheck(ctx context.Context) (StoreResult, error) {
 	}
 	gone, err := n.markGone(autoPrefix, present)
 	total.Deleted += gone
-	return total, errors.Join(append(errs, err, n.maintain())...)
+	errs = append(errs, err, n.maintain())
+	total.StorageLists, _, err = n.syncIfDue()
+	return total, errors.Join(append(errs, err)...)
 }
 
 // markGone marks deleted the live versions under prefix/<entry> whose entry is not in

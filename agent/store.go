@@ -50,6 +50,9 @@ type StoreResult struct {
 	Pieces    int
 	Deleted   int      // stored entries found gone locally (still recoverable)
 	Warnings  []string // entries that were skipped, and why
+	// StorageLists is how many peers auto_check sent our storage list to (when the
+	// exchange was due).
+	StorageLists int
 }
 
 // StoredName returns the canonical form of a stored name: absolute, clean, with

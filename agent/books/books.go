@@ -17,6 +17,7 @@
 //	held       peer \x00 piece id                     HeldPiece: what we keep for others
 //	recovery   job name                               RecoveryJob
 //	probes     Message-Id of a PROBE                  ProbeState: a probe waiting for its answer
+//	schedule   periodic task name                     time: when the task last ran
 package books
 
 import (
@@ -42,9 +43,11 @@ var (
 	bucketHeld     = []byte("held")
 	bucketRecovery = []byte("recovery")
 	bucketProbes   = []byte("probes")
+	bucketSchedule = []byte("schedule")
 
 	allBuckets = [][]byte{bucketSeen, bucketPeers, bucketOutbox, bucketRequests,
-		bucketObjects, bucketVersions, bucketPieceIdx, bucketStat, bucketHeld, bucketRecovery, bucketProbes}
+		bucketObjects, bucketVersions, bucketPieceIdx, bucketStat, bucketHeld, bucketRecovery, bucketProbes,
+		bucketSchedule}
 )
 
 // ErrDBBusy means another process held the database for too long.

@@ -36,16 +36,34 @@ func runStore(a *App, o storeOptions) error {
 
 var autoCheckCmd = &command{
 	name:     "auto_check",
-	synopsis: "",
+	synopsis: "[--sync]",
 	help: `Store everything linked or placed in autoBackupDir, as /autoBackup/<entry>/...; entries
-removed from it are marked deleted (still recoverable until keepDeleted).`,
-	flags: noFlags(runAutoCheck),
+removed from it are marked deleted (still recoverable until keepDeleted). Then the upkeep
+(probe timeouts, resent requests, repair) and, once a day, the storage-list exchange with
+the peers; --sync exchanges the lists now.`,
+	flags: withOptions((*autoCheckOptions).declare, runAutoCheck),
 }
 
-func runAutoCheck(a *App) error {
+type autoCheckOptions struct{ sync bool }
+
+func (o *autoCheckOptions) declare(fs *flag.FlagSet) {
+	fs.BoolVar(&o.sync, "sync", false, "exchange storage lists with the peers now, not only when a day has passed")
+}
+
+func runAutoCheck(a *App, o autoCheckOptions) error {
 	return a.withNode(func(n *agent.Node) error {
+		synced := 0
+		if o.sync { // first: then the exchange is not due again within the auto_check
+			var err error
+			if synced, err = n.SyncPeers(); err != nil {
+				return err
+			}
+		}
 		res, err := n.AutoCheck(a.Ctx)
 		a.printStore(res)
+		if synced += res.StorageLists; synced > 0 || o.sync {
+			fmt.Fprintf(a.Stdout, "sent our storage list to %d peers\n", synced)
+		}
 		return err
 	})
 }
