@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -149,7 +150,7 @@ func (s *Spool) dropQuarantined(dir string, q QuarantinedFile, bound int64) erro
 		b, rerr := os.ReadFile(reason)
 		if rerr == nil {
 			b = append(b, fmt.Sprintf("%s%d bytes, quarantine was over its bound of %d\n", droppedLine, q.Size, bound)...)
-			if werr := WriteFileAtomic(reason, b, 0o600); werr == nil {
+			if _, werr := commit(filepath.Join(s.root, tmpDir), dir, q.Name+ReasonSuffix, bytes.NewReader(b), 0); werr == nil {
 				os.Chtimes(reason, info.ModTime(), info.ModTime())
 			}
 		}

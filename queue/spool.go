@@ -119,11 +119,7 @@ func (s *Spool) checkBox(box Box) error {
 // file stays as it is. Receive keeps both instead. In an outgoing box, which holds our own
 // files, the new file replaces the old one (a message sealed again after a crash).
 func (s *Spool) Put(box Box, name string, r io.Reader, maxSize int64) (int64, error) {
-	taken := replace
-	if box == Incoming {
-		taken = refuse
-	}
-	_, n, err := s.put(box, name, taken, func(f *os.File) (int64, error) { return copyLimited(f, r, maxSize) })
+	_, n, err := s.put(box, name, replace, func(f *os.File) (int64, error) { return copyLimited(f, r, maxSize) })
 	return n, err
 }
 
@@ -136,9 +132,13 @@ func (s *Spool) Receive(name string, r io.Reader, maxSize int64) (string, int64,
 }
 
 // put checks box and name, makes a peer's box if needed, and commits what fill writes.
+// In incoming/ a taken name is never replaced: there replace means refuse.
 func (s *Spool) put(box Box, name string, taken onTaken, fill func(*os.File) (int64, error)) (string, int64, error) {
 	if err := s.checkBox(box); err != nil {
 		return "", 0, err
+	}
+	if box == Incoming && taken == replace {
+		taken = refuse
 	}
 	if !ValidName(name) {
 		return "", 0, fmt.Errorf("%w: file %q", ErrBadName, name)
