@@ -67,6 +67,16 @@ func (n *Node) forgetQuarantine() {
 	n.incoming.mu.Unlock()
 }
 
+// seen reports whether the message with Message-Id id was processed before.
+func (n *Node) seen(db *books.DB, id []byte) bool {
+	seen := false
+	db.View(func(tx *books.Tx) error {
+		seen = tx.Seen(id)
+		return nil
+	})
+	return seen
+}
+
 // quarantine moves c into quarantine/ with reason, within bounds: only the start of a
 // large file is kept; a peer's file (from, if not nil) is kept only while what the peer
 // stores and has in quarantine stays within its local_quota, else its reason alone; and

@@ -206,6 +206,39 @@ func TestQuarantine_PeerFilesCountAgainstItsQuota(t *testing.T) {
 	}
 }
 
+// Anyone who copied a peer's message can send it again: replays go to quarantine as a
+// stranger's files do, not counted against the peer's quota.
+func TestQuarantine_ReplaysDoNotCountAgainstThePeer(t *testing.T) {
+	env := testenv.New(t, testenv.Setup{Nodes: []testenv.NodeSpec{{Name: "alice", Quota: 1_000_000}, {Name: "bob", Quota: 1_000_000}}})
+	bob := env.Node("bob")
+	alice, bobKey := pgpmsgtest.Identity(t, "alice"), pgpmsgtest.Key(t, "bob")
+	piece := store(t, alice, bob.ID, bobKey, 400_000)
+	put(t, bob, "store.pgp", piece)
+	if res, err := bob.ProcessIncoming(ctx); err != nil || res.Processed != 1 {
+		t.Fatalf("%+v, %v", res, err)
+	}
+	for i := range 10 {
+		put(t, bob, "replay-"+string(rune('a'+i))+".pgp", piece)
+	}
+	if res, err := bob.ProcessIncoming(ctx); err != nil || res.Quarantined != 10 {
+		t.Fatalf("replays: %+v, %v", res, err)
+	}
+	qs, _ := bob.Spool.QuarantineFiles()
+	for _, q := range qs {
+		if q.From != "" {
+			t.Errorf("replay %s counted as alice's", q.Name)
+		}
+	}
+	put(t, bob, "store-2.pgp", store(t, alice, bob.ID, bobKey, 400_000))
+	if res, err := bob.ProcessIncoming(ctx); err != nil || res.Processed != 1 {
+		t.Fatalf("%+v, %v", res, err)
+	}
+	st, _ := bob.PeerStates()
+	if used := st["alice"].LocalUsed; used < 800_000 {
+		t.Errorf("alice's second piece was refused (%d bytes used): her replays counted against her quota", used)
+	}
+}
+
 // Files from strangers (anyone can encrypt to our key and mail us) are bounded by
 // quarantineMaxBytes, and by their first 64 KiB each; the reasons of all stay.
 func TestQuarantine_BoundedForStrangers(t *testing.T) {

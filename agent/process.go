@@ -287,6 +287,9 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) o
 			c.Release()
 			return outLeft
 		}
+		if n.seen(db, idKey) {
+			from = nil // a replay: anyone can send a peer's old message again, so it is not the peer's to pay for
+		}
 		return quarantine(err.Error())
 	}
 	if acks != nil {
