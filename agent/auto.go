@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/dibs-backup/dibs/agent/books"
@@ -14,14 +15,23 @@ import (
 // autoPrefix is the stored-name prefix of what auto_check backs up.
 const autoPrefix = "/autoBackup"
 
+// AutoResult is what one auto_check did: the stores, then the upkeep.
+type AutoResult struct {
+	StoreResult
+	Upkeep Upkeep
+	// StorageLists is how many peers were sent our storage list (when the daily
+	// exchange was due).
+	StorageLists int
+}
+
 // AutoCheck stores every entry of autoBackupDir (users put symlinks there; they are
 // followed) as /autoBackup/<entry>, incrementally. An entry that was removed from
 // autoBackupDir has its stored files marked deleted: they stay recoverable until
 // keepDeleted says otherwise. Then it maintains what is stored (see maintain), and
 // exchanges storage lists with the peers when the last exchange is a day old (syncIfDue):
 // a node run from cron needs no daemon for that.
-func (n *Node) AutoCheck(ctx context.Context) (StoreResult, error) {
-	var total StoreResult
+func (n *Node) AutoCheck(ctx context.Context) (AutoResult, error) {
+	var total AutoResult
 	dir := optAutoBackupDir.Get(n.Opts)
 	des, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -40,16 +50,22 @@ func (n *Node) AutoCheck(ctx context.Context) (StoreResult, error) {
 		total.Objects += res.Objects
 		total.Pieces += res.Pieces
 		total.Deleted += res.Deleted
-		total.Warnings = append(total.Warnings, res.Warnings...)
+		for _, w := range res.Warnings {
+			if !slices.Contains(total.Warnings, w) { // "no redundancy" once, not per entry
+				total.Warnings = append(total.Warnings, w)
+			}
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", de.Name(), err))
 		}
 	}
 	gone, err := n.markGone(autoPrefix, present)
 	total.Deleted += gone
-	errs = append(errs, err, n.maintain())
-	total.StorageLists, _, err = n.syncIfDue()
-	return total, errors.Join(append(errs, err)...)
+	up, uerr := n.maintain()
+	total.Upkeep = up
+	sent, _, serr := n.syncIfDue()
+	total.StorageLists = sent
+	return total, errors.Join(append(errs, err, uerr, serr)...)
 }
 
 // markGone marks deleted the live versions under prefix/<entry> whose entry is not in

@@ -174,9 +174,19 @@ func handleAck(r *Request) error {
 	return nil // an ACK of something we do not track changes nothing
 }
 
-// handleNack logs a refusal and acts on it as the route of its Op says.
+// handleNack logs a refusal, records it as the peer's last_refusal, and acts on it as
+// the route of its Op says.
 func handleNack(r *Request) error {
-	r.Node.Log.Warn("refused", "peer", r.Peer.Name, "op", r.Header.Get(fieldOp), "reason", r.Header.Get(fieldReason))
+	op, reason := r.Header.Get(fieldOp), r.Header.Get(fieldReason)
+	r.Node.Log.Warn("refused", "peer", r.Peer.Name, "op", op, "reason", reason)
+	ps, err := r.Tx.Peer(r.Peer.Name)
+	if err != nil {
+		return err
+	}
+	ps.LastRefusal, ps.LastRefusalAt = op+": "+reason, r.Now
+	if err := r.Tx.PutPeer(r.Peer.Name, ps); err != nil {
+		return err
+	}
 	if rt, _ := routeOf(r.Header.Get(fieldOp)); rt.refused != nil {
 		return rt.refused(r)
 	}
@@ -233,6 +243,7 @@ func (n *Node) pieceAnswered(r *Request, id string, ok bool, why string) error {
 	case p.State == PieceSent:
 		p.State, p.Why = PieceLost, why
 		ps.RemotePending = max(0, ps.RemotePending-p.Size)
+		o.LastRefusal = p.Peer + " refused STORE: " + r.Header.Get(fieldReason)
 	case ok && (p.State == PieceLost || p.State == PieceUnstoring):
 		// Given up on, or dropped meanwhile: the peer holds a piece we do not count.
 		return r.Reply(TypeUnstore, nil, writeIDs([]string{id}))

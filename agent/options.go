@@ -430,42 +430,6 @@ func (o *Options) value(d *optDef) any {
 	return v
 }
 
-// get is the option named name, in stored form; it panics if there is none.
-func (o *Options) get(name string) any {
-	d, ok := findDef(name)
-	if !ok {
-		panic("agent: no option " + name)
-	}
-	return o.stored(d)
-}
-
-// The accessors by name below are for names that come from outside the code; code reads
-// an option through its Option handle (OptMaxMsgSize.Get(n.Opts)), which the compiler
-// checks. Each panics if there is no option name or it is of another type.
-
-// String returns a string option.
-func (o *Options) String(name string) string { return o.get(name).(string) }
-
-// Int returns a whole-number or size option.
-func (o *Options) Int(name string) int64 { return o.get(name).(int64) }
-
-// Bool returns a 0/1 option.
-func (o *Options) Bool(name string) bool { return o.get(name).(bool) }
-
-// Duration returns a seconds option.
-func (o *Options) Duration(name string) time.Duration {
-	return time.Duration(o.Int(name)) * time.Second
-}
-
-// Path returns a path option made absolute against the node directory ("" stays "").
-func (o *Options) Path(name string) string {
-	p := o.String(name)
-	if p == "" || filepath.IsAbs(p) {
-		return p
-	}
-	return filepath.Join(o.dir, p)
-}
-
 // isSet reports whether dibsrc.toml sets the option name.
 func (o *Options) isSet(name string) bool {
 	_, ok := o.set[name]
@@ -523,13 +487,7 @@ func (o *Options) encode() []byte {
 	var b bytes.Buffer
 	b.WriteString("# dibs options (DIBS 0.93 names). Change them with: dibs set_option --name N --value V\n")
 	b.WriteString("# Lines starting with # show defaults. Sizes are in bytes here.\n\n")
-	names := OptionNames()
-	keys := make([]string, 0, len(o.set))
-	for k := range o.set {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, n := range names {
+	for _, n := range OptionNames() {
 		d, _ := findDef(n)
 		v, set := o.set[n]
 		prefix := ""

@@ -142,10 +142,6 @@ func TestOption_Get(t *testing.T) {
 	if got := OptSMTPTLS.Get(o); got != "tls" {
 		t.Errorf("smtpTLS %q", got)
 	}
-	// The accessors by name, kept for names from outside, agree.
-	if o.Duration("probeTimeout") != optProbeTimeout.Get(o) || o.Path("autoBackupDir") != optAutoBackupDir.Get(o) {
-		t.Errorf("the accessors by name disagree with the handles")
-	}
 }
 
 // optionReads counts, per option handle, the calls h.Get(...) in the non-test sources of

@@ -31,7 +31,8 @@ func (n *Node) housekeeping(ctx context.Context, s *schedule) {
 			n.Log.Info("auto_check", "stored", res.Stored, "bytes", res.Bytes)
 		}
 	} else {
-		logErr("maintain", n.maintain())
+		_, err := n.maintain()
+		logErr("maintain", err)
 	}
 	if now.Sub(s.probe) >= optProbePeriod.Get(n.Opts) {
 		if _, err := n.Probe(""); err == nil {
@@ -52,15 +53,24 @@ func (n *Node) housekeeping(ctx context.Context, s *schedule) {
 	}
 }
 
+// Upkeep says what maintain did.
+type Upkeep struct {
+	ProbesExpired int // probes unanswered for probeTimeout, counted as timeouts
+	Resent        int // requests unanswered for resendAfter, sent again
+	Repair        RepairResult
+}
+
 // maintain is the upkeep that follows every auto_check (so a node run from cron keeps its
 // backups healthy too): probes unanswered too long count as timeouts, unanswered
 // requests are sent again, and segments that lost pieces are repaired.
-func (n *Node) maintain() error {
-	_, err1 := n.ExpireProbes()
-	_, err2 := n.ResendRequests()
-	res, err3 := n.Repair()
-	if res.Rebuilt+res.Fetching+res.MarkedLost > 0 {
+func (n *Node) maintain() (Upkeep, error) {
+	var u Upkeep
+	var err1, err2, err3 error
+	u.ProbesExpired, err1 = n.ExpireProbes()
+	u.Resent, err2 = n.ResendRequests()
+	u.Repair, err3 = n.Repair()
+	if res := u.Repair; res.Rebuilt+res.Fetching+res.MarkedLost > 0 {
 		n.Log.Info("repair", "lost", res.MarkedLost, "rebuilt", res.Rebuilt, "fetching", res.Fetching, "short", res.Short)
 	}
-	return errors.Join(err1, err2, err3)
+	return u, errors.Join(err1, err2, err3)
 }

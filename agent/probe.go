@@ -280,6 +280,9 @@ func (n *Node) probeAnswered(r *Request, answered bool, why string) error {
 	if p.Healthy() {
 		p.State, p.Why = PieceLost, "failed probe: "+why
 	}
+	if !answered {
+		o.LastRefusal = r.Peer.Name + " refused PROBE: " + r.Header.Get(fieldReason)
+	}
 	return r.Tx.PutObject(o)
 }
 

@@ -97,8 +97,10 @@ const (
 	TypeAck = "ACK"
 
 	// NACK: a request was refused. Op: the request's type; Reason: why, one line for
-	// people; other fields by Op. It is logged, the request is no longer pending, and the
-	// route of Op says what else the NACK does (refused). Not answered.
+	// people; other fields by Op. It is logged and kept as the peer's last_refusal, the
+	// request is no longer pending, and the route of Op says what else the NACK does
+	// (refused; a refused STORE or PROBE is also kept as its file's last_refusal). Not
+	// answered.
 	TypeNack = "NACK"
 
 	// PIECE is not a message: it is the Type of a sealed piece, the payload of STORE and

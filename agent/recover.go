@@ -200,21 +200,42 @@ func handleRecoverAll(r *Request) error {
 	return r.Reply(TypeFinishedAll, [][2]string{{fieldCount, strconv.Itoa(len(ids))}}, nil)
 }
 
-// handleFinishedAll records that a peer sent all it holds for us.
+// handleFinishedAll records that a peer sent all it holds for us. A peer that answers
+// after the job ended (it was not waited for) is recorded too, so that show_database no
+// longer counts it among the peers that did not answer.
 func handleFinishedAll(r *Request) error {
 	job, err := r.Tx.Job(allJobName)
-	if err != nil || job == nil || job.State != RecoveryWaiting {
+	if err != nil || job == nil {
 		return err
 	}
 	c, err := strconv.Atoi(r.Header.Get(fieldCount))
 	if err != nil || c < 0 {
 		return reject("FINISHED_RECOVER_ALL: bad Count")
 	}
+	if job.State != RecoveryWaiting {
+		if f, asked := job.Finished[r.Peer.Name]; !asked || f >= 0 {
+			return nil
+		}
+		job.Finished[r.Peer.Name] = c
+		return r.Tx.PutJob(job)
+	}
 	job.Finished[r.Peer.Name] = c
 	if err := r.Tx.PutJob(job); err != nil {
 		return err
 	}
 	return r.Node.checkJob(r.Tx, job)
+}
+
+// silentPeers are the peers a recover_all asked that have sent nothing, not even
+// FINISHED_RECOVER_ALL, sorted.
+func silentPeers(j *RecoveryJob) []string {
+	var silent []string
+	for _, peer := range sortedKeys(j.Finished) {
+		if j.Finished[peer] < 0 && j.Received[peer] == 0 {
+			silent = append(silent, peer)
+		}
+	}
+	return silent
 }
 
 // handleRecoverResponse takes a piece back: it checks it, rebuilds the books from its
@@ -472,18 +493,18 @@ func (n *Node) checkJob(tx *books.Tx, j *RecoveryJob) error {
 	if j.State != RecoveryWaiting {
 		return nil
 	}
-	var silent []string
 	if j.Kind == books.JobAll {
 		// Done when the peers that answered have sent all they hold and every object
 		// learnt of is assembled; a peer that has not answered at all (it may be gone for
 		// good) is not waited for once another one has finished.
+		// Who did not answer is not written into the job's error: show_database says it
+		// (RecoveryRow), and a peer that answers late drops out of it.
 		finished := false
 		for _, peer := range sortedKeys(j.Finished) {
 			switch c := j.Finished[peer]; {
 			case c >= 0 && j.Received[peer] >= c:
 				finished = true
 			case c < 0 && j.Received[peer] == 0:
-				silent = append(silent, peer)
 			default:
 				return nil
 			}
@@ -491,13 +512,12 @@ func (n *Node) checkJob(tx *books.Tx, j *RecoveryJob) error {
 		if !finished {
 			return nil
 		}
-		if len(silent) > 0 {
+		if len(silentPeers(j)) > 0 {
 			for _, done := range j.Objects {
 				if !done {
 					return nil // the silent peers may still bring what is missing
 				}
 			}
-			j.Error = "no answer from " + strings.Join(silent, ", ")
 		}
 	}
 	missing := 0

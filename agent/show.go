@@ -30,6 +30,9 @@ type PeerRow struct {
 	LastMethod  string  `json:"last_method"`
 	LastError   string  `json:"last_error"`
 	QueueDepth  int     `json:"queue_depth"`
+	// LastRefusal is the last request the peer refused (NACK), "OP: reason": last_error
+	// is about sending, this is the peer's answer.
+	LastRefusal string `json:"last_refusal"`
 }
 
 // FileRow is one stored file.
@@ -41,6 +44,12 @@ type FileRow struct {
 	Status  string  `json:"status"`
 	Kind    string  `json:"kind"`    // file, dir or symlink
 	Deleted *string `json:"deleted"` // when it was found gone locally (null: present)
+	// Spares is how many of its pieces can be lost before it is (the fewest healthy
+	// pieces beyond k over its segments); 0: losing one peer that holds a piece loses the
+	// file. Null for versions that are in no object.
+	Spares *int `json:"spares"`
+	// LastRefusal is the last refusal (NACK) of one of its pieces, "PEER refused OP: reason".
+	LastRefusal string `json:"last_refusal"`
 }
 
 // StorageRow is what we hold for one peer.
@@ -102,7 +111,7 @@ func (n *Node) peerRows() ([]PeerRow, error) {
 			Peer: p.Name, Email: p.Email, Comment: p.Comment, Fingerprint: p.Fingerprint,
 			Talk: p.Talk, Listen: p.Listen, Host: p.Host, Port: p.Port, Relay: p.Relay,
 			LocalQuota: p.LocalQuota, LocalUsed: st.LocalUsed, RemoteQuota: p.RemoteQuota, RemoteUsed: st.RemoteUsed,
-			LastMethod: st.LastMethod, LastError: st.LastError,
+			LastMethod: st.LastMethod, LastError: st.LastError, LastRefusal: st.LastRefusal,
 		}
 		if !st.LastHeard.IsZero() {
 			s := st.LastHeard.UTC().Format(time.RFC3339)

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"strings"
 	"time"
 
 	"github.com/dibs-backup/dibs/agent/books"
@@ -14,10 +15,10 @@ const (
 	StatusLost     = "lost"     // a segment has fewer than k pieces left
 )
 
-// status rates an object: see the Status constants.
-func (n *Node) status(o *Object) (string, int) {
-	pieces := 0
-	status := StatusStored
+// status rates an object: see the Status constants. It also returns the healthy pieces
+// and the spares: the fewest healthy pieces beyond k in any segment (0 when lost).
+func (n *Node) status(o *Object) (status string, pieces, spares int) {
+	status, spares = StatusStored, o.N-o.K
 	for _, seg := range o.Segments {
 		acked, ok := 0, 0
 		for _, p := range seg.Pieces {
@@ -29,16 +30,17 @@ func (n *Node) status(o *Object) (string, int) {
 			}
 		}
 		pieces += ok
+		spares = min(spares, max(0, ok-o.K))
 		switch {
 		case ok < o.K:
-			return StatusLost, pieces
+			return StatusLost, pieces, 0
 		case acked < o.K:
 			status = StatusPending
 		case ok < o.N && status == StatusStored:
 			status = StatusDegraded
 		}
 	}
-	return status, pieces
+	return status, pieces, spares
 }
 
 // ProbeRow is one peer's probe record.
@@ -119,7 +121,9 @@ func (n *Node) engineSections(out map[string]any, want func(string) bool) error 
 				err := tx.EachVersion(func(fv FileVersion) error {
 					r := FileRow{Name: fv.Name, Version: fv.Version, Size: fv.Size, Status: StatusStored, Kind: fv.Kind, Deleted: timePtr(fv.Deleted)}
 					if o := objs[fv.Object]; o != nil {
-						r.Status, r.Pieces = n.status(o)
+						var spares int
+						r.Status, r.Pieces, spares = n.status(o)
+						r.Spares, r.LastRefusal = &spares, o.LastRefusal
 					} else if fv.Object != "" {
 						r.Status = StatusLost
 					}
@@ -154,6 +158,12 @@ func (n *Node) engineSections(out map[string]any, want func(string) bool) error 
 				rows := []RecoveryRow{}
 				err := tx.EachJob(func(j *RecoveryJob) error {
 					r := RecoveryRow{Name: j.Name, State: j.State, Kind: j.Kind, Written: j.Written, Error: j.Error, Objects: len(j.Objects)}
+					if silent := silentPeers(j); j.Kind == books.JobAll && j.State != RecoveryWaiting && len(silent) > 0 {
+						r.Error = "no answer from " + strings.Join(silent, ", ")
+						if j.Error != "" {
+							r.Error += "; " + j.Error
+						}
+					}
 					for _, done := range j.Objects {
 						if done {
 							r.Assembled++

@@ -50,9 +50,6 @@ type StoreResult struct {
 	Pieces    int
 	Deleted   int      // stored entries found gone locally (still recoverable)
 	Warnings  []string // entries that were skipped, and why
-	// StorageLists is how many peers auto_check sent our storage list to (when the
-	// exchange was due).
-	StorageLists int
 }
 
 // StoredName returns the canonical form of a stored name: absolute, clean, with
@@ -85,6 +82,21 @@ func codeFor(peers, redundant int) (k, m int, err error) {
 	m = min(redundant, n-1)
 	k = min(n-m, maxK)
 	return k, m, nil
+}
+
+// noPeerLeft says why no peer can take pieces: each reason with its peers and the fix.
+func noPeerLeft(noKey, forgot, full []string) error {
+	var why []string
+	if len(noKey) > 0 {
+		why = append(why, fmt.Sprintf("no key for %s (give it with dibs edit_peer --peer %s --key_file F)", strings.Join(noKey, ", "), noKey[0]))
+	}
+	if len(forgot) > 0 {
+		why = append(why, fmt.Sprintf("%s dropped what it held for us (FORGET_YOU) and has not been heard from since", strings.Join(forgot, ", ")))
+	}
+	if len(full) > 0 {
+		why = append(why, fmt.Sprintf("no room left at %s (raise remote_quota with dibs edit_peer, or add peers)", strings.Join(full, ", ")))
+	}
+	return errors.New("no peer can take pieces: " + strings.Join(why, "; "))
 }
 
 // candidate is a peer that can take pieces in this run.
@@ -121,6 +133,8 @@ type storeRun struct {
 	errMu     sync.Mutex
 	asyncErr  error // the first failure of a seal or a commit
 	stored    int   // versions committed (committer only)
+
+	noRedundancy string // the warning for a code without spare pieces (m = 0), or ""
 }
 
 type pieceJob struct {
@@ -214,6 +228,9 @@ func (n *Node) Store(ctx context.Context, item, as string) (StoreResult, error) 
 	if err := r.markDeleted(sname, seen); err != nil {
 		return r.res, err
 	}
+	if r.res.Pieces > 0 && r.noRedundancy != "" {
+		r.res.Warnings = append(r.res.Warnings, r.noRedundancy)
+	}
 	return r.res, nil
 }
 
@@ -243,17 +260,21 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 	}
 	r := &storeRun{n: n, ctx: ctx, now: n.Now().UTC()}
 	maxPayload := OptMaxMsgSize.Get(n.Opts) - pieceOverhead
+	var noKey, forgot, full []string // the peers left out, by why: said when none is left
 	for _, p := range peers {
 		_, key, err := n.Peer(p.Name)
 		if err != nil || key == nil {
+			noKey = append(noKey, p.Name)
 			continue
 		}
 		ps := states[p.Name]
 		if !ps.Forgotten.IsZero() && ps.LastHeard.Before(ps.Forgotten) {
+			forgot = append(forgot, p.Name)
 			continue
 		}
 		room := p.RemoteQuota - ps.RemoteUsed - ps.RemotePending
 		if room <= 0 {
+			full = append(full, p.Name)
 			continue
 		}
 		if p.Talks(Mail) && n.Transports.MailPayload != nil {
@@ -265,7 +286,7 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 		if len(peers) == 0 {
 			return nil, errors.New("no peer to store on: add one with dibs add_peer")
 		}
-		return nil, errors.New("no peer has room left (raise remote_quota with dibs edit_peer, or add peers)")
+		return nil, noPeerLeft(noKey, forgot, full)
 	}
 	k, m, err := codeFor(len(r.peers), int(optRedundantPieces.Get(n.Opts)))
 	if err != nil {
@@ -273,6 +294,10 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 	}
 	if r.code, err = erasure.New(k, m); err != nil {
 		return nil, err
+	}
+	if m == 0 { // one peer: redundantPieces is at least 1
+		p := r.peers[0].name
+		r.noRedundancy = fmt.Sprintf("no redundancy: %s is the only peer that can take pieces, so losing %s loses what was stored (add peers)", p, p)
 	}
 	r.shardSize = int(min(optKbPerFile.Get(n.Opts)*1000, maxPayload, int64(maxSegment/k)))
 	if r.shardSize < 4096 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"slices"
@@ -50,7 +51,7 @@ func flip(s Shard, bit int) Shard {
 }
 
 func TestNew_Limits(t *testing.T) {
-	for _, tc := range []struct{ k, m int }{{0, 0}, {-1, 2}, {1, -1}, {200, 57}, {257, 0}, {1, 256}, {1 << 62, 1 << 62}} {
+	for _, tc := range []struct{ k, m int }{{0, 0}, {-1, 2}, {1, -1}, {200, 57}, {257, 0}, {1, 256}, {math.MaxInt, math.MaxInt}} {
 		c, err := New(tc.k, tc.m)
 		if err == nil {
 			t.Errorf("New(%d, %d) = %v, want an error", tc.k, tc.m, c)

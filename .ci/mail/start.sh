@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start a real Postfix + Dovecot on 127.0.0.1 for the mailbox tests, everything under one
-# directory, following /work/shared/reference/REAL-MAIL-SERVERS.md:
+# directory (each setting is explained where it is written below):
 #
 #   Dovecot IMAP        127.0.0.1:$IMAP_PORT        (default 10143), STARTTLS offered
 #   Postfix submission  127.0.0.1:$SUBMISSION_PORT  (default 10587), STARTTLS, AUTH (Dovecot SASL)

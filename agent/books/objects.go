@@ -36,6 +36,8 @@ type Object struct {
 	Manifest []ManifestEntry `json:"manifest"`
 	// Refs counts file versions that still use this object; at zero its pieces are unstored.
 	Refs int `json:"refs"`
+	// LastRefusal is the last NACK of one of its pieces, "PEER refused OP: reason".
+	LastRefusal string `json:"last_refusal,omitempty"`
 }
 
 // Segment is one coded part of an object.

@@ -12,6 +12,10 @@ type PeerState struct {
 	LastSent    time.Time `json:"last_sent,omitzero"`
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	// LastRefusal is the last NACK the peer sent us, "OP: reason" (the send worked; the
+	// peer refused the request).
+	LastRefusal   string    `json:"last_refusal,omitempty"`
+	LastRefusalAt time.Time `json:"last_refusal_at,omitzero"`
 	// RemotePending is the size of pieces sent to the peer and not yet acknowledged:
 	// placement counts it against remote_quota along with RemoteUsed.
 	RemotePending int64 `json:"remote_pending,omitempty"`

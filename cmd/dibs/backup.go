@@ -14,23 +14,34 @@ var storeCmd = &command{
 	help: `Store a file or a directory tree, incrementally: unchanged files are skipped (stat cache),
 changed ones become new versions (up to maxVersions). The stored name is ITEM's absolute
 path, or SNAME. ITEM itself is followed if it is a symlink; links inside a tree are stored
-as links. Pieces are sealed into outgoing/; send_message delivers them.`,
+as links. Pieces are sealed into outgoing/; send_message delivers them. With a single
+peer it warns that losing that peer loses the files.`,
 	required: []string{"name"},
 	flags:    withOptions((*storeOptions).declare, runStore),
 }
 
-type storeOptions struct{ name, as string }
+type storeOptions struct {
+	name string
+	as   stringFlag // --as "" is refused, not taken for "not given"
+}
 
 func (o *storeOptions) declare(fs *flag.FlagSet) {
 	fs.StringVar(&o.name, "name", "", "the file or directory to store")
-	fs.StringVar(&o.as, "as", "", "store it under this stored name instead of its absolute path")
+	fs.Var(&o.as, "as", "store it under this stored name instead of its absolute path")
 }
 
 func runStore(a *App, o storeOptions) error {
+	if o.as.given && o.as.value == "" {
+		return usagef("--as needs a stored name (leave it out to store under the absolute path)")
+	}
 	return a.withNode(func(n *agent.Node) error {
-		res, err := n.Store(a.Ctx, o.name, o.as)
+		res, err := n.Store(a.Ctx, o.name, o.as.value)
+		a.printStoreWarnings(res.Warnings)
+		if err != nil {
+			return err // a summary would read as a success
+		}
 		a.printStore(res)
-		return err
+		return nil
 	})
 }
 
@@ -38,9 +49,10 @@ var autoCheckCmd = &command{
 	name:     "auto_check",
 	synopsis: "[--sync]",
 	help: `Store everything linked or placed in autoBackupDir, as /autoBackup/<entry>/...; entries
-removed from it are marked deleted (still recoverable until keepDeleted). Then the upkeep
-(probe timeouts, resent requests, repair) and, once a day, the storage-list exchange with
-the peers; --sync exchanges the lists now.`,
+removed from it are marked deleted (still recoverable until keepDeleted). Then the upkeep:
+expire unanswered probes, send unanswered requests again, repair; its line says what it did.
+Once a day it also sends each peer the list of pieces we count there (the storage-list
+exchange); --sync sends the lists now.`,
 	flags: withOptions((*autoCheckOptions).declare, runAutoCheck),
 }
 
@@ -60,11 +72,16 @@ func runAutoCheck(a *App, o autoCheckOptions) error {
 			}
 		}
 		res, err := n.AutoCheck(a.Ctx)
-		a.printStore(res)
+		a.printStoreWarnings(res.Warnings)
+		if err != nil {
+			return err
+		}
+		a.printStore(res.StoreResult)
+		a.printUpkeep(res.Upkeep)
 		if synced += res.StorageLists; synced > 0 || o.sync {
 			fmt.Fprintf(a.Stdout, "sent our storage list to %d peers\n", synced)
 		}
-		return err
+		return nil
 	})
 }
 
@@ -256,10 +273,20 @@ func runMergeStats(a *App) error {
 	})
 }
 
-func (a *App) printStore(res agent.StoreResult) {
-	for _, w := range res.Warnings {
+func (a *App) printStoreWarnings(warnings []string) {
+	for _, w := range warnings {
 		fmt.Fprintf(a.Stderr, "dibs: warning: %s\n", w)
 	}
+}
+
+func (a *App) printStore(res agent.StoreResult) {
 	fmt.Fprintf(a.Stdout, "looked at %d entries: %d unchanged, %d new versions (%s in %d objects, %d pieces), %d deleted locally\n",
 		res.Entries, res.Unchanged, res.Stored, agent.FormatSize(res.Bytes), res.Objects, res.Pieces, res.Deleted)
+}
+
+// printUpkeep says what auto_check's upkeep did after storing.
+func (a *App) printUpkeep(u agent.Upkeep) {
+	r := u.Repair
+	fmt.Fprintf(a.Stdout, "upkeep: %d probes timed out, %d requests sent again; repair: %d pieces counted lost, %d pieces placed again, %d objects being fetched back, %d segments short of peers\n",
+		u.ProbesExpired, u.Resent, r.MarkedLost, r.Rebuilt, r.Fetching, r.Short)
 }

@@ -49,7 +49,7 @@ func TestCommands_OptionsAreFreshPerRun(t *testing.T) {
 		}
 		run(nil)
 	}
-	if len(got) != 2 || got[0] != (storeOptions{"a", "b"}) || got[1] != (storeOptions{"c", ""}) {
+	if len(got) != 2 || got[0] != (storeOptions{"a", stringFlag{"b", true}}) || got[1] != (storeOptions{"c", stringFlag{}}) {
 		t.Errorf("runs saw %+v", got)
 	}
 }

@@ -83,11 +83,14 @@ func runProcessMessage(a *App, o processMessageOptions) error {
 		} else {
 			res, err = n.ProcessIncoming(a.Ctx)
 		}
+		if err != nil {
+			return err // a summary of nothing done would read as a success
+		}
 		fmt.Fprintf(a.Stdout, "processed %d, quarantined %d, left %d\n", res.Processed, res.Quarantined, res.Left)
 		if res.Why != "" {
 			fmt.Fprintf(a.Stdout, "left in incoming/ for the next run: %s\n", res.Why)
 		}
-		return err
+		return nil
 	})
 }
 
@@ -114,8 +117,11 @@ func (o *exportMessagesOptions) declare(fs *flag.FlagSet) {
 func runExportMessages(a *App, o exportMessagesOptions) error {
 	return a.withNode(func(n *agent.Node) error {
 		res, err := n.ExportMessages(o.dir, o.peer, o.keep)
+		if err != nil {
+			return err
+		}
 		fmt.Fprintf(a.Stdout, "exported %d\n", res.Exported)
-		return err
+		return nil
 	})
 }
 
@@ -141,11 +147,17 @@ func runImportMessages(a *App, o importMessagesOptions) error {
 	return a.withNode(func(n *agent.Node) error {
 		if o.maildir.given {
 			k, err := transports.ImportMaildir(n, o.maildir.value)
+			if err != nil {
+				return err
+			}
 			fmt.Fprintf(a.Stdout, "imported %d\n", k)
-			return err
+			return nil
 		}
 		res, err := n.ImportMessages(o.dir.value)
+		if err != nil {
+			return err
+		}
 		fmt.Fprintf(a.Stdout, "imported %d, left %d not sealed to us\n", res.Imported, res.Left)
-		return err
+		return nil
 	})
 }

@@ -44,6 +44,9 @@ func runShowDatabase(a *App, o showDatabaseOptions) error {
 		for _, s := range agent.Sections {
 			if v, ok := db[s]; ok {
 				printSection(a.Stdout, s, v)
+				if files, ok := v.([]agent.FileRow); ok {
+					warnNoSpares(a.Stdout, files)
+				}
 			}
 		}
 		return nil
@@ -79,6 +82,21 @@ func printSection(w io.Writer, name string, v any) {
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	tw.Flush()
+}
+
+// warnNoSpares says once, under the files table, how many files would be lost with any
+// one peer that holds a piece of them (spares 0: stored on a single peer, or pieces lost
+// and not repaired yet).
+func warnNoSpares(w io.Writer, files []agent.FileRow) {
+	names := map[string]bool{}
+	for _, f := range files {
+		if f.Spares != nil && *f.Spares == 0 && f.Status != agent.StatusLost {
+			names[f.Name] = true
+		}
+	}
+	if len(names) > 0 {
+		fmt.Fprintf(w, "warning: %d stored names have no spare piece (spares 0): losing one peer that holds a piece of them loses them\n", len(names))
+	}
 }
 
 func mustFirst(raw []byte) []byte {
