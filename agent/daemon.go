@@ -43,7 +43,7 @@ type Daemon struct {
 	lock *os.File
 }
 
-// StartDaemon takes the daemon lock and starts serving on ln (nil: daemonHost:daemonPort).
+// StartDaemon takes the daemon lock and starts serving on ln (nil: daemonAddress:daemonPort).
 // Run it with Run.
 func (n *Node) StartDaemon(ln net.Listener) (*Daemon, error) {
 	lock, err := os.OpenFile(filepath.Join(n.Dir, pidFile), os.O_CREATE|os.O_RDWR, 0o600)
@@ -59,11 +59,12 @@ func (n *Node) StartDaemon(ln net.Listener) (*Daemon, error) {
 	lock.Sync()
 	os.Remove(filepath.Join(n.Dir, stopFile))
 	if ln == nil {
-		addr := net.JoinHostPort(optDaemonHost.Get(n.Opts), strconv.FormatInt(optDaemonPort.Get(n.Opts), 10))
+		host := strings.TrimSuffix(strings.TrimPrefix(optDaemonAddress.Get(n.Opts), "["), "]") // [::1] is ::1
+		addr := net.JoinHostPort(host, strconv.FormatInt(optDaemonPort.Get(n.Opts), 10))
 		ln, err = net.Listen("tcp", addr)
 		if err != nil {
 			lock.Close()
-			return nil, fmt.Errorf("daemon: listen %s: %w (is daemonPort free?)", addr, err)
+			return nil, fmt.Errorf("daemon: listen %s: %w (is daemonPort free, and daemonAddress one of this machine's?)", addr, err)
 		}
 	}
 	n.KeepDB = false

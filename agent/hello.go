@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/dibs-backup/dibs/relay"
 )
@@ -13,5 +14,9 @@ type HelloInfo = relay.HelloInfo
 func (n *Node) Hello(ctx context.Context, host string, port int) (HelloInfo, error) {
 	p := &Peer{Host: host, Port: port}
 	c := &relay.Client{ID: n.ID}
-	return c.Hello(ctx, p.DaemonURL())
+	info, err := c.Hello(ctx, p.DaemonURL())
+	if err != nil {
+		return HelloInfo{}, fmt.Errorf("daemon: %w", err)
+	}
+	return info, nil
 }

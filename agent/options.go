@@ -28,7 +28,7 @@ const (
 	kindInt             // a whole number
 	kindSeconds         // a whole number of seconds
 	kindSize            // DIBS size units, stored as bytes
-	kindBool            // 0/1, true/false
+	kindBool            // true/false, or 1/0 as DIBS 0.93 had them
 	kindEnum            // one of choices
 	kindPath            // a file or directory; relative to DIBS_DIR
 )
@@ -151,7 +151,7 @@ var (
 	OptDaemonTimeout         = secondsOpt("daemonTimeout", 15*time.Minute, time.Second, 0, "network timeout of the daemon, seconds")
 	optPollInterval          = secondsOpt("pollInterval", time.Hour, time.Second, 0, "seconds between the daemon's periodic batches (poll, auto_check, ...)")
 	optDaemonPort            = intOpt("daemonPort", 6363, 0, 65535, "TCP port the daemon serves peers on")
-	optDaemonHost            = stringOpt("daemonHost", "", "address the daemon listens on (empty: all)")
+	optDaemonAddress         = stringOpt("daemonAddress", "", "the address (interface) daemonPort is served on; empty: every interface").withCheck(checkBindAddress)
 	optProbeTimeout          = secondsOpt("probeTimeout", day, time.Second, 0, "a probe unanswered this long counts as a timeout")
 	optProbePeriod           = secondsOpt("probePeriod", day/2, time.Second, 0, "seconds between automatic probes")
 	optMaxMsgAge             = secondsOpt("maxMsgAge", 10*day, time.Minute, 0, "older messages are refused (replay window), seconds")
@@ -187,7 +187,7 @@ var optionDefs = rows(
 	optKbPerFile, optRedundantPieces, optMaxVersions, optKeepDeleted, optRepairAfter,
 	optResendAfter, optRepairSpare, optLogFile, optLogLevel, optPrintLogLevel, optMaxLogSize,
 	optErrWarnCount, optErrMaxCount, optErrorDir, OptDaemonLogFile,
-	OptDaemonTimeout, optPollInterval, optDaemonPort, optDaemonHost, optProbeTimeout,
+	OptDaemonTimeout, optPollInterval, optDaemonPort, optDaemonAddress, optProbeTimeout,
 	optProbePeriod, optMaxMsgAge, optClockSkew, OptMaxMsgSize, optQuarantineMaxBytes,
 	optHostname, optAutoBackupDir, optDefaultContractServer, optStatusAddress,
 	OptSMTPServer, OptSMTPUser, OptSMTPPassword, OptSMTPPasswordFile, OptSMTPTLS,
@@ -212,6 +212,12 @@ var obsoleteOptions = map[string]string{
 	"rootDir":          "auto_check's stored names are always /autoBackup/<entry>",
 }
 
+// optionAliases are old names of options, kept working for the new name: dibsrc.toml,
+// set_option and show_option take them; dibsrc.toml is rewritten with the new name.
+var optionAliases = map[string]string{
+	"daemonHost": "daemonAddress", // the name dibs gave it first
+}
+
 // obsolete is the error for an option dibs no longer has, or nil.
 func obsolete(name string) error {
 	if why, ok := obsoleteOptions[name]; ok {
@@ -233,7 +239,11 @@ func lookupDef(name string) (*optDef, error) {
 	return nil, fmt.Errorf("unknown option %q (dibs show_option lists them)", name)
 }
 
+// findDef is the option name, or the option name is an old name of.
 func findDef(name string) (*optDef, bool) {
+	if to, ok := optionAliases[name]; ok {
+		name = to
+	}
 	for _, d := range optionDefs {
 		if d.name == name {
 			return d, true
@@ -265,6 +275,21 @@ func checkHostPort(s string) error {
 		if strings.Contains(s, ":") {
 			return fmt.Errorf("%q is not host or host:port", s)
 		}
+	}
+	return nil
+}
+
+// checkBindAddress accepts what a server can listen on: an IP address or a host name
+// (one of this machine's), without a port.
+func checkBindAddress(s string) error {
+	if s == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(s); err == nil {
+		return fmt.Errorf("%q has a port: give the address alone (daemonPort is the port)", s)
+	}
+	if strings.ContainsAny(s, " /\t") {
+		return fmt.Errorf("%q is not an IP address or host name", s)
 	}
 	return nil
 }
@@ -326,6 +351,10 @@ func loadOptions(dir string) (*Options, error) {
 		if !ok {
 			return nil, fmt.Errorf("%s: unknown option %q", optionsFile, k)
 		}
+		if _, both := raw[d.name]; both && k != d.name {
+			o.warnings = append(o.warnings, fmt.Sprintf("%s sets %s and its old name %s: %s is read; remove %s", optionsFile, d.name, k, d.name, k))
+			continue
+		}
 		var val any
 		if n, isInt := v.(int64); isInt && d.kind == kindSize {
 			// Sizes are written as bytes; a string ("5M") is read in DIBS units.
@@ -336,7 +365,7 @@ func loadOptions(dir string) (*Options, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %s: %w", optionsFile, k, err)
 		}
-		o.set[k] = val
+		o.set[d.name] = val
 	}
 	return o, nil
 }
@@ -369,7 +398,7 @@ func (d *optDef) parse(s string) (any, error) {
 		case "0", "false", "no", "off":
 			return false, nil
 		}
-		return nil, fmt.Errorf("%q is not 0 or 1", s)
+		return nil, fmt.Errorf("%q is not true or false (or 1 or 0)", s)
 	case kindEnum:
 		for _, c := range d.choices {
 			if s == c {
@@ -442,14 +471,8 @@ func (o *Options) Show(name string) (string, bool, error) {
 	if err != nil {
 		return "", false, err
 	}
-	_, set := o.set[name]
-	if b, ok := o.stored(d).(bool); ok {
-		if b {
-			return "1", set, nil
-		}
-		return "0", set, nil
-	}
-	return fmt.Sprint(o.stored(d)), set, nil
+	_, set := o.set[d.name]
+	return fmt.Sprint(o.stored(d)), set, nil // a bool as true or false, as dibsrc.toml has it
 }
 
 // OptionDoc is the one-line description of an option, as show_option prints it.
@@ -478,7 +501,7 @@ func (o *Options) Set(name, value string) error {
 	if err != nil {
 		return fmt.Errorf("option %s: %w", name, err)
 	}
-	o.set[name] = v
+	o.set[d.name] = v
 	return nil
 }
 

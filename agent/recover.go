@@ -534,7 +534,7 @@ func (n *Node) checkJob(tx *books.Tx, j *RecoveryJob) error {
 		if j.Error != "" {
 			j.Error += "; "
 		}
-		j.Error += fmt.Sprintf("%d objects have fewer than k pieces left", missing)
+		j.Error += Count(missing, "object") + " cannot be rebuilt (fewer than k pieces left)"
 	}
 	switch j.Kind {
 	case books.JobRepair:

@@ -53,3 +53,15 @@ func FormatSize(b int64) string {
 	}
 	return strconv.FormatInt(b, 10) + "B"
 }
+
+// Count is n with its noun, singular for 1 and plural otherwise: "1 version", "3 versions",
+// "0 entries". The plural adds "s", or turns a final consonant+"y" into "ies".
+func Count(n int, noun string) string {
+	if n != 1 {
+		if len(noun) > 1 && strings.HasSuffix(noun, "y") && !strings.ContainsRune("aeiou", rune(noun[len(noun)-2])) {
+			noun = noun[:len(noun)-1] + "ie"
+		}
+		noun += "s"
+	}
+	return strconv.Itoa(n) + " " + noun
+}

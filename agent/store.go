@@ -698,7 +698,7 @@ func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEn
 		}
 		if placed < k {
 			r.bufs <- buf
-			readErr = fmt.Errorf("only %d peers have room for a %d-byte piece; need at least %d (raise remote_quota or add peers)", placed, r.shardSize, k)
+			readErr = fmt.Errorf("room for a %d-byte piece at only %s; need at least %d (raise remote_quota or add peers)", r.shardSize, Count(placed, "peer"), k)
 			break
 		}
 		// The buffer goes back once every piece has read its shard, while their spool

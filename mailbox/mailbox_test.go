@@ -359,3 +359,12 @@ func TestSend_TLSRequiresTrustedCertificate(t *testing.T) {
 		t.Fatalf("with CAFile: %v", err)
 	}
 }
+
+// One bad mail is reported as one mail, not "1 dibs mails".
+func TestBadMails_OneIsSingular(t *testing.T) {
+	var b badMails
+	b.add("m1", errors.New("no attachment"))
+	if err := b.err("left in place"); err == nil || !strings.Contains(err.Error(), ": 1 dibs mail left in place (first: m1: no attachment)") {
+		t.Errorf("one bad mail: %v", err)
+	}
+}

@@ -46,7 +46,11 @@ func (b *badMails) err(what string) error {
 	if b.n == 0 {
 		return nil
 	}
-	return queue.Permanent(fmt.Errorf("%w: %d dibs mails %s (first: %s)", ErrBadMail, b.n, what, b.first))
+	mails := "dibs mails"
+	if b.n == 1 {
+		mails = "dibs mail" // mailbox imports no agent, whose Count says this elsewhere
+	}
+	return queue.Permanent(fmt.Errorf("%w: %d %s %s (first: %s)", ErrBadMail, b.n, mails, what, b.first))
 }
 
 // openMail reads the header of the mail r and finds its attachment. It returns errNotOurs

@@ -162,11 +162,12 @@ func baseURL(addr string) (*url.URL, error) {
 
 func endpoint(base *url.URL, path string) string { return base.String() + path }
 
-// Hello asks the server at baseURL who it is. It needs no session.
+// Hello asks the server at baseURL who it is. It needs no session. Its errors do not
+// say what kind of server was asked (a daemon or a relay): the caller knows.
 func (c *Client) Hello(ctx context.Context, baseURL string) (HelloInfo, error) {
 	var info HelloInfo
 	if err := c.hello(ctx, baseURL, &info); err != nil {
-		return HelloInfo{}, fmt.Errorf("relay: hello %s: %w", baseURL, err)
+		return HelloInfo{}, fmt.Errorf("hello %s: %w", baseURL, err)
 	}
 	return info, nil
 }

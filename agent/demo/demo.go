@@ -121,7 +121,7 @@ func Run(ctx context.Context, dir string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	say("   after %d rounds of send / poll / process every piece is acknowledged:", rounds)
+	say("   after %s of send / poll / process every piece is acknowledged:", agent.Count(rounds, "round"))
 	if err := peerTable(grid, say); err != nil {
 		return err
 	}
@@ -172,7 +172,7 @@ func Run(ctx context.Context, dir string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	say("   after %d rounds: %d of %d entries identical (content, mode, mtime, links)", rounds, same, total)
+	say("   after %s: %d of %d entries identical (content, mode, mtime, links)", agent.Count(rounds, "round"), same, total)
 	say("   %d bytes (%s) recovered from bob and dave into %s", bytesOut, agent.FormatSize(bytesOut), got)
 	if same != total {
 		return fmt.Errorf("only %d of %d entries came back identical", same, total)
@@ -210,7 +210,7 @@ func newMember(dir, name string, nat bool, addr string) (*member, error) {
 		return nil, err
 	}
 	opts := map[string]string{"kbPerFile": fmt.Sprint(pieceKB), "redundantPieces": fmt.Sprint(parity),
-		"talkRetryDelay": "0", "daemonHost": "127.0.0.1"}
+		"talkRetryDelay": "0", "daemonAddress": "127.0.0.1"}
 	for k, v := range opts {
 		if err := n.SetOption(k, v); err != nil {
 			return nil, err

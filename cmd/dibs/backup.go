@@ -79,7 +79,7 @@ func runAutoCheck(a *App, o autoCheckOptions) error {
 		a.printStore(res.StoreResult)
 		a.printUpkeep(res.Upkeep)
 		if synced += res.StorageLists; synced > 0 || o.sync {
-			fmt.Fprintf(a.Stdout, "sent our storage list to %d peers\n", synced)
+			fmt.Fprintf(a.Stdout, "sent our storage list to %s\n", agent.Count(synced, "peer"))
 		}
 		return nil
 	})
@@ -105,7 +105,7 @@ func runUnstore(a *App, o unstoreOptions) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(a.Stdout, "unstored %d versions of %d names\n", res.Versions, res.Names)
+		fmt.Fprintf(a.Stdout, "unstored %s of %s\n", agent.Count(res.Versions, "version"), agent.Count(res.Names, "name"))
 		return nil
 	})
 }
@@ -183,7 +183,7 @@ func runProbe(a *App, o probeOptions) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(a.Stdout, "probing %d pieces of %s\n", res.Pieces, res.Name)
+		fmt.Fprintf(a.Stdout, "probing %s of %s\n", agent.Count(res.Pieces, "piece"), res.Name)
 		return nil
 	})
 }
@@ -202,7 +202,7 @@ func runClear(a *App) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(a.Stdout, "asked %d peers to drop everything they store for us\n", k)
+		fmt.Fprintf(a.Stdout, "asked %s to drop everything they store for us\n", agent.Count(k, "peer"))
 		return nil
 	})
 }
@@ -225,7 +225,7 @@ func runForget(a *App, o forgetOptions) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(a.Stdout, "dropped %d pieces held for %s\n", k, o.peer)
+		fmt.Fprintf(a.Stdout, "dropped %s held for %s\n", agent.Count(k, "piece"), o.peer)
 		return nil
 	})
 }
@@ -243,8 +243,10 @@ as timeouts.`,
 func runCleanup(a *App) error {
 	return a.withNode(func(n *agent.Node) error {
 		res, err := n.Cleanup()
-		fmt.Fprintf(a.Stdout, "removed %d empty directories, %d quarantined files, %d temporary files, %d recovery leftovers, %d old versions; %d probes timed out\n",
-			res.EmptyDirs, res.Quarantined, res.Temp, res.Staging, res.Versions, res.Probes)
+		fmt.Fprintf(a.Stdout, "removed %s, %s, %s, %s, %s; %s timed out\n",
+			agent.Count(res.EmptyDirs, "empty directory"), agent.Count(res.Quarantined, "quarantined file"),
+			agent.Count(res.Temp, "temporary file"), agent.Count(res.Staging, "recovery leftover"),
+			agent.Count(res.Versions, "old version"), agent.Count(res.Probes, "probe"))
 		return err
 	})
 }
@@ -280,13 +282,15 @@ func (a *App) printStoreWarnings(warnings []string) {
 }
 
 func (a *App) printStore(res agent.StoreResult) {
-	fmt.Fprintf(a.Stdout, "looked at %d entries: %d unchanged, %d new versions (%s in %d objects, %d pieces), %d deleted locally\n",
-		res.Entries, res.Unchanged, res.Stored, agent.FormatSize(res.Bytes), res.Objects, res.Pieces, res.Deleted)
+	fmt.Fprintf(a.Stdout, "looked at %s: %d unchanged, %s (%s in %s, %s), %d deleted locally\n",
+		agent.Count(res.Entries, "entry"), res.Unchanged, agent.Count(res.Stored, "new version"), agent.FormatSize(res.Bytes),
+		agent.Count(res.Objects, "object"), agent.Count(res.Pieces, "piece"), res.Deleted)
 }
 
 // printUpkeep says what auto_check's upkeep did after storing.
 func (a *App) printUpkeep(u agent.Upkeep) {
 	r := u.Repair
-	fmt.Fprintf(a.Stdout, "upkeep: %d probes timed out, %d requests sent again; repair: %d pieces counted lost, %d pieces placed again, %d objects being fetched back, %d segments short of peers\n",
-		u.ProbesExpired, u.Resent, r.MarkedLost, r.Rebuilt, r.Fetching, r.Short)
+	fmt.Fprintf(a.Stdout, "upkeep: %s timed out, %s sent again; repair: %s counted lost, %s placed again, %s being fetched back, %s short of peers\n",
+		agent.Count(u.ProbesExpired, "probe"), agent.Count(u.Resent, "request"), agent.Count(r.MarkedLost, "piece"),
+		agent.Count(r.Rebuilt, "piece"), agent.Count(r.Fetching, "object"), agent.Count(r.Short, "segment"))
 }

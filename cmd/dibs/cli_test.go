@@ -246,7 +246,7 @@ func TestCLI_AutoCheckSync(t *testing.T) {
 	if out := alice.OK("auto_check"); strings.Contains(out, "storage list") || len(files(t, outgoing)) != 0 {
 		t.Fatalf("the first auto_check sent storage lists: %q", out)
 	}
-	if out := alice.OK("auto_check", "--sync"); !strings.Contains(out, "sent our storage list to 1 peers") {
+	if out := alice.OK("auto_check", "--sync"); !strings.Contains(out, "sent our storage list to 1 peer\n") {
 		t.Fatalf("auto_check --sync: %q", out)
 	}
 	if got := files(t, outgoing); len(got) != 1 {

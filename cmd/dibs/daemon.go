@@ -14,7 +14,16 @@ var startDaemonCmd = &command{
 	name: "start_daemon",
 	help: `Serve daemonPort for our peers (they push files, passive peers pull theirs), and run
 send, poll and process on their schedules, in the foreground, until stop_daemon or a signal.
-Logs go to stderr and daemonLogFile.`,
+Logs go to stderr and daemonLogFile.
+
+What it exposes: plain HTTP on daemonPort at daemonAddress, by default on every interface
+(what active peers need). Anyone who reaches it can ask who it is (GET /dibs/v1/hello: the
+software, its version and our key's fingerprint) and start a sign-in; only a peer's key can
+sign in, and then only deposit files for us or collect the files waiting for it. Someone on
+the network path sees the files' sizes and timing, and could reuse a session while it lasts
+(to take or drop what waits for that peer), but the files are encrypted and signed: it can
+neither read nor forge them. To serve one interface only, set daemonAddress (e.g.
+127.0.0.1, or a VPN address).`,
 	flags: noFlags(runStartDaemon),
 }
 

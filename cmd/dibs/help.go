@@ -53,7 +53,39 @@ func printCommands(w io.Writer) {
 	fmt.Fprintln(w, "DIBS_DIR selects the node directory (default ~/.dibs). dibs help COMMAND tells more.")
 	fmt.Fprintln(w)
 	for _, c := range sortedCommands() {
-		first, _, _ := strings.Cut(c.help, "\n")
-		fmt.Fprintf(w, "  %-20s %s\n", c.name, first)
+		fmt.Fprintf(w, "  %-20s %s\n", c.name, wrap(summary(c.help), 100-23, strings.Repeat(" ", 23)))
 	}
+}
+
+// summary is the first sentence of a command's help, whole: the help's first line can
+// stop mid-sentence.
+func summary(help string) string {
+	text := strings.Join(strings.Fields(help), " ")
+	for i := 0; i < len(text); i++ {
+		if text[i] == '.' && (i+1 == len(text) || text[i+1] == ' ') && !strings.HasSuffix(text[:i+1], "e.g.") {
+			return text[:i+1]
+		}
+	}
+	return text
+}
+
+// wrap breaks text into lines of at most width bytes where it can, the lines after the
+// first starting with indent.
+func wrap(text string, width int, indent string) string {
+	var b strings.Builder
+	line := 0
+	for i, word := range strings.Fields(text) {
+		switch {
+		case i == 0:
+		case line+1+len(word) > width:
+			b.WriteString("\n" + indent)
+			line = 0
+		default:
+			b.WriteByte(' ')
+			line++
+		}
+		b.WriteString(word)
+		line += len(word)
+	}
+	return b.String()
 }

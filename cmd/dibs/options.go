@@ -3,7 +3,6 @@ package main
 import (
 	"flag"
 	"fmt"
-	"text/tabwriter"
 
 	"github.com/dibs-backup/dibs/agent"
 )
@@ -57,15 +56,16 @@ func runShowOption(a *App, o showOptionOptions) error {
 			fmt.Fprintln(a.Stdout, v)
 			return nil
 		}
-		tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+		var table [][]string
 		for _, name := range agent.OptionNames() {
 			v, set, _ := n.Opts.Show(name)
 			mark := " "
 			if set {
 				mark = "*"
 			}
-			fmt.Fprintf(tw, "%s %s\t%s\t# %s\n", mark, name, v, agent.OptionDoc(name))
+			table = append(table, []string{mark + " " + name, v, "# " + agent.OptionDoc(name)})
 		}
-		return tw.Flush()
+		writeTable(a.Stdout, table)
+		return nil
 	})
 }

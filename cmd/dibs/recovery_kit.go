@@ -69,6 +69,6 @@ func runImportRecoveryKit(a *App, o importKitOptions) error {
 	defer n.Close()
 	a.printWarnings(n)
 	peers, _ := n.Peers()
-	fmt.Fprintf(a.Stdout, "imported key %s %s and %d peers into %s\n", n.ID.Name(), n.Fingerprint(), len(peers), n.Dir)
+	fmt.Fprintf(a.Stdout, "imported key %s %s and %s into %s\n", n.ID.Name(), n.Fingerprint(), agent.Count(len(peers), "peer"), n.Dir)
 	return nil
 }

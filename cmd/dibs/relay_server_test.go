@@ -86,11 +86,11 @@ func (n *relayNode) peerRow(peer string) map[string]any {
 	return nil
 }
 
-// peerCell is the cell of column col in peer's row of the text show_database --only peers:
-// the table is aligned, so a cell starts where its header does.
+// peerCell is the cell of column col in peer's row of the text show_database --only peers
+// --wide: the table is aligned, so a cell starts where its header does.
 func (n *relayNode) peerCell(peer, col string) string {
 	n.T.Helper()
-	out := n.OK("show_database", "--only", "peers")
+	out := n.OK("show_database", "--only", "peers", "--wide")
 	lines := strings.Split(out, "\n")
 	if len(lines) < 3 {
 		n.T.Fatalf("%s: show_database --only peers:\n%s", n.Name, out)

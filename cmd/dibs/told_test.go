@@ -76,7 +76,7 @@ func TestCLI_OnePeerIsWarnedOf(t *testing.T) {
 		}
 	}
 	text := alice.OK("show_database", "--only", "files")
-	if strings.Count(text, "warning: 3 stored names have no spare piece (spares 0): losing one peer") != 1 {
+	if strings.Count(text, "warning: 3 stored names without a spare piece (spares 0): losing one peer") != 1 {
 		t.Errorf("show_database --only files does not warn once of the missing spares:\n%s", text)
 	}
 	// auto_check says what its upkeep did, after what it stored.
