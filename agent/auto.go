@@ -19,12 +19,17 @@ const autoPrefix = "/autoBackup"
 type AutoResult struct {
 	StoreResult
 	Upkeep Upkeep
+	// StorageLists is how many peers were sent our storage list (when the daily
+	// exchange was due).
+	StorageLists int
 }
 
 // AutoCheck stores every entry of autoBackupDir (users put symlinks there; they are
 // followed) as /autoBackup/<entry>, incrementally. An entry that was removed from
 // autoBackupDir has its stored files marked deleted: they stay recoverable until
-// keepDeleted says otherwise. Then it maintains what is stored (see maintain).
+// keepDeleted says otherwise. Then it maintains what is stored (see maintain), and
+// exchanges storage lists with the peers when the last exchange is a day old (syncIfDue):
+// a node run from cron needs no daemon for that.
 func (n *Node) AutoCheck(ctx context.Context) (AutoResult, error) {
 	var total AutoResult
 	dir := optAutoBackupDir.Get(n.Opts)
@@ -58,7 +63,9 @@ func (n *Node) AutoCheck(ctx context.Context) (AutoResult, error) {
 	total.Deleted += gone
 	up, uerr := n.maintain()
 	total.Upkeep = up
-	return total, errors.Join(append(errs, err, uerr)...)
+	sent, _, serr := n.syncIfDue()
+	total.StorageLists = sent
+	return total, errors.Join(append(errs, err, uerr, serr)...)
 }
 
 // markGone marks deleted the live versions under prefix/<entry> whose entry is not in

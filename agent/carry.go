@@ -75,7 +75,8 @@ type ImportResult struct {
 
 // ImportMessages takes from dir/<our fingerprint>/ the files sealed to our key into
 // incoming/, removing each from dir only after it is durable in the spool. Everything
-// else in dir is left alone.
+// else in dir is left alone. A file waiting in incoming/ under the same name is never
+// replaced (see Spool.Receive).
 func (n *Node) ImportMessages(dir string) (ImportResult, error) {
 	var res ImportResult
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
@@ -106,8 +107,11 @@ func (n *Node) ImportMessages(dir string) (ImportResult, error) {
 		if err != nil {
 			return res, err
 		}
-		_, err = n.Spool.Put(queue.Incoming, de.Name(), f, OptMaxMsgSize.Get(n.Opts))
+		as, _, err := n.Spool.Receive(de.Name(), f, OptMaxMsgSize.Get(n.Opts))
 		f.Close()
+		if err == nil && as != de.Name() {
+			n.Log.Warn("a different file of that name is waiting: both kept", "msg", de.Name(), "as", as)
+		}
 		if errors.Is(err, queue.ErrTooLarge) {
 			res.Left++
 			continue

@@ -140,6 +140,10 @@ func (n *Node) Cleanup() (CleanupResult, error) {
 	if res.Quarantined, err = n.Spool.ExpireQuarantine(optMaxMsgAge.Get(n.Opts), now); err != nil {
 		errs = append(errs, err)
 	}
+	if _, err := n.Spool.TrimQuarantine(optQuarantineMaxBytes.Get(n.Opts)); err != nil {
+		errs = append(errs, err)
+	}
+	n.forgetQuarantine()
 	if res.Temp, err = n.Spool.CleanTmp(time.Hour, now); err != nil {
 		errs = append(errs, err)
 	}

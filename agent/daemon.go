@@ -254,7 +254,7 @@ func sendsActively(p *Peer) bool {
 // runs once at start (DIBS waited a whole interval first).
 func (d *Daemon) periodicLoop(ctx context.Context) {
 	n := d.n
-	sched := schedule{sync: time.Now(), cleanup: time.Now()} // daily chores: not at start
+	sched := schedule{cleanup: time.Now()} // a daily chore: not at start
 	for {
 		if k, err := n.PollPassives(ctx); err != nil && ctx.Err() == nil {
 			n.Log.Warn("poll_passives", "err", err)

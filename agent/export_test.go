@@ -1,6 +1,12 @@
 package agent
 
-import "github.com/dibs-backup/dibs/agent/books"
+import (
+	"io"
+	"testing"
+
+	"github.com/dibs-backup/dibs/agent/books"
+	"github.com/dibs-backup/dibs/queue"
+)
 
 // CodeFor exposes codeFor to the tests.
 var CodeFor = codeFor
@@ -61,4 +67,12 @@ func (n *Node) SentPieces() map[string]string {
 		})
 	})
 	return out
+}
+
+// WrapMessageReads makes processing read every message file through wrap until the test
+// ends: a reader that fails as a full or failing disk does.
+func WrapMessageReads(t testing.TB, wrap func(io.Reader) io.Reader) {
+	old := messageReader
+	messageReader = func(c *queue.Claim) io.Reader { return wrap(c.Reader()) }
+	t.Cleanup(func() { messageReader = old })
 }

@@ -64,8 +64,9 @@ func (r *Request) nack(op, reason string, fields ...[2]string) error {
 	return r.Reply(TypeNack, append([][2]string{{fieldOp, op}, {fieldReason, reason}}, fields...), nil)
 }
 
-// handleStore keeps a piece for the sender, within the quota we granted it, and
-// acknowledges it; over quota it answers NACK so the owner places the piece elsewhere.
+// handleStore keeps a piece for the sender, within the quota we granted it (less what
+// it has in quarantine), and acknowledges it; over quota it answers NACK so the owner
+// places the piece elsewhere.
 // A STORE seen again (same piece) is acknowledged again without writing anything.
 func handleStore(r *Request) error {
 	id := r.Header.Get(fieldPiece)
@@ -80,8 +81,9 @@ func handleStore(r *Request) error {
 	if err != nil {
 		return err
 	}
-	if ps.LocalUsed+size > r.Peer.LocalQuota {
-		return r.nack(TypeStore, fmt.Sprintf("over quota: %d of %d bytes used, piece is %d", ps.LocalUsed, r.Peer.LocalQuota, size), [2]string{fieldPiece, id})
+	if q := r.Node.quarantinedFrom(r.Peer.Name); ps.LocalUsed+q+size > r.Peer.LocalQuota {
+		return r.nack(TypeStore, fmt.Sprintf("over quota: %d of %d bytes used (%d of them by quarantined messages), piece is %d",
+			ps.LocalUsed+q, r.Peer.LocalQuota, q, size), [2]string{fieldPiece, id})
 	}
 	path := r.Node.storagePath(r.Peer.Name, id)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {

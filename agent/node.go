@@ -72,6 +72,7 @@ type Node struct {
 	wire     sync.Map // fingerprint -> key copy that seals with AEAD (held.go)
 
 	rehearse bool // tests: every message's transaction runs once rolled back first (handlers.go)
+	incoming incomingState // incoming.go
 }
 
 // peerFileStat tells versions of the peer list apart: peers.toml and the key file of

@@ -158,6 +158,7 @@ var (
 	optMaxMsgAge             = secondsOpt("maxMsgAge", 10*day, time.Minute, 0, "older messages are refused (replay window), seconds")
 	optClockSkew             = secondsOpt("clockSkew", 10*time.Minute, 0, day, "how far in the future a message's Date may be, seconds")
 	OptMaxMsgSize            = sizeOpt("maxMsgSize", relay.DefaultMaxFileSize, 10000, "largest message file accepted or sent")
+	optQuarantineMaxBytes    = sizeOpt("quarantineMaxBytes", 100_000_000, 0, "quarantined files beyond this total are dropped, oldest first (their reasons stay)")
 	optHostname              = stringOpt("hostname", "", "our host name, as peers reach it").withComputed(func() string { _, h := userHost(); return h }).notUsedYet("the peer finder (post_contract --host)")
 	optAutoBackupDir         = pathOpt("autoBackupDir", "autoBackup", "auto_check stores what is linked here")
 	optDefaultContractServer = stringOpt("defaultContractServerURL", "http://127.0.0.1:8000/peer_finder", "the peer finder").withCheck(checkURL).notUsedYet("the peer finder")
@@ -188,7 +189,7 @@ var optionDefs = rows(
 	optResendAfter, optRepairSpare, optPackPrunePercent, optLogFile, optLogLevel, optPrintLogLevel, optMaxLogSize,
 	optErrWarnCount, optErrMaxCount, optErrorDir, OptDaemonLogFile,
 	OptDaemonTimeout, optPollInterval, optDaemonPort, optDaemonAddress, optProbeTimeout,
-	optProbePeriod, optMaxMsgAge, optClockSkew, OptMaxMsgSize,
+	optProbePeriod, optMaxMsgAge, optClockSkew, OptMaxMsgSize, optQuarantineMaxBytes,
 	optHostname, optAutoBackupDir, optDefaultContractServer, optStatusAddress,
 	OptSMTPServer, OptSMTPUser, OptSMTPPassword, OptSMTPPasswordFile, OptSMTPTLS,
 	OptIMAPServer, OptIMAPUser, OptIMAPPassword, OptIMAPPasswordFile, OptIMAPMailbox,

@@ -7,9 +7,10 @@ import (
 	"time"
 )
 
-// schedule remembers when the daemon last ran each periodic task.
+// schedule remembers when the daemon last ran each periodic task. (The storage-list
+// exchange, which auto_check runs too, keeps its time in the books: see syncIfDue.)
 type schedule struct {
-	probe, sync, cleanup time.Time
+	probe, cleanup time.Time
 }
 
 // housekeeping is the daemon's periodic batch beyond polling: auto_check (when
@@ -40,10 +41,10 @@ func (n *Node) housekeeping(ctx context.Context, s *schedule) {
 			n.Log.Info("probe", "skipped", err)
 		}
 	}
-	if now.Sub(s.sync) >= 24*time.Hour {
-		_, err := n.SyncPeers()
-		logErr("storage list", err)
-		s.sync = now
+	sent, ran, err := n.syncIfDue() // not due if auto_check just did it
+	logErr("storage list", err)
+	if ran {
+		n.Log.Info("storage list", "peers", sent)
 	}
 	if now.Sub(s.cleanup) >= 24*time.Hour {
 		_, err := n.Cleanup()

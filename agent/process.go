@@ -22,6 +22,9 @@ type ProcessResult struct {
 	Processed   int // verified, acted on, removed
 	Quarantined int // moved to quarantine/ with a reason
 	Left        int // left in incoming/ for a later run (busy elsewhere, or a temporary failure)
+	// Why is the first temporary failure (a full disk, an I/O error) that left a file
+	// for a later run, if one did.
+	Why string
 }
 
 // retryLater marks a handler error as temporary: the file stays in incoming/.
@@ -32,8 +35,10 @@ func (e retryLater) Unwrap() error { return e.err }
 
 func isTemporary(err error) bool {
 	var r retryLater
-	return errors.As(err, &r) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
-		errors.Is(err, ErrDBBusy) || errors.Is(err, context.Canceled)
+	return errors.As(err, &r) || errors.Is(err, ErrDBBusy) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EIO) ||
+		errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.ENOMEM) ||
+		errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }
 
 // rejection is a message that must not be acted on; its text is the quarantine reason.
@@ -57,10 +62,12 @@ func (n *Node) ProcessIncoming(ctx context.Context) (ProcessResult, error) {
 		// Nothing new, but a killed run may have committed replies it never sealed.
 		return res, n.FlushOutbox()
 	}
+	n.incoming.takeWhy()
 	err = n.withDB(func(db *books.DB) error {
 		res = n.processEntries(ctx, db, entries)
 		return n.FlushOutbox() // the database held: it is the outer lock (db.go)
 	})
+	res.Why = n.incoming.takeWhy()
 	if err != nil {
 		return res, err
 	}
@@ -166,11 +173,14 @@ func (n *Node) ProcessFile(path string) (ProcessResult, error) {
 		if !queue.ValidName(name) {
 			name = queue.NewName(n.Now(), ".pgp")
 		}
-		if _, err := n.Spool.Put(queue.Incoming, name, f, OptMaxMsgSize.Get(n.Opts)); err != nil {
+		as, _, err := n.Spool.Receive(name, f, OptMaxMsgSize.Get(n.Opts))
+		if err != nil {
 			return ProcessResult{}, err
 		}
+		name = as // a different file was waiting under name: both are kept
 	}
 	var res ProcessResult
+	n.incoming.takeWhy()
 	err := n.withDB(func(db *books.DB) error {
 		switch n.processOne(db, name, nil) {
 		case outProcessed:
@@ -182,6 +192,7 @@ func (n *Node) ProcessFile(path string) (ProcessResult, error) {
 		}
 		return n.FlushOutbox()
 	})
+	res.Why = n.incoming.takeWhy()
 	return res, err
 }
 
@@ -192,9 +203,10 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) o
 		return outLeft // busy with another worker, or already gone
 	}
 	log := n.Log.With("msg", name)
+	var from *Peer // the signer, once it is known to be a peer
 	quarantine := func(reason string) outcome {
 		log.Warn("quarantined", "reason", reason)
-		if err := c.Quarantine(reason); err != nil {
+		if err := n.quarantine(db, c, from, reason); err != nil {
 			log.Error("quarantine failed", "err", err)
 			return outLeft
 		}
@@ -210,8 +222,16 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) o
 		log.Error("peer list", "err", err)
 		return outLeft
 	}
-	msg, err := pgpmsg.Open(c.Reader(), n.ID, kr, pgpmsg.OpenOptions{MaxSize: maxSize, TempDir: n.TmpDir()})
+	src := &readErrs{r: messageReader(c)}
+	msg, err := pgpmsg.Open(src, n.ID, kr, pgpmsg.OpenOptions{MaxSize: maxSize, TempDir: n.TmpDir()})
 	if err != nil {
+		// A full or failing disk says nothing of the message: it may be good.
+		if isTemporary(src.err) {
+			return n.leave(c, log, fmt.Errorf("reading it: %w", src.err))
+		}
+		if isTemporary(err) {
+			return n.leave(c, log, err)
+		}
 		return quarantine(err.Error())
 	}
 	defer msg.Close()
@@ -219,6 +239,7 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) o
 	if !ok {
 		return quarantine("signer " + string(msg.Signer.Fingerprint()) + " is no longer a peer")
 	}
+	from = peer
 	log = log.With("peer", peer.Name, "type", msg.Header.Get(pgpmsg.FieldType))
 	now := n.Now()
 	date, err := msg.Header.Date()
@@ -266,6 +287,9 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) o
 			log.Warn("left for a later run", "err", err)
 			c.Release()
 			return outLeft
+		}
+		if n.seen(db, idKey) {
+			from = nil // a replay: anyone can send a peer's old message again, so it is not the peer's to pay for
 		}
 		return quarantine(err.Error())
 	}

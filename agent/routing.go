@@ -213,13 +213,18 @@ func (n *Node) sendVia(ctx context.Context, p *Peer, method string, c *queue.Cla
 	return s.Send(ctx, ep, msg)
 }
 
-// Sink commits a received file into incoming/, refusing files over maxMsgSize.
+// Sink commits a received file into incoming/, refusing files over maxMsgSize. A file
+// waiting there under the same name is never replaced: a copy of it is dropped, and a
+// different file goes in under a new name beside it.
 func (n *Node) Sink() queue.Sink {
 	return func(name string, r io.Reader) error {
 		if !queue.ValidName(name) {
 			name = queue.NewName(n.Now(), ".pgp")
 		}
-		_, err := n.Spool.Put(queue.Incoming, name, r, OptMaxMsgSize.Get(n.Opts))
+		as, _, err := n.Spool.Receive(name, r, OptMaxMsgSize.Get(n.Opts))
+		if err == nil && as != name {
+			n.Log.Warn("a different file of that name is waiting: both kept", "msg", name, "as", as)
+		}
 		return err
 	}
 }

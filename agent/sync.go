@@ -3,13 +3,26 @@ package agent
 import (
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
 )
 
+// syncPeriod is how often the storage lists are exchanged, by the daemon and by
+// auto_check alike, give or take syncSlack: a daily cron job's runs are a day apart to
+// within minutes, and must not find the exchange due only every other day. taskSync
+// names the exchange in the books' schedule.
+const (
+	syncPeriod = 24 * time.Hour
+	syncSlack  = time.Hour
+	taskSync   = "storage_list"
+)
+
 // SyncPeers sends every peer the list of pieces we count there (an empty list too: after
-// recover_all from a peer that did not answer, it may hold pieces our books do not know).
+// recover_all from a peer that did not answer, it may hold pieces our books do not know),
+// and records when, so that syncIfDue knows when the next exchange is due. While
+// recoveries run it sends nothing, and the exchange stays due.
 func (n *Node) SyncPeers() (int, error) {
 	peers, err := n.Peers()
 	if err != nil {
@@ -44,13 +57,41 @@ func (n *Node) SyncPeers() (int, error) {
 				}
 				sent++
 			}
-			return nil
+			return tx.PutLastRun(taskSync, n.Now())
 		})
 	})
 	if err != nil {
 		return sent, err
 	}
 	return sent, n.FlushOutbox()
+}
+
+// syncIfDue runs SyncPeers when the last exchange is about syncPeriod old, so that a node run
+// from cron exchanges its lists as a daemon does. It reports whether it ran. A node with
+// no exchange recorded starts the clock instead, as a daemon waits a period after its
+// start: a node set up from a recovery kit, whose books are still empty, must not tell
+// its peers at once that it stores nothing with them.
+func (n *Node) syncIfDue() (sent int, ran bool, err error) {
+	now := n.Now()
+	due := false
+	err = n.withDB(func(db *books.DB) error {
+		var last time.Time
+		var known bool
+		err := db.View(func(tx *books.Tx) (err error) {
+			last, known, err = tx.LastRun(taskSync)
+			return err
+		})
+		if err != nil || known {
+			due = now.Sub(last) >= syncPeriod-syncSlack
+			return err
+		}
+		return db.Update(func(tx *books.Tx) error { return tx.PutLastRun(taskSync, now) })
+	})
+	if err != nil || !due {
+		return 0, false, err
+	}
+	sent, err = n.SyncPeers()
+	return sent, true, err
 }
 
 // handleStorageList is the peer's side of the reconciliation.

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 )
 
@@ -97,25 +96,7 @@ func (c *Claim) Ack() error {
 
 // Quarantine moves the file into quarantine/ with reason written beside it, so that it
 // no longer blocks anything and a person can look at it.
-func (c *Claim) Quarantine(reason string) error {
-	if c.done {
-		return nil
-	}
-	defer c.release()
-	qdir := c.s.Dir(Quarantine)
-	reason = strings.TrimSpace(strings.NewReplacer("\r", " ", "\n", " ").Replace(reason))
-	if reason == "" {
-		reason = "unknown reason"
-	}
-	if _, err := commit(filepath.Join(c.s.root, tmpDir), qdir, c.name+ReasonSuffix,
-		strings.NewReader(string(c.box)+": "+reason+"\n"), 0); err != nil {
-		return fmt.Errorf("queue: quarantine %s/%s: %w", c.box, c.name, err)
-	}
-	if err := os.Rename(c.Path(), filepath.Join(qdir, c.name)); err != nil {
-		return fmt.Errorf("queue: quarantine %s/%s: %w", c.box, c.name, err)
-	}
-	return syncDir(qdir)
-}
+func (c *Claim) Quarantine(reason string) error { return c.QuarantineWith(reason, QuarantineOpts{}) }
 
 // MoveTo renames the file into another box of the same spool (a state change).
 func (c *Claim) MoveTo(box Box) error {

@@ -5,8 +5,8 @@
 //	tmp/                   files being written; never read by anyone but their writer
 //	incoming/<name>        received files, not yet processed
 //	outgoing/<peer>/<name> files waiting for delivery to <peer>
-//	quarantine/<name>      files that failed to open or to process
-//	quarantine/<name>.reason  why, one line of text
+//	quarantine/<name>      files that failed to open or to process (or their start)
+//	quarantine/<name>.reason  why; then who sent it and what of it was kept
 //	staged/<stage>/<box>/<name>  files written for a box but not in it yet (Stage)
 //
 // Every file enters a directory the same way: written to tmp/, fsynced, renamed into place,

@@ -11,6 +11,8 @@ var (
 	ErrTooLarge = errors.New("queue: file too large")
 	// ErrBadName means a file or peer name could escape its directory or is otherwise unusable.
 	ErrBadName = errors.New("queue: bad name")
+	// ErrExists means a different file of that name is already waiting; it was kept.
+	ErrExists = errors.New("queue: a different file of that name is waiting")
 )
 
 // permanentError marks an error that retrying cannot cure.

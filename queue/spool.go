@@ -110,32 +110,50 @@ func (s *Spool) checkBox(box Box) error {
 
 // Put commits the contents of r as box/name: written to tmp/, fsynced, renamed into place,
 // and the directory fsynced. When Put returns nil the file survives a crash; when it returns
-// an error nothing is left behind. A file already there under name is replaced, so
-// delivering one file twice leaves one copy. If maxSize > 0 and r holds more than maxSize
-// bytes, Put fails with ErrTooLarge. It returns the number of bytes written.
+// an error nothing is left behind. If maxSize > 0 and r holds more than maxSize bytes, Put
+// fails with ErrTooLarge. It returns the number of bytes written.
+//
+// A file already there under name is never replaced in incoming/, where others' files
+// arrive: if it holds the same bytes, the new copy is dropped and Put returns nil (one
+// file delivered twice leaves one copy); if not, Put fails with ErrExists and the waiting
+// file stays as it is. Receive keeps both instead. In an outgoing box, which holds our own
+// files, the new file replaces the old one (a message sealed again after a crash).
 func (s *Spool) Put(box Box, name string, r io.Reader, maxSize int64) (int64, error) {
-	return s.put(box, name, func(f *os.File) (int64, error) { return copyLimited(f, r, maxSize) })
+	_, n, err := s.put(box, name, replace, func(f *os.File) (int64, error) { return copyLimited(f, r, maxSize) })
+	return n, err
+}
+
+// Receive commits the contents of r into incoming/ as Put does, for a file whose name
+// came from elsewhere. When a different file is already waiting under name, both are
+// kept: the newcomer goes in under a fresh name (NewName, with name's extension). It
+// returns the name the file is in incoming/ under, which is name unless it was taken.
+func (s *Spool) Receive(name string, r io.Reader, maxSize int64) (string, int64, error) {
+	return s.put(Incoming, name, keepBoth, func(f *os.File) (int64, error) { return copyLimited(f, r, maxSize) })
 }
 
 // put checks box and name, makes a peer's box if needed, and commits what fill writes.
-func (s *Spool) put(box Box, name string, fill func(*os.File) (int64, error)) (int64, error) {
+// In incoming/ a taken name is never replaced: there replace means refuse.
+func (s *Spool) put(box Box, name string, taken onTaken, fill func(*os.File) (int64, error)) (string, int64, error) {
 	if err := s.checkBox(box); err != nil {
-		return 0, err
+		return "", 0, err
+	}
+	if box == Incoming && taken == replace {
+		taken = refuse
 	}
 	if !ValidName(name) {
-		return 0, fmt.Errorf("%w: file %q", ErrBadName, name)
+		return "", 0, fmt.Errorf("%w: file %q", ErrBadName, name)
 	}
 	dir := s.Dir(box)
 	if box.Peer() != "" {
 		if err := mkdirDurable(dir); err != nil {
-			return 0, fmt.Errorf("queue: put %s/%s: %w", box, name, err)
+			return "", 0, fmt.Errorf("queue: put %s/%s: %w", box, name, err)
 		}
 	}
-	n, err := commitWith(filepath.Join(s.root, tmpDir), "put-*.tmp", dir, name, fill)
+	as, n, err := commitAs(filepath.Join(s.root, tmpDir), "put-*.tmp", dir, name, taken, fill)
 	if err != nil {
-		return n, fmt.Errorf("queue: put %s/%s: %w", box, name, err)
+		return "", n, fmt.Errorf("queue: put %s/%s: %w", box, name, err)
 	}
-	return n, nil
+	return as, n, nil
 }
 
 // PutWith is Put for a producer that writes rather than is read: write gets the
@@ -144,7 +162,8 @@ func (s *Spool) put(box Box, name string, fill func(*os.File) (int64, error)) (i
 // pipe and the goroutine a Put from a writer would need. Whole chunks are written with
 // O_DIRECT where the filesystem allows (see direct.go).
 func (s *Spool) PutWith(box Box, name string, write func(io.Writer) error) (int64, error) {
-	return s.put(box, name, directFill(write))
+	_, n, err := s.put(box, name, replace, directFill(write))
+	return n, err
 }
 
 type countWriter struct {
@@ -183,30 +202,112 @@ func commit(tmp, dir, name string, r io.Reader, maxSize int64) (int64, error) {
 }
 
 // commitWith is the write → fsync → rename → fsync dir sequence, for what fill writes.
-func commitWith(tmp, pattern, dir, name string, fill func(*os.File) (int64, error)) (n int64, err error) {
+// A file already at name is replaced.
+func commitWith(tmp, pattern, dir, name string, fill func(*os.File) (int64, error)) (int64, error) {
+	_, n, err := commitAs(tmp, pattern, dir, name, replace, fill)
+	return n, err
+}
+
+// onTaken says what a commit does when its name is taken.
+type onTaken int
+
+const (
+	replace  onTaken = iota // the new file replaces the old one
+	refuse                  // ErrExists, unless the old one holds the same bytes
+	keepBoth                // the new file goes in under a fresh name, unless the old one holds the same bytes
+)
+
+// commitAs is commitWith with a choice of what a taken name does (see onTaken). It
+// returns the name the file was committed as.
+func commitAs(tmp, pattern, dir, name string, taken onTaken, fill func(*os.File) (int64, error)) (as string, n int64, err error) {
 	f, err := os.CreateTemp(tmp, pattern)
 	if err != nil {
-		return 0, err
+		return "", 0, err
 	}
+	committed := false
 	defer func() {
-		if err != nil {
+		if !committed {
 			f.Close()
 			os.Remove(f.Name())
 		}
 	}()
 	if n, err = fill(f); err != nil {
-		return n, err
+		return "", n, err
 	}
 	if err = f.Sync(); err != nil {
-		return n, err
+		return "", n, err
 	}
 	if err = f.Close(); err != nil {
-		return n, err
+		return "", n, err
 	}
-	if err = os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
-		return n, err
+	as = name
+	if taken == replace {
+		err = os.Rename(f.Name(), filepath.Join(dir, name))
+	} else {
+		err = renameNoReplace(f.Name(), filepath.Join(dir, name))
 	}
-	return n, syncDir(dir)
+	for try := 0; errors.Is(err, fs.ErrExist); try++ {
+		if sameFile(f.Name(), filepath.Join(dir, as)) {
+			return name, n, nil // a duplicate: the one waiting is kept, the temp file removed
+		}
+		if taken == refuse || try == 3 {
+			return "", n, fmt.Errorf("%w: %s", ErrExists, name)
+		}
+		as = freshName(name)
+		err = renameNoReplace(f.Name(), filepath.Join(dir, as))
+	}
+	if err != nil {
+		return "", n, err
+	}
+	committed = true
+	return as, n, syncDir(dir)
+}
+
+// freshName is a new name for a file whose name was taken: NewName, ending as name did.
+func freshName(name string) string {
+	if ext := filepath.Ext(name); ext != "" && len(ext) <= 16 && ValidName("x"+ext) {
+		return NewName(time.Now(), ext)
+	}
+	return NewName(time.Now(), "")
+}
+
+// sameFile reports whether the files at a and b hold the same bytes.
+func sameFile(a, b string) bool {
+	fa, err := os.Open(a)
+	if err != nil {
+		return false
+	}
+	defer fa.Close()
+	fb, err := os.Open(b)
+	if err != nil {
+		return false
+	}
+	defer fb.Close()
+	sa, err1 := fa.Stat()
+	sb, err2 := fb.Stat()
+	if err1 != nil || err2 != nil || sa.Size() != sb.Size() {
+		return false
+	}
+	ba, bb := make([]byte, 64<<10), make([]byte, 64<<10)
+	for {
+		na, erra := io.ReadFull(fa, ba)
+		nb, errb := io.ReadFull(fb, bb)
+		if na != nb || !bytes.Equal(ba[:na], bb[:nb]) {
+			return false
+		}
+		if erra != nil || errb != nil {
+			return (erra == io.EOF || erra == io.ErrUnexpectedEOF) && (errb == io.EOF || errb == io.ErrUnexpectedEOF)
+		}
+	}
+}
+
+// linkNoReplace renames old to new unless new exists, for filesystems without an atomic
+// rename that refuses to replace: a hard link (which never replaces) and an unlink.
+func linkNoReplace(old, new string) error {
+	if err := os.Link(old, new); err != nil {
+		return err
+	}
+	return os.Remove(old)
 }
 
 // WriteFileAtomic commits data as path with the same write → fsync → rename → fsync dir
@@ -282,7 +383,8 @@ func (s *Spool) Peers() ([]string, error) {
 }
 
 // Reason returns why a quarantined file was quarantined: the box it came from, a colon,
-// and the reason given to Claim.Quarantine.
+// and the reason given to Claim.Quarantine; then, each after "; ", whom it came from and
+// what of it was kept (see QuarantineWith).
 func (s *Spool) Reason(name string) (string, error) {
 	if !ValidName(name) {
 		return "", fmt.Errorf("%w: file %q", ErrBadName, name)
@@ -291,7 +393,7 @@ func (s *Spool) Reason(name string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("queue: reason %s: %w", name, err)
 	}
-	return strings.TrimSpace(string(b)), nil
+	return strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", "; "), nil
 }
 
 // CleanTmp removes files in tmp/ older than age: leftovers of writers that crashed.

@@ -148,14 +148,17 @@ func TestList_MissingOutgoingBoxIsEmpty(t *testing.T) {
 	}
 }
 
+// In our own outgoing box a second file of a name replaces the first (in incoming/ it
+// never does: TestPut_NeverReplacesInIncoming).
 func TestPut_SameNameTwiceLeavesOneFile(t *testing.T) {
 	s := newSpool(t)
-	put(t, s, Incoming, "dup.pgp", "first")
-	put(t, s, Incoming, "dup.pgp", "second")
-	if got := dirNames(t, s.Dir(Incoming)); !slices.Equal(got, []string{"dup.pgp"}) {
-		t.Errorf("incoming/ = %v, want [dup.pgp]", got)
+	box := Outgoing("bob")
+	put(t, s, box, "dup.pgp", "first")
+	put(t, s, box, "dup.pgp", "second")
+	if got := dirNames(t, s.Dir(box)); !slices.Equal(got, []string{"dup.pgp"}) {
+		t.Errorf("%s = %v, want [dup.pgp]", box, got)
 	}
-	if got := readBox(t, s, Incoming, "dup.pgp"); got != "second" {
+	if got := readBox(t, s, box, "dup.pgp"); got != "second" {
 		t.Errorf("content = %q, want the second copy", got)
 	}
 	if left := dirNames(t, filepath.Join(s.Root(), "tmp")); len(left) != 0 {

@@ -89,10 +89,11 @@ func (s *SpoolStore) Deposit(from, to pgpmsg.Fingerprint, name string, size int6
 	if err := s.checkRoom(size); err != nil {
 		return err
 	}
-	if _, err := s.Spool.Put(queue.Incoming, name, &exactReader{r: r, left: size}, size); err != nil {
-		return err
+	_, err := s.Spool.Put(queue.Incoming, name, &exactReader{r: r, left: size}, size)
+	if errors.Is(err, queue.ErrExists) {
+		return nil // arrived since the check above: the first copy is kept here too
 	}
-	return nil
+	return err
 }
 
 func (s *SpoolStore) checkRoom(size int64) error {

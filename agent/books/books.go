@@ -18,6 +18,7 @@
 //	recovery   job name                               RecoveryJob
 //	probes     Message-Id of a PROBE                  ProbeState: a probe waiting for its answer
 //	unstored   object id \x00 a versions key          Unstored: a dropped version its pack still carries
+//	schedule   periodic task name                     time: when the task last ran
 package books
 
 import (
@@ -44,9 +45,11 @@ var (
 	bucketRecovery = []byte("recovery")
 	bucketProbes   = []byte("probes")
 	bucketUnstored = []byte("unstored")
+	bucketSchedule = []byte("schedule")
 
 	allBuckets = [][]byte{bucketSeen, bucketPeers, bucketOutbox, bucketRequests,
-		bucketObjects, bucketVersions, bucketPieceIdx, bucketStat, bucketHeld, bucketRecovery, bucketProbes, bucketUnstored}
+		bucketObjects, bucketVersions, bucketPieceIdx, bucketStat, bucketHeld, bucketRecovery, bucketProbes,
+		bucketUnstored, bucketSchedule}
 )
 
 // ErrDBBusy means another process held the database for too long.

@@ -47,15 +47,30 @@ func runStore(a *App, o storeOptions) error {
 
 var autoCheckCmd = &command{
 	name:     "auto_check",
-	synopsis: "",
+	synopsis: "[--sync]",
 	help: `Store everything linked or placed in autoBackupDir, as /autoBackup/<entry>/...; entries
 removed from it are marked deleted (still recoverable until keepDeleted). Then the upkeep:
-expire unanswered probes, send unanswered requests again, repair; its line says what it did.`,
-	flags: noFlags(runAutoCheck),
+expire unanswered probes, send unanswered requests again, repair; its line says what it did.
+Once a day it also sends each peer the list of pieces we count there (the storage-list
+exchange); --sync sends the lists now.`,
+	flags: withOptions((*autoCheckOptions).declare, runAutoCheck),
 }
 
-func runAutoCheck(a *App) error {
+type autoCheckOptions struct{ sync bool }
+
+func (o *autoCheckOptions) declare(fs *flag.FlagSet) {
+	fs.BoolVar(&o.sync, "sync", false, "exchange storage lists with the peers now, not only when a day has passed")
+}
+
+func runAutoCheck(a *App, o autoCheckOptions) error {
 	return a.withNode(func(n *agent.Node) error {
+		synced := 0
+		if o.sync { // first: then the exchange is not due again within the auto_check
+			var err error
+			if synced, err = n.SyncPeers(); err != nil {
+				return err
+			}
+		}
 		res, err := n.AutoCheck(a.Ctx)
 		a.printStoreWarnings(res.Warnings)
 		if err != nil {
@@ -63,6 +78,9 @@ func runAutoCheck(a *App) error {
 		}
 		a.printStore(res.StoreResult)
 		a.printUpkeep(res.Upkeep)
+		if synced += res.StorageLists; synced > 0 || o.sync {
+			fmt.Fprintf(a.Stdout, "sent our storage list to %s\n", agent.Count(synced, "peer"))
+		}
 		return nil
 	})
 }
@@ -218,9 +236,10 @@ func runForget(a *App, o forgetOptions) error {
 var cleanupCmd = &command{
 	name:     "cleanup",
 	synopsis: "",
-	help: `Remove empty storage directories, quarantined files older than maxMsgAge, leftovers of
-interrupted writes and recoveries, and versions of files deleted locally longer ago than
-keepDeleted; count unanswered probes as timeouts.`,
+	help: `Remove empty storage directories, quarantined files older than maxMsgAge (and the
+oldest beyond quarantineMaxBytes), leftovers of interrupted writes and recoveries, and
+versions of files deleted locally longer ago than keepDeleted; count unanswered probes
+as timeouts.`,
 	flags: noFlags(runCleanup),
 }
 

@@ -236,6 +236,27 @@ func TestCLI_Sneakernet(t *testing.T) {
 	}
 }
 
+// auto_check --sync sends the storage lists at once; a plain auto_check after it finds
+// the day's exchange done (and a node's first auto_check only starts its clock).
+func TestCLI_AutoCheckSync(t *testing.T) {
+	root := t.TempDir()
+	alice, carol := newCLINode(t, root, "alice"), newCLINode(t, root, "carol")
+	alice.addPeer(carol, "passive", "passive")
+	outgoing := filepath.Join(alice.Dir, "outgoing", "carol")
+	if out := alice.OK("auto_check"); strings.Contains(out, "storage list") || len(files(t, outgoing)) != 0 {
+		t.Fatalf("the first auto_check sent storage lists: %q", out)
+	}
+	if out := alice.OK("auto_check", "--sync"); !strings.Contains(out, "sent our storage list to 1 peer\n") {
+		t.Fatalf("auto_check --sync: %q", out)
+	}
+	if got := files(t, outgoing); len(got) != 1 {
+		t.Fatalf("outgoing/carol holds %v, want the storage list", got)
+	}
+	if out := alice.OK("auto_check"); strings.Contains(out, "storage list") || len(files(t, outgoing)) != 1 {
+		t.Fatalf("auto_check right after --sync sent the lists again: %q", out)
+	}
+}
+
 // carriedFiles reads every file under a carried directory.
 func carriedFiles(t *testing.T, dir string) map[string][]byte {
 	out := map[string][]byte{}

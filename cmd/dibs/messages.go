@@ -62,7 +62,9 @@ var processMessageCmd = &command{
 	name:     "process_message",
 	synopsis: "[--file F]",
 	help: `Open, verify and act on every file in incoming/ (or just F). A file that fails a check
-goes to quarantine/ with its reason, and processing goes on.`,
+goes to quarantine/ with its reason, and processing goes on. A file that cannot be read
+for now (a full disk, an I/O error) stays in incoming/ for the next run, and the output
+says why.`,
 	flags: withOptions((*processMessageOptions).declare, runProcessMessage),
 }
 
@@ -85,6 +87,9 @@ func runProcessMessage(a *App, o processMessageOptions) error {
 			return err // a summary of nothing done would read as a success
 		}
 		fmt.Fprintf(a.Stdout, "processed %d, quarantined %d, left %d\n", res.Processed, res.Quarantined, res.Left)
+		if res.Why != "" {
+			fmt.Fprintf(a.Stdout, "left in incoming/ for the next run: %s\n", res.Why)
+		}
 		return nil
 	})
 }
