@@ -1,0 +1,93 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/dibs-backup/dibs/agent"
+)
+
+var postContractCmd = &command{
+	name:     "post_contract",
+	synopsis: "--min_quota Q --max_quota Q --quota_mult X --lifetime S [--talk T --listen L --contract_name N --url U --host H --port P]",
+	help: `Advertise a trade on the contract server: we want between --min_quota and --max_quota
+of space, and give back one byte for every X we get (--quota_mult 2 asks twice what it
+gives). The contract is signed with our key and lapses after --lifetime seconds. --talk
+and --listen (active, passive, mail, relay, or any: default) are how we would reach the
+new peer and it us; --host and --port (default: our hostname and daemonPort options)
+are where our daemon answers. --url (default: defaultContractServerURL; none: post
+nowhere) is the server. Someone answers with propose_contract; a fitting proposal makes
+them our peer without add_peer.`,
+	required: []string{"min_quota", "max_quota", "quota_mult", "lifetime"},
+	flags:    withOptions((*postContractOptions).declare, runPostContract),
+}
+
+type postContractOptions struct {
+	minQuota, maxQuota sizeFlag
+	mult               float64
+	lifetime           int64
+	talk, listen, name string
+	url                string
+	host               stringFlag
+	port               intFlag
+}
+
+func (o *postContractOptions) declare(fs *flag.FlagSet) {
+	fs.Var(&o.minQuota, "min_quota", "the least space we want from the peer")
+	fs.Var(&o.maxQuota, "max_quota", "the most space we want from the peer")
+	fs.Float64Var(&o.mult, "quota_mult", 1, "what we get divided by what we give, at least")
+	fs.Int64Var(&o.lifetime, "lifetime", 86400, "seconds the contract stays posted")
+	fs.StringVar(&o.talk, "talk", "any", "how we reach the peer: active, passive, mail, relay or any")
+	fs.StringVar(&o.listen, "listen", "any", "how the peer reaches us: active, passive, mail, relay or any")
+	fs.StringVar(&o.name, "contract_name", "", "the contract's name (default: generated)")
+	fs.StringVar(&o.url, "url", "", "the contract server (default: defaultContractServerURL; none: keep it local)")
+	fs.Var(&o.host, "host", "where our daemon answers (default: our hostname option)")
+	fs.Var(&o.port, "port", "our daemon's port (default: our daemonPort option)")
+}
+
+func runPostContract(a *App, o postContractOptions) error {
+	return a.withNode(func(n *agent.Node) error {
+		pc, err := n.PostContract(a.Ctx, agent.PostSpec{
+			Name: o.name, MinQuota: o.minQuota.bytes, MaxQuota: o.maxQuota.bytes, QuotaMult: o.mult,
+			Lifetime: o.lifetime, Talk: o.talk, Listen: o.listen, URL: o.url,
+			Host: o.host.value, HostGiven: o.host.given, Port: o.port.value, PortGiven: o.port.given,
+		})
+		if err != nil {
+			return err
+		}
+		where := "on " + pc.URL
+		if pc.URL == agent.NoServer {
+			where = "locally only (--url none)"
+		}
+		fmt.Fprintf(a.Stdout, "posted contract %s %s, until %s\n", pc.Name, where, pc.ExpiresAt().UTC().Format(time.RFC3339))
+		return nil
+	})
+}
+
+var unpostContractCmd = &command{
+	name:     "unpost_contract",
+	synopsis: "--contract_name N [--url U]",
+	help: `Withdraw a contract we posted: the server removes it (only a request signed by the key
+that posted it can), and we forget it. --url is the server (default: where it was posted);
+--url none only forgets it here.`,
+	required: []string{"contract_name"},
+	flags:    withOptions((*unpostContractOptions).declare, runUnpostContract),
+}
+
+type unpostContractOptions struct{ name, url string }
+
+func (o *unpostContractOptions) declare(fs *flag.FlagSet) {
+	fs.StringVar(&o.name, "contract_name", "", "the contract to withdraw (show_database --only posted_contracts lists ours)")
+	fs.StringVar(&o.url, "url", "", "the contract server (default: where it was posted; none: only forget it here)")
+}
+
+func runUnpostContract(a *App, o unpostContractOptions) error {
+	return a.withNode(func(n *agent.Node) error {
+		if err := n.UnpostContract(a.Ctx, o.name, o.url); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.Stdout, "unposted contract %s\n", o.name)
+		return nil
+	})
+}
