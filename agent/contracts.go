@@ -148,18 +148,24 @@ func (n *Node) postedContract(name string) (*PostedContract, error) {
 	if err := contract.CheckName(name); err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(filepath.Join(n.Dir, postedDir, name+".json"))
+	var pc PostedContract
+	err := loadJSON(filepath.Join(n.Dir, postedDir, name+".json"), &pc)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("we posted no contract %s (dibs show_database --only posted_contracts lists ours)", name)
 	}
+	return &pc, err
+}
+
+// loadJSON reads the JSON file path into v.
+func loadJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var pc PostedContract
-	if err := json.Unmarshal(b, &pc); err != nil {
-		return nil, fmt.Errorf("%s/%s.json: %w", postedDir, name, err)
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
 	}
-	return &pc, nil
+	return nil
 }
 
 func (n *Node) savePosted(pc *PostedContract) error {
@@ -291,3 +297,6 @@ func checkContractURL(s string) error {
 	}
 	return checkURL(s)
 }
+
+// DaemonPort is the port our daemon serves (daemonPort).
+func (n *Node) DaemonPort() int { return int(optDaemonPort.Get(n.Opts)) }

@@ -69,6 +69,13 @@ func (n *Node) SendOutgoing(ctx context.Context, peer string) (SendResult, error
 		return res, err
 	}
 	var errs []error
+	if peer == "" {
+		k, err := n.SendProposals(ctx) // contract proposals, to posters not yet peers (proposals.go)
+		res.Sent += k
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, name := range names {
 		if peer != "" && name != peer {
 			continue
@@ -266,6 +273,11 @@ func (n *Node) PollPassives(ctx context.Context) (int, error) {
 	}
 	if mail {
 		poll(Mail, queue.Endpoint{Key: me, Addr: OptIMAPServer.Get(n.Opts)})
+	}
+	k, err := n.pollAnswers(ctx) // answers to our contract proposals (proposals.go)
+	total += k
+	if err != nil {
+		errs = append(errs, err)
 	}
 	return total, errors.Join(errs...)
 }

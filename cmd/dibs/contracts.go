@@ -91,3 +91,65 @@ func runUnpostContract(a *App, o unpostContractOptions) error {
 		return nil
 	})
 }
+
+var proposeContractCmd = &command{
+	name:     "propose_contract",
+	synopsis: "--contract_name N --local_quota Q --remote_quota Q [--talk T --listen L --host H --peer NAME --url U --peer_host H --peer_port P --peer_email E]",
+	help: `Answer a posted contract. The quotas, talk and listen are the poster's view, as it would
+give them to add_peer: --local_quota is what the poster stores for us, --remote_quota what
+we store for it, --talk how the poster reaches us (default passive: it keeps our files
+until we pull them, so we need no daemon; active if --host names ours), --listen how we
+reach it (default active: we push to its daemon). The contract is fetched from --url
+(default defaultContractServerURL), checked, and the proposal sent to the poster's daemon
+(send_message tries again if it is away). poll_passives and process_message fetch the
+answer; on acceptance the poster is our peer --peer (default: its e-mail), and we are its.
+show_database --only proposed_contracts shows each proposal's state.`,
+	required: []string{"contract_name", "local_quota", "remote_quota"},
+	flags:    withOptions((*proposeContractOptions).declare, runProposeContract),
+}
+
+type proposeContractOptions struct {
+	name                    string
+	localQuota, remoteQuota sizeFlag
+	talk, listen, host      string
+	peer, url               string
+	peerHost, peerEmail     string
+	peerPort                int
+}
+
+func (o *proposeContractOptions) declare(fs *flag.FlagSet) {
+	fs.StringVar(&o.name, "contract_name", "", "the contract to answer (the server lists them at /)")
+	fs.Var(&o.localQuota, "local_quota", "what the poster stores for us")
+	fs.Var(&o.remoteQuota, "remote_quota", "what we store for the poster")
+	fs.StringVar(&o.talk, "talk", "", "how the poster reaches us: active, passive, mail or relay")
+	fs.StringVar(&o.listen, "listen", "", "how we reach the poster: active, passive, mail or relay")
+	fs.StringVar(&o.host, "host", "", "our daemon's host, if the poster is to connect to it (its port: our daemonPort)")
+	fs.StringVar(&o.peer, "peer", "", "our name for the poster once it is our peer (default: its e-mail)")
+	fs.StringVar(&o.url, "url", "", "the contract server (default: defaultContractServerURL)")
+	fs.StringVar(&o.peerHost, "peer_host", "", "the poster's daemon host, instead of the contract's")
+	fs.IntVar(&o.peerPort, "peer_port", 0, "the poster's daemon port, instead of the contract's")
+	fs.StringVar(&o.peerEmail, "peer_email", "", "the poster's e-mail, instead of the contract's")
+}
+
+func runProposeContract(a *App, o proposeContractOptions) error {
+	return a.withNode(func(n *agent.Node) error {
+		s := agent.ProposeSpec{
+			Name: o.name, LocalQuota: o.localQuota.bytes, RemoteQuota: o.remoteQuota.bytes,
+			Talk: o.talk, Listen: o.listen, Host: o.host, Peer: o.peer, URL: o.url,
+			PeerHost: o.peerHost, PeerPort: o.peerPort, PeerEmail: o.peerEmail,
+		}
+		if o.host != "" {
+			s.Port = n.DaemonPort()
+		}
+		pc, err := n.ProposeContract(a.Ctx, s)
+		if err != nil {
+			return err
+		}
+		if pc.State == agent.ProposalQueued {
+			fmt.Fprintf(a.Stdout, "proposal to %s queued: the poster's daemon is not reachable now (%s); send_message tries again\n", pc.Contract.Name, pc.LastError)
+			return nil
+		}
+		fmt.Fprintf(a.Stdout, "proposed to %s; poll_passives and process_message fetch the answer\n", pc.Contract.Name)
+		return nil
+	})
+}

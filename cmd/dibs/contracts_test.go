@@ -4,7 +4,9 @@ package main
 // nodes posting, withdrawing and answering contracts through the binary.
 
 import (
+	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -106,5 +108,94 @@ func TestContractServer_PostUnpostSurvivesKill(t *testing.T) {
 	srv2.Stop(t, syscall.SIGTERM, 10*time.Second)
 	if !strings.Contains(srv2.Stdout.String(), "dibs contract server stopped") {
 		t.Errorf("contract_server did not say it stopped: %q", srv2.Stdout.String())
+	}
+}
+
+func rowOf(rows []map[string]any, key, value string) map[string]any {
+	for _, r := range rows {
+		if r[key] == value {
+			return r
+		}
+	}
+	return nil
+}
+
+// The full handshake as real processes: a reachable poster runs start_daemon, a
+// proposer behind NAT with no daemon runs propose_contract and then only its cron
+// commands. Afterwards each lists the other as a peer with the agreed quotas, and a
+// store on the proposer puts pieces on the poster.
+func TestContracts_HandshakeNATProposer(t *testing.T) {
+	root := t.TempDir()
+	_, url := startContractServer(t, filepath.Join(root, "finder"))
+	poster := newCLINode(t, root, "poster")
+	nat := newCLINode(t, root, "nat")
+	poster.OK("set_option", "--name", "dibsAdmin", "--value", "poster-admin@cli.invalid")
+	nat.OK("set_option", "--name", "dibsAdmin", "--value", "nat-admin@cli.invalid")
+	poster.OK("post_contract", "--min_quota", "10M", "--max_quota", "30M", "--quota_mult", "2", "--lifetime", "3600",
+		"--contract_name", "poster-1", "--talk", "passive", "--listen", "active", "--url", url,
+		"--host", "127.0.0.1", "--port", fmt.Sprint(poster.port))
+	d := poster.startDaemon()
+
+	// The poster's view: it gives 10M, gets 25M; it keeps our files for us to pull.
+	out := nat.OK("propose_contract", "--contract_name", "poster-1", "--local_quota", "10M", "--remote_quota", "25M", "--url", url)
+	if !strings.Contains(out, "proposed to poster-1") {
+		t.Fatalf("propose_contract: %q", out)
+	}
+	if r := rowOf(nat.Database("proposed_contracts"), "name", "poster-1"); r == nil || r["state"] != "sent" {
+		t.Fatalf("proposed_contracts after propose_contract: %v", r)
+	}
+	if len(nat.Database("peers")) != 0 {
+		t.Fatalf("the proposer lists peers before any answer: %v", nat.Database("peers"))
+	}
+	cron := func(n *cliNode, until func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for !until() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: cron rounds never got there; the poster's daemon said:\n%s", n.Name, d.Stderr.String())
+			}
+			n.Run("send_message")
+			n.Run("poll_passives")
+			n.OK("process_message")
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	cron(nat, func() bool {
+		r := rowOf(nat.Database("proposed_contracts"), "name", "poster-1")
+		return r != nil && r["state"] != "sent"
+	})
+	if r := rowOf(nat.Database("proposed_contracts"), "name", "poster-1"); r["state"] != "accepted" || r["answered"] == nil {
+		t.Fatalf("proposal: %v", r)
+	}
+	pp := rowOf(nat.Database("peers"), "peer", "poster-admin@cli.invalid")
+	if pp == nil || pp["local_quota"] != 25e6 || pp["remote_quota"] != 10e6 || pp["talk"] != "active" || pp["listen"] != "passive" ||
+		pp["host"] != "127.0.0.1" || pp["port"] != float64(poster.port) {
+		t.Fatalf("the proposer's record of the poster: %v", pp)
+	}
+	np := rowOf(poster.Database("peers"), "peer", "nat.dibs@cli.invalid")
+	if np == nil || np["local_quota"] != 10e6 || np["remote_quota"] != 25e6 || np["talk"] != "passive" || np["listen"] != "active" ||
+		np["email"] != "nat-admin@cli.invalid" || np["fingerprint"] == "" {
+		t.Fatalf("the poster's record of the proposer: %v (all: %v)", np, poster.Database("peers"))
+	}
+	if r := rowOf(poster.Database("posted_contracts"), "name", "poster-1"); r == nil || r["state"] != "taken" || r["taken_by"] != "nat.dibs@cli.invalid" {
+		t.Errorf("posted_contracts after acceptance: %v", r)
+	}
+
+	// And they trade: a store on the proposer lands on the poster.
+	file := filepath.Join(root, "notes.txt")
+	os.WriteFile(file, []byte(strings.Repeat("the peer finder works\n", 500)), 0o600)
+	nat.OK("store", "--name", file)
+	cron(nat, func() bool {
+		rows := nat.Database("files")
+		return len(rows) == 1 && rows[0]["status"] == "stored"
+	})
+	if r := rowOf(poster.Database("storage"), "peer", "nat.dibs@cli.invalid"); r == nil || r["pieces"].(float64) < 1 {
+		t.Errorf("the poster holds nothing for the proposer: %v", poster.Database("storage"))
+	}
+	poster.stopDaemon(d)
+	for _, n := range []*cliNode{poster, nat} {
+		if q := files(t, filepath.Join(n.Dir, "quarantine")); len(q) > 0 {
+			t.Errorf("%s quarantined %v", n.Name, q)
+		}
 	}
 }

@@ -67,7 +67,7 @@ var commands = []*command{
 	// daemons and servers
 	startDaemonCmd, stopDaemonCmd, relayServerCmd, demoCmd,
 	// the peer finder
-	contractServerCmd, postContractCmd, unpostContractCmd,
+	contractServerCmd, postContractCmd, unpostContractCmd, proposeContractCmd,
 }
 
 // withOptions is the flags of a command whose flags fill a struct O: declare puts
