@@ -186,6 +186,16 @@ func (n *Node) proposeTo(ctx context.Context, c *contract.Contract, s ProposeSpe
 	if old, err := n.proposedContract(c.Name); err == nil && (old.State == ProposalQueued || old.State == ProposalSent) {
 		return nil, fmt.Errorf("we proposed to %s already (%s); poll_passives and process_message fetch the answer", c.Name, old.State)
 	}
+	pc, err := n.sealProposal(c, key, peerName, s, talk, listen)
+	if err != nil {
+		return nil, err
+	}
+	n.sendProposal(ctx, pc)
+	return pc, nil
+}
+
+// sealProposal seals the proposal of s, talk and listen to c, and keeps it, queued.
+func (n *Node) sealProposal(c *contract.Contract, key *pgpmsg.Key, peerName string, s ProposeSpec, talk, listen string) (*ProposedContract, error) {
 	var armored bytes.Buffer
 	if err := n.ID.Public().WriteArmored(&armored); err != nil {
 		return nil, err
@@ -207,11 +217,7 @@ func (n *Node) proposeTo(ctx context.Context, c *contract.Contract, s ProposeSpe
 		Contract: *c, Peer: peerName, LocalQuota: s.LocalQuota, RemoteQuota: s.RemoteQuota,
 		Talk: talk, Listen: listen, MessageID: m.ID, State: ProposalQueued, Proposed: m.Date, Sealed: sealed.Bytes(),
 	}
-	if err := n.saveProposed(pc); err != nil {
-		return nil, err
-	}
-	n.sendProposal(ctx, pc)
-	return pc, nil
+	return pc, n.saveProposed(pc)
 }
 
 // posterPeer is the proposer's record of the poster of c, for a proposal of those
@@ -316,7 +322,7 @@ type strangerGate struct {
 	times []time.Time
 }
 
-var strangers strangerGate // per process: a daemon serves one node
+var strangerGates sync.Map // node directory → *strangerGate
 
 // depositStranger takes a stranger's file into incoming/, within the bounds.
 func (n *Node) depositStranger(name string, size int64, r io.Reader) error {
@@ -337,6 +343,8 @@ func (n *Node) depositStranger(name string, size int64, r io.Reader) error {
 		return fmt.Errorf("%d strangers' files wait already: %w", waiting, relay.ErrOverQuota)
 	}
 	now := n.Now()
+	g, _ := strangerGates.LoadOrStore(n.Dir, &strangerGate{})
+	strangers := g.(*strangerGate)
 	strangers.mu.Lock()
 	kept := strangers.times[:0]
 	for _, t := range strangers.times {

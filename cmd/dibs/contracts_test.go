@@ -199,3 +199,38 @@ func TestContracts_HandshakeNATProposer(t *testing.T) {
 		}
 	}
 }
+
+// propose_contract refuses, with one clear line and nothing kept, what does not fit the
+// contract, and a contract that is no longer posted.
+func TestContracts_ProposeRefusedLocally(t *testing.T) {
+	root := t.TempDir()
+	_, url := startContractServer(t, filepath.Join(root, "finder"))
+	poster, prop := newCLINode(t, root, "poster"), newCLINode(t, root, "prop")
+	poster.OK("post_contract", "--min_quota", "10M", "--max_quota", "30M", "--quota_mult", "2", "--lifetime", "3600",
+		"--contract_name", "p-1", "--talk", "passive", "--listen", "active", "--url", url, "--host", "127.0.0.1", "--port", fmt.Sprint(poster.port))
+	for _, tc := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"--local_quota", "10M", "--remote_quota", "50M"}, "outside the contract's"},
+		{[]string{"--local_quota", "20M", "--remote_quota", "25M"}, "less than 2 times"},
+		{[]string{"--local_quota", "10M", "--remote_quota", "25M", "--talk", "mail"}, "talk"},
+		{[]string{"--local_quota", "10M", "--remote_quota", "25M", "--contract_name", "nope"}, "not posted"},
+	} {
+		args := append([]string{"propose_contract", "--contract_name", "p-1", "--url", url}, tc.args...)
+		_, e, code := prop.Run(args...)
+		if code == 0 || strings.Count(strings.TrimSpace(e), "\n") != 0 || !strings.Contains(e, tc.says) {
+			t.Errorf("%v: exit %d, stderr %q; want one line saying %q", tc.args, code, e, tc.says)
+		}
+	}
+	poster.OK("unpost_contract", "--contract_name", "p-1")
+	if _, e, code := prop.Run("propose_contract", "--contract_name", "p-1", "--url", url, "--local_quota", "10M", "--remote_quota", "25M"); code == 0 || !strings.Contains(e, "not posted") {
+		t.Errorf("proposing to an unposted contract: exit %d, %q", code, e)
+	}
+	if rows := prop.Database("proposed_contracts"); len(rows) != 0 {
+		t.Errorf("refused proposals were kept: %v", rows)
+	}
+	if rows := prop.Database("peers"); len(rows) != 0 {
+		t.Errorf("refused proposals made peers: %v", rows)
+	}
+}
