@@ -44,6 +44,39 @@ type PostedContract struct {
 	URL     string `json:"url"` // the contract server, or NoServer
 	State   string `json:"state"`
 	TakenBy string `json:"taken_by,omitempty"` // the peer that took it
+	// Withdrawn: a taken contract was withdrawn from its server (WithdrawTaken).
+	Withdrawn bool `json:"withdrawn,omitempty"`
+}
+
+// WithdrawTaken withdraws from their servers the contracts a proposal took, so that
+// nobody else answers them (send_message and the daemon call it). It returns how many.
+func (n *Node) WithdrawTaken(ctx context.Context) (int, error) {
+	pcs, err := n.PostedContracts()
+	if err != nil {
+		return 0, err
+	}
+	k := 0
+	var errs []error
+	for _, pc := range pcs {
+		if pc.State != ContractTaken || pc.Withdrawn || pc.URL == NoServer || !n.Now().Before(pc.ExpiresAt()) {
+			continue
+		}
+		u, err := contract.NewUnpost(&pc.Contract, n.ID, n.Now())
+		if err == nil {
+			err = (&contract.Client{URL: pc.URL}).Unpost(ctx, u)
+		}
+		if err != nil && !errors.Is(err, contract.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("withdrawing taken contract %s: %w", pc.Name, err))
+			continue
+		}
+		pc.Withdrawn = true
+		if err := n.savePosted(pc); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		k++
+	}
+	return k, errors.Join(errs...)
 }
 
 // PostSpec is what post_contract asks for. Zero values take defaults: talk and listen

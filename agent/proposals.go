@@ -244,6 +244,7 @@ func (n *Node) selfPeerName() string {
 }
 
 // SendProposals delivers the proposals not delivered yet; it returns how many went.
+// It also withdraws from their servers the contracts of ours a proposal took.
 func (n *Node) SendProposals(ctx context.Context) (int, error) {
 	pcs, err := n.ProposedContracts()
 	if err != nil {
@@ -251,6 +252,9 @@ func (n *Node) SendProposals(ctx context.Context) (int, error) {
 	}
 	sent := 0
 	var errs []error
+	if _, err := n.WithdrawTaken(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	for _, pc := range pcs {
 		if pc.State != ProposalQueued {
 			continue

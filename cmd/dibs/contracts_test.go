@@ -4,7 +4,10 @@ package main
 // nodes posting, withdrawing and answering contracts through the binary.
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -181,6 +184,17 @@ func TestContracts_HandshakeNATProposer(t *testing.T) {
 		t.Errorf("posted_contracts after acceptance: %v", r)
 	}
 
+	// The taken contract leaves the server with the poster's next send_message.
+	poster.OK("send_message")
+	resp, err := http.Get(strings.TrimSuffix(url, "/peer_finder") + "/contracts/poster-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("the taken contract is still posted: %s", resp.Status)
+	}
+
 	// And they trade: a store on the proposer lands on the poster.
 	file := filepath.Join(root, "notes.txt")
 	os.WriteFile(file, []byte(strings.Repeat("the peer finder works\n", 500)), 0o600)
@@ -232,5 +246,38 @@ func TestContracts_ProposeRefusedLocally(t *testing.T) {
 	}
 	if rows := prop.Database("peers"); len(rows) != 0 {
 		t.Errorf("refused proposals made peers: %v", rows)
+	}
+}
+
+// With --tls_cert and --tls_key the contract server speaks HTTPS only.
+func TestContractServer_TLS(t *testing.T) {
+	root := t.TempDir()
+	cert, key := selfSignedRelayCert(t, root)
+	srv, url := startContractServer(t, filepath.Join(root, "finder"), "--tls_cert", cert, "--tls_key", key)
+	if !strings.Contains(srv.Stdout.String(), "serving https://") {
+		t.Errorf("contract_server's first line: %q", srv.Stdout.String())
+	}
+	pem, _ := os.ReadFile(cert)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
+	base := strings.Replace(strings.TrimSuffix(url, "/peer_finder"), "http://", "https://", 1)
+	resp, err := hc.Get(base + "/contracts.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"contracts"`) {
+		t.Errorf("GET /contracts.json over TLS: %s %s", resp.Status, b)
+	}
+	if resp, err := http.Get(strings.TrimSuffix(url, "/peer_finder") + "/contracts.json"); err == nil {
+		if resp.StatusCode == 200 {
+			t.Errorf("plain HTTP was answered 200 by a TLS server")
+		}
+		resp.Body.Close()
+	}
+	if _, e, code := (&cliNode{Node: &clirun.Node{T: t, Bin: dibsBin, Name: "x", Dir: filepath.Join(root, "x")}}).Run("contract_server", "--listen", "127.0.0.1:0", "--dir", root, "--tls_cert", cert); code != 2 || !strings.Contains(e, "go together") {
+		t.Errorf("--tls_cert without --tls_key: exit %d, %q", code, e)
 	}
 }
