@@ -28,6 +28,10 @@ func startContractServer(t *testing.T, dir string, args ...string) (*clirun.Proc
 	cmd := exec.Command(dibsBin, append([]string{"contract_server", "--listen", "127.0.0.1:" + strconv.Itoa(port), "--dir", dir}, args...)...)
 	cmd.Env = clirun.CleanEnv()
 	p := clirun.StartProc(t, "contract_server", cmd, port)
+	// The port opens a moment before the first line is printed.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.Stdout.String(), "serving") && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	return p, "http://127.0.0.1:" + strconv.Itoa(port) + "/peer_finder"
 }
 
