@@ -137,6 +137,12 @@ func (n *Node) PostContract(ctx context.Context, s PostSpec) (*PostedContract, e
 		return nil, err
 	}
 	if err := c.Validate(); err != nil {
+		switch {
+		case strings.Contains(err.Error(), "email") && contract.CheckEmail(c.Email) != nil:
+			err = fmt.Errorf("%w: the contract advertises our dibsAdmin option (dibs set_option --name dibsAdmin --value EMAIL)", err)
+		case !s.HostGiven && c.Host != "" && contract.CheckHost(c.Host) != nil:
+			err = fmt.Errorf("%w: give --host H, or set our hostname option", err)
+		}
 		return nil, err
 	}
 	url := n.ContractServerURL(s.URL)

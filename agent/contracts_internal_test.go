@@ -323,3 +323,22 @@ func TestContract_StrangersBounded(t *testing.T) {
 		t.Errorf("junk was answered")
 	}
 }
+
+// A post names what to fix when a default it took is no address.
+func TestContract_PostSaysWhichOptionToFix(t *testing.T) {
+	cp := newContractPair(t)
+	n := cp.poster
+	if err := n.SetOption("dibsAdmin", "root@bad_host"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := n.PostContract(context.Background(), PostSpec{MinQuota: 1e6, MaxQuota: 2e6, QuotaMult: 1, Lifetime: 600, Host: "h.example.org", HostGiven: true, URL: NoServer})
+	if err == nil || !strings.Contains(err.Error(), "dibsAdmin") {
+		t.Errorf("post with a bad dibsAdmin: %v", err)
+	}
+	n.SetOption("dibsAdmin", "root@good-host.example.org")
+	n.SetOption("hostname", "bad_host")
+	_, err = n.PostContract(context.Background(), PostSpec{MinQuota: 1e6, MaxQuota: 2e6, QuotaMult: 1, Lifetime: 600, URL: NoServer})
+	if err == nil || !strings.Contains(err.Error(), "hostname") {
+		t.Errorf("post with a bad hostname option: %v", err)
+	}
+}
