@@ -167,6 +167,20 @@ func TestContract_AcceptedOnceReplayChangesNothing(t *testing.T) {
 	if in, _ := cp.poster.Spool.List(queue.Incoming); len(in) != 0 {
 		t.Errorf("incoming/ keeps %v", in)
 	}
+	// Even with the replay table emptied (a crash between the handler and the record of
+	// its Message-Id), the same proposal and the same answer make no second peer.
+	cp.poster.ForgetSeen()
+	cp.propser.ForgetSeen()
+	cp.deliver(pc)
+	if got := cp.answer(pc); got.State != ProposalAccepted {
+		t.Errorf("the answer handled twice: %s %q", got.State, got.Reason)
+	}
+	if a, b := peerCount(t, cp.poster), peerCount(t, cp.propser); a != 1 || b != 1 {
+		t.Errorf("handled twice, the poster has %d peers, the proposer %d", a, b)
+	}
+	if q, _ := cp.propser.Spool.List(queue.Quarantine); len(q) != 0 {
+		t.Errorf("the proposer quarantined %v", q)
+	}
 	// A fresh proposal by someone else to the taken contract is refused.
 	carol, err := Init(t.TempDir(), InitConfig{KeyName: "carol.dibs@example.org", Identity: pgpmsgtest.Identity(t, "carol")})
 	if err != nil {

@@ -571,6 +571,11 @@ func handleContractResponse(r *Request) error {
 		}
 		return reject("contract answer from our peer %s, not the poster of %s", r.Peer.Name, pc.Contract.Name)
 	}
+	if pc.State == ProposalAccepted {
+		if p, _, err := n.Peer(pc.Peer); err == nil && p.Fingerprint == string(r.Stranger.Fingerprint()) {
+			return nil // handled once already, its Message-Id not recorded: run again (Batch), or a crash
+		}
+	}
 	if pc.State != ProposalSent && pc.State != ProposalQueued {
 		return reject("answer to the proposal to %s, which is %s already", pc.Contract.Name, pc.State)
 	}
