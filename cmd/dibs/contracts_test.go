@@ -18,7 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dibs-backup/dibs/agent/contract"
 	"github.com/dibs-backup/dibs/cmd/dibs/internal/clirun"
+	"github.com/dibs-backup/dibs/pgpmsg/pgpmsgtest"
 )
 
 // startContractServer runs dibs contract_server on a free port and returns its URL.
@@ -90,6 +92,42 @@ func TestContractServer_PostUnpostSurvivesKill(t *testing.T) {
 	// is refused by the server (TestServer_PostListUnpost has the forged request).
 	if _, e, code := mallory.Run("unpost_contract", "--contract_name", "alice-1", "--url", url2); code == 0 || !strings.Contains(e, "no contract alice-1") {
 		t.Errorf("mallory unposting alice-1: exit %d, %q", code, e)
+	}
+	// A withdrawal signed by another key is refused by the server process itself.
+	cl := &contract.Client{URL: url2}
+	posted, err := cl.Fetch(t.Context(), "alice-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := contract.NewUnpost(posted, pgpmsgtest.Identity(t, "mallory"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged.Fingerprint = posted.Fingerprint // claims to be alice's
+	if err := cl.Unpost(t.Context(), forged); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("a forged unpost: %v, want 403", err)
+	}
+	if _, err := cl.Fetch(t.Context(), "alice-1"); err != nil {
+		t.Fatalf("after a forged unpost: %v", err)
+	}
+	// Oversized and malformed posts: a clear error each, and the server goes on.
+	base := strings.TrimSuffix(url2, "/peer_finder")
+	for body, want := range map[string]int{
+		strings.Repeat("x", 100<<10):   http.StatusRequestEntityTooLarge,
+		"name=alice-1&revokePW=secret": http.StatusBadRequest,
+	} {
+		resp, err := http.Post(base+"/peer_finder/post", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want || !strings.Contains(string(msg), `"error"`) {
+			t.Errorf("a bad post: %s %s, want %d with an error", resp.Status, msg, want)
+		}
+	}
+	if _, err := cl.List(t.Context()); err != nil {
+		t.Errorf("the server after bad posts: %v", err)
 	}
 	alice.OK("unpost_contract", "--contract_name", "alice-1", "--url", url2)
 	if r := postedRow(t, alice, "alice-1"); r != nil {
