@@ -145,9 +145,6 @@ func (n *Node) proposeTo(ctx context.Context, c *contract.Contract, s ProposeSpe
 	if s.PeerEmail != "" {
 		c.Email = s.PeerEmail
 	}
-	if c.Host == "" {
-		return nil, fmt.Errorf("contract %s names no host: a proposal goes to the poster's daemon (--peer_host H --peer_port P)", c.Name)
-	}
 	talk, listen := s.Talk, s.Listen
 	if talk == "" {
 		talk = c.Talk
@@ -162,7 +159,13 @@ func (n *Node) proposeTo(ctx context.Context, c *contract.Contract, s ProposeSpe
 		listen = c.Listen
 		if listen == contract.Any {
 			listen = Active
+			if c.Host == "" {
+				listen = Mail
+			}
 		}
+	}
+	if c.Host == "" && listen != Mail {
+		return nil, fmt.Errorf("contract %s names no host: a proposal goes to the poster's daemon (--peer_host H --peer_port P), or by mail with --listen mail", c.Name)
 	}
 	if err := c.Match(s.LocalQuota, s.RemoteQuota, talk, listen); err != nil {
 		r, _ := contract.IsRefusal(err)
@@ -255,6 +258,9 @@ func (n *Node) SendProposals(ctx context.Context) (int, error) {
 	if _, err := n.WithdrawTaken(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	if err := n.sendMailouts(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	for _, pc := range pcs {
 		if pc.State != ProposalQueued {
 			continue
@@ -268,11 +274,16 @@ func (n *Node) SendProposals(ctx context.Context) (int, error) {
 	return sent, errors.Join(errs...)
 }
 
-// sendProposal delivers pc to the poster's daemon and records the outcome.
+// sendProposal delivers pc to the poster, to its daemon or by mail as we would reach it
+// (pc.Listen), and records the outcome.
 func (n *Node) sendProposal(ctx context.Context, pc *ProposedContract) error {
-	addr := (&Peer{Host: pc.Contract.Host, Port: pc.Contract.Port}).DaemonURL()
-	c := n.strangerClient()
-	err := c.SendStranger(ctx, addr, pc.MessageID+".pgp", pc.Sealed)
+	var err error
+	if pc.Listen == Mail {
+		err = n.mailStranger(ctx, pc.Contract.Email, pc.Contract.Fingerprint, strangerPrefix+pc.MessageID+".pgp", pc.Sealed)
+	} else {
+		addr := (&Peer{Host: pc.Contract.Host, Port: pc.Contract.Port}).DaemonURL()
+		err = n.strangerClient().SendStranger(ctx, addr, pc.MessageID+".pgp", pc.Sealed)
+	}
 	if err != nil {
 		pc.LastError = err.Error()
 		n.saveProposed(pc)
@@ -280,6 +291,80 @@ func (n *Node) sendProposal(ctx context.Context, pc *ProposedContract) error {
 	}
 	pc.State, pc.Sealed, pc.LastError = ProposalSent, nil, ""
 	return n.saveProposed(pc)
+}
+
+// mailStranger mails data, sealed to the key fp, to addr by our mail transport.
+func (n *Node) mailStranger(ctx context.Context, addr, fp, name string, data []byte) error {
+	s, ok := n.Transports.Senders[Mail]
+	if !ok {
+		return fmt.Errorf("no mail transport is configured")
+	}
+	return s.Send(ctx, queue.Endpoint{Key: fp, Addr: addr}, queue.Message{Name: name, Size: int64(len(data)),
+		Body: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }})
+}
+
+// awaitsMail reports whether a contract message may come by mail, though no peer
+// listens mail: a proposal to a contract of ours that listens mail, or the answer to a
+// proposal of ours whose poster talks mail. Only with a mailbox to poll.
+func (n *Node) awaitsMail() bool {
+	if OptIMAPServer.Get(n.Opts) == "" {
+		return false
+	}
+	if pcs, err := n.PostedContracts(); err == nil {
+		for _, pc := range pcs {
+			if pc.State == ContractPosted && n.Now().Before(pc.ExpiresAt()) && (pc.Listen == Mail || pc.Listen == contract.Any) {
+				return true
+			}
+		}
+	}
+	if pcs, err := n.ProposedContracts(); err == nil {
+		for _, pc := range pcs {
+			if pc.State == ProposalSent && pc.Talk == Mail {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// mailout is an answer to mail to a stranger (contracts/answers/<id>.mail).
+type mailout struct {
+	Email string `json:"email"`
+	Key   string `json:"key"`
+}
+
+// sendMailouts mails the answers waiting for proposers whose poster (we) talks mail.
+func (n *Node) sendMailouts(ctx context.Context) error {
+	dir := filepath.Join(n.Dir, answersDir)
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range ents {
+		id, ok := strings.CutSuffix(e.Name(), ".mail")
+		if !ok {
+			continue
+		}
+		var mo mailout
+		if err := loadJSON(filepath.Join(dir, e.Name()), &mo); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, id+".pgp"))
+		if err == nil {
+			err = n.mailStranger(ctx, mo.Email, mo.Key, "answer-"+id+".pgp", data)
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("answer to proposal %s by mail: %w", id, err))
+			continue
+		}
+		removeDurable(filepath.Join(dir, e.Name()))
+	}
+	return errors.Join(errs...)
 }
 
 func (n *Node) strangerClient() *relay.Client {
@@ -299,8 +384,8 @@ func (n *Node) pollAnswers(ctx context.Context) (int, error) {
 	got := 0
 	var errs []error
 	for _, pc := range pcs {
-		if pc.State != ProposalSent {
-			continue
+		if pc.State != ProposalSent || pc.Contract.Host == "" {
+			continue // a poster with no daemon mails its answer
 		}
 		addr := (&Peer{Host: pc.Contract.Host, Port: pc.Contract.Port}).DaemonURL()
 		b, err := n.strangerClient().FetchAnswer(ctx, addr, pc.MessageID+".pgp")
@@ -369,6 +454,9 @@ func (n *Node) depositStranger(name string, size int64, r io.Reader) error {
 
 // openAnswer returns the answer we left for a stranger under name.
 func (n *Node) openAnswer(name string) (io.ReadCloser, int64, error) {
+	if !strings.HasSuffix(name, ".pgp") {
+		return nil, 0, relay.ErrNotFound // the .mail notes beside them are ours
+	}
 	f, err := os.Open(filepath.Join(n.Dir, answersDir, filepath.Base(name)))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, 0, relay.ErrNotFound
@@ -521,7 +609,13 @@ func (n *Node) answerStranger(r *Request, name string, accept bool, reason strin
 	if err := queue.WriteFileAtomic(filepath.Join(dir, m.InReplyTo+".pgp"), sealed.Bytes(), 0o600); err != nil {
 		return err
 	}
-	pruneOldest(dir, maxAnswers)
+	if r.Header.Get(fieldTalk) == Mail && contract.CheckEmail(r.Header.Get(fieldEmail)) == nil {
+		// We talk mail to the proposer: the answer goes by mail too (SendProposals).
+		if err := saveJSON(filepath.Join(dir, m.InReplyTo+".mail"), mailout{Email: r.Header.Get(fieldEmail), Key: string(r.Stranger.Fingerprint())}); err != nil {
+			return err
+		}
+	}
+	pruneOldest(dir, 2*maxAnswers)
 	return nil
 }
 

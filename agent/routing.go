@@ -271,7 +271,7 @@ func (n *Node) PollPassives(ctx context.Context) (int, error) {
 			poll(Relay, queue.Endpoint{Key: me, Addr: u})
 		}
 	}
-	if mail {
+	if mail || n.awaitsMail() {
 		poll(Mail, queue.Endpoint{Key: me, Addr: OptIMAPServer.Get(n.Opts)})
 	}
 	k, err := n.pollAnswers(ctx) // answers to our contract proposals (proposals.go)
