@@ -76,6 +76,8 @@ func (n *Node) StartDaemon(ln net.Listener) (*Daemon, error) {
 		SelfKeyIDs:  n.ID.EncryptionKeyIDs(),
 		Peer:        n.peerForRelay,
 		MaxFileSize: OptMaxMsgSize.Get(n.Opts),
+		Strangers:   n.depositStranger,
+		Answers:     n.openAnswer,
 	}, wake: d.wake}
 	handler := relay.NewServer(store, relay.ServerOptions{
 		MaxFileSize: OptMaxMsgSize.Get(n.Opts),
@@ -116,6 +118,18 @@ type wakingStore struct {
 
 func (s *wakingStore) Deposit(from, to pgpmsg.Fingerprint, name string, size int64, r io.Reader) error {
 	err := s.SpoolStore.Deposit(from, to, name, size, r)
+	if err == nil {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+	return err
+}
+
+// DepositStranger wakes the daemon too, for a contract proposal.
+func (s *wakingStore) DepositStranger(name string, size int64, r io.Reader) error {
+	err := s.SpoolStore.DepositStranger(name, size, r)
 	if err == nil {
 		select {
 		case s.wake <- struct{}{}:
@@ -256,6 +270,9 @@ func (d *Daemon) periodicLoop(ctx context.Context) {
 	n := d.n
 	sched := schedule{cleanup: time.Now()} // a daily chore: not at start
 	for {
+		if _, err := n.SendProposals(ctx); err != nil && ctx.Err() == nil {
+			n.Log.Warn("contract proposals", "err", err)
+		}
 		if k, err := n.PollPassives(ctx); err != nil && ctx.Err() == nil {
 			n.Log.Warn("poll_passives", "err", err)
 		} else if k > 0 {

@@ -17,6 +17,9 @@ type Request struct {
 	Msg    *pgpmsg.Opened
 	Header pgpmsg.Header
 	Now    time.Time
+	// Stranger is the signer's key when it is not a peer's (a contract proposal or its
+	// answer; Peer then stands for the stranger and is in no list).
+	Stranger *pgpmsg.Key
 }
 
 // Reply queues a message of type typ back to the sender, answering this one.

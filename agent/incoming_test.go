@@ -249,7 +249,7 @@ func TestQuarantine_BoundedForStrangers(t *testing.T) {
 	bob := env.Node("bob")
 	mallory, bobKey := pgpmsgtest.Identity(t, "mallory"), pgpmsgtest.Key(t, "bob")
 	for i := range 12 {
-		put(t, bob, "stranger-"+string(rune('a'+i))+".pgp", signed(t, agent.TypeHello, mallory, bob.ID, bobKey, 200_000))
+		put(t, bob, "mallory-"+string(rune('a'+i))+".pgp", signed(t, agent.TypeHello, mallory, bob.ID, bobKey, 200_000))
 	}
 	garbage := make([]byte, 200_000)
 	rand.Read(garbage)

@@ -71,7 +71,7 @@ type Node struct {
 	outboxMu sync.Mutex
 	wire     sync.Map // fingerprint -> key copy that seals with AEAD (held.go)
 
-	rehearse bool // tests: every message's transaction runs once rolled back first (handlers.go)
+	rehearse bool          // tests: every message's transaction runs once rolled back first (handlers.go)
 	incoming incomingState // incoming.go
 }
 

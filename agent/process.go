@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/queue"
+	"github.com/dibs-backup/dibs/relay"
 )
 
 // ProcessResult counts what one processing run did.
@@ -205,6 +207,11 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) o
 	log := n.Log.With("msg", name)
 	var from *Peer // the signer, once it is known to be a peer
 	quarantine := func(reason string) outcome {
+		if strings.HasPrefix(name, strangerPrefix) {
+			log.Warn("stranger's file dropped", "reason", reason) // not kept: strangers write little
+			c.Ack()
+			return outQuarantined
+		}
 		log.Warn("quarantined", "reason", reason)
 		if err := n.quarantine(db, c, from, reason); err != nil {
 			log.Error("quarantine failed", "err", err)
@@ -224,6 +231,10 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) o
 	}
 	src := &readErrs{r: messageReader(c)}
 	msg, err := pgpmsg.Open(src, n.ID, kr, pgpmsg.OpenOptions{MaxSize: maxSize, TempDir: n.TmpDir()})
+	var stranger *pgpmsg.Key // the signer, if not a peer: a contract message (proposals.go)
+	if errors.Is(err, pgpmsg.ErrUnknownSigner) && c.Size() <= relay.MaxStrangerFile {
+		msg, stranger, err = n.openStranger(c)
+	}
 	if err != nil {
 		// A full or failing disk says nothing of the message: it may be good.
 		if isTemporary(src.err) {
@@ -236,6 +247,9 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) o
 	}
 	defer msg.Close()
 	peer, _, ok := n.PeerByFingerprint(msg.Signer.Fingerprint())
+	if !ok && stranger != nil {
+		peer, ok = &Peer{Name: "stranger " + string(stranger.Fingerprint())}, true
+	}
 	if !ok {
 		return quarantine("signer " + string(msg.Signer.Fingerprint()) + " is no longer a peer")
 	}
@@ -266,9 +280,12 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) o
 		if tx.Seen(idKey) {
 			return reject("replay: Message-Id %s was processed before", id)
 		}
-		req := &Request{Node: n, Tx: tx, Peer: peer, Msg: msg, Header: msg.Header, Now: now}
+		req := &Request{Node: n, Tx: tx, Peer: peer, Msg: msg, Header: msg.Header, Now: now, Stranger: stranger}
 		if err := h(req); err != nil {
 			return err
+		}
+		if stranger != nil {
+			return tx.MarkSeen(idKey, date) // no peer state: a stranger is in no list
 		}
 		ps, err := tx.Peer(peer.Name)
 		if err != nil {

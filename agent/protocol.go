@@ -103,6 +103,21 @@ const (
 	// answered.
 	TypeNack = "NACK"
 
+	// PEER_CONTRACT_PROPOSAL: a stranger answering a contract we posted (propose_contract),
+	// the one message taken from a key not in our peer list: its payload is the sender's
+	// armored public key, which must have signed it. Contract, Local-Quota, Remote-Quota,
+	// Talk, Listen (all as we, the poster, would see them), Host, Port, Email, Relay,
+	// Peer-Name: the peer record it asks for. We check it against the contract as we
+	// posted it, add the sender as a peer if it fits, and answer PEER_CONTRACT_RESPONSE
+	// either way (proposals.go has the handshake).
+	TypeContractProposal = "PEER_CONTRACT_PROPOSAL"
+
+	// PEER_CONTRACT_RESPONSE: the poster, answering a proposal. Contract; Decision accept
+	// or refuse; Reason (a refusal: a code such as remote_quota_range, then why). It is
+	// left at the poster's daemon for the proposer to fetch, and taken only if signed by
+	// the contract's key; on accept the proposer adds the poster as a peer. Not answered.
+	TypeContractResponse = "PEER_CONTRACT_RESPONSE"
+
 	// PIECE is not a message: it is the Type of a sealed piece, the payload of STORE and
 	// RECOVER_RESPONSE, sealed by the owner to itself (its header: objects.go). No route
 	// takes it, so a PIECE in incoming/ is quarantined as of an unknown type. A tombstone
@@ -165,6 +180,10 @@ func routeOf(typ string) (route, bool) {
 		return route{handle: handleAck, answers: true}, true
 	case TypeNack:
 		return route{handle: handleNack, answers: true}, true
+	case TypeContractProposal:
+		return route{handle: handleContractProposal}, true
+	case TypeContractResponse:
+		return route{handle: handleContractResponse}, true
 	}
 	return route{}, false
 }

@@ -71,6 +71,13 @@ func (n *Node) SendOutgoing(ctx context.Context, peer string) (SendResult, error
 		return res, errors.Join(flushErr, err)
 	}
 	errs := []error{flushErr}
+	if peer == "" {
+		k, err := n.SendProposals(ctx) // contract proposals, to posters not yet peers (proposals.go)
+		res.Sent += k
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, name := range names {
 		if peer != "" && name != peer {
 			continue
@@ -276,8 +283,13 @@ func (n *Node) PollPassives(ctx context.Context) (int, error) {
 			poll(Relay, queue.Endpoint{Key: me, Addr: u})
 		}
 	}
-	if mail {
+	if mail || n.awaitsMail() {
 		poll(Mail, queue.Endpoint{Key: me, Addr: OptIMAPServer.Get(n.Opts)})
+	}
+	k, err := n.pollAnswers(ctx) // answers to our contract proposals (proposals.go)
+	total += k
+	if err != nil {
+		errs = append(errs, err)
 	}
 	return total, errors.Join(errs...)
 }

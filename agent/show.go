@@ -84,10 +84,8 @@ func (n *Node) Database(only string) (map[string]any, error) {
 		}
 		out["peers"] = rows
 	}
-	for _, s := range []string{"posted_contracts", "proposed_contracts"} {
-		if want(s) {
-			out[s] = []any{}
-		}
+	if err := n.contractSections(out, want); err != nil {
+		return nil, err
 	}
 	if err := n.engineSections(out, want); err != nil {
 		return nil, err

@@ -15,6 +15,12 @@
 //	GET    /dibs/v1/files              [{"name","size"}]: the files waiting for the caller's key
 //	GET    /dibs/v1/files/<name>       one of them
 //	DELETE /dibs/v1/files/<name>       remove it, once the caller has committed it locally
+//	PUT    /dibs/v1/stranger/<name>    no auth: a stranger's file (a contract proposal), at most 64 KiB
+//	GET    /dibs/v1/answer/<name>      no auth: the answer left for a stranger under <name>, or 404
+//
+// The two stranger paths serve a StrangerStore only (strangers.go): a daemon takes contract
+// proposals from keys it does not know yet, and leaves its sealed answer under the
+// proposal's random Message-Id.
 //
 // A session proves who is pulling or depositing: the signature is a detached OpenPGP signature,
 // by the key named in "key", over exactly the bytes of SessionStatement: the nonce, the key's

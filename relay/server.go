@@ -100,6 +100,8 @@ func NewServer(store Store, opts ServerOptions) *Server {
 	s.mux.HandleFunc("PUT "+pathFiles+"/{to}/{name}", s.authed(s.deposit))
 	s.mux.HandleFunc("GET "+pathFiles+"/{name}", s.authed(s.get))
 	s.mux.HandleFunc("DELETE "+pathFiles+"/{name}", s.authed(s.remove))
+	s.mux.HandleFunc("PUT "+pathStranger+"/{name}", s.unauthenticated(s.depositStranger))
+	s.mux.HandleFunc("GET "+pathAnswer+"/{name}", s.unauthenticated(s.answer))
 	return s
 }
 

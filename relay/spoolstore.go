@@ -34,6 +34,10 @@ type SpoolStore struct {
 	// that no peer can fill our disk. 0 means DefaultMaxIncoming; negative, no bound.
 	// Deposits in flight together can pass it by their sizes.
 	MaxIncoming int64
+	// Strangers, if set, takes the files of keys that are not peers (DepositStranger):
+	// the node bounds them. Answers returns what the node left for a stranger.
+	Strangers func(name string, size int64, r io.Reader) error
+	Answers   func(name string) (io.ReadCloser, int64, error)
 }
 
 // DefaultMaxIncoming is SpoolStore's bound on the bytes waiting in incoming/.

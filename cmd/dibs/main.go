@@ -66,6 +66,8 @@ var commands = []*command{
 	importMessagesCmd, sendHelloCmd,
 	// daemons and servers
 	startDaemonCmd, stopDaemonCmd, relayServerCmd, demoCmd,
+	// the peer finder
+	contractServerCmd, postContractCmd, unpostContractCmd, proposeContractCmd,
 }
 
 // withOptions is the flags of a command whose flags fill a struct O: declare puts
