@@ -43,7 +43,7 @@ func TestProcess_FullDiskLeavesMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	filler := filepath.Join(disk, "filler")
-	if err := os.WriteFile(filler, make([]byte, int64(st.Bavail)*st.Bsize-1536<<10), 0o600); err != nil {
+	if err := os.WriteFile(filler, make([]byte, int64(st.Bavail)*int64(st.Bsize)-1536<<10), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	res, err := bob.ProcessIncoming(ctx)
