@@ -356,3 +356,52 @@ func TestContract_PostSaysWhichOptionToFix(t *testing.T) {
 		t.Errorf("post with a bad hostname option: %v", err)
 	}
 }
+
+// A proposal handled twice, once in a batch that was rolled back and once for real,
+// is accepted once.
+func TestContract_AcceptedThoughTheBatchRanTwice(t *testing.T) {
+	cp := newContractPair(t)
+	cp.poster.rehearse = true
+	pc := cp.propose(10e6, 25e6, Passive, Active)
+	if res := cp.deliver(pc); res.Processed != 1 {
+		t.Fatalf("poster: %+v", res)
+	}
+	if got := cp.answer(pc); got.State != ProposalAccepted {
+		t.Fatalf("proposal %s %q after a rehearsed batch", got.State, got.Reason)
+	}
+	if a, b := peerCount(t, cp.poster), peerCount(t, cp.propser); a != 1 || b != 1 {
+		t.Errorf("the poster has %d peers, the proposer %d", a, b)
+	}
+}
+
+// A poster killed after it added the proposer as a peer (peers.toml) but before it
+// marked its contract taken handles the proposal again on the next run: it must finish
+// the acceptance, not refuse the proposer as "already our peer" while keeping it (a
+// half-made peer on the poster's side only).
+func TestContract_AcceptanceFinishedAfterACrash(t *testing.T) {
+	cp := newContractPair(t)
+	pc := cp.propose(10e6, 25e6, Passive, Active)
+	data := bytes.Clone(pc.Sealed)
+	cp.deliver(pc)
+	// The crash: the contract is still posted, the Message-Id not recorded, no answer.
+	posted, err := cp.poster.postedContract("alice-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	posted.State, posted.TakenBy = ContractPosted, ""
+	if err := cp.poster.savePosted(posted); err != nil {
+		t.Fatal(err)
+	}
+	cp.poster.ForgetSeen()
+	pc.Sealed = data
+	cp.deliver(pc)
+	if got := cp.answer(pc); got.State != ProposalAccepted {
+		t.Fatalf("proposal %s %q after the poster's crash", got.State, got.Reason)
+	}
+	if a, b := peerCount(t, cp.poster), peerCount(t, cp.propser); a != 1 || b != 1 {
+		t.Errorf("the poster has %d peers, the proposer %d", a, b)
+	}
+	if posted, _ := cp.poster.postedContract("alice-1"); posted.State != ContractTaken {
+		t.Errorf("posted contract: %+v", posted)
+	}
+}

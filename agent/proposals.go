@@ -516,7 +516,14 @@ func (n *Node) openStranger(c *queue.Claim) (*pgpmsg.Opened, *pgpmsg.Key, error)
 func handleContractProposal(r *Request) error {
 	n := r.Node
 	if r.Stranger == nil {
-		return reject("contract proposal from %s, who is our peer already", r.Peer.Name)
+		// A peer's proposal is one we accepted already (a copy delivered again), or one
+		// we were killed in the middle of accepting: the peer was added for it, the
+		// contract not yet marked taken. Both are answered as the acceptance they are.
+		_, key, err := n.Peer(r.Peer.Name)
+		if err != nil || key == nil || r.Peer.Comment != "contract "+r.Header.Get(fieldContract) {
+			return reject("contract proposal from %s, who is our peer already", r.Peer.Name)
+		}
+		r.Stranger = key
 	}
 	h := r.Header
 	name := h.Get(fieldContract)
@@ -553,16 +560,21 @@ func handleContractProposal(r *Request) error {
 		return refuse(rf.Reason, rf.Text)
 	}
 	if p, _, ok := n.PeerByFingerprint(r.Stranger.Fingerprint()); ok {
-		return refuse("already_peer", "the proposer is our peer "+p.Name+" already")
-	}
-	if _, _, err := n.Peer(peerName); err == nil {
-		return refuse("name_taken", "we have a peer named "+peerName+" already")
-	}
-	e := PeerEdit{Email: ptrTo(h.Get(fieldEmail)), Comment: ptrTo("contract " + name), Talk: ptrTo(h.Get(fieldTalk)),
-		Listen: ptrTo(h.Get(fieldListen)), Host: ptrTo(h.Get(fieldHost)), Port: &port, Relay: ptrTo(h.Get(fieldRelay)),
-		LocalQuota: &local, RemoteQuota: &remote}
-	if err := n.addStrangerPeer(peerName, e, r.Stranger); err != nil {
-		return refuse("bad_peer", err.Error())
+		if p.Name != peerName || p.Comment != "contract "+name {
+			return refuse("already_peer", "the proposer is our peer "+p.Name+" already")
+		}
+		// We added it for this very proposal and stopped before marking the contract
+		// taken (killed in between): finish the acceptance.
+	} else {
+		if _, _, err := n.Peer(peerName); err == nil {
+			return refuse("name_taken", "we have a peer named "+peerName+" already")
+		}
+		e := PeerEdit{Email: ptrTo(h.Get(fieldEmail)), Comment: ptrTo("contract " + name), Talk: ptrTo(h.Get(fieldTalk)),
+			Listen: ptrTo(h.Get(fieldListen)), Host: ptrTo(h.Get(fieldHost)), Port: &port, Relay: ptrTo(h.Get(fieldRelay)),
+			LocalQuota: &local, RemoteQuota: &remote}
+		if err := n.addStrangerPeer(peerName, e, r.Stranger); err != nil {
+			return refuse("bad_peer", err.Error())
+		}
 	}
 	pc.State, pc.TakenBy = ContractTaken, peerName
 	if err := n.savePosted(pc); err != nil {
