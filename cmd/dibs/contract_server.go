@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"time"
 
@@ -55,20 +53,9 @@ func runContractServer(a *App, o contractServerOptions) error {
 	if err != nil {
 		return err
 	}
-	var tlsConf *tls.Config
-	if o.cert != "" {
-		c, err := tls.LoadX509KeyPair(o.cert, o.key)
-		if err != nil {
-			return fmt.Errorf("--tls_cert/--tls_key: %w", err)
-		}
-		tlsConf = &tls.Config{Certificates: []tls.Certificate{c}, MinVersion: tls.VersionTLS12}
-	}
-	ln, err := net.Listen("tcp", o.listen)
+	ln, err := listen(o.listen, o.cert, o.key)
 	if err != nil {
-		return fmt.Errorf("--listen: %w", err)
-	}
-	if tlsConf != nil {
-		ln = tls.NewListener(ln, tlsConf)
+		return err
 	}
 	// Requests are a few kilobytes: a client that takes longer than these is cut off
 	// rather than holding a connection.
@@ -92,7 +79,7 @@ func runContractServer(a *App, o contractServerOptions) error {
 		}
 	}()
 	scheme := "http"
-	if tlsConf != nil {
+	if o.cert != "" {
 		scheme = "https"
 	}
 	fmt.Fprintf(a.Stdout, "dibs contract server serving %s://%s from %s\n", scheme, ln.Addr(), o.dir)

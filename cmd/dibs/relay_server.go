@@ -82,20 +82,9 @@ func runRelayServer(a *App, o relayServerOptions) error {
 		Version:     agent.SoftwareVersion,
 		OnError:     func(err error) { log.Error("relay", "err", err) },
 	})
-	var tlsConf *tls.Config
-	if cert != "" {
-		c, err := tls.LoadX509KeyPair(cert, key)
-		if err != nil {
-			return fmt.Errorf("--tls_cert/--tls_key: %w", err)
-		}
-		tlsConf = &tls.Config{Certificates: []tls.Certificate{c}, MinVersion: tls.VersionTLS12}
-	}
-	ln, err := net.Listen("tcp", o.listen)
+	ln, err := listen(o.listen, cert, key)
 	if err != nil {
-		return fmt.Errorf("--listen: %w", err)
-	}
-	if tlsConf != nil {
-		ln = tls.NewListener(ln, tlsConf)
+		return err
 	}
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)} // e.g. TLS handshake errors
@@ -128,7 +117,7 @@ func runRelayServer(a *App, o relayServerOptions) error {
 		}
 	}()
 	scheme := "http"
-	if tlsConf != nil {
+	if cert != "" {
 		scheme = "https"
 	}
 	fmt.Fprintf(a.Stdout, "dibs relay serving %s://%s from %s\n", scheme, ln.Addr(), dir)
@@ -146,4 +135,25 @@ func runRelayServer(a *App, o relayServerOptions) error {
 	}
 	fmt.Fprintln(a.Stdout, "dibs relay stopped")
 	return nil
+}
+
+// listen opens the listening socket of a server command on addr (--listen), serving TLS
+// when cert and key (--tls_cert, --tls_key) are given.
+func listen(addr, cert, key string) (net.Listener, error) {
+	var conf *tls.Config
+	if cert != "" {
+		c, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return nil, fmt.Errorf("--tls_cert/--tls_key: %w", err)
+		}
+		conf = &tls.Config{Certificates: []tls.Certificate{c}, MinVersion: tls.VersionTLS12}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--listen: %w", err)
+	}
+	if conf != nil {
+		ln = tls.NewListener(ln, conf)
+	}
+	return ln, nil
 }
