@@ -138,6 +138,27 @@ func TestUnstore_PackedFileStaysGoneAfterRecoverAll(t *testing.T) {
 
 // Unstoring most of a pack rewrites it: the live files go into a new pack, the old one's
 // pieces leave the peers, the peers' use drops, and the live files recover whole.
+// oldPackGone checks that no peer still holds a piece it held before (before: the
+// peers' pieces for alice then) and that the peers hold less than half of used bytes
+// for alice: what is left after 8 of a pack's 10 files were unstored and it was rewritten.
+func oldPackGone(t *testing.T, env *testenv.Env, before map[string][]string, used int64) {
+	t.Helper()
+	for name, old := range before {
+		now := map[string]bool{}
+		for _, p := range piecesOn(t, env.Node(name), "alice") {
+			now[p] = true
+		}
+		for _, p := range old {
+			if now[p] {
+				t.Errorf("%s still holds %s of the old pack", name, filepath.Base(p))
+			}
+		}
+	}
+	if after := peersHold(t, env); after > used/2 {
+		t.Errorf("the peers hold %d bytes for alice, %d before 8 of 10 files were unstored", after, used)
+	}
+}
+
 func TestUnstore_MostOfPackRewritesIt(t *testing.T) {
 	env := fourNodes(t, nil)
 	alice := env.Node("alice")
@@ -159,20 +180,7 @@ func TestUnstore_MostOfPackRewritesIt(t *testing.T) {
 	}
 	env.Settle(ctx, 20)
 	checkQuiet(t, env)
-	for name, old := range before {
-		now := map[string]bool{}
-		for _, p := range piecesOn(t, env.Node(name), "alice") {
-			now[p] = true
-		}
-		for _, p := range old {
-			if now[p] {
-				t.Errorf("%s still holds %s of the old pack", name, filepath.Base(p))
-			}
-		}
-	}
-	if after := peersHold(t, env); after > used/2 {
-		t.Errorf("the peers hold %d bytes for alice, %d before 8 of 10 files were unstored", after, used)
-	}
+	oldPackGone(t, env, before, used)
 	st, err := alice.PeerStates()
 	if err != nil {
 		t.Fatal(err)
@@ -317,20 +325,7 @@ func TestUnstore_PackWithChangedFilesIsFetchedBackAndRewritten(t *testing.T) {
 	}
 	env.Settle(ctx, 20)
 	checkQuiet(t, env)
-	for name, old := range before {
-		now := map[string]bool{}
-		for _, p := range piecesOn(t, env.Node(name), "alice") {
-			now[p] = true
-		}
-		for _, p := range old {
-			if now[p] {
-				t.Errorf("%s still holds %s of the old pack", name, filepath.Base(p))
-			}
-		}
-	}
-	if after := peersHold(t, env); after > used/2 {
-		t.Errorf("the peers hold %d bytes for alice, %d before 8 of 10 files were unstored", after, used)
-	}
+	oldPackGone(t, env, before, used)
 	if des, _ := os.ReadDir(filepath.Join(alice.Dir, "recovery.tmp")); len(des) != 0 {
 		t.Errorf("the pack fetched back is still staged: %v", des)
 	}
