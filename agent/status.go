@@ -21,7 +21,7 @@ import (
 )
 
 // The status server: start_daemon serves a page a person reads (/), the same data for
-// scripts (/status.json) on statusAddress.
+// scripts (/status.json) and Prometheus metrics (/metrics, metrics.go) on statusAddress.
 
 //go:embed status.html
 var statusHTML string
@@ -274,6 +274,7 @@ func (n *Node) statusServer(token string) http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(rep)
 	})
+	mux.Handle("GET /metrics", n.metricsHandler())
 	if token == "" {
 		return mux
 	}

@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/dibs-backup/dibs/agent"
 	"github.com/dibs-backup/dibs/testenv"
 )
@@ -75,8 +78,9 @@ func get(t *testing.T, url string) (string, http.Header) {
 	return string(b), resp.Header
 }
 
-// /status.json decodes into the documented fields, and the page shows the peers, the degraded file and the queue.
-func TestStatus_JSONAndPage(t *testing.T) {
+// /status.json decodes into the documented fields, /metrics parses as Prometheus text,
+// and the page shows the peers, the degraded file and the queue.
+func TestStatus_JSONMetricsAndPage(t *testing.T) {
 	_, base := statusNode(t)
 
 	body, _ := get(t, base+"/status.json")
@@ -111,6 +115,59 @@ func TestStatus_JSONAndPage(t *testing.T) {
 		if _, ok := raw[f]; !ok {
 			t.Errorf("/status.json has no %q", f)
 		}
+	}
+
+	body, hdr := get(t, base+"/metrics")
+	if ct := hdr.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+		t.Errorf("/metrics Content-Type %q", ct)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v\n%s", err, body)
+	}
+	value := func(family string, labels ...string) (float64, bool) {
+		for _, m := range families[family].GetMetric() {
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			match := true
+			for i := 0; i+1 < len(labels); i += 2 {
+				match = match && got[labels[i]] == labels[i+1]
+			}
+			if match {
+				if m.Gauge != nil {
+					return m.Gauge.GetValue(), true
+				}
+				return m.Counter.GetValue(), true
+			}
+		}
+		return 0, false
+	}
+	for _, want := range []struct {
+		family string
+		labels []string
+		value  float64
+	}{
+		{"dibs_queue_depth", []string{"peer", "carol"}, 1},
+		{"dibs_queue_depth", []string{"peer", "dave"}, 0},
+		{"dibs_files", []string{"health", "degraded"}, 1},
+		{"dibs_files", []string{"health", "stored"}, 2},
+		{"dibs_status_up", nil, 1},
+	} {
+		if v, ok := value(want.family, want.labels...); !ok || v != want.value {
+			t.Errorf("%s%v = %v (found %v), want %v", want.family, want.labels, v, ok, want.value)
+		}
+	}
+	for _, f := range []string{"dibs_queue_oldest_age_seconds", "dibs_messages_total", "dibs_bytes_stored", "dibs_bytes_held",
+		"dibs_probes", "dibs_repair_pieces_total", "dibs_last_success_timestamp_seconds"} {
+		if families[f] == nil {
+			t.Errorf("/metrics has no %s", f)
+		}
+	}
+	if v, _ := value("dibs_probes", "peer", "bob", "result", "failed"); v == 0 {
+		t.Errorf("dibs_probes{peer=bob,result=failed} = 0")
 	}
 
 	page, hdr := get(t, base+"/")
