@@ -195,6 +195,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	} else if k > 0 {
 		n.Log.Info("leftovers of interrupted commands settled", "files", k)
 	}
+	start := time.Now()
+	n.runs.job("poll and auto_check", time.Time{}, start) // the periodic batch runs at once
+	n.runs.job("cleanup", time.Time{}, start.Add(24*time.Hour))
 	var wg sync.WaitGroup
 	loop := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
 	loop(func() { d.processLoop(ctx) })
