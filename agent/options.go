@@ -164,7 +164,7 @@ var (
 	optDefaultContractServer = stringOpt("defaultContractServerURL", "http://127.0.0.1:8000/peer_finder", "the peer finder: where post_contract posts and propose_contract looks").withCheck(checkContractURL)
 	optStatusAddress         = stringOpt("statusAddress", "127.0.0.1:6364", "host:port where start_daemon serves its status page, /status.json and /metrics; empty: none").withCheck(checkStatusAddress)
 	optStatusAllowRemote     = boolOpt("statusAllowRemote", false, "let statusAddress be other than loopback (then statusTokenFile is needed)")
-	optStatusTokenFile       = pathOpt("statusTokenFile", "", "file whose first line is the token a non-loopback status server asks for")
+	optStatusTokenFile       = pathOpt("statusTokenFile", "", "file whose first line is the token the status server asks for (needed beyond loopback)")
 	OptSMTPServer            = stringOpt("smtpServer", "localhost", "SMTP submission server, host or host:port").withCheck(checkHostPort)
 	OptSMTPUser              = stringOpt("smtpUser", "", "SMTP user")
 	OptSMTPPassword          = stringOpt("smtpPassword", "", "SMTP password (or smtpPasswordFile)")
@@ -287,8 +287,12 @@ func checkStatusAddress(s string) error {
 	if s == "" {
 		return nil
 	}
-	if _, port, err := net.SplitHostPort(s); err != nil || port == "" {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" || strings.ContainsAny(host, " /\t") {
 		return fmt.Errorf("%q is not host:port (e.g. 127.0.0.1:6364)", s)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%q: the port must be a number from 0 to 65535", s)
 	}
 	return nil
 }

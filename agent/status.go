@@ -296,7 +296,8 @@ var errStatusPortBusy = errors.New("in use")
 
 // statusListen checks statusAddress and listens on it. It returns a nil listener when
 // statusAddress is empty (no status server), and the token requests must bring
-// (statusTokenFile's first line; only for a non-loopback address).
+// (statusTokenFile's first line: needed for a non-loopback address, asked for on
+// loopback too when statusTokenFile is set).
 func (n *Node) statusListen() (net.Listener, string, error) {
 	addr := optStatusAddress.Get(n.Opts)
 	if addr == "" {
@@ -318,6 +319,10 @@ func (n *Node) statusListen() (net.Listener, string, error) {
 		token, err = readToken(optStatusTokenFile.Get(n.Opts))
 		if err != nil {
 			return nil, "", fmt.Errorf("statusAddress %q is not a loopback address, so it needs a token: %w", addr, err)
+		}
+	} else if f := optStatusTokenFile.Get(n.Opts); f != "" {
+		if token, err = readToken(f); err != nil { // asked for on loopback too
+			return nil, "", err
 		}
 	}
 	ln, err := net.Listen("tcp", addr)
