@@ -41,10 +41,14 @@ type Daemon struct {
 	wake chan struct{} // a file arrived: process now
 	sent chan struct{} // replies were queued: send now
 	lock *os.File
+	// status serves statusAddress (status.go); nil when statusAddress is empty or taken.
+	status   *http.Server
+	statusLn net.Listener
 }
 
-// StartDaemon takes the daemon lock and starts serving on ln (nil: daemonAddress:daemonPort).
-// Run it with Run.
+// StartDaemon takes the daemon lock and starts serving on ln (nil: daemonAddress:daemonPort,
+// and the status on statusAddress: a bad statusAddress is an error, one that another
+// program holds is logged and the daemon runs without its status). Run it with Run.
 func (n *Node) StartDaemon(ln net.Listener) (*Daemon, error) {
 	lock, err := os.OpenFile(filepath.Join(n.Dir, pidFile), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
@@ -58,12 +62,24 @@ func (n *Node) StartDaemon(ln net.Listener) (*Daemon, error) {
 	lock.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	lock.Sync()
 	os.Remove(filepath.Join(n.Dir, stopFile))
+	var statusLn net.Listener
+	var token string
 	if ln == nil {
+		statusLn, token, err = n.statusListen()
+		if errors.Is(err, errStatusPortBusy) {
+			n.Log.Error(err.Error())
+		} else if err != nil {
+			lock.Close()
+			return nil, err
+		}
 		host := strings.TrimSuffix(strings.TrimPrefix(optDaemonAddress.Get(n.Opts), "["), "]") // [::1] is ::1
 		addr := net.JoinHostPort(host, strconv.FormatInt(optDaemonPort.Get(n.Opts), 10))
 		ln, err = net.Listen("tcp", addr)
 		if err != nil {
 			lock.Close()
+			if statusLn != nil {
+				statusLn.Close()
+			}
 			return nil, fmt.Errorf("daemon: listen %s: %w (is daemonPort free, and daemonAddress one of this machine's?)", addr, err)
 		}
 	}
@@ -96,7 +112,35 @@ func (n *Node) StartDaemon(ln net.Listener) (*Daemon, error) {
 		}
 	}()
 	go handler.Run(context.Background())
+	n.runs.mu.Lock()
+	n.runs.started = n.Now()
+	n.runs.mu.Unlock()
+	if statusLn != nil {
+		d.serveStatus(statusLn, token)
+	}
 	return d, nil
+}
+
+// ServeStatus serves the status page, /status.json and /metrics on ln, without a token
+// (StartDaemon(nil) serves them on statusAddress).
+func (d *Daemon) ServeStatus(ln net.Listener) { d.serveStatus(ln, "") }
+
+func (d *Daemon) serveStatus(ln net.Listener, token string) {
+	d.statusLn = ln
+	d.status = &http.Server{Handler: d.n.statusServer(token), ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	go func() {
+		if err := d.status.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.n.Log.Error("status", "err", err)
+		}
+	}()
+}
+
+// StatusAddr is where the daemon serves its status (nil: nowhere).
+func (d *Daemon) StatusAddr() net.Addr {
+	if d.statusLn == nil {
+		return nil
+	}
+	return d.statusLn.Addr()
 }
 
 // Addr is where the daemon listens.
@@ -151,6 +195,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	} else if k > 0 {
 		n.Log.Info("leftovers of interrupted commands settled", "files", k)
 	}
+	start := time.Now()
+	n.runs.job("poll and auto_check", time.Time{}, start) // the periodic batch runs at once
+	n.runs.job("cleanup", time.Time{}, start.Add(24*time.Hour))
 	var wg sync.WaitGroup
 	loop := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
 	loop(func() { d.processLoop(ctx) })
@@ -173,6 +220,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	shut, cancelShut := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancelShut()
 	d.srv.Shutdown(shut)
+	if d.status != nil {
+		d.status.Shutdown(shut)
+	}
 	wg.Wait()
 	n.Close()
 	d.lock.Close()
@@ -185,6 +235,7 @@ func (d *Daemon) processLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		res, err := d.n.ProcessIncoming(ctx)
+		d.n.runs.noteProcess(res)
 		if err != nil && ctx.Err() == nil {
 			d.n.Log.Error("process", "err", err)
 		}
@@ -285,6 +336,8 @@ func (d *Daemon) periodicLoop(ctx context.Context) {
 		// The chores take the database per step (FlushOutbox takes it before the outbox
 		// lock), so a long auto_check does not shut cron commands out.
 		n.housekeeping(ctx, &sched)
+		now := time.Now()
+		n.runs.job("poll and auto_check", now, now.Add(optPollInterval.Get(n.Opts)))
 		select {
 		case <-ctx.Done():
 			return

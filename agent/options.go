@@ -162,7 +162,9 @@ var (
 	optHostname              = stringOpt("hostname", "", "our host name, as peers reach it").withComputed(func() string { _, h := userHost(); return h })
 	optAutoBackupDir         = pathOpt("autoBackupDir", "autoBackup", "auto_check stores what is linked here")
 	optDefaultContractServer = stringOpt("defaultContractServerURL", "http://127.0.0.1:8000/peer_finder", "the peer finder: where post_contract posts and propose_contract looks").withCheck(checkContractURL)
-	optStatusAddress         = stringOpt("statusAddress", "127.0.0.1:6364", "where the daemon reports its status (loopback)").withCheck(checkHostPort).notUsedYet("the daemon status report")
+	optStatusAddress         = stringOpt("statusAddress", "127.0.0.1:6364", "host:port where start_daemon serves its status page, /status.json and /metrics; empty: none").withCheck(checkStatusAddress)
+	optStatusAllowRemote     = boolOpt("statusAllowRemote", false, "let statusAddress be other than loopback (then statusTokenFile is needed)")
+	optStatusTokenFile       = pathOpt("statusTokenFile", "", "file whose first line is the token the status server asks for (needed beyond loopback)")
 	OptSMTPServer            = stringOpt("smtpServer", "localhost", "SMTP submission server, host or host:port").withCheck(checkHostPort)
 	OptSMTPUser              = stringOpt("smtpUser", "", "SMTP user")
 	OptSMTPPassword          = stringOpt("smtpPassword", "", "SMTP password (or smtpPasswordFile)")
@@ -190,7 +192,7 @@ var optionDefs = rows(
 	optErrWarnCount, optErrMaxCount, optErrorDir, OptDaemonLogFile,
 	OptDaemonTimeout, optPollInterval, optDaemonPort, optDaemonAddress, optProbeTimeout,
 	optProbePeriod, optMaxMsgAge, optClockSkew, OptMaxMsgSize, optQuarantineMaxBytes,
-	optHostname, optAutoBackupDir, optDefaultContractServer, optStatusAddress,
+	optHostname, optAutoBackupDir, optDefaultContractServer, optStatusAddress, optStatusAllowRemote, optStatusTokenFile,
 	OptSMTPServer, OptSMTPUser, OptSMTPPassword, OptSMTPPasswordFile, OptSMTPTLS,
 	OptIMAPServer, OptIMAPUser, OptIMAPPassword, OptIMAPPasswordFile, OptIMAPMailbox,
 	OptIMAPTLS, OptMailCAFile, OptMailMaxSize, optRelayURL, OptRelayCAFile, optTalkRetryDelay,
@@ -276,6 +278,21 @@ func checkHostPort(s string) error {
 		if strings.Contains(s, ":") {
 			return fmt.Errorf("%q is not host or host:port", s)
 		}
+	}
+	return nil
+}
+
+// checkStatusAddress accepts host:port (or empty).
+func checkStatusAddress(s string) error {
+	if s == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" || strings.ContainsAny(host, " /\t") {
+		return fmt.Errorf("%q is not host:port (e.g. 127.0.0.1:6364)", s)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%q: the port must be a number from 0 to 65535", s)
 	}
 	return nil
 }

@@ -28,6 +28,7 @@ func (n *Node) housekeeping(ctx context.Context, s *schedule) {
 		res, err := n.AutoCheck(ctx) // stores, then maintains
 		logErr("auto_check", err)
 		if res.Stored > 0 {
+			n.runs.noteStore(n.Now())
 			n.Log.Info("auto_check", "stored", res.Stored, "bytes", res.Bytes)
 		}
 	} else {
@@ -37,6 +38,7 @@ func (n *Node) housekeeping(ctx context.Context, s *schedule) {
 	if now.Sub(s.probe) >= optProbePeriod.Get(n.Opts) {
 		if _, err := n.Probe(""); err == nil {
 			s.probe = now
+			n.runs.job("probe", now, now.Add(optProbePeriod.Get(n.Opts)))
 		} else {
 			n.Log.Info("probe", "skipped", err)
 		}
@@ -50,6 +52,7 @@ func (n *Node) housekeeping(ctx context.Context, s *schedule) {
 		_, err := n.Cleanup()
 		logErr("cleanup", err)
 		s.cleanup = now
+		n.runs.job("cleanup", now, now.Add(24*time.Hour))
 	}
 }
 
@@ -70,6 +73,9 @@ func (n *Node) maintain() (Upkeep, error) {
 	u.ProbesExpired, err1 = n.ExpireProbes()
 	u.Resent, err2 = n.ResendRequests()
 	u.Repair, err3 = n.Repair()
+	if err3 == nil {
+		n.runs.noteRepair(n.Now(), u.Repair)
+	}
 	if res := u.Repair; res.Rebuilt+res.Fetching+res.MarkedLost > 0 {
 		n.Log.Info("repair", "lost", res.MarkedLost, "rebuilt", res.Rebuilt, "fetching", res.Fetching, "short", res.Short)
 	}

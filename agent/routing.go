@@ -166,6 +166,7 @@ func (n *Node) sendPeer(ctx context.Context, p *Peer, only string) (SendResult, 
 				break
 			}
 			lastErr = err
+			n.runs.noteTransportError(m)
 			n.Log.Warn("send failed", "peer", p.Name, "msg", e.Name, "transport", m, "err", err)
 			n.updatePeerState(p.Name, func(ps *PeerState) {
 				ps.LastError, ps.LastErrorAt = m+": "+err.Error(), n.Now().UTC()

@@ -61,13 +61,14 @@ type StorageRow struct {
 
 // RecoveryRow is one recovery in progress or done.
 type RecoveryRow struct {
-	Name      string `json:"name"`
-	State     string `json:"state"`
-	Kind      string `json:"kind"`
-	Objects   int    `json:"objects"`   // objects the recovery needs
-	Assembled int    `json:"assembled"` // of them, rebuilt from enough pieces
-	Written   int    `json:"written"`   // entries written under recovery/
-	Error     string `json:"error,omitempty"`
+	Name      string  `json:"name"`
+	State     string  `json:"state"`
+	Kind      string  `json:"kind"`
+	Objects   int     `json:"objects"`   // objects the recovery needs
+	Assembled int     `json:"assembled"` // of them, rebuilt from enough pieces
+	Written   int     `json:"written"`   // entries written under recovery/
+	Error     string  `json:"error,omitempty"`
+	Ended     *string `json:"ended,omitempty"` // when it finished
 }
 
 // Database gathers the sections of show_database.

@@ -157,7 +157,7 @@ func (n *Node) engineSections(out map[string]any, want func(string) bool) error 
 			if want("recovery") {
 				rows := []RecoveryRow{}
 				err := tx.EachJob(func(j *RecoveryJob) error {
-					r := RecoveryRow{Name: j.Name, State: j.State, Kind: j.Kind, Written: j.Written, Error: j.Error, Objects: len(j.Objects)}
+					r := RecoveryRow{Name: j.Name, State: j.State, Kind: j.Kind, Written: j.Written, Error: j.Error, Objects: len(j.Objects), Ended: timePtr(j.Ended)}
 					if silent := silentPeers(j); j.Kind == books.JobAll && j.State != RecoveryWaiting && len(silent) > 0 {
 						r.Error = "no answer from " + strings.Join(silent, ", ")
 						if j.Error != "" {

@@ -51,6 +51,7 @@ func newCLINode(t *testing.T, root, name string) *cliNode {
 	n.OK("init", "--key", name+".dibs@cli.invalid")
 	n.OK("set_option", "--name", "daemonPort", "--value", fmt.Sprint(n.port))
 	n.OK("set_option", "--name", "daemonHost", "--value", "127.0.0.1")
+	n.OK("set_option", "--name", "statusAddress", "--value", "127.0.0.1:0") // not the default 6364: tests run side by side
 	n.OK("set_option", "--name", "talkRetryDelay", "--value", "0")
 	n.OK("export_key", "--out", n.keyFile)
 	if b, err := os.ReadFile(n.keyFile); err != nil || !bytes.Contains(b, []byte("BEGIN PGP PUBLIC KEY BLOCK")) {

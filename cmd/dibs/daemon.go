@@ -23,7 +23,11 @@ sign in, and then only deposit files for us or collect the files waiting for it.
 the network path sees the files' sizes and timing, and could reuse a session while it lasts
 (to take or drop what waits for that peer), but the files are encrypted and signed: it can
 neither read nor forge them. To serve one interface only, set daemonAddress (e.g.
-127.0.0.1, or a VPN address).`,
+127.0.0.1, or a VPN address).
+
+Its status is on statusAddress (127.0.0.1:6364 by default, loopback only unless
+statusAllowRemote, and then with the token of statusTokenFile): a page to read at a glance
+(/), the same for scripts (/status.json) and Prometheus metrics (/metrics).`,
 	flags: noFlags(runStartDaemon),
 }
 
@@ -44,6 +48,9 @@ func runStartDaemon(a *App) error {
 		return err
 	}
 	fmt.Fprintf(a.Stdout, "dibs daemon serving %s\n", d.Addr())
+	if sa := d.StatusAddr(); sa != nil {
+		fmt.Fprintf(a.Stdout, "status on http://%s/\n", sa)
+	}
 	return d.Run(a.Ctx)
 }
 

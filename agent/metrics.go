@@ -1,0 +1,120 @@
+package agent
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metricsHandler serves /metrics: the status report as Prometheus metrics, gathered
+// afresh on each scrape.
+func (n *Node) metricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(&statusCollector{n: n})
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+type statusCollector struct{ n *Node }
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("dibs_"+name, help, labels, nil)
+}
+
+var (
+	mQueueDepth    = desc("queue_depth", "Files waiting in outgoing/ for the peer.", "peer")
+	mQueueOldest   = desc("queue_oldest_age_seconds", "Age of the oldest file waiting for the peer (0: none).", "peer")
+	mLastHeard     = desc("peer_last_heard_timestamp_seconds", "When the peer was last heard from (0: never).", "peer")
+	mProbes        = desc("probes", "Probe results of the peer since it was added.", "peer", "result")
+	mBytesStored   = desc("bytes_stored", "Bytes of our pieces the peer holds.", "peer")
+	mBytesHeld     = desc("bytes_held", "Bytes of the peer's pieces we hold.", "peer")
+	mPiecesLost    = desc("pieces_lost", "Our pieces on the peer counted as lost.", "peer")
+	mQuotaUsed     = desc("quota_used_bytes", "Quota used: remote (ours on the peer) and local (the peer's here).", "peer", "side")
+	mFiles         = desc("files", "Stored file versions by health.", "health")
+	mRecoveries    = desc("recoveries", "Recovery jobs by state.", "state")
+	mMessages      = desc("messages_total", "Incoming messages the daemon processed or quarantined since it started.", "outcome")
+	mRepairs       = desc("repair_pieces_total", "What repair did since the daemon started: pieces marked lost, rebuilt; objects fetching; segments short.", "action")
+	mTransportErrs = desc("transport_errors_total", "Failed sends since the daemon started, by talk method.", "method")
+	mLastSuccess   = desc("last_success_timestamp_seconds", "When the job last succeeded (0: not since start, or never).", "job")
+	mUp            = desc("status_up", "1 when the status could be read from the database (0: busy or failing).")
+	mStarted       = desc("start_timestamp_seconds", "When the daemon started.")
+)
+
+func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	prometheus.DescribeByCollect(c, ch)
+}
+
+func ts(s *string) float64 {
+	if s == nil {
+		return 0
+	}
+	t, err := time.Parse(time.RFC3339, *s)
+	if err != nil {
+		return 0
+	}
+	return float64(t.Unix())
+}
+
+func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
+	g := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	cnt := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	r := &c.n.runs
+	r.mu.Lock()
+	cnt(mMessages, float64(r.processed), "processed")
+	cnt(mMessages, float64(r.quarantined), "quarantined")
+	cnt(mRepairs, float64(r.repairs.MarkedLost), "marked_lost")
+	cnt(mRepairs, float64(r.repairs.Rebuilt), "rebuilt")
+	cnt(mRepairs, float64(r.repairs.Fetching), "fetching")
+	cnt(mRepairs, float64(r.repairs.Short), "short")
+	for _, m := range sortedKeys(r.transportErrors) {
+		cnt(mTransportErrs, float64(r.transportErrors[m]), m)
+	}
+	if !r.started.IsZero() {
+		g(mStarted, float64(r.started.Unix()))
+	}
+	r.mu.Unlock()
+
+	rep, err := c.n.Status()
+	if err != nil {
+		g(mUp, 0)
+		return
+	}
+	g(mUp, 1)
+	for _, p := range rep.Peers {
+		g(mQueueDepth, float64(p.QueueDepth), p.Peer)
+		g(mQueueOldest, float64(p.OldestQueuedSeconds), p.Peer)
+		g(mLastHeard, ts(p.LastHeard), p.Peer)
+		cnt(mProbes, float64(p.ProbeGood), p.Peer, "good")
+		cnt(mProbes, float64(p.ProbeFailed), p.Peer, "failed")
+		cnt(mProbes, float64(p.ProbeTimeout), p.Peer, "timeout")
+		g(mBytesStored, float64(p.BytesThere), p.Peer)
+		g(mBytesHeld, float64(p.BytesHere), p.Peer)
+		g(mPiecesLost, float64(p.LostPieces), p.Peer)
+		g(mQuotaUsed, float64(p.RemoteUsed), p.Peer, "remote")
+		g(mQuotaUsed, float64(p.LocalUsed), p.Peer, "local")
+	}
+	for _, h := range sortedKeys(rep.FileCounts) {
+		g(mFiles, float64(rep.FileCounts[h]), h)
+	}
+	states := map[string]int{}
+	for _, j := range rep.Recoveries {
+		states[j.State]++
+	}
+	for _, s := range sortedKeys(states) {
+		g(mRecoveries, float64(states[s]), s)
+	}
+	g(mLastSuccess, ts(rep.LastStore), "store")
+	g(mLastSuccess, ts(rep.LastProbe), "probe")
+	last := ""
+	for _, j := range rep.Recoveries {
+		if j.State == RecoveryDone && j.Ended != nil && *j.Ended > last {
+			last = *j.Ended
+		}
+	}
+	g(mLastSuccess, ts(&last), "recover")
+}
