@@ -59,7 +59,8 @@ type ServerOptions struct {
 // It sets the read deadline of the connection of every request it answers (see
 // RequestTimeout), so it must get the http.Server's own ResponseWriter, or a wrapper with
 // an Unwrap method (http.ResponseController): behind one that hides the connection, a slow
-// client is cut off only by the http.Server's timeouts.
+// client's connection is cut off only by the http.Server's timeouts (a deposit still ends,
+// and gives back its share of the quota, at its deadline).
 type Server struct {
 	store  Store
 	opts   ServerOptions
@@ -115,14 +116,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // setDeadline sets the read deadline, and with write also the write deadline, of the
 // connection w answers on to d from now. A ResponseWriter without a connection
-// (httptest.ResponseRecorder) has nothing to time out, so the error is ignored.
-func setDeadline(w http.ResponseWriter, d time.Duration, write bool) {
+// (httptest.ResponseRecorder), or a wrapper that hides it, cannot have one: setDeadline
+// reports whether the read deadline was set.
+func setDeadline(w http.ResponseWriter, d time.Duration, write bool) bool {
 	rc := http.NewResponseController(w)
 	t := time.Now().Add(d)
-	rc.SetReadDeadline(t)
+	ok := rc.SetReadDeadline(t) == nil
 	if write {
 		rc.SetWriteDeadline(t)
 	}
+	return ok
 }
 
 // transferTime is how long a file of size bytes may take to arrive or to be taken.
@@ -332,8 +335,13 @@ func (s *Server) deposit(w http.ResponseWriter, r *http.Request, from pgpmsg.Fin
 		return
 	}
 	allowed := s.transferTime(size)
-	setDeadline(w, allowed, false)
-	var body io.Reader = &exactReader{r: r.Body, left: size}
+	var body io.Reader = r.Body
+	if !setDeadline(w, allowed, false) {
+		// The store's reservation of quota for this deposit ends when Deposit returns:
+		// the deposit must end at its deadline even if the connection cannot.
+		body = newDeadlineReader(body, time.Now().Add(allowed))
+	}
+	body = &exactReader{r: body, left: size}
 	if ids != nil {
 		body = &recipientFilter{r: body, size: size, want: ids}
 	}
