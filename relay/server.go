@@ -141,7 +141,11 @@ func (s *Server) transferTime(size int64) time.Duration {
 // body now holds its connection, for RequestTimeout at most, and no slot.
 func (s *Server) unauthenticated(limit int64, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if limit > 0 && r.ContentLength != 0 && r.ContentLength <= limit { // else h refuses it unread
+		if limit > 0 && r.ContentLength > limit { // else its slow body would hold a slot
+			s.fail(w, fmt.Errorf("relay: %s: %d bytes, at most %d are taken: %w", r.URL.Path, r.ContentLength, limit, ErrTooLarge))
+			return
+		}
+		if limit > 0 && r.ContentLength != 0 {
 			r.Body = readAhead(r.Body, limit)
 		}
 		select {

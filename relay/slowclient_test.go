@@ -175,10 +175,22 @@ func TestSlowSessionBodies_HoldNoSlot(t *testing.T) {
 	for range 4 {
 		slow = append(slow, slowSession(t, d.url))
 	}
+	// Bodies that say they are larger than a session request can be are refused unread.
+	var large []*trickler
+	for range 2 {
+		head := "POST /dibs/v1/session HTTP/1.1\r\nHost: " + strings.TrimPrefix(d.url, "http://") +
+			"\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+		large = append(large, trickle(t, d.url, head, []byte(" "), 100*time.Millisecond, 600))
+	}
 	time.Sleep(300 * time.Millisecond) // let them reach the server
 	bob := newClient(t, "bob")
 	if err := bob.Send(context.Background(), d.endpoint(t), message("m1.pgp", sealed(t, "bob", "alice", 3000))); err != nil {
-		t.Fatalf("bob's push while 4 slow session bodies hang, with 2 slots: %v", err)
+		t.Fatalf("bob's push while 6 slow session bodies hang, with 2 slots: %v", err)
+	}
+	for _, s := range large {
+		if got := s.closedWithin(t, 30*time.Second); !strings.HasPrefix(got, "HTTP/1.1 413") {
+			t.Errorf("a session request of 100,000 bytes was answered %q, want 413", got)
+		}
 	}
 	for _, s := range slow {
 		s.closedWithin(t, 30*time.Second)
