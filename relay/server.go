@@ -1,13 +1,13 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"os"
 	"strconv"
@@ -59,7 +59,8 @@ type ServerOptions struct {
 // It sets the read deadline of the connection of every request it answers (see
 // RequestTimeout), so it must get the http.Server's own ResponseWriter, or a wrapper with
 // an Unwrap method (http.ResponseController): behind one that hides the connection, a slow
-// client is cut off only by the http.Server's timeouts.
+// client's connection is cut off only by the http.Server's timeouts (a deposit still ends,
+// and gives back its share of the quota, at its deadline).
 type Server struct {
 	store  Store
 	opts   ServerOptions
@@ -93,15 +94,15 @@ func NewServer(store Store, opts ServerOptions) *Server {
 	}
 	s := &Server{store: store, opts: opts, auth: newAuthTable(), mux: http.NewServeMux(),
 		public: make(chan struct{}, opts.MaxUnauthenticated)}
-	s.mux.HandleFunc("GET "+pathHello, s.unauthenticated(s.hello))
-	s.mux.HandleFunc("POST "+pathChallenge, s.unauthenticated(s.challenge))
-	s.mux.HandleFunc("POST "+pathSession, s.unauthenticated(s.session))
+	s.mux.HandleFunc("GET "+pathHello, s.unauthenticated(0, s.hello))
+	s.mux.HandleFunc("POST "+pathChallenge, s.unauthenticated(0, s.challenge))
+	s.mux.HandleFunc("POST "+pathSession, s.unauthenticated(maxJSONRequest, s.session))
 	s.mux.HandleFunc("GET "+pathFiles, s.authed(s.list))
 	s.mux.HandleFunc("PUT "+pathFiles+"/{to}/{name}", s.authed(s.deposit))
 	s.mux.HandleFunc("GET "+pathFiles+"/{name}", s.authed(s.get))
 	s.mux.HandleFunc("DELETE "+pathFiles+"/{name}", s.authed(s.remove))
-	s.mux.HandleFunc("PUT "+pathStranger+"/{name}", s.unauthenticated(s.depositStranger))
-	s.mux.HandleFunc("GET "+pathAnswer+"/{name}", s.unauthenticated(s.answer))
+	s.mux.HandleFunc("PUT "+pathStranger+"/{name}", s.unauthenticated(MaxStrangerFile, s.depositStranger))
+	s.mux.HandleFunc("GET "+pathAnswer+"/{name}", s.unauthenticated(0, s.answer))
 	return s
 }
 
@@ -115,14 +116,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // setDeadline sets the read deadline, and with write also the write deadline, of the
 // connection w answers on to d from now. A ResponseWriter without a connection
-// (httptest.ResponseRecorder) has nothing to time out, so the error is ignored.
-func setDeadline(w http.ResponseWriter, d time.Duration, write bool) {
+// (httptest.ResponseRecorder), or a wrapper that hides it, cannot have one: setDeadline
+// reports whether the read deadline was set.
+func setDeadline(w http.ResponseWriter, d time.Duration, write bool) bool {
 	rc := http.NewResponseController(w)
 	t := time.Now().Add(d)
-	rc.SetReadDeadline(t)
+	ok := rc.SetReadDeadline(t) == nil
 	if write {
 		rc.SetWriteDeadline(t)
 	}
+	return ok
 }
 
 // transferTime is how long a file of size bytes may take to arrive or to be taken.
@@ -131,16 +134,26 @@ func (s *Server) transferTime(size int64) time.Duration {
 }
 
 // unauthenticated wraps h, which anyone may call, so that at most MaxUnauthenticated of
-// them run at once: a session request holds its slot until its body arrived or
-// RequestTimeout passed, so strangers tie up that many at most, and for that long.
-func (s *Server) unauthenticated(h http.HandlerFunc) http.HandlerFunc {
+// them run at once. A request's body, of at most limit bytes, is read before it takes a
+// slot: the slots bound the work that strangers make, not how long they keep us waiting.
+// When waiting took the slots, 64 session bodies trickled a byte every 2 s kept every
+// peer from opening a session, for as long as the attacker went on (issue 17). A slow
+// body now holds its connection, for RequestTimeout at most, and no slot.
+func (s *Server) unauthenticated(limit int64, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if limit > 0 && r.ContentLength > limit { // else its slow body would hold a slot
+			s.fail(w, fmt.Errorf("relay: %s: %d bytes, at most %d are taken: %w", r.URL.Path, r.ContentLength, limit, ErrTooLarge))
+			return
+		}
+		if limit > 0 && r.ContentLength != 0 {
+			r.Body = readAhead(r.Body, limit)
+		}
 		select {
 		case s.public <- struct{}{}:
 			defer func() { <-s.public }()
 		default:
-			// A slot is free again within RequestTimeout.
-			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(s.opts.RequestTimeout.Seconds()))))
+			// A slot is free again as soon as a request's work is done.
+			w.Header().Set("Retry-After", "1")
 			s.fail(w, fmt.Errorf("relay: %d unauthenticated requests in progress, try again later: %w",
 				cap(s.public), errOverloaded))
 			return
@@ -148,6 +161,28 @@ func (s *Server) unauthenticated(h http.HandlerFunc) http.HandlerFunc {
 		h(w, r)
 	}
 }
+
+// readAhead reads up to limit+1 bytes of body now, and returns a body that gives them,
+// then the error reading stopped at (io.EOF, or a deadline), as body would have.
+func readAhead(body io.ReadCloser, limit int64) io.ReadCloser {
+	b, err := io.ReadAll(io.LimitReader(body, limit+1))
+	if err == nil && int64(len(b)) <= limit {
+		err = io.EOF
+	} else if err == nil {
+		return struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(b), body), body}
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(b), errorReader{err}), body}
+}
+
+type errorReader struct{ err error }
+
+func (e errorReader) Read([]byte) (int, error) { return 0, e.err }
 
 // Run sweeps expired challenges and sessions, and expires old files if the store is an
 // Expirer, every ExpireEvery until ctx is done. It returns nil then. Expiry errors go to
@@ -332,8 +367,13 @@ func (s *Server) deposit(w http.ResponseWriter, r *http.Request, from pgpmsg.Fin
 		return
 	}
 	allowed := s.transferTime(size)
-	setDeadline(w, allowed, false)
-	var body io.Reader = &exactReader{r: r.Body, left: size}
+	var body io.Reader = r.Body
+	if !setDeadline(w, allowed, false) {
+		// The store's reservation of quota for this deposit ends when Deposit returns:
+		// the deposit must end at its deadline even if the connection cannot.
+		body = newDeadlineReader(body, time.Now().Add(allowed))
+	}
+	body = &exactReader{r: body, left: size}
 	if ids != nil {
 		body = &recipientFilter{r: body, size: size, want: ids}
 	}

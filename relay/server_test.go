@@ -283,8 +283,9 @@ func TestSession_SignatureForAnotherServerRefused(t *testing.T) {
 func TestSession_OversizeRequestRefused(t *testing.T) {
 	d := newDaemon(t, "alice", "bob")
 	big := `{"key":"` + strings.Repeat("A", 1<<20) + `"}`
-	if code, _ := do(t, "POST", d.url+"/dibs/v1/session", "", strings.NewReader(big)); code != 400 {
-		t.Fatalf("1 MiB session request: %d, want 400", code)
+	// Refused by its Content-Length, unread and before it takes a slot.
+	if code, _ := do(t, "POST", d.url+"/dibs/v1/session", "", strings.NewReader(big)); code != 413 {
+		t.Fatalf("1 MiB session request: %d, want 413", code)
 	}
 }
 

@@ -6,7 +6,9 @@ package relay
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -164,9 +166,68 @@ func TestSlowClients_PeerStillServed(t *testing.T) {
 	}
 }
 
+// Slow session bodies take no slot of the unauthenticated requests: more of them than
+// there are slots leave a peer free to open its session (issue 17: 64 of them, a byte
+// every 2 s, kept every peer of a daemon or a relay from pushing or polling).
+func TestSlowSessionBodies_HoldNoSlot(t *testing.T) {
+	d := newDaemonOpts(t, ServerOptions{RequestTimeout: 5 * time.Second, MaxUnauthenticated: 2}, "alice", "bob")
+	var slow []*trickler
+	for range 4 {
+		slow = append(slow, slowSession(t, d.url))
+	}
+	// Bodies that say they are larger than a session request can be are refused unread.
+	var large []*trickler
+	for range 2 {
+		head := "POST /dibs/v1/session HTTP/1.1\r\nHost: " + strings.TrimPrefix(d.url, "http://") +
+			"\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+		large = append(large, trickle(t, d.url, head, []byte(" "), 100*time.Millisecond, 600))
+	}
+	time.Sleep(300 * time.Millisecond) // let them reach the server
+	bob := newClient(t, "bob")
+	if err := bob.Send(context.Background(), d.endpoint(t), message("m1.pgp", sealed(t, "bob", "alice", 3000))); err != nil {
+		t.Fatalf("bob's push while 6 slow session bodies hang, with 2 slots: %v", err)
+	}
+	for _, s := range large {
+		if got := s.closedWithin(t, 30*time.Second); !strings.HasPrefix(got, "HTTP/1.1 413") {
+			t.Errorf("a session request of 100,000 bytes was answered %q, want 413", got)
+		}
+	}
+	for _, s := range slow {
+		s.closedWithin(t, 30*time.Second)
+	}
+}
+
+// sessionStarted sends a well-formed session request for bob (with a bad signature) on
+// its own connection and returns a channel of its status code.
+func sessionStarted(t *testing.T, url string) <-chan int {
+	var ch challengeResponse
+	resp, err := http.Post(url+"/dibs/v1/challenge", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&ch)
+	resp.Body.Close()
+	body, _ := json.Marshal(sessionRequest{Key: string(fp(t, "bob")), Nonce: ch.Nonce, Signature: "AAAA",
+		Server: strings.TrimPrefix(url, "http://")})
+	code := make(chan int, 1)
+	go func() {
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Post(url+"/dibs/v1/session", "application/json", bytes.NewReader(body))
+		if err != nil {
+			code <- 0
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		code <- resp.StatusCode
+	}()
+	return code
+}
+
+// Requests being worked on take the slots: one more is answered 503 with a Retry-After,
+// and the slots are free again once the work is done.
 func TestUnauthenticated_OverCap_503WithRetryAfter(t *testing.T) {
-	d := newDaemonOpts(t, ServerOptions{RequestTimeout: 2 * time.Second, MaxUnauthenticated: 2}, "alice", "bob")
-	slow := []*trickler{slowSession(t, d.url), slowSession(t, d.url)}
+	d := newDaemonOpts(t, ServerOptions{MaxUnauthenticated: 2}, "alice", "bob")
 	challenge := func() *http.Response {
 		resp, err := http.Post(d.url+"/dibs/v1/challenge", "application/json", nil)
 		if err != nil {
@@ -176,7 +237,9 @@ func TestUnauthenticated_OverCap_503WithRetryAfter(t *testing.T) {
 		resp.Body.Close()
 		return resp
 	}
-	// The two slow requests take both slots once they reach their handler.
+	// Two session requests block in their handler, where it asks the store for bob's key.
+	d.peerMu.Lock()
+	busy := []<-chan int{sessionStarted(t, d.url), sessionStarted(t, d.url)}
 	var resp *http.Response
 	for range 100 {
 		if resp = challenge(); resp.StatusCode == http.StatusServiceUnavailable {
@@ -184,14 +247,17 @@ func TestUnauthenticated_OverCap_503WithRetryAfter(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "2" {
-		t.Fatalf("challenge with both slots taken: %d, Retry-After %q; want 503, 2", resp.StatusCode, resp.Header.Get("Retry-After"))
+	d.peerMu.Unlock()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" {
+		t.Fatalf("challenge with both slots taken: %d, Retry-After %q; want 503, 1", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
-	for _, s := range slow {
-		s.closedWithin(t, 30*time.Second)
+	for _, b := range busy {
+		if code := <-b; code != http.StatusForbidden {
+			t.Errorf("a session request with a bad signature: %d, want 403", code)
+		}
 	}
 	if resp := challenge(); resp.StatusCode != http.StatusOK {
-		t.Fatalf("challenge once the slow requests were cut off: %d, want 200", resp.StatusCode)
+		t.Fatalf("challenge once the sessions were answered: %d, want 200", resp.StatusCode)
 	}
 }
 
