@@ -20,8 +20,8 @@ What it exposes: plain HTTP on daemonPort at daemonAddress, by default on every 
 (what active peers need). Anyone who reaches it can ask who it is (GET /dibs/v1/hello: the
 software, its version and our key's fingerprint) and start a sign-in; only a peer's key can
 sign in, and then only deposit files for us or collect the files waiting for it. Someone on
-the network path sees the files' sizes and timing, and could reuse a session while it lasts
-(to take or drop what waits for that peer), but the files are encrypted and signed: it can
+the network path sees the files' sizes and timing, but cannot use a peer's session (each
+request is signed by the peer's key, once), and the files are encrypted and signed: it can
 neither read nor forge them. To serve one interface only, set daemonAddress (e.g.
 127.0.0.1, or a VPN address).
 
