@@ -64,18 +64,6 @@ cat $(find "$tree" -type f) > /dev/null
 export RESTIC_PASSWORD=bench RESTIC_REPOSITORY="$work/restic-repo"
 restic init --quiet >/dev/null
 restic backup --quiet "$tree" >/dev/null
-restic_all=()
-for round in $(seq "$ROUNDS"); do
-  rm -rf "$work/restic-out"
-  sync
-  t0=$(date +%s.%N)
-  restic restore --quiet latest --target "$work/restic-out"
-  sync -f "$work/restic-out"
-  s=$(secs "$t0"); restic_all+=("$s")
-  diff -r "$tree" "$work/restic-out$tree" >/dev/null || { echo "restic restore differs"; exit 1; }
-  echo "restic restore (round $round): ${s}s = $(rate "$bytes" "$s") MiB/s"
-done
-rm -rf "$work/restic-out" "$work/restic-repo"
 
 # ---------------------------------------------------------------- dibs
 for n in alice bob carol dave; do
@@ -98,7 +86,13 @@ carry_round() {
   for n in "${nodes[@]}"; do dibs $n export_messages --dir "$carry" >/dev/null; done
   for n in "${nodes[@]}"; do
     dibs $n import_messages --dir "$carry" >/dev/null
-    dibs $n process_message >/dev/null
+    if [[ $n == alice ]]; then  # the owner's peak memory, as it rebuilds the files
+      DIBS_DIR="$work/alice" DIBS_CPUPROFILE="${PROFILE:+$PROFILE/alice-process_message-$prof_n.prof}" \
+        /usr/bin/time -a -f "%M" -o "$work/rss.alice" "$work/dibs" process_message >/dev/null
+      prof_n=$((prof_n + 1))
+    else
+      dibs $n process_message >/dev/null
+    fi
   done
 }
 echo "== dibs store + carry until every piece is acknowledged"
@@ -110,16 +104,26 @@ dibs alice export_recovery_kit --out "$work/kit.asc"
 rm -rf "$work/carol" "$carry"/*   # carol is lost for good
 for n in bob dave; do cp -a "$work/$n" "$work/$n.saved"; done
 
-dibs_all=()
+# The contenders take turns each round: both create and delete the tree's files, and on
+# ext4 creating a file costs more while many inodes were deleted in the last minutes.
+restic_all=(); dibs_all=()
 for round in $(seq "$ROUNDS"); do
+  rm -rf "$work/restic-out"
+  sync
+  t0=$(date +%s.%N)
+  restic restore --quiet latest --target "$work/restic-out"
+  sync -f "$work/restic-out"
+  s=$(secs "$t0"); restic_all+=("$s")
+  diff -r "$tree" "$work/restic-out$tree" >/dev/null || { echo "restic restore differs"; exit 1; }
+  echo "restic restore (round $round): ${s}s = $(rate "$bytes" "$s") MiB/s"
   for n in bob dave; do rm -rf "$work/$n"; cp -a "$work/$n.saved" "$work/$n"; done
   rm -rf "$work/alice" "$carry"; mkdir -p "$carry"
   sync
   echo "== round $round: alice's disk is lost; import_recovery_kit, recover_all, carry until identical"
   t0=$(date +%s.%N)
   dibs alice import_recovery_kit --file "$work/kit.asc" >/dev/null
-  DIBS_DIR="$work/alice" /usr/bin/time -f "%M" -o "$work/rss.recover" "$work/dibs" recover_all >/dev/null
-  rss=0
+  dibs alice recover_all >/dev/null
+  rm -f "$work/rss.alice"
   for i in $(seq 10); do
     carry_round alice bob dave
     if [[ -d "$work/alice/recovery/tree" ]] && diff -r "$tree" "$work/alice/recovery/tree" >/dev/null 2>&1; then break; fi
@@ -128,7 +132,7 @@ for round in $(seq "$ROUNDS"); do
   s=$(secs "$t0")
   diff -r "$tree" "$work/alice/recovery/tree" >/dev/null || { echo "dibs recovery differs after $i rounds"; exit 1; }
   dibs_all+=("$s")
-  echo "dibs recover_all (round $round): ${s}s = $(rate "$bytes" "$s") MiB/s after $i carry rounds"
+  echo "dibs recover_all (round $round): ${s}s = $(rate "$bytes" "$s") MiB/s after $i carry rounds; alice's peak RSS $(sort -n "$work/rss.alice" | tail -1) kB"
 done
 python3 - "$bytes" "${restic_all[*]}" "${dibs_all[*]}" <<'PY'
 import statistics, sys
