@@ -224,8 +224,21 @@ func handleFinishedAll(r *Request) error {
 	if err := r.Tx.PutJob(job); err != nil {
 		return err
 	}
+	if job.Received[r.Peer.Name] < c {
+		// Some of its answers have not come, or came damaged and were refused: the
+		// first answer ended our request, so record it again, and ResendRequests asks
+		// the peer again after resendAfter unless the job is done by then.
+		req := books.PendingRequest{Peer: r.Peer.Name, Type: TypeRecoverAll, Sent: r.Node.Now(), Tries: 1}
+		if err := r.Tx.PutRequest(askAgainID(r.Peer.Name), req); err != nil {
+			return err
+		}
+	}
 	return r.Node.checkJob(r.Tx, job)
 }
+
+// askAgainID is the pending request that asks peer again for everything it holds, after
+// its FINISHED_RECOVER_ALL counted more pieces than arrived whole.
+func askAgainID(peer string) string { return "recover-all-again-" + peer }
 
 // silentPeers are the peers a recover_all asked that have sent nothing, not even
 // FINISHED_RECOVER_ALL, sorted.
@@ -596,6 +609,11 @@ func (n *Node) checkJob(tx *books.Tx, j *RecoveryJob) error {
 	case books.JobPrune:
 		return n.finishPruneFetchTx(tx, j)
 	case books.JobAll:
+		for peer := range j.Finished {
+			if err := tx.DeleteRequest(askAgainID(peer)); err != nil {
+				return err
+			}
+		}
 		chosen, err := chooseVersions(tx, "/", 0)
 		if err != nil {
 			return err
