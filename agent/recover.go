@@ -224,8 +224,21 @@ func handleFinishedAll(r *Request) error {
 	if err := r.Tx.PutJob(job); err != nil {
 		return err
 	}
+	if job.Received[r.Peer.Name] < c {
+		// Some of its answers have not come, or came damaged and were refused: the
+		// first answer ended our request, so record it again, and ResendRequests asks
+		// the peer again after resendAfter unless the job is done by then.
+		req := books.PendingRequest{Peer: r.Peer.Name, Type: TypeRecoverAll, Sent: r.Node.Now(), Tries: 1}
+		if err := r.Tx.PutRequest(askAgainID(r.Peer.Name), req); err != nil {
+			return err
+		}
+	}
 	return r.Node.checkJob(r.Tx, job)
 }
+
+// askAgainID is the pending request that asks peer again for everything it holds, after
+// its FINISHED_RECOVER_ALL counted more pieces than arrived whole.
+func askAgainID(peer string) string { return "recover-all-again-" + peer }
 
 // silentPeers are the peers a recover_all asked that have sent nothing, not even
 // FINISHED_RECOVER_ALL, sorted.
@@ -596,6 +609,11 @@ func (n *Node) checkJob(tx *books.Tx, j *RecoveryJob) error {
 	case books.JobPrune:
 		return n.finishPruneFetchTx(tx, j)
 	case books.JobAll:
+		for peer := range j.Finished {
+			if err := tx.DeleteRequest(askAgainID(peer)); err != nil {
+				return err
+			}
+		}
 		chosen, err := chooseVersions(tx, "/", 0)
 		if err != nil {
 			return err
@@ -622,6 +640,11 @@ func (n *Node) writeJob(tx *books.Tx, j *RecoveryJob, chosen map[string]FileVers
 		return retryLater{fmt.Errorf("recovery: %w", err)}
 	}
 	defer root.Close()
+	// On Linux the files are not fsynced one by one (two fsyncs a file cost most of a
+	// recovery of many small files): one syncfs after the last makes them all durable
+	// before the job is committed as done; a crash before that leaves the job waiting,
+	// and the next run writes every file again.
+	eachSync := !haveSyncfs
 	names := sortedKeys(chosen)
 	var failed, dropped []string
 	var dirs, links []FileVersion
@@ -649,7 +672,7 @@ func (n *Node) writeJob(tx *books.Tx, j *RecoveryJob, chosen map[string]FileVers
 				continue
 			}
 			like := hashForm(tx, fv)
-			got, err := n.writeRecovered(root, fv, like)
+			got, err := n.writeRecovered(root, fv, like, eachSync)
 			if err != nil {
 				n.Log.Error("recover", "name", name, "err", err)
 				failed = append(failed, name+": "+err.Error())
@@ -668,20 +691,25 @@ func (n *Node) writeJob(tx *books.Tx, j *RecoveryJob, chosen map[string]FileVers
 		}
 	}
 	for _, fv := range links {
-		if _, err := n.writeRecovered(root, fv, ""); err != nil {
+		if _, err := n.writeRecovered(root, fv, "", eachSync); err != nil {
 			failed = append(failed, fv.Name+": "+err.Error())
 			continue
 		}
 		j.Written++
 	}
 	for i := len(dirs) - 1; i >= 0; i-- { // deepest first: children do not touch a finished parent
-		if _, err := n.writeRecovered(root, dirs[i], ""); err != nil {
+		if _, err := n.writeRecovered(root, dirs[i], "", eachSync); err != nil {
 			failed = append(failed, dirs[i].Name+": "+err.Error())
 			continue
 		}
 		j.Written++
 		if fs.FileMode(dirs[i].Mode)&specialBits != 0 {
 			dropped = append(dropped, dirs[i].Name)
+		}
+	}
+	if !eachSync {
+		if err := syncAll(root); err != nil {
+			return retryLater{fmt.Errorf("recovery: %w", err)}
 		}
 	}
 	j.State, j.Ended = RecoveryDone, n.Now().UTC()
@@ -806,8 +834,9 @@ func mkdirDurable(parent *os.Root, name string) error {
 
 // writeRecovered writes one version under root with its content, permission bits and
 // mtime. For a file it returns the content hash in the form of like (see hashForm),
-// checked against fv.Hash when fv has one.
-func (n *Node) writeRecovered(root *os.Root, fv FileVersion, like string) (string, error) {
+// checked against fv.Hash when fv has one. With sync, the file and its directory are
+// fsynced; without, the caller makes them durable (syncAll).
+func (n *Node) writeRecovered(root *os.Root, fv FileVersion, like string, sync bool) (string, error) {
 	parent, base, err := openParent(root, fv.Name)
 	if err != nil {
 		return "", err
@@ -872,8 +901,10 @@ func (n *Node) writeRecovered(root *os.Root, fv FileVersion, like string) (strin
 	if err := f.Chmod(mode); err != nil {
 		return "", err
 	}
-	if err := f.Sync(); err != nil {
-		return "", err
+	if sync {
+		if err := f.Sync(); err != nil {
+			return "", err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return "", err
@@ -883,6 +914,9 @@ func (n *Node) writeRecovered(root *os.Root, fv FileVersion, like string) (strin
 	}
 	if err := parent.Rename(tmp, base); err != nil {
 		return "", err
+	}
+	if !sync {
+		return got, nil
 	}
 	d, err := parent.Open(".")
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dibs-backup/dibs/agent"
+	"github.com/dibs-backup/dibs/queue"
 	"github.com/dibs-backup/dibs/testenv"
 )
 
@@ -307,6 +308,89 @@ func TestRecoverAll_EmptyAnswerFirstDoesNotEndTheWait(t *testing.T) {
 	if st := recoveryState(t, alice.Node, "*all*"); st != agent.RecoveryDone {
 		db, _ := alice.Database("recovery")
 		t.Fatalf("recover_all after carol and dave answered: %q %+v", st, db["recovery"])
+	}
+	sameTree(t, tree, filepath.Join(alice.Dir, "recovery", "t"))
+}
+
+// recoverAllFrom loses alice's disk, rebuilds her from her kit, and runs recover_all
+// while the peers in cut never answer.
+func recoverAllFrom(t *testing.T, env *testenv.Env, cut ...string) *testenv.Node {
+	t.Helper()
+	var kit bytes.Buffer
+	if err := env.Node("alice").ExportRecoveryKit(&kit); err != nil {
+		t.Fatal(err)
+	}
+	alice := env.Rebuild("alice", &kit)
+	for _, name := range cut {
+		env.Cut(name)
+	}
+	if err := alice.RecoverAll(); err != nil {
+		t.Fatal(err)
+	}
+	settleAllowingErrors(env, 20)
+	return alice
+}
+
+// RS 2+1 over three peers, and dave (one of the three) never answers: the pieces of
+// bob and carol, exactly k of every segment, bring everything back without waiting for
+// him.
+func TestRecoverAll_ExactlyKPiecesSlowestPeerNeverAnswers(t *testing.T) {
+	env := fourNodes(t, map[string]string{"kbPerFile": "100"})
+	alice := env.Node("alice")
+	tree := makeTree(t, 200, 700_000) // packs of small files and a file of several segments
+	if _, err := alice.Store(ctx, tree, "/t"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	alice = recoverAllFrom(t, env, "dave")
+	if st := recoveryState(t, alice.Node, "*all*"); st != agent.RecoveryDone {
+		db, _ := alice.Database("recovery")
+		t.Fatalf("recover_all without dave: %q %+v", st, db["recovery"])
+	}
+	sameTree(t, tree, filepath.Join(alice.Dir, "recovery", "t"))
+}
+
+// Carol is gone, and the first answers dave sends alice are damaged in transit: each
+// is refused (quarantined, never written), recover_all waits rather than end without
+// them, asks dave again after resendAfter, and completes byte for byte from his second
+// answers and bob's.
+func TestRecoverAll_DamagedResponsesRefusedAndAskedAgain(t *testing.T) {
+	env := fourNodes(t, map[string]string{"kbPerFile": "100", "resendAfter": "60"})
+	alice := env.Node("alice")
+	tree := makeTree(t, 200, 700_000) // packs of small files and a file of several segments
+	if _, err := alice.Store(ctx, tree, "/t"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	dave := env.Node("dave")
+	damage := true
+	dave.Faults.SetRule(func(to string, m queue.Message) testenv.Fault {
+		if damage && to == "alice" && m.Size > 20_000 { // the RECOVER_RESPONSEs, not FINISHED
+			return testenv.Corrupt
+		}
+		return testenv.Pass
+	})
+	alice = recoverAllFrom(t, env, "carol")
+	damaged := dave.Faults.Counts[testenv.Corrupt]
+	if damaged == 0 {
+		t.Fatal("dave sent alice no piece: the test tested nothing")
+	}
+	if q := alice.Quarantined(); len(q) < damaged {
+		t.Errorf("%d damaged answers, %d quarantined: %v", damaged, len(q), q)
+	}
+	if st := recoveryState(t, alice.Node, "*all*"); st != agent.RecoveryWaiting {
+		t.Fatalf("recover_all with dave's answers refused and carol gone: %q, want waiting", st)
+	}
+	damage = false
+	later := time.Now().Add(2 * time.Minute)
+	alice.Now = func() time.Time { return later }
+	if n, err := alice.ResendRequests(); err != nil || n < 1 {
+		t.Fatalf("asked again: %d requests, %v; want dave's RECOVER_ALL sent again", n, err)
+	}
+	settleAllowingErrors(env, 20)
+	if st := recoveryState(t, alice.Node, "*all*"); st != agent.RecoveryDone {
+		db, _ := alice.Database("recovery")
+		t.Fatalf("recover_all after dave was asked again: %q %+v", st, db["recovery"])
 	}
 	sameTree(t, tree, filepath.Join(alice.Dir, "recovery", "t"))
 }

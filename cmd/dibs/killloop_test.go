@@ -7,7 +7,9 @@ package main
 // "kill9:" line with its counts.
 
 import (
+	"bytes"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
@@ -400,4 +402,79 @@ func TestKill9_ProcessMessage(t *testing.T) {
 		"%d held once, %d ACKs, quota %d = %d bytes held, %d of %d pieces counted stored once; "+
 		"%d duplicates refused as replays; %d temp files of killed writes in storage/, removed by cleanup",
 		runs, stores, landed, runsAcks, landedAcks, held, acks, localUsed, heldBytes, stored, pieces, replays, temps)
+}
+
+// recover_all with the owner's process_message killed at random points while it takes
+// the pieces back: the re-run finishes the recovery from what was carried once, asking
+// no peer for anything again, and every file comes back whole.
+func TestKill9_RecoverAll(t *testing.T) {
+	kills := killCount(t, 8)
+	root := t.TempDir()
+	alice, bob, carol := newCLINode(t, root, "alice"), newCLINode(t, root, "bob"), newCLINode(t, root, "carol")
+	for _, p := range []*cliNode{bob, carol} {
+		alice.addPeer(p, "carry", "carry")
+		p.addPeer(alice, "carry", "carry")
+	}
+	alice.OK("set_option", "--name", "kbPerFile", "--value", "20") // many pieces: many messages
+	tree := filepath.Join(root, "tree")
+	os.Mkdir(tree, 0o700)
+	for i := range 6 {
+		writeRandom(t, filepath.Join(tree, fmt.Sprintf("f%d", i)), 200_000)
+	}
+	for i := range 50 {
+		writeRandom(t, filepath.Join(tree, fmt.Sprintf("s%02d", i)), 3_000)
+	}
+	alice.OK("store", "--name", tree)
+	round := func(peers ...*cliNode) {
+		for _, p := range peers {
+			carryAll(t, alice, p)
+			p.OK("process_message")
+			carryAll(t, p, alice)
+		}
+	}
+	round(bob, carol)
+	alice.OK("process_message")
+	kit := filepath.Join(root, "kit.asc")
+	alice.OK("export_recovery_kit", "--out", kit)
+	if err := os.RemoveAll(alice.Dir); err != nil {
+		t.Fatal(err)
+	}
+	alice.OK("import_recovery_kit", "--file", kit)
+	alice.OK("recover_all")
+	round(bob, carol)
+	answers := len(files(t, filepath.Join(alice.Dir, "incoming")))
+	if answers < 20 {
+		t.Fatalf("only %d answers to recover_all", answers)
+	}
+	runs, landed := processKilled(t, alice, kills, 300*time.Millisecond)
+	var db struct {
+		Recovery []struct {
+			Name  string `json:"name"`
+			State string `json:"state"`
+		} `json:"recovery"`
+	}
+	if err := json.Unmarshal([]byte(alice.OK("show_database", "--only", "recovery", "--json")), &db); err != nil {
+		t.Fatal(err)
+	}
+	if len(db.Recovery) != 1 || db.Recovery[0].State != "done" {
+		t.Fatalf("after %d runs killed (%d mid-run) and one to the end: %+v", runs, landed, db.Recovery)
+	}
+	for _, p := range []string{"bob", "carol"} {
+		if left := files(t, filepath.Join(alice.Dir, "outgoing", p)); len(left) > 0 {
+			t.Errorf("the re-run asks %s again: %v", p, left)
+		}
+	}
+	got := filepath.Join(alice.Dir, "recovery", tree)
+	des, err := os.ReadDir(tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, de := range des {
+		want, _ := os.ReadFile(filepath.Join(tree, de.Name()))
+		have, err := os.ReadFile(filepath.Join(got, de.Name()))
+		if err != nil || !bytes.Equal(want, have) {
+			t.Errorf("%s: recovered %d bytes (%v), stored %d", de.Name(), len(have), err, len(want))
+		}
+	}
+	t.Logf("kill9: recover_all: %d answers, %d process_message runs killed, %d mid-run", answers, runs, landed)
 }
