@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/dibs-backup/dibs/queue"
 )
 
@@ -73,7 +74,7 @@ type StatusReport struct {
 	Jobs       []JobRun       `json:"jobs"`
 	LastRepair *RepairRun     `json:"last_repair"`
 	LastProbe  *string        `json:"last_probe"` // the latest probe sent to any peer
-	LastStore  *string        `json:"last_store"` // the daemon's last auto_check that stored something
+	LastStore  *string        `json:"last_store"` // the last store that succeeded (a command or the daemon)
 	Errors     []string       `json:"errors,omitempty"`
 }
 
@@ -173,14 +174,27 @@ func (n *Node) Status() (*StatusReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	var stored time.Time // the last store that succeeded, by this process or another
+	err = n.withDB(func(db *books.DB) error {
+		return db.View(func(tx *books.Tx) error {
+			stored, _, err = tx.LastRun(taskStore)
+			return err
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
 	now := n.Now()
 	r := &n.runs
 	r.mu.Lock()
+	if r.lastStore.After(stored) {
+		stored = r.lastStore
+	}
 	started := r.started
 	rep := &StatusReport{
 		Version: SoftwareVersion, Key: string(n.Fingerprint()), Now: now.UTC().Format(time.RFC3339),
 		Started: started.UTC().Format(time.RFC3339), UptimeSeconds: int64(now.Sub(started) / time.Second),
-		LastStore: timePtr(r.lastStore),
+		LastStore: timePtr(stored),
 	}
 	if started.IsZero() {
 		rep.Started, rep.UptimeSeconds = "", 0

@@ -109,6 +109,11 @@ func TestStatus_JSONMetricsAndPage(t *testing.T) {
 	if len(rep.Peers) != 4 || depth["carol"] != 1 || depth["dave"] != 0 {
 		t.Errorf("queue depths %v, want carol 1 of 4 peers", depth)
 	}
+	// The files were stored by Store (as `dibs store` from cron would), not by the
+	// daemon's auto_check: the report still knows when.
+	if rep.LastStore == nil {
+		t.Errorf("last_store is null after a store beside the daemon")
+	}
 	var raw map[string]json.RawMessage
 	json.Unmarshal([]byte(body), &raw)
 	for _, f := range []string{"version", "uptime_seconds", "peers", "file_counts", "files", "recoveries", "jobs", "last_repair", "last_probe", "last_store"} {

@@ -243,7 +243,11 @@ func (n *Node) Store(ctx context.Context, item, as string) (StoreResult, error) 
 			r.warn("%v", err)
 		}
 	}
-	return r.res, nil
+	// When the last store succeeded, for the status page of a daemon beside cron's store.
+	err = n.withDB(func(db *books.DB) error {
+		return db.Update(func(tx *books.Tx) error { return tx.PutLastRun(taskStore, n.Now()) })
+	})
+	return r.res, err
 }
 
 func unwrapPath(err error) error {

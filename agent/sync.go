@@ -12,11 +12,12 @@ import (
 // syncPeriod is how often the storage lists are exchanged, by the daemon and by
 // auto_check alike, give or take syncSlack: a daily cron job's runs are a day apart to
 // within minutes, and must not find the exchange due only every other day. taskSync
-// names the exchange in the books' schedule.
+// names the exchange in the books' schedule; taskStore the last store that succeeded.
 const (
 	syncPeriod = 24 * time.Hour
 	syncSlack  = time.Hour
 	taskSync   = "storage_list"
+	taskStore  = "store"
 )
 
 // SyncPeers sends every peer the list of pieces we count there (an empty list too: after
