@@ -244,10 +244,14 @@ func (n *Node) Store(ctx context.Context, item, as string) (StoreResult, error) 
 		}
 	}
 	// When the last store succeeded, for the status page of a daemon beside cron's store.
+	// (The store is done either way: a failure here is only a warning.)
 	err = n.withDB(func(db *books.DB) error {
 		return db.Update(func(tx *books.Tx) error { return tx.PutLastRun(taskStore, n.Now()) })
 	})
-	return r.res, err
+	if err != nil {
+		r.res.Warnings = append(r.res.Warnings, "recording when this store ran: "+err.Error())
+	}
+	return r.res, nil
 }
 
 func unwrapPath(err error) error {
