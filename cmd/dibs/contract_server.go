@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -78,23 +77,5 @@ func runContractServer(a *App, o contractServerOptions) error {
 			}
 		}
 	}()
-	scheme := "http"
-	if o.cert != "" {
-		scheme = "https"
-	}
-	fmt.Fprintf(a.Stdout, "dibs contract server serving %s://%s from %s\n", scheme, ln.Addr(), o.dir)
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-a.Ctx.Done():
-	}
-	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer scancel()
-	if err := hs.Shutdown(sctx); err != nil {
-		return err
-	}
-	fmt.Fprintln(a.Stdout, "dibs contract server stopped")
-	return nil
+	return serve(a, hs, ln, "contract server", o.dir, o.cert != "")
 }

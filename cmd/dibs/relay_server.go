@@ -116,25 +116,7 @@ func runRelayServer(a *App, o relayServerOptions) error {
 			}
 		}
 	}()
-	scheme := "http"
-	if cert != "" {
-		scheme = "https"
-	}
-	fmt.Fprintf(a.Stdout, "dibs relay serving %s://%s from %s\n", scheme, ln.Addr(), dir)
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-a.Ctx.Done():
-	}
-	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer scancel()
-	if err := hs.Shutdown(sctx); err != nil {
-		return err
-	}
-	fmt.Fprintln(a.Stdout, "dibs relay stopped")
-	return nil
+	return serve(a, hs, ln, "relay", dir, cert != "")
 }
 
 // listen opens the listening socket of a server command on addr (--listen), serving TLS
@@ -156,4 +138,29 @@ func listen(addr, cert, key string) (net.Listener, error) {
 		ln = tls.NewListener(ln, conf)
 	}
 	return ln, nil
+}
+
+// serve runs hs on ln until it fails or the command is stopped (a signal), then shuts it
+// down, giving requests in flight 10 s; it says when it starts serving what (dir) and
+// when it stopped.
+func serve(a *App, hs *http.Server, ln net.Listener, what, dir string, tls bool) error {
+	scheme := "http"
+	if tls {
+		scheme = "https"
+	}
+	fmt.Fprintf(a.Stdout, "dibs %s serving %s://%s from %s\n", what, scheme, ln.Addr(), dir)
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-a.Ctx.Done():
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.Stdout, "dibs %s stopped\n", what)
+	return nil
 }
