@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/dibs-backup/dibs/mailbox"
 	"github.com/dibs-backup/dibs/queue"
@@ -377,4 +378,78 @@ type fakeConn struct {
 func (c fakeConn) RemoteAddr() net.Addr {
 	a, _ := net.ResolveTCPAddr("tcp", c.remote)
 	return a
+}
+
+// AUTH LOGIN works as PLAIN does; a SIZE announced over the limit is refused at MAIL; the
+// same mail delivered twice (a sender retrying after a lost 250) is one file.
+func TestSMTP_LoginSizeAndDuplicates(t *testing.T) {
+	f := newRelay(t, fixtureOptions{maxFile: 20_000})
+	c, err := smtpDial(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Auth(sasl.NewLoginClient("alice", password("alice"))); err != nil {
+		t.Fatalf("AUTH LOGIN: %v", err)
+	}
+	if err := c.Mail(addr("alice"), &smtp.MailOptions{Size: 10 << 20}); smtpCode(err) != "552 5.3.4" {
+		t.Fatalf("MAIL with SIZE of 10 MiB: %v; want 552 5.3.4", err)
+	}
+	c.Reset()
+	raw := rawMail(t, addr("alice"), addr("bob"), "dup", fp(t, "bob"), sealed(t, "alice", "bob", 700))
+	for i := range 2 {
+		if step, err := transaction(c, addr("alice"), addr("bob"), raw); err != nil {
+			t.Fatalf("delivery %d: %s: %v", i+1, step, err)
+		}
+	}
+	if w := f.waiting("bob"); len(w) != 1 || w["dup"] == nil {
+		t.Fatalf("two deliveries of one mail left %d files", len(w))
+	}
+}
+
+// A client in IDLE hears of a file deposited meanwhile through another door.
+func TestIMAP_IdleSeesNewFiles(t *testing.T) {
+	f := newRelay(t, fixtureOptions{})
+	exists := make(chan uint32, 8)
+	c, err := imapclient.DialTLS(f.imaps, &imapclient.Options{TLSConfig: &tls.Config{RootCAs: f.roots},
+		UnilateralDataHandler: &imapclient.UnilateralDataHandler{Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+			if d.NumMessages != nil {
+				select {
+				case exists <- *d.NumMessages:
+				default:
+				}
+			}
+		}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login("bob", password("bob")).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Select("INBOX", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	idle, err := c.Idle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := sealed(t, "carol", "bob", 800)
+	if err := f.httpClient("carol").Send(t.Context(), queue.Endpoint{Key: string(fp(t, "bob")), Addr: f.httpURL}, queueMsg("i1", file)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-exists:
+		if n != 1 {
+			t.Errorf("EXISTS %d; want 1", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no EXISTS within 10 s of a deposit")
+	}
+	if err := idle.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := idle.Wait(); err != nil {
+		t.Fatal(err)
+	}
 }
