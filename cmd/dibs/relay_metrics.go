@@ -58,9 +58,12 @@ func (m *relayMetrics) refused(door, reason string, err error) {
 // waiting), and the relay protocol at every other path.
 func (m *relayMetrics) handler(relayHandler http.Handler) http.Handler {
 	metrics := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
-	mux := http.NewServeMux()
-	mux.Handle("/", relayHandler)
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+	// Not a ServeMux: it would redirect the relay's requests whose paths it finds unclean.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" || r.Method != http.MethodGet {
+			relayHandler.ServeHTTP(w, r)
+			return
+		}
 		host, _, _ := net.SplitHostPort(r.RemoteAddr)
 		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
 			http.Error(w, "/metrics is served to loopback clients only", http.StatusForbidden)
@@ -68,7 +71,6 @@ func (m *relayMetrics) handler(relayHandler http.Handler) http.Handler {
 		}
 		metrics.ServeHTTP(w, r)
 	})
-	return mux
 }
 
 // door wraps store for one door: its deposits and collections are counted and logged,
