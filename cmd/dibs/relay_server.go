@@ -76,6 +76,9 @@ func runRelayServer(a *App, o relayServerOptions) error {
 	if (cert == "") != (key == "") {
 		return usagef("--tls_cert and --tls_key go together")
 	}
+	if o.users != "" && o.smtp == "" && o.imap == "" {
+		return usagef("--users goes with --smtp or --imap")
+	}
 	maxAge := o.maxAge
 	if maxAge < 60 {
 		return usagef("--max_age must be a number of seconds, at least 60")
