@@ -59,3 +59,32 @@ func TestContrib_SystemdUnitsVerify(t *testing.T) {
 		t.Errorf("systemd-analyze verify %v: %v\n%s", names, err, out.String())
 	}
 }
+
+// TestContrib_TimersRunTheCrontab: the systemd services the timers start run the
+// commands of the README's crontab lines, in the same order.
+func TestContrib_TimersRunTheCrontab(t *testing.T) {
+	readme := readDoc(t, "README.md")
+	cmdName := regexp.MustCompile(`dibs ([a-z_]+)`)
+	for schedule, unit := range map[string]string{"*/15 * * * *": "dibs-cron.service", "30 2 * * *": "dibs-daily.service"} {
+		var cron []string
+		for _, l := range strings.Split(readme, "\n") {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(l), schedule); ok {
+				for _, m := range cmdName.FindAllStringSubmatch(rest, -1) {
+					cron = append(cron, m[1])
+				}
+			}
+		}
+		if len(cron) == 0 {
+			t.Errorf("README.md has no crontab line %q", schedule)
+			continue
+		}
+		var service []string
+		b := readDoc(t, filepath.Join("contrib", "systemd", unit))
+		for _, m := range regexp.MustCompile(`(?m)^ExecStart=-?%h/go/bin/dibs ([a-z_]+)`).FindAllStringSubmatch(b, -1) {
+			service = append(service, m[1])
+		}
+		if !slices.Equal(cron, service) {
+			t.Errorf("%s runs %v; the README's crontab line %q runs %v", unit, service, schedule, cron)
+		}
+	}
+}
