@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dibs-backup/dibs/maildoor"
+	"github.com/dibs-backup/dibs/agent/maildoor"
 	"github.com/dibs-backup/dibs/pgpmsg"
 	"github.com/dibs-backup/dibs/relay"
 	"github.com/prometheus/client_golang/prometheus"

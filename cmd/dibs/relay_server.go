@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/dibs-backup/dibs/agent"
-	"github.com/dibs-backup/dibs/maildoor"
+	"github.com/dibs-backup/dibs/agent/maildoor"
 	"github.com/dibs-backup/dibs/relay"
 )
 

@@ -4,7 +4,8 @@
 // door (package relay) that makes one store with three doors: a file deposited through any
 // of them is collected through any other.
 //
-// It sits above relay and mailbox (it imports both; neither imports it), and only
+// It lives under agent because DESIGN.md lets only agent and its subpackages import both
+// relay and mailbox; it imports neither agent nor anything above them, and only
 // cmd/dibs imports it.
 //
 // Users are the users file (users.go): a key of the relay's allow file, a mail address,
