@@ -4,7 +4,7 @@
 // door (package relay) that makes one store with three doors: a file deposited through any
 // of them is collected through any other.
 //
-// It lives under agent because DESIGN.md lets only agent and its subpackages import both
+// It lives under agent because only agent and its subpackages may import both
 // relay and mailbox; it imports neither agent nor anything above them, and only
 // cmd/dibs imports it.
 //
