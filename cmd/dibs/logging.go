@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"gopkg.in/natefinch/lumberjack.v2"
 
@@ -78,18 +79,24 @@ func megabytesAbove(bytes int64) int {
 // Processes that share one logFile each count their own writes: a log written by
 // several commands at once may grow past max by what the others wrote.
 type rotating struct {
-	mu   sync.Mutex
-	l    *lumberjack.Logger
-	size int64 // bytes in the current file, as far as this process knows
-	max  int64
+	mu      sync.Mutex
+	l       *lumberjack.Logger
+	size    int64 // bytes in the current file, as far as this process knows
+	max     int64
+	rotated time.Time
 }
 
 func (r *rotating) Write(p []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.size > 0 && r.size+int64(len(p)) > r.max {
+		// lumberjack names a backup by the millisecond: a second rotation within the
+		// same one would rename over the first backup.
+		if wait := time.Until(r.rotated.Add(2 * time.Millisecond)); wait > 0 {
+			time.Sleep(wait)
+		}
 		if err := r.l.Rotate(); err == nil {
-			r.size = 0
+			r.size, r.rotated = 0, time.Now()
 		}
 	}
 	k, err := r.l.Write(p)
