@@ -194,3 +194,26 @@ func TestSlogLevel_KeepsDIBSOrder(t *testing.T) {
 		t.Errorf("megabytesAbove: %s", got)
 	}
 }
+
+// A failure of one of the commands DIBS reported (poll_passives here) leaves a report in
+// errorDir even when no mail server answers; other commands' failures (recover_file)
+// leave none.
+func TestCLI_FailureReportedToErrorDir(t *testing.T) {
+	dir, run := newInProcessNode(t, "smtpServer", "127.0.0.1:1", "smtpTLS", "none", "daemonTimeout", "5",
+		"relayURL", "http://127.0.0.1:1/")
+	reports := func() []os.DirEntry {
+		des, _ := os.ReadDir(filepath.Join(dir, "errorDir"))
+		return des
+	}
+	if _, errs, code := run("recover_file", "--file", "/not/stored"); code != exitError || len(reports()) != 0 {
+		t.Fatalf("recover_file: exit %d, stderr %q, %d reports", code, errs, len(reports()))
+	}
+	_, errs, code := run("poll_passives")
+	if code != exitError || len(reports()) != 1 {
+		t.Fatalf("poll_passives of a relay that is down: exit %d, stderr %q, %d reports", code, errs, len(reports()))
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "errorDir", reports()[0].Name()))
+	if !strings.Contains(string(b), "dibs poll_passives failed") || !strings.Contains(string(b), "127.0.0.1:1") {
+		t.Errorf("the report: %q", b)
+	}
+}
