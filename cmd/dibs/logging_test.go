@@ -212,6 +212,9 @@ func TestCLI_FailureReportedToErrorDir(t *testing.T) {
 	if code != exitError || len(reports()) != 1 {
 		t.Fatalf("poll_passives of a relay that is down: exit %d, stderr %q, %d reports", code, errs, len(reports()))
 	}
+	if strings.Contains(errs, "report not mailed") {
+		t.Errorf("poll_passives's stderr %q tells of the report's mail: the log file is for that", errs)
+	}
 	b, _ := os.ReadFile(filepath.Join(dir, "errorDir", reports()[0].Name()))
 	if !strings.Contains(string(b), "dibs poll_passives failed") || !strings.Contains(string(b), "127.0.0.1:1") {
 		t.Errorf("the report: %q", b)

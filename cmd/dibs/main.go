@@ -199,6 +199,9 @@ func (a *App) Main(args []string) int {
 		a.fileLog.Error(name, "err", err) // stderr has it already
 	}
 	if c.reports && a.opened != nil && !errors.Is(err, context.Canceled) {
+		if a.fileLog != nil {
+			a.opened.Log = a.fileLog // stderr says one line: the error
+		}
 		a.opened.ReportError(context.WithoutCancel(a.Ctx), name, err)
 	}
 	return exitError
