@@ -236,8 +236,10 @@ func (d *Daemon) processLoop(ctx context.Context) {
 	for {
 		res, err := d.n.ProcessIncoming(ctx)
 		d.n.runs.noteProcess(res)
-		if err != nil && ctx.Err() == nil {
-			d.n.Log.Error("process", "err", err)
+		if err != nil {
+			d.n.jobFailed(ctx, "process_message", err)
+		} else {
+			d.n.jobSucceeded("process_message")
 		}
 		if res.Processed > 0 {
 			select {
@@ -324,9 +326,9 @@ func (d *Daemon) periodicLoop(ctx context.Context) {
 		if _, err := n.SendProposals(ctx); err != nil && ctx.Err() == nil {
 			n.Log.Warn("contract proposals", "err", err)
 		}
-		if k, err := n.PollPassives(ctx); err != nil && ctx.Err() == nil {
-			n.Log.Warn("poll_passives", "err", err)
-		} else if k > 0 {
+		if k, err := n.PollPassives(ctx); err != nil {
+			n.jobFailed(ctx, "poll_passives", err)
+		} else if n.jobSucceeded("poll_passives"); k > 0 {
 			select {
 			case d.wake <- struct{}{}:
 			default:

@@ -20,8 +20,10 @@ type schedule struct {
 func (n *Node) housekeeping(ctx context.Context, s *schedule) {
 	now := n.Now()
 	logErr := func(task string, err error) {
-		if err != nil && ctx.Err() == nil {
-			n.Log.Warn(task, "err", err)
+		if err != nil {
+			n.jobFailed(ctx, task, err)
+		} else {
+			n.jobSucceeded(task)
 		}
 	}
 	if des, err := os.ReadDir(optAutoBackupDir.Get(n.Opts)); err == nil && len(des) > 0 {

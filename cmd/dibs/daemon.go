@@ -2,9 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
 	"time"
 
 	"github.com/dibs-backup/dibs/agent"
@@ -14,7 +11,8 @@ var startDaemonCmd = &command{
 	name: "start_daemon",
 	help: `Serve daemonPort for our peers (they push files, passive peers pull theirs), and run
 send, poll and process on their schedules, in the foreground, until stop_daemon or a signal.
-Logs go to stderr and daemonLogFile.
+Logs go to daemonLogFile (records at logLevel and up, rotated past maxLogSize) and
+to stderr (printLogLevel and up).
 
 What it exposes: plain HTTP on daemonPort at daemonAddress, by default on every interface
 (what active peers need). Anyone who reaches it can ask who it is (GET /dibs/v1/hello: the
@@ -28,7 +26,8 @@ neither read nor forge them. To serve one interface only, set daemonAddress (e.g
 Its status is on statusAddress (127.0.0.1:6364 by default, loopback only unless
 statusAllowRemote, and then with the token of statusTokenFile): a page to read at a glance
 (/), the same for scripts (/status.json) and Prometheus metrics (/metrics).`,
-	flags: noFlags(runStartDaemon),
+	flags:   noFlags(runStartDaemon),
+	reports: true,
 }
 
 func runStartDaemon(a *App) error {
@@ -37,12 +36,7 @@ func runStartDaemon(a *App) error {
 		return err
 	}
 	defer n.Close()
-	logf, err := os.OpenFile(agent.OptDaemonLogFile.Get(n.Opts), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	n.Log = slog.New(slog.NewTextHandler(io.MultiWriter(a.Stderr, logf), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	a.logTo(n, agent.OptDaemonLogFile.Get(n.Opts))
 	d, err := n.StartDaemon(nil)
 	if err != nil {
 		return err
