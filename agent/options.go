@@ -143,7 +143,7 @@ var (
 	optPackPrunePercent      = intOpt("packPrunePercent", 50, 1, 100, "a pack of small files is rewritten once this percentage of its bytes is unstored, so that they leave the peers")
 	OptLogFile               = pathOpt("logFile", "logfile", "log of commands")
 	OptLogLevel              = intOpt("logLevel", 0, -20, 20, "DEBUG -20, INFO -10, WARNING 0, ERROR 10, CRITICAL 20")
-	OptPrintLogLevel         = intOpt("printLogLevel", -10, -20, 20, "log level echoed on stderr")
+	OptPrintLogLevel         = intOpt("printLogLevel", 0, -20, 20, "log level echoed on stderr (WARNING and up by default, so cron mails only what needs a look)")
 	OptMaxLogSize            = sizeOpt("maxLogSize", 1000000, 1000, "a log is rotated past this size")
 	optErrWarnCount          = intOpt("errWarnCount", 30, 0, 0, "error files in errorDir before a warning")
 	optErrMaxCount           = intOpt("errMaxCount", 60, 0, 0, "error files in errorDir before error mails stop")
