@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,9 +47,9 @@ type DirStore struct {
 	opts       DirOptions
 
 	mu         sync.Mutex
-	reserved   map[depositor]int64          // bytes of deposits whose body is arriving
-	committing map[pgpmsg.Fingerprint]int64 // bytes of deposits received in full, by recipient
-	inflight   map[string]bool              // "<to>/<name>" of deposits in progress
+	reserved   map[depositor]int64 // bytes of deposits whose body is arriving
+	committing map[string]int64    // bytes of deposits received in full, by "<to>/<name>"
+	inflight   map[string]bool     // "<to>/<name>" of deposits in progress
 }
 
 // depositor is whose deposits for whom a reservation counts against.
@@ -83,7 +84,7 @@ func OpenDirStore(dir string, opts DirOptions) (*DirStore, error) {
 		return nil, fmt.Errorf("relay: open store: %w", err)
 	}
 	return &DirStore{AllowList: allow, spool: sp, opts: opts,
-		reserved: make(map[depositor]int64), committing: make(map[pgpmsg.Fingerprint]int64), inflight: make(map[string]bool)}, nil
+		reserved: make(map[depositor]int64), committing: make(map[string]int64), inflight: make(map[string]bool)}, nil
 }
 
 // Deposit commits a file for to in outgoing/<to>/, within to's quota.
@@ -113,7 +114,7 @@ func (s *DirStore) Deposit(from, to pgpmsg.Fingerprint, name string, size int64,
 	}
 	admitted := false
 	body := &admitReader{r: &exactReader{r: r, left: size}, admit: func() error {
-		err := s.admit(who, box, size)
+		err := s.admit(who, box, name, size)
 		admitted = err == nil
 		return err
 	}}
@@ -121,9 +122,8 @@ func (s *DirStore) Deposit(from, to pgpmsg.Fingerprint, name string, size int64,
 	s.mu.Lock()
 	if !admitted { // else admit moved the bytes to committing already
 		s.unreserveLocked(who, size)
-	} else if s.committing[to] -= size; s.committing[to] == 0 {
-		delete(s.committing, to)
 	}
+	delete(s.committing, string(to)+"/"+name)
 	delete(s.inflight, string(to)+"/"+name)
 	s.mu.Unlock()
 	return err
@@ -160,7 +160,7 @@ func (s *DirStore) reserve(who depositor, box queue.Box, name string, size int64
 
 // admit turns the reservation of a deposit whose body is in into bytes being committed,
 // if they still fit to's quota.
-func (s *DirStore) admit(who depositor, box queue.Box, size int64) error {
+func (s *DirStore) admit(who depositor, box queue.Box, name string, size int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	held, err := s.heldLocked(who.to, box)
@@ -172,19 +172,29 @@ func (s *DirStore) admit(who depositor, box queue.Box, size int64) error {
 			who.to, held, size, s.opts.Quota, ErrOverQuota)
 	}
 	s.unreserveLocked(who, size)
-	s.committing[who.to] += size
+	s.committing[string(who.to)+"/"+name] = size
 	return nil
 }
 
-// heldLocked is what to's quota holds: its files, and those being committed.
+// heldLocked is what to's quota holds: its files, and those being committed that are not
+// among them yet (a file just committed is listed before its deposit ends, and counts
+// once).
 func (s *DirStore) heldLocked(to pgpmsg.Fingerprint, box queue.Box) (int64, error) {
 	es, err := s.spool.List(box)
 	if err != nil {
 		return 0, err
 	}
-	held := s.committing[to]
+	held := int64(0)
+	listed := make(map[string]bool, len(es))
 	for _, e := range es {
 		held += e.Size
+		listed[e.Name] = true
+	}
+	prefix := string(to) + "/"
+	for key, size := range s.committing {
+		if name, ok := strings.CutPrefix(key, prefix); ok && !listed[name] {
+			held += size
+		}
 	}
 	return held, nil
 }
