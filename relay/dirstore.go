@@ -298,3 +298,11 @@ func (s *DirStore) Expire(now time.Time) (int, error) {
 	}
 	return n, first
 }
+
+// AdmitBody is a deposit's body for a Store: it reads r, which must hold exactly size
+// bytes, and calls admit once they are in, before the io.EOF. A body of the wrong length,
+// or an error from admit, takes the place of the EOF, so that the store commits nothing;
+// the server answers body errors with 400.
+func AdmitBody(r io.Reader, size int64, admit func() error) io.Reader {
+	return &admitReader{r: &exactReader{r: r, left: size}, admit: admit}
+}

@@ -1,0 +1,341 @@
+package jetstream_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	njs "github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dibs-backup/dibs/pgpmsg"
+	"github.com/dibs-backup/dibs/pgpmsg/pgpmsgtest"
+	"github.com/dibs-backup/dibs/queue"
+	"github.com/dibs-backup/dibs/relay"
+	"github.com/dibs-backup/dibs/relay/jetstream"
+	"github.com/dibs-backup/dibs/relay/storetest"
+)
+
+// cluster is three nats-server nodes with JetStream, routed to each other on loopback.
+type cluster struct {
+	nodes []*server.Server
+	urls  []string
+}
+
+func freePort(t testing.TB) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startCluster starts a 3-node cluster in this process; the test's end stops it.
+func startCluster(t testing.TB) *cluster {
+	const n = 3
+	c := &cluster{}
+	var routes []string
+	ports := make([][2]int, n)
+	for i := range n {
+		ports[i] = [2]int{freePort(t), freePort(t)}
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", ports[i][1]))
+		c.urls = append(c.urls, fmt.Sprintf("nats://127.0.0.1:%d", ports[i][0]))
+	}
+	for i := range n {
+		o := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: ports[i][0],
+			JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+			Cluster: server.ClusterOpts{Name: "dibs-test", Host: "127.0.0.1", Port: ports[i][1]},
+			Routes:  server.RoutesFromStr(strings.Join(routes, ",")),
+		}
+		s, err := server.NewServer(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go s.Start()
+		c.nodes = append(c.nodes, s)
+	}
+	t.Cleanup(func() {
+		for _, s := range c.nodes {
+			s.Shutdown()
+			s.WaitForShutdown()
+		}
+	})
+	for _, s := range c.nodes {
+		if !s.ReadyForConnections(10 * time.Second) {
+			t.Fatal("a nats-server node did not start")
+		}
+	}
+	// Until the cluster has a JetStream meta leader.
+	nc, err := nats.Connect(strings.Join(c.urls, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := njs.New(nc)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := js.AccountInfo(ctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cluster has no JetStream after 30 s: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return c
+}
+
+var (
+	sharedOnce sync.Once
+	sharedURLs []string
+	sharedStop func()
+)
+
+// clusterURLs returns the URLs of a cluster to test on: DIBS_NATS_URLS (comma-separated,
+// e.g. three nats-server processes that .ci/run starts), or a cluster in this process
+// shared by the tests of the package.
+func clusterURLs(t *testing.T) []string {
+	if env := os.Getenv("DIBS_NATS_URLS"); env != "" {
+		return strings.Split(env, ",")
+	}
+	sharedOnce.Do(func() {
+		ct := &cleanupT{T: t}
+		c := startCluster(ct)
+		sharedURLs, sharedStop = c.urls, ct.run
+	})
+	if sharedURLs == nil {
+		t.Fatal("the shared cluster did not start")
+	}
+	return sharedURLs
+}
+
+// cleanupT is a testing.TB whose cleanups run when the package's tests end, not the first test.
+type cleanupT struct {
+	*testing.T
+	fns []func()
+}
+
+func (c *cleanupT) Cleanup(f func()) { c.fns = append(c.fns, f) }
+func (c *cleanupT) TempDir() string {
+	d, err := os.MkdirTemp("", "dibs-nats-")
+	if err != nil {
+		c.Fatal(err)
+	}
+	c.fns = append(c.fns, func() { os.RemoveAll(d) })
+	return d
+}
+func (c *cleanupT) run() {
+	for i := len(c.fns) - 1; i >= 0; i-- {
+		c.fns[i]()
+	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if sharedStop != nil {
+		sharedStop()
+	}
+	os.Exit(code)
+}
+
+var prefixN int
+
+// open opens a store over urls, the first of them first, under prefix.
+func open(t testing.TB, urls []string, prefix string, o storetest.Options) *jetstream.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := jetstream.Connect(ctx, strings.Join(urls, ","), jetstream.Options{AllowFile: o.AllowFile,
+		Quota: o.Quota, MaxFileSize: o.MaxFileSize, MaxAge: o.MaxAge, Prefix: prefix,
+		Lease: 3 * time.Second, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// rotate returns urls starting at the i-th, so that instances connect to different nodes.
+func rotate(urls []string, i int) []string {
+	i %= len(urls)
+	return append(append([]string{}, urls[i:]...), urls[:i]...)
+}
+
+func freshPrefix(t *testing.T) string {
+	prefixN++
+	return fmt.Sprintf("dibs-test-%d-%d", os.Getpid(), prefixN)
+}
+
+// deleteBuckets removes a test's buckets from a cluster that outlives it.
+func deleteBuckets(t *testing.T, urls []string, prefix string) {
+	t.Cleanup(func() {
+		nc, err := nats.Connect(strings.Join(urls, ","))
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		js, _ := njs.New(nc)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		js.DeleteObjectStore(ctx, prefix+"-files")
+		js.DeleteKeyValue(ctx, prefix+"-index")
+		js.DeleteKeyValue(ctx, prefix+"-leases")
+	})
+}
+
+// TestConformance: two stores, each connected to another node first, over one cluster.
+func TestConformance(t *testing.T) {
+	urls := clusterURLs(t)
+	storetest.Run(t, func(t *testing.T, o storetest.Options) storetest.Stores {
+		prefix := freshPrefix(t)
+		deleteBuckets(t, urls, prefix)
+		return storetest.Stores{A: open(t, rotate(urls, 0), prefix, o), B: open(t, rotate(urls, 1), prefix, o)}
+	})
+}
+
+func TestReplicas_ThreeOnAThreeNodeCluster(t *testing.T) {
+	urls := clusterURLs(t)
+	if len(urls) < 3 {
+		t.Skip("fewer than 3 servers")
+	}
+	prefix := freshPrefix(t)
+	deleteBuckets(t, urls, prefix)
+	s := open(t, urls, prefix, storetest.Options{AllowFile: writeAllow(t)})
+	if s.Replicas() != 3 {
+		t.Fatalf("Replicas = %d; want 3", s.Replicas())
+	}
+	nc, err := nats.Connect(strings.Join(urls, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := njs.New(nc)
+	for _, name := range []string{"OBJ_" + prefix + "-files", "KV_" + prefix + "-index", "KV_" + prefix + "-leases"} {
+		st, err := js.Stream(context.Background(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg := st.CachedInfo().Config; cfg.Replicas != 3 || cfg.Storage != njs.FileStorage {
+			t.Errorf("stream %s: %d replicas on %v; want 3 on file storage", name, cfg.Replicas, cfg.Storage)
+		}
+	}
+}
+
+func writeAllow(t testing.TB) string {
+	var b bytes.Buffer
+	for _, n := range []string{"alice", "bob", "carol"} {
+		if err := pgpmsgtest.Key(t, n).WriteArmored(&b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "allow.asc")
+	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// sealed returns a real dibs message from bob to alice.
+func sealed(t testing.TB, size int) []byte {
+	var h pgpmsg.Header
+	h.Set(pgpmsg.FieldVersion, pgpmsg.Version)
+	h.Set(pgpmsg.FieldType, "HELLO")
+	h.Set(pgpmsg.FieldMessageID, pgpmsg.NewMessageID())
+	h.Set(pgpmsg.FieldDate, time.Now().UTC().Format(time.RFC3339))
+	var buf bytes.Buffer
+	if err := pgpmsg.Seal(&buf, h, bytes.NewReader(make([]byte, size)), pgpmsgtest.Identity(t, "bob"), pgpmsgtest.Key(t, "alice")); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// relayFront is one relay_server instance: a relay.Server over a store, on loopback.
+func relayFront(t testing.TB, s relay.Store) string {
+	srv := relay.NewServer(s, relay.ServerOptions{Version: "test"})
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	return hs.URL
+}
+
+func client(t testing.TB, name string) *relay.Client {
+	tr := &http.Transport{MaxIdleConnsPerHost: 4}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &relay.Client{ID: pgpmsgtest.Identity(t, name), HTTP: &http.Client{Transport: tr}}
+}
+
+func message(name string, data []byte) queue.Message {
+	return queue.Message{Name: name, Size: int64(len(data)),
+		Body: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }}
+}
+
+func endpoint(t testing.TB, addr string) queue.Endpoint {
+	return queue.Endpoint{Peer: "alice", Key: string(pgpmsgtest.Identity(t, "alice").Fingerprint()), Addr: addr}
+}
+
+// collector keeps what a poll delivers, by name.
+type collector struct {
+	mu    sync.Mutex
+	files map[string][][]byte
+}
+
+func (c *collector) sink(name string, r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.files[name] = append(c.files[name], b)
+	return nil
+}
+
+// TestTwoRelays_DepositThroughOneCollectThroughTheOther: two relay_server instances over
+// one cluster serve the same users.
+func TestTwoRelays_DepositThroughOneCollectThroughTheOther(t *testing.T) {
+	urls := clusterURLs(t)
+	prefix := freshPrefix(t)
+	deleteBuckets(t, urls, prefix)
+	allow := writeAllow(t)
+	one := relayFront(t, open(t, rotate(urls, 0), prefix, storetest.Options{AllowFile: allow}))
+	two := relayFront(t, open(t, rotate(urls, 1), prefix, storetest.Options{AllowFile: allow}))
+	ctx := context.Background()
+	want := map[string][]byte{}
+	for i := range 5 {
+		name := queue.NewName(time.Now(), ".pgp")
+		want[name] = sealed(t, 1000+i*50_000)
+		if err := client(t, "bob").Send(ctx, endpoint(t, one), message(name, want[name])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &collector{files: map[string][][]byte{}}
+	if n, err := client(t, "alice").Poll(ctx, endpoint(t, two), c.sink); n != 5 || err != nil {
+		t.Fatalf("alice's poll of the other relay = %d, %v; want 5, nil", n, err)
+	}
+	for name, b := range want {
+		if got := c.files[name]; len(got) != 1 || !bytes.Equal(got[0], b) {
+			t.Errorf("%s: %d copies, or altered", name, len(got))
+		}
+	}
+	// Collected means removed, for both instances.
+	for _, addr := range []string{one, two} {
+		if n, err := client(t, "alice").Poll(ctx, endpoint(t, addr), c.sink); n != 0 || err != nil {
+			t.Fatalf("a second poll = %d, %v; want 0, nil", n, err)
+		}
+	}
+}
