@@ -111,11 +111,11 @@ var (
 // e.g. three nats-server processes that .ci/run starts), or a cluster in this process
 // shared by the tests of the package.
 func clusterURLs(t *testing.T) []string {
-	if env := os.Getenv("DIBS_NATS_URLS"); env != "" {
-		return strings.Split(env, ",")
+	if env := endpointsFromEnv(); env != nil {
+		return env
 	}
 	sharedOnce.Do(func() {
-		ct := &cleanupT{T: t}
+		ct := &cleanupT{TB: t}
 		c := startCluster(ct)
 		sharedURLs, sharedStop = c.urls, ct.run
 	})
@@ -125,9 +125,16 @@ func clusterURLs(t *testing.T) []string {
 	return sharedURLs
 }
 
+func endpointsFromEnv() []string {
+	if env := os.Getenv("DIBS_NATS_URLS"); env != "" {
+		return strings.Split(env, ",")
+	}
+	return nil
+}
+
 // cleanupT is a testing.TB whose cleanups run when the package's tests end, not the first test.
 type cleanupT struct {
-	*testing.T
+	testing.TB
 	fns []func()
 }
 
