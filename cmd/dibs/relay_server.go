@@ -103,7 +103,7 @@ func runRelayServer(a *App, o relayServerOptions) error {
 			return err
 		}
 		defer js.Close()
-		store, where = js, fmt.Sprintf("%s (JetStream, %d replicas)", o.store, js.Replicas())
+		store, where = js, fmt.Sprintf("%s (JetStream R%d)", o.store, js.Replicas())
 	} else {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err
