@@ -664,23 +664,29 @@ func (s *Store) Expire(now time.Time) (int, error) {
 	}
 	keep(err)
 	cutoff := now.Add(-s.opts.MaxAge).UnixNano()
+	// The objects the index names, and of deposits in flight. Unless every record was
+	// read, no object is taken for an orphan.
 	named := map[string]bool{}
+	complete := err == nil
 	n := 0
 	for _, key := range keys {
 		to := pgpmsg.Fingerprint(key)
 		rec, err := s.read(to)
 		if err != nil {
 			keep(err)
+			complete = false
 			continue
 		}
+		for _, p := range rec.Pending {
+			named[key+"."+p.ID] = true
+		}
 		for name, f := range rec.Files {
+			named[f.Obj] = true
 			if f.Time > cutoff {
-				named[f.Obj] = true
 				continue
 			}
 			gone, err := s.remove(to, name, func(f file) bool { return f.Time > cutoff })
 			if errors.Is(err, relay.ErrBusy) {
-				named[f.Obj] = true
 				continue
 			}
 			keep(err)
@@ -688,11 +694,8 @@ func (s *Store) Expire(now time.Time) (int, error) {
 				n++
 			}
 		}
-		for _, p := range rec.Pending {
-			named[key+"."+p.ID] = true
-		}
 	}
-	if err == nil {
+	if complete {
 		keep(s.removeOrphans(now, named))
 	}
 	return n, first

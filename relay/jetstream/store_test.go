@@ -435,3 +435,51 @@ func TestKillOneNode_NothingLostNothingTwiceInEffect(t *testing.T) {
 		t.Fatalf("left in the store: %d files, %v", len(es), err)
 	}
 }
+
+// An object that no index names (its instance died between storing it and naming it) is
+// removed by Expire once it is an hour old; the files the index names stay.
+func TestExpire_RemovesOrphanObjects(t *testing.T) {
+	urls := clusterURLs(t)
+	prefix := freshPrefix(t)
+	deleteBuckets(t, urls, prefix)
+	s := open(t, urls, prefix, storetest.Options{AllowFile: writeAllow(t)})
+	alice, bob := pgpmsgtest.Identity(t, "alice").Fingerprint(), pgpmsgtest.Identity(t, "bob").Fingerprint()
+	if err := s.Deposit(bob, alice, "kept.pgp", 5, strings.NewReader("hello")); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(strings.Join(urls, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := njs.New(nc)
+	ctx := context.Background()
+	obs, err := js.ObjectStore(ctx, prefix+"-files")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := obs.PutBytes(ctx, string(alice)+".deadbeef", []byte("orphan")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Expire(time.Now()); n != 0 || err != nil {
+		t.Fatalf("Expire = %d, %v", n, err)
+	}
+	if _, err := obs.GetInfo(ctx, string(alice)+".deadbeef"); err != nil {
+		t.Fatalf("a young orphan was removed: %v", err)
+	}
+	if n, err := s.Expire(time.Now().Add(2 * time.Hour)); n != 0 || err != nil {
+		t.Fatalf("Expire an hour later = %d, %v", n, err)
+	}
+	if _, err := obs.GetInfo(ctx, string(alice)+".deadbeef"); err == nil {
+		t.Fatal("the orphan is still there")
+	}
+	rc, _, err := s.Open(alice, "kept.pgp")
+	if err != nil {
+		t.Fatalf("the file the index names: %v", err)
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	if string(b) != "hello" {
+		t.Fatalf("kept.pgp = %q", b)
+	}
+}
