@@ -134,24 +134,38 @@ func Open(ctx context.Context, nc *nats.Conn, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("relay: jetstream: %w", err)
 	}
 	s := &Store{AllowList: allow, opts: opts, maxRecord: int(nc.MaxPayload()) - 4096}
+	// A cluster just started may not place replicas yet: try until ctx is done.
+	for {
+		err = s.buckets(ctx, js)
+		if err == nil {
+			return s, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Store) buckets(ctx context.Context, js jetstream.JetStream) error {
+	opts := s.opts
+	var err error
 	s.files, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket: opts.Prefix + "-files", Description: "dibs relay: deposited files",
 		Storage: jetstream.FileStorage, Replicas: opts.Replicas})
 	if err != nil {
-		return nil, fmt.Errorf("relay: jetstream object store: %w", err)
+		return fmt.Errorf("relay: jetstream object store: %w", err)
 	}
 	s.index, err = kv(ctx, js, jetstream.KeyValueConfig{Bucket: opts.Prefix + "-index",
 		Description: "dibs relay: files by recipient", Storage: jetstream.FileStorage, Replicas: opts.Replicas})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s.leases, err = kv(ctx, js, jetstream.KeyValueConfig{Bucket: opts.Prefix + "-leases",
 		Description: "dibs relay: files being delivered", Storage: jetstream.FileStorage,
 		Replicas: opts.Replicas, TTL: opts.Lease})
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
+	return err
 }
 
 // kv creates or opens a KV bucket whose reads are answered by the stream's leader: KV

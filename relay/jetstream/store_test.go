@@ -3,6 +3,7 @@ package jetstream_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -78,14 +79,32 @@ func startCluster(t testing.TB) *cluster {
 			t.Fatal("a nats-server node did not start")
 		}
 	}
-	// Until the cluster has a JetStream meta leader.
+	// Until the meta leader sees all three nodes with JetStream, and they are current.
+	deadline := time.Now().Add(30 * time.Second)
+	for ready := false; !ready; {
+		all := 0
+		for _, s := range c.nodes {
+			if s.JetStreamIsLeader() && len(s.JetStreamClusterPeers()) == n {
+				all = n
+			}
+		}
+		ready = all == n
+		for _, s := range c.nodes {
+			ready = ready && s.JetStreamIsCurrent()
+		}
+		if !ready && time.Now().After(deadline) {
+			t.Fatal("the cluster did not form within 30 s")
+		}
+		if !ready {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	nc, err := nats.Connect(strings.Join(c.urls, ","))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	js, _ := njs.New(nc)
-	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_, err := js.AccountInfo(ctx)
@@ -166,11 +185,16 @@ var prefixN int
 // open opens a store over urls, the first of them first, under prefix.
 func open(t testing.TB, urls []string, prefix string, o storetest.Options) *jetstream.Store {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	return openLease(t, urls, prefix, o, 15*time.Second)
+}
+
+func openLease(t testing.TB, urls []string, prefix string, o storetest.Options, lease time.Duration) *jetstream.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	s, err := jetstream.Connect(ctx, strings.Join(urls, ","), jetstream.Options{AllowFile: o.AllowFile,
 		Quota: o.Quota, MaxFileSize: o.MaxFileSize, MaxAge: o.MaxAge, Prefix: prefix,
-		Lease: 3 * time.Second, Timeout: 5 * time.Second})
+		Lease: lease, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -482,4 +506,42 @@ func TestExpire_RemovesOrphanObjects(t *testing.T) {
 	if string(b) != "hello" {
 		t.Fatalf("kept.pgp = %q", b)
 	}
+}
+
+// An instance that dies while it delivers a file holds it no longer than its lease.
+func TestDeadInstance_LeaseEnds(t *testing.T) {
+	urls := clusterURLs(t)
+	prefix := freshPrefix(t)
+	deleteBuckets(t, urls, prefix)
+	allow := writeAllow(t)
+	const lease = 2 * time.Second
+	a := openLease(t, urls, prefix, storetest.Options{AllowFile: allow}, lease)
+	b := openLease(t, rotate(urls, 1), prefix, storetest.Options{AllowFile: allow}, lease)
+	alice, bob := pgpmsgtest.Identity(t, "alice").Fingerprint(), pgpmsgtest.Identity(t, "bob").Fingerprint()
+	if err := a.Deposit(bob, alice, "m.pgp", 5, strings.NewReader("hello")); err != nil {
+		t.Fatal(err)
+	}
+	rc, _, err := a.Open(alice, "m.pgp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	time.Sleep(lease) // a's lease is renewed while it lives
+	if _, _, err := b.Open(alice, "m.pgp"); !errors.Is(err, relay.ErrBusy) {
+		t.Fatalf("Open while a holds the file = %v; want ErrBusy", err)
+	}
+	a.Close() // a dies: its connection is gone, and nobody renews its lease
+	start := time.Now()
+	for {
+		rc, _, err := b.Open(alice, "m.pgp")
+		if err == nil {
+			rc.Close()
+			break
+		}
+		if !errors.Is(err, relay.ErrBusy) || time.Since(start) > 3*lease {
+			t.Fatalf("Open %s after a died = %v", time.Since(start).Round(time.Millisecond), err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("the file was free %s after its holder died (lease %s)", time.Since(start).Round(time.Millisecond), lease)
 }
