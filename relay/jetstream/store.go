@@ -13,13 +13,15 @@
 //
 // A file is in the store once the index names it; that happens only after the object
 // store has acknowledged every chunk and the object's metadata, and the index write is
-// acknowledged in turn. JetStream acknowledges a publish to a replicated stream only once
-// a quorum of its replicas has stored it ("the server will only acknowledge a message
-// once it has been stored by a majority of the replicas", JetStream clustering docs,
-// docs.nats.io/running-a-nats-service/configuration/clustering/jetstream_clustering), so
-// Deposit returns nil only when two of three nodes hold the file. They hold it in their
-// files, flushed to disk every sync_interval (2 min by default); a cluster that must
-// survive losing power on all nodes at once sets sync_interval: always.
+// acknowledged in turn. For a replicated stream JetStream sends the publish
+// acknowledgement only once the message is committed in the stream's RAFT group, that is
+// stored by a quorum of its replicas (two of three): see "Replication and R=3" (quorum
+// commit) in the NATS docs, docs.nats.io/learn/clustering/replication-and-r3; in the
+// server, processClusteredInboundMsg proposes the message and the leader answers when it
+// applies the committed entry (applyStreamEntries). So Deposit returns nil only when two
+// of three nodes hold the file. They hold it in their files, flushed to disk every
+// sync_interval (2 min by default); a cluster that must survive losing power on all
+// nodes at once sets sync_interval: always.
 package jetstream
 
 import (
