@@ -1,13 +1,12 @@
 package relay
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,18 +42,14 @@ type DirOptions struct {
 // spool file. Only keys in the allow file may open a session, and files go only from an
 // allowed key to an allowed key.
 type DirStore struct {
-	spool *queue.Spool
-	opts  DirOptions
-
-	allowMu  sync.Mutex
-	allowFI  fs.FileInfo // of the allow file as last read; nil if missing
-	allowed  *pgpmsg.Keyring
-	allowErr error // of the last read that failed, for Reload
+	*AllowList // Key, Recipient, Reload
+	spool      *queue.Spool
+	opts       DirOptions
 
 	mu         sync.Mutex
-	reserved   map[depositor]int64          // bytes of deposits whose body is arriving
-	committing map[pgpmsg.Fingerprint]int64 // bytes of deposits received in full, by recipient
-	inflight   map[string]bool              // "<to>/<name>" of deposits in progress
+	reserved   map[depositor]int64 // bytes of deposits whose body is arriving
+	committing map[string]int64    // bytes of deposits received in full, by "<to>/<name>"
+	inflight   map[string]bool     // "<to>/<name>" of deposits in progress
 }
 
 // depositor is whose deposits for whom a reservation counts against.
@@ -71,6 +66,10 @@ func OpenDirStore(dir string, opts DirOptions) (*DirStore, error) {
 	if opts.AllowFile == "" {
 		return nil, fmt.Errorf("relay: open store %s: no allow file", dir)
 	}
+	allow, err := NewAllowList(opts.AllowFile)
+	if err != nil {
+		return nil, err
+	}
 	if opts.Quota <= 0 {
 		opts.Quota = DefaultQuota
 	}
@@ -84,75 +83,8 @@ func OpenDirStore(dir string, opts DirOptions) (*DirStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: open store: %w", err)
 	}
-	s := &DirStore{spool: sp, opts: opts, allowed: pgpmsg.NewKeyring(),
-		reserved: make(map[depositor]int64), committing: make(map[pgpmsg.Fingerprint]int64), inflight: make(map[string]bool)}
-	if err := s.Reload(); err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
-// Reload reads the allow file now if it changed since it was last read, and returns the
-// error of the last read if it failed (the keys from before stay in force then).
-func (s *DirStore) Reload() error {
-	s.allowMu.Lock()
-	defer s.allowMu.Unlock()
-	s.reloadLocked()
-	return s.allowErr
-}
-
-func (s *DirStore) reloadLocked() {
-	fi, err := os.Stat(s.opts.AllowFile)
-	if errors.Is(err, fs.ErrNotExist) {
-		s.allowFI, s.allowed, s.allowErr = nil, pgpmsg.NewKeyring(), nil
-		return
-	}
-	if err != nil {
-		s.allowErr = fmt.Errorf("relay: allow file: %w", err)
-		return
-	}
-	if old := s.allowFI; old != nil && os.SameFile(old, fi) && old.Size() == fi.Size() && old.ModTime().Equal(fi.ModTime()) {
-		return
-	}
-	s.allowFI = fi // a file that fails to parse is read again only once it changes again
-	b, err := os.ReadFile(s.opts.AllowFile)
-	if err != nil {
-		s.allowErr = fmt.Errorf("relay: allow file: %w", err)
-		return
-	}
-	kr := pgpmsg.NewKeyring()
-	if len(bytes.TrimSpace(b)) > 0 {
-		keys, err := pgpmsg.ReadKeys(bytes.NewReader(b))
-		if err != nil {
-			s.allowErr = fmt.Errorf("relay: allow file %s: %w", s.opts.AllowFile, err)
-			return
-		}
-		for _, k := range keys {
-			kr.Add(k)
-		}
-	}
-	s.allowed, s.allowErr = kr, nil
-}
-
-// Key returns fp's key if the allow file names it.
-func (s *DirStore) Key(fp pgpmsg.Fingerprint) (*pgpmsg.Key, bool) {
-	s.allowMu.Lock()
-	defer s.allowMu.Unlock()
-	s.reloadLocked()
-	return s.allowed.Lookup(fp)
-}
-
-// Recipient allows deposits from an allowed key for an allowed key, and returns the
-// recipient's encryption key ids.
-func (s *DirStore) Recipient(from, to pgpmsg.Fingerprint) ([]uint64, error) {
-	if _, ok := s.Key(from); !ok {
-		return nil, fmt.Errorf("%s may not deposit here: %w", from, ErrForbidden)
-	}
-	k, ok := s.Key(to)
-	if !ok {
-		return nil, fmt.Errorf("this relay takes no files for %s: %w", to, ErrForbidden)
-	}
-	return k.EncryptionKeyIDs(), nil
+	return &DirStore{AllowList: allow, spool: sp, opts: opts,
+		reserved: make(map[depositor]int64), committing: make(map[string]int64), inflight: make(map[string]bool)}, nil
 }
 
 // Deposit commits a file for to in outgoing/<to>/, within to's quota.
@@ -182,7 +114,7 @@ func (s *DirStore) Deposit(from, to pgpmsg.Fingerprint, name string, size int64,
 	}
 	admitted := false
 	body := &admitReader{r: &exactReader{r: r, left: size}, admit: func() error {
-		err := s.admit(who, box, size)
+		err := s.admit(who, box, name, size)
 		admitted = err == nil
 		return err
 	}}
@@ -190,9 +122,8 @@ func (s *DirStore) Deposit(from, to pgpmsg.Fingerprint, name string, size int64,
 	s.mu.Lock()
 	if !admitted { // else admit moved the bytes to committing already
 		s.unreserveLocked(who, size)
-	} else if s.committing[to] -= size; s.committing[to] == 0 {
-		delete(s.committing, to)
 	}
+	delete(s.committing, string(to)+"/"+name)
 	delete(s.inflight, string(to)+"/"+name)
 	s.mu.Unlock()
 	return err
@@ -229,7 +160,7 @@ func (s *DirStore) reserve(who depositor, box queue.Box, name string, size int64
 
 // admit turns the reservation of a deposit whose body is in into bytes being committed,
 // if they still fit to's quota.
-func (s *DirStore) admit(who depositor, box queue.Box, size int64) error {
+func (s *DirStore) admit(who depositor, box queue.Box, name string, size int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	held, err := s.heldLocked(who.to, box)
@@ -241,19 +172,29 @@ func (s *DirStore) admit(who depositor, box queue.Box, size int64) error {
 			who.to, held, size, s.opts.Quota, ErrOverQuota)
 	}
 	s.unreserveLocked(who, size)
-	s.committing[who.to] += size
+	s.committing[string(who.to)+"/"+name] = size
 	return nil
 }
 
-// heldLocked is what to's quota holds: its files, and those being committed.
+// heldLocked is what to's quota holds: its files, and those being committed that are not
+// among them yet (a file just committed is listed before its deposit ends, and counts
+// once).
 func (s *DirStore) heldLocked(to pgpmsg.Fingerprint, box queue.Box) (int64, error) {
 	es, err := s.spool.List(box)
 	if err != nil {
 		return 0, err
 	}
-	held := s.committing[to]
+	held := int64(0)
+	listed := make(map[string]bool, len(es))
 	for _, e := range es {
 		held += e.Size
+		listed[e.Name] = true
+	}
+	prefix := string(to) + "/"
+	for key, size := range s.committing {
+		if name, ok := strings.CutPrefix(key, prefix); ok && !listed[name] {
+			held += size
+		}
 	}
 	return held, nil
 }
@@ -285,16 +226,16 @@ func (a *admitReader) Read(p []byte) (int, error) {
 
 // List returns the files waiting for to.
 func (s *DirStore) List(to pgpmsg.Fingerprint) ([]queue.Entry, error) {
-	if _, ok := s.Key(to); !ok {
-		return nil, fmt.Errorf("%s may not collect here: %w", to, ErrForbidden)
+	if err := s.Collector(to); err != nil {
+		return nil, err
 	}
 	return s.spool.List(queue.Outgoing(string(to)))
 }
 
 // Open claims a file waiting for to.
 func (s *DirStore) Open(to pgpmsg.Fingerprint, name string) (io.ReadCloser, int64, error) {
-	if _, ok := s.Key(to); !ok {
-		return nil, 0, fmt.Errorf("%s may not collect here: %w", to, ErrForbidden)
+	if err := s.Collector(to); err != nil {
+		return nil, 0, err
 	}
 	c, err := claim(s.spool, queue.Outgoing(string(to)), name)
 	if err != nil {
@@ -305,8 +246,8 @@ func (s *DirStore) Open(to pgpmsg.Fingerprint, name string) (io.ReadCloser, int6
 
 // Remove deletes a file waiting for to.
 func (s *DirStore) Remove(to pgpmsg.Fingerprint, name string) error {
-	if _, ok := s.Key(to); !ok {
-		return fmt.Errorf("%s may not collect here: %w", to, ErrForbidden)
+	if err := s.Collector(to); err != nil {
+		return err
 	}
 	c, err := claim(s.spool, queue.Outgoing(string(to)), name)
 	if errors.Is(err, ErrNotFound) {
@@ -356,4 +297,12 @@ func (s *DirStore) Expire(now time.Time) (int, error) {
 		}
 	}
 	return n, first
+}
+
+// AdmitBody is a deposit's body for a Store: it reads r, which must hold exactly size
+// bytes, and calls admit once they are in, before the io.EOF. A body of the wrong length,
+// or an error from admit, takes the place of the EOF, so that the store commits nothing;
+// the server answers body errors with 400.
+func AdmitBody(r io.Reader, size int64, admit func() error) io.Reader {
+	return &admitReader{r: &exactReader{r: r, left: size}, admit: admit}
 }

@@ -3,7 +3,8 @@
 //
 // Every dibs daemon serves it on daemonPort for its own peers (a SpoolStore: peers push into
 // incoming/, passive peers pull from outgoing/<peer>/), and `dibs relay_server` serves it for
-// third parties that cannot accept connections (a DirStore). Same protocol, different Store.
+// third parties that cannot accept connections (a DirStore, or on a NATS JetStream cluster the
+// Store of package relay/jetstream). Same protocol, different Store.
 // Files are opaque sealed OpenPGP messages: a relay never sees plaintext.
 //
 // The protocol, version 1, under a base URL such as http://host:6363 or https://relay.example/dibs:

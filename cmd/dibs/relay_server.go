@@ -11,21 +11,28 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/dibs-backup/dibs/agent"
 	"github.com/dibs-backup/dibs/agent/maildoor"
 	"github.com/dibs-backup/dibs/relay"
+	"github.com/dibs-backup/dibs/relay/jetstream"
 )
 
 var relayServerCmd = &command{
 	name:     "relay_server",
-	synopsis: "--listen ADDR --dir D [--allow FILE] [--users FILE --smtp ADDR --imap ADDR] [--tls_cert F --tls_key F] [--quota Q] [--max_size Q] [--max_age S]",
+	synopsis: "--listen ADDR (--dir D | --store nats://H:P[,H:P...]) [--allow FILE] [--users FILE --smtp ADDR --imap ADDR] [--tls_cert F --tls_key F] [--quota Q] [--max_size Q] [--max_age S]",
 	help: `Run a store-and-forward relay for peers that cannot accept connections, in the foreground
 until a signal. A depositor proves its key with a signed challenge; files go only from and to
 the keys in the allow file (concatenated export_key outputs; re-read when it changes); a
 recipient collects its files the same way, and a file is deleted only after it confirms the
 commit. The relay never sees plaintext: files are sealed end to end.
+
+Files wait in --dir D, or with --store in a NATS JetStream cluster (replicated, R3 on three
+nodes or more; a file is acknowledged once a quorum stored it): several relay_server
+processes in front of one cluster share the files, quotas and expiry, and any of them
+serves any user. They need the same --allow file, --quota, --max_size and --max_age.
 
 With --smtp and --imap the same store has two more doors, for the users in the users file
 (TOML: key, mail, password hash; re-read when it changes): an SMTP door that takes dibs mails
@@ -36,13 +43,14 @@ where each user finds its waiting files as mails in INBOX; EXPUNGE collects them
 deposited through any door is collected through any other. /metrics on --listen (for
 loopback clients) counts files waiting per key, deposits and collections by door, refusals
 by reason.`,
-	required: []string{"listen", "dir"},
+	required: []string{"listen"},
 	flags:    withOptions((*relayServerOptions).declare, runRelayServer),
 }
 
 type relayServerOptions struct {
 	listen, dir, allow string
 	users, smtp, imap  string
+	store              string // nats://host:port[,...], instead of dir
 	cert, key          string // both or neither
 	quota, maxSize     sizeFlag
 	maxAge             int // seconds
@@ -51,6 +59,7 @@ type relayServerOptions struct {
 func (o *relayServerOptions) declare(fs *flag.FlagSet) {
 	fs.StringVar(&o.listen, "listen", "", "address to listen on, e.g. :8443 or 127.0.0.1:8080")
 	fs.StringVar(&o.dir, "dir", "", "the relay's spool directory")
+	fs.StringVar(&o.store, "store", "", "nats://HOST:PORT[,HOST:PORT...]: keep files in that NATS JetStream cluster instead of --dir (needs --allow)")
 	fs.StringVar(&o.allow, "allow", "", "armored public keys of who may deposit and collect (default D/allow.asc)")
 	fs.StringVar(&o.users, "users", "", "the users of the SMTP and IMAP doors, TOML (default D/users.toml)")
 	fs.StringVar(&o.smtp, "smtp", "", "also serve the SMTP door on this address, e.g. :25 or :587")
@@ -69,7 +78,18 @@ func (o *relayServerOptions) declare(fs *flag.FlagSet) {
 func runRelayServer(a *App, o relayServerOptions) error {
 	dir := o.dir
 	allow := o.allow
-	if allow == "" {
+	switch {
+	case dir != "" && o.store != "":
+		return usagef("--dir and --store are two places to keep the files: give one")
+	case dir == "" && o.store == "":
+		return usagef("relay_server needs --dir D or --store nats://HOST:PORT")
+	case o.store != "" && allow == "":
+		return usagef("--store needs --allow FILE")
+	case o.store != "":
+		if err := checkNATSURLs(o.store); err != nil {
+			return usagef("--store: %v", err)
+		}
+	case allow == "":
 		allow = filepath.Join(dir, "allow.asc")
 	}
 	cert, key := o.cert, o.key
@@ -79,6 +99,9 @@ func runRelayServer(a *App, o relayServerOptions) error {
 	if o.users != "" && o.smtp == "" && o.imap == "" {
 		return usagef("--users goes with --smtp or --imap")
 	}
+	if o.store != "" && o.users == "" && (o.smtp != "" || o.imap != "") {
+		return usagef("--store with --smtp or --imap needs --users FILE")
+	}
 	maxAge := o.maxAge
 	if maxAge < 60 {
 		return usagef("--max_age must be a number of seconds, at least 60")
@@ -86,13 +109,31 @@ func runRelayServer(a *App, o relayServerOptions) error {
 	if _, err := os.Stat(allow); err != nil {
 		return fmt.Errorf("allow file %s: %w (put the peers' export_key outputs there)", allow, errors.Unwrap(err))
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
 	quota, maxSize := o.quota.bytes, o.maxSize.bytes
-	store, err := relay.OpenDirStore(dir, relay.DirOptions{AllowFile: allow, Quota: quota, MaxFileSize: maxSize, MaxAge: time.Duration(maxAge) * time.Second})
-	if err != nil {
-		return err
+	var store interface {
+		relay.Store
+		Reload() error
+	}
+	where := dir
+	if o.store != "" {
+		ctx, cancel := context.WithTimeout(a.Ctx, 30*time.Second)
+		js, err := jetstream.Connect(ctx, o.store, jetstream.Options{AllowFile: allow, Quota: quota,
+			MaxFileSize: maxSize, MaxAge: time.Duration(maxAge) * time.Second})
+		cancel()
+		if err != nil {
+			return err
+		}
+		defer js.Close()
+		store, where = js, fmt.Sprintf("%s (JetStream R%d)", o.store, js.Replicas())
+	} else {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		ds, err := relay.OpenDirStore(dir, relay.DirOptions{AllowFile: allow, Quota: quota, MaxFileSize: maxSize, MaxAge: time.Duration(maxAge) * time.Second})
+		if err != nil {
+			return err
+		}
+		store = ds
 	}
 	log := slog.New(slog.NewTextHandler(a.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	m := newRelayMetrics(store, allow, log)
@@ -160,7 +201,21 @@ func runRelayServer(a *App, o relayServerOptions) error {
 			}
 		}
 	}()
-	return serve(a, hs, ln, "relay", dir, cert != "")
+	return serve(a, hs, ln, "relay", where, cert != "")
+}
+
+// checkNATSURLs checks a --store value: nats://host:port, comma-separated.
+func checkNATSURLs(s string) error {
+	for _, u := range strings.Split(s, ",") {
+		rest, ok := strings.CutPrefix(u, "nats://")
+		if !ok {
+			return fmt.Errorf("%q is not nats://HOST:PORT", u)
+		}
+		if _, _, err := net.SplitHostPort(rest); err != nil {
+			return fmt.Errorf("%q is not nats://HOST:PORT", u)
+		}
+	}
+	return nil
 }
 
 // openUsers opens the users file of the mail doors: path, or D/users.toml.

@@ -527,7 +527,11 @@ func TestRelayServer_BadArguments(t *testing.T) {
 		code int
 		says string
 	}{
-		{[]string{"--listen", "127.0.0.1:0"}, exitUsage, "--dir is required"},
+		{[]string{"--listen", "127.0.0.1:0"}, exitUsage, "needs --dir D or --store"},
+		{[]string{"--listen", "127.0.0.1:0", "--dir", d, "--store", "nats://127.0.0.1:4222", "--allow", empty}, exitUsage, "give one"},
+		{[]string{"--listen", "127.0.0.1:0", "--store", "nats://127.0.0.1:4222"}, exitUsage, "--store needs --allow"},
+		{[]string{"--listen", "127.0.0.1:0", "--store", "http://127.0.0.1:4222", "--allow", empty}, exitUsage, "is not nats://HOST:PORT"},
+		{[]string{"--listen", "127.0.0.1:0", "--store", "nats://127.0.0.1:1", "--allow", empty}, exitError, "nats://127.0.0.1:1"},
 		{[]string{"--dir", d}, exitUsage, "--listen is required"},
 		{[]string{"--listen", "127.0.0.1:0", "--dir", d, "--allow", empty, "--tls_cert", notPEM}, exitUsage, "--tls_cert and --tls_key go together"},
 		{[]string{"--listen", "127.0.0.1:0", "--dir", d, "--allow", empty, "--tls_key", notPEM}, exitUsage, "--tls_cert and --tls_key go together"},
