@@ -544,6 +544,7 @@ func TestRelayServer_BadArguments(t *testing.T) {
 		{[]string{"--listen", "256.0.0.1:1", "--dir", d, "--allow", empty}, exitError, "--listen"},
 		{[]string{"--listen", "127.0.0.1:0", "--dir", d, "--allow", empty, "--smtp", "127.0.0.1:0"}, exitError, "users.toml"},
 		{[]string{"--listen", "127.0.0.1:0", "--dir", d, "--allow", empty, "--users", emptyUsers}, exitUsage, "--users goes with --smtp or --imap"},
+		{[]string{"--listen", "127.0.0.1:0", "--store", "nats://127.0.0.1:4222", "--allow", empty, "--smtp", "127.0.0.1:0"}, exitUsage, "--store with --smtp or --imap needs --users"},
 		{[]string{"--listen", "127.0.0.1:0", "--dir", d, "--allow", empty, "--imap", "127.0.0.1:0", "--users", garbage}, exitError, "garbage.asc"},
 		{[]string{"--listen", "127.0.0.1:0", "--dir", d, "--allow", empty, "--imap", "256.0.0.1:1", "--users", emptyUsers}, exitError, "--imap"},
 		{[]string{"--listen", "127.0.0.1:0", "--dir", d, "--allow", empty, "--smtp", "256.0.0.1:1", "--users", emptyUsers}, exitError, "--smtp"},
