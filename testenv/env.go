@@ -373,8 +373,11 @@ func (e *Env) Settle(ctx context.Context, rounds int) {
 					n.Spec.Name, q, r.Send.Sent, r.Send.Waiting, r.Err))
 			}
 		}
-		if !moved && len(stuck) == 0 {
-			return
+		if !moved {
+			if len(stuck) == 0 {
+				return
+			}
+			e.T.Logf("testenv: round %d moved nothing, but %s: cron again", i+1, strings.Join(stuck, "; "))
 		}
 	}
 	if len(stuck) > 0 {
