@@ -335,7 +335,9 @@ func recoverAllFrom(t *testing.T, env *testenv.Env, cut ...string) *testenv.Node
 // bob and carol, exactly k of every segment, bring everything back without waiting for
 // him.
 func TestRecoverAll_ExactlyKPiecesSlowestPeerNeverAnswers(t *testing.T) {
-	env := fourNodes(t, map[string]string{"kbPerFile": "100"})
+	// One parity piece: over three peers the default two would make every piece a whole
+	// copy (k = 1), and bob alone would bring everything back.
+	env := fourNodes(t, map[string]string{"kbPerFile": "100", "redundantPieces": "1"})
 	alice := env.Node("alice")
 	tree := makeTree(t, 200, 700_000) // packs of small files and a file of several segments
 	if _, err := alice.Store(ctx, tree, "/t"); err != nil {
@@ -355,7 +357,10 @@ func TestRecoverAll_ExactlyKPiecesSlowestPeerNeverAnswers(t *testing.T) {
 // them, asks dave again after resendAfter, and completes byte for byte from his second
 // answers and bob's.
 func TestRecoverAll_DamagedResponsesRefusedAndAskedAgain(t *testing.T) {
-	env := fourNodes(t, map[string]string{"kbPerFile": "100", "resendAfter": "60"})
+	// RS 2+1, as above: with whole copies (the default over three peers) bob's answers
+	// alone complete the job whenever alice takes them all in before dave's first intact
+	// one (FINISHED or a small piece), and the job is done, not waiting.
+	env := fourNodes(t, map[string]string{"kbPerFile": "100", "resendAfter": "60", "redundantPieces": "1"})
 	alice := env.Node("alice")
 	tree := makeTree(t, 200, 700_000) // packs of small files and a file of several segments
 	if _, err := alice.Store(ctx, tree, "/t"); err != nil {

@@ -322,6 +322,10 @@ func (c *Client) do(ctx context.Context, base *url.URL, newReq func(ctx context.
 		}
 		resp, err := c.http().Do(req)
 		if err != nil {
+			// The server may have refused the token and reset the connection before its
+			// 401 was read (an upload still going when a restarted server closed it):
+			// kept, the token would fail every next request until it expires.
+			c.forget(base, t.token)
 			return nil, err
 		}
 		if resp.StatusCode == http.StatusUnauthorized && attempt == 0 {

@@ -394,6 +394,41 @@ func TestSession_TokenExpired_ClientReauthenticates(t *testing.T) {
 	}
 }
 
+// lost401 is a transport on which a 401 answer never arrives: the connection is reset
+// first, as when a restarted server refuses an old token and closes the connection while
+// a large upload is still going (the client wrote on, and its write failed).
+type lost401 struct{ rt http.RoundTripper }
+
+func (l lost401) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := l.rt.RoundTrip(req)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized {
+		resp.Body.Close()
+		return nil, errors.New("write: connection reset by peer")
+	}
+	return resp, err
+}
+
+func TestSession_TokenRefusedConnectionReset_NextSendOpensSession(t *testing.T) {
+	d := newDaemon(t, "alice", "bob")
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	bob := &Client{ID: id(t, "bob"), HTTP: &http.Client{Transport: lost401{tr}}}
+	data := sealed(t, "bob", "alice", 100)
+	if err := bob.Send(context.Background(), d.endpoint(t), message("one.pgp", data)); err != nil {
+		t.Fatal(err)
+	}
+	d.clock.Advance(TokenLifetime + time.Minute) // the server forgot the session, as after a restart
+	if err := bob.Send(context.Background(), d.endpoint(t), message("two.pgp", data)); err == nil || queue.IsPermanent(err) {
+		t.Fatalf("Send whose 401 was lost = %v; want a temporary error", err)
+	}
+	if err := bob.Send(context.Background(), d.endpoint(t), message("two.pgp", data)); err != nil {
+		t.Fatalf("the next Send kept the refused token: %v", err)
+	}
+	if got := names(t, d.spool, queue.Incoming); len(got) != 2 {
+		t.Fatalf("incoming = %v", got)
+	}
+}
+
 func TestSession_PeerDropped_TokenStopsWorking(t *testing.T) {
 	d := newDaemon(t, "alice", "bob")
 	tok := rawSession(t, d.url, id(t, "bob"))

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -218,7 +219,10 @@ func (e *Env) serveNode(an *agent.Node, spec NodeSpec, s Setup, addr string) *No
 // transports are the node's real transports, with its own firewall rules and faults.
 func (e *Env) transports(n *Node) agent.Transports {
 	t := transports.Default(n.Node)
-	hc := &http.Client{Transport: &http.Transport{DialContext: e.net.dialer(n.Spec.Name), Proxy: nil}}
+	// As the daemon's own client does, a deposit waits for the server's go-ahead before
+	// its body: a refusal (an old session token after a Rebuild) is answered, not reset.
+	hc := &http.Client{Transport: &http.Transport{DialContext: e.net.dialer(n.Spec.Name), Proxy: nil,
+		ExpectContinueTimeout: 2 * time.Second}}
 	rc := &relay.Client{ID: n.ID, HTTP: hc}
 	t.Senders[agent.Active], t.Senders[agent.Relay] = rc, rc
 	t.Pollers[agent.Passive], t.Pollers[agent.Relay] = rc, rc
@@ -380,22 +384,58 @@ func (n *Node) Cron(ctx context.Context) Round {
 	return r
 }
 
-// Settle runs Cron on every node, round after round, until a round moves nothing, and
-// fails the test if that takes more than rounds rounds.
+// Settle runs Cron on every node, round after round, until a round moves nothing and
+// leaves no file queued for a peer that can be reached (not Cut) and is sent to (not
+// pulled by it), and fails the test if that takes more than rounds rounds. A round in
+// which a send failed moves nothing, but it is not the end: cron runs again, and a file
+// that never leaves fails the test with what its node's cron returned.
 func (e *Env) Settle(ctx context.Context, rounds int) {
 	e.T.Helper()
+	var stuck []string
 	for i := 0; i < rounds; i++ {
 		moved := false
+		stuck = nil
 		for _, n := range e.Nodes {
-			if n.Cron(ctx).Moved() {
+			r := n.Cron(ctx)
+			if r.Moved() {
 				moved = true
+			}
+			if q := e.queued(n); q != "" {
+				stuck = append(stuck, fmt.Sprintf("%s queues %s (cron: sent %d, waiting %d, error %v)",
+					n.Spec.Name, q, r.Send.Sent, r.Send.Waiting, r.Err))
 			}
 		}
 		if !moved {
-			return
+			if len(stuck) == 0 {
+				return
+			}
+			e.T.Logf("testenv: round %d moved nothing, but %s: cron again", i+1, strings.Join(stuck, "; "))
 		}
 	}
+	if len(stuck) > 0 {
+		e.T.Fatalf("testenv: not settled after %d rounds: %s", rounds, strings.Join(stuck, "; "))
+	}
 	e.T.Fatalf("testenv: still moving after %d rounds", rounds)
+}
+
+// queued says how many files n's outgoing/ holds for each peer that n delivers to and
+// that can be reached ("" if none): what a settled grid has sent.
+func (e *Env) queued(n *Node) string {
+	e.net.mu.Lock()
+	defer e.net.mu.Unlock()
+	if e.net.down[n.Spec.Name] {
+		return ""
+	}
+	var out []string
+	for _, p := range e.Nodes {
+		if p == n || e.net.down[p.Spec.Name] || talk(n.Spec, p.Spec) == agent.Passive {
+			continue
+		}
+		if es, _ := n.Spool.List(queue.Outgoing(p.Spec.Name)); len(es) > 0 {
+			out = append(out, fmt.Sprintf("%d for %s", len(es), p.Spec.Name))
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // Post queues a message of typ from n to peer.
