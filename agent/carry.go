@@ -34,6 +34,9 @@ func (n *Node) ExportMessages(dir, peer string, keep bool) (ExportResult, error)
 	if err != nil {
 		return res, err
 	}
+	prog := n.progress()
+	prog.Start(n.outgoingSize(names, peer))
+	defer prog.Done()
 	for _, name := range names {
 		if peer != "" && name != peer {
 			continue
@@ -47,6 +50,7 @@ func (n *Node) ExportMessages(dir, peer string, keep bool) (ExportResult, error)
 			return res, err
 		}
 		for _, e := range es {
+			prog.Add(e.Size, 1)
 			c, err := n.Spool.Claim(e.Box, e.Name)
 			if err != nil {
 				continue

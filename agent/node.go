@@ -50,6 +50,9 @@ type Node struct {
 	Now func() time.Time
 	// Log receives the node's events. Commands leave it discarding; the daemon logs.
 	Log *slog.Logger
+	// Progress hears how far a long command has got (progress.go); nil hears nothing.
+	// cmd sets it for one command, the daemon never does.
+	Progress Progress
 	// Warnings are what opening the node found to tell its user, such as an obsolete
 	// option in dibsrc.toml; the command that opened it prints them, once.
 	Warnings []string

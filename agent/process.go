@@ -99,6 +99,13 @@ func (n *Node) ProcessIncoming(ctx context.Context) (ProcessResult, error) {
 		return res, n.FlushOutbox()
 	}
 	n.incoming.takeWhy()
+	prog := n.progress()
+	var size int64
+	for _, e := range entries {
+		size += e.Size
+	}
+	prog.Start(size, len(entries))
+	defer prog.Done()
 	err = n.withDB(func(db *books.DB) error {
 		res = n.processEntries(ctx, db, entries)
 		return n.FlushOutbox() // the database held: it is the outer lock (db.go)
@@ -152,6 +159,7 @@ func (n *Node) processEntries(ctx context.Context, db *books.DB, entries []queue
 			defer wg.Done()
 			for e := range work {
 				outcome, typ := n.processOne(db, e.Name, acks)
+				n.progress().Add(e.Size, 1)
 				mu.Lock()
 				res.count(outcome, typ)
 				mu.Unlock()

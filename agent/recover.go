@@ -54,6 +54,7 @@ func (n *Node) RecoverFile(sname string, version int) (string, error) {
 		return "", err
 	}
 	job := &RecoveryJob{Name: root, Kind: books.JobFile, Target: root, Version: version, State: RecoveryWaiting, Started: n.Now().UTC(), Objects: map[string]bool{}}
+	asked := 0
 	err = n.withDB(func(db *books.DB) error {
 		return db.Update(func(tx *books.Tx) error {
 			chosen, err := chooseVersions(tx, root, version)
@@ -71,7 +72,7 @@ func (n *Node) RecoverFile(sname string, version int) (string, error) {
 					job.Objects[fv.Object] = false
 				}
 			}
-			if err := n.askForObjects(tx, job); err != nil {
+			if asked, err = n.askForObjects(tx, job); err != nil {
 				return err
 			}
 			if err := tx.PutJob(job); err != nil {
@@ -83,7 +84,21 @@ func (n *Node) RecoverFile(sname string, version int) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return job.Name, n.FlushOutbox()
+	return job.Name, n.sealRequests(asked)
+}
+
+// sealRequests seals the requests a recovery queued into outgoing/: all that
+// recover_file and recover_all do before the answers come, and what their progress
+// counts.
+func (n *Node) sealRequests(requests int) error {
+	prog := n.progress()
+	prog.Start(0, requests)
+	defer prog.Done()
+	err := n.FlushOutbox()
+	if err == nil {
+		prog.Add(0, requests)
+	}
+	return err
 }
 
 // chooseVersions picks, for every stored name under root, the requested version (or the
@@ -100,8 +115,9 @@ func chooseVersions(tx *books.Tx, root string, version int) (map[string]FileVers
 }
 
 // askForObjects sends one RECOVER per peer, listing the pieces it holds of the job's
-// objects not yet assembled. Asking all holders costs little: the fastest k win.
-func (n *Node) askForObjects(tx *books.Tx, job *RecoveryJob) error {
+// objects not yet assembled, and returns how many it sent. Asking all holders costs
+// little: the fastest k win.
+func (n *Node) askForObjects(tx *books.Tx, job *RecoveryJob) (int, error) {
 	byPeer := map[string][]string{}
 	for id, done := range job.Objects {
 		if done {
@@ -109,7 +125,7 @@ func (n *Node) askForObjects(tx *books.Tx, job *RecoveryJob) error {
 		}
 		o, err := tx.Object(id)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if o == nil {
 			continue
@@ -122,15 +138,17 @@ func (n *Node) askForObjects(tx *books.Tx, job *RecoveryJob) error {
 			}
 		}
 	}
+	sent := 0
 	for _, peer := range sortedKeys(byPeer) {
 		if _, _, err := n.Peer(peer); err != nil {
 			continue
 		}
 		if err := n.requestTx(tx, peer, TypeRecover, nil, writeIDs(byPeer[peer])); err != nil {
-			return err
+			return sent, err
 		}
+		sent++
 	}
-	return nil
+	return sent, nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -168,7 +186,7 @@ func (n *Node) RecoverAll() error {
 	if err != nil {
 		return err
 	}
-	return n.FlushOutbox()
+	return n.sealRequests(len(peers))
 }
 
 // handleRecover sends back the listed pieces we hold for the sender; a piece we do not

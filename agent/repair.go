@@ -217,7 +217,7 @@ func (n *Node) localShards(tx *books.Tx, o *Object) (map[int][]erasure.Shard, er
 func (n *Node) startRepairFetch(tx *books.Tx, o *Object) error {
 	job := &RecoveryJob{Name: repairPrefix + o.ID, Kind: books.JobRepair, Target: o.ID, State: RecoveryWaiting,
 		Started: n.Now().UTC(), Objects: map[string]bool{o.ID: false}}
-	if err := n.askForObjects(tx, job); err != nil {
+	if _, err := n.askForObjects(tx, job); err != nil {
 		return err
 	}
 	return tx.PutJob(job)

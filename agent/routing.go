@@ -72,6 +72,9 @@ func (n *Node) SendOutgoing(ctx context.Context, peer string) (SendResult, error
 	if err != nil {
 		return res, errors.Join(flushErr, err)
 	}
+	prog := n.progress()
+	prog.Start(n.outgoingSize(names, peer))
+	defer prog.Done()
 	errs := []error{flushErr}
 	if peer == "" {
 		k, err := n.SendProposals(ctx) // contract proposals, to posters not yet peers (proposals.go)
@@ -88,6 +91,9 @@ func (n *Node) SendOutgoing(ctx context.Context, peer string) (SendResult, error
 		if err != nil {
 			es, _ := n.Spool.List(queue.Outgoing(name))
 			res.Waiting += len(es)
+			for _, e := range es {
+				prog.Add(e.Size, 1)
+			}
 			continue // files for a deleted peer stay until someone decides
 		}
 		r, err := n.sendPeer(ctx, p, "")
@@ -99,6 +105,22 @@ func (n *Node) SendOutgoing(ctx context.Context, peer string) (SendResult, error
 		}
 	}
 	return res, errors.Join(errs...)
+}
+
+// outgoingSize is the bytes and the count of the files waiting in outgoing/ for the
+// peers names (only peer, if it is not ""): the totals of send_message's progress.
+func (n *Node) outgoingSize(names []string, peer string) (bytes int64, files int) {
+	for _, name := range names {
+		if peer != "" && name != peer {
+			continue
+		}
+		es, _ := n.Spool.List(queue.Outgoing(name))
+		for _, e := range es {
+			bytes += e.Size
+		}
+		files += len(es)
+	}
+	return bytes, files
 }
 
 // SendFile delivers one file of outgoing/<peer>/ now (after flushing the outbox, as
@@ -133,10 +155,12 @@ func (n *Node) sendPeer(ctx context.Context, p *Peer, only string) (SendResult, 
 	}
 	down := map[string]error{} // methods that failed temporarily in this run: the peer is away
 	var lastErr error
+	prog := n.progress()
 	for _, e := range entries {
 		if only != "" && e.Name != only {
 			continue
 		}
+		prog.Add(e.Size, 1) // sent, waiting or undeliverable: gone through
 		if len(methods) == 0 || ctx.Err() != nil {
 			res.Waiting++
 			continue
@@ -231,7 +255,10 @@ func (n *Node) Sink() queue.Sink {
 		if !queue.ValidName(name) {
 			name = queue.NewName(n.Now(), ".pgp")
 		}
-		as, _, err := n.Spool.Receive(name, r, OptMaxMsgSize.Get(n.Opts))
+		as, size, err := n.Spool.Receive(name, r, OptMaxMsgSize.Get(n.Opts))
+		if err == nil {
+			n.progress().Add(size, 1)
+		}
 		if err == nil && as != name {
 			n.Log.Warn("a different file of that name is waiting: both kept", "msg", name, "as", as)
 		}
@@ -250,6 +277,9 @@ func (n *Node) PollPassives(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, errors.Join(flushErr, err)
 	}
+	prog := n.progress()
+	prog.Start(0, 0) // what is waiting for us is known once it has arrived (Sink counts it)
+	defer prog.Done()
 	total := 0
 	errs := []error{flushErr}
 	poll := func(method string, ep queue.Endpoint) {

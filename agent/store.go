@@ -142,6 +142,9 @@ type storeRun struct {
 	stored    int   // versions committed (committer only)
 
 	noRedundancy string // the warning for a code without spare pieces (m = 0), or ""
+
+	prog Progress
+	read int64 // bytes of the current large file told to prog so far
 }
 
 type pieceJob struct {
@@ -189,6 +192,11 @@ func (n *Node) Store(ctx context.Context, item, as string) (StoreResult, error) 
 	if err := r.load(sname); err != nil {
 		return r.res, err
 	}
+	if n.Progress != nil {
+		r.prog = n.Progress
+		r.prog.Start(r.toRead(real, sname))
+		defer r.prog.Done()
+	}
 	seen := map[string]bool{}
 	err = filepath.WalkDir(real, func(p string, d fs.DirEntry, werr error) error {
 		if ctx.Err() != nil {
@@ -221,7 +229,15 @@ func (n *Node) Store(ctx context.Context, item, as string) (StoreResult, error) 
 			r.warn("%s: %v", p, unwrapPath(err))
 			return nil
 		}
-		return r.entry(p, name, fi)
+		reads := fi.Mode().IsRegular() && !r.unchanged(name, statOf(fi, name))
+		err = r.entry(p, name, fi)
+		if reads {
+			r.prog.Add(max(fi.Size()-r.read, 0), 1) // what encodeObject did not tell
+		} else {
+			r.prog.Add(0, 1)
+		}
+		r.read = 0
+		return err
 	})
 	if err != nil {
 		return r.res, err
@@ -283,7 +299,7 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 	if _, err := n.sweepStaged(); err != nil {
 		n.Log.Warn("store: pieces of an interrupted store not settled", "err", err)
 	}
-	r := &storeRun{n: n, ctx: ctx, now: n.Now().UTC()}
+	r := &storeRun{n: n, ctx: ctx, now: n.Now().UTC(), prog: noProgress{}}
 	maxPayload := OptMaxMsgSize.Get(n.Opts) - pieceOverhead
 	var noKey, forgot, full []string // the peers left out, by why: said when none is left
 	for _, p := range peers {
@@ -422,15 +438,57 @@ func sameStat(a, b books.StatEntry) bool {
 	return a.Size == b.Size && a.MTime.Equal(b.MTime) && a.Ino == b.Ino && a.CTime.Equal(b.CTime) && a.Mode == b.Mode
 }
 
+// unchanged reports whether the stat cache says that name, stat se now, is stored as it is.
+func (r *storeRun) unchanged(name string, se books.StatEntry) bool {
+	if old, ok := r.stat[name]; ok && sameStat(old, se) {
+		lv, ok := r.latest[name]
+		return ok && lv.Deleted.IsZero()
+	}
+	return false
+}
+
+// toRead counts, for store's progress, the entries under real that the walk will look
+// at and the bytes of the regular files among them that it will read (their stat
+// changed): a second walk of the metadata, done only when someone hears the progress.
+func (r *storeRun) toRead(real, sname string) (bytes int64, files int) {
+	filepath.WalkDir(real, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if d != nil && d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if err := r.ctx.Err(); err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(real, p)
+		name := sname
+		var fi fs.FileInfo
+		if rel == "." {
+			fi, err = os.Stat(p)
+		} else {
+			name = path.Join(sname, filepath.ToSlash(rel))
+			fi, err = d.Info()
+		}
+		if err != nil {
+			return nil
+		}
+		files++
+		if fi.Mode().IsRegular() && !r.unchanged(name, statOf(fi, name)) {
+			bytes += fi.Size()
+		}
+		return nil
+	})
+	return bytes, files
+}
+
 // entry stores one walked entry if it changed.
 func (r *storeRun) entry(p, name string, fi fs.FileInfo) error {
 	r.res.Entries++
 	se := statOf(fi, name)
-	if old, ok := r.stat[name]; ok && sameStat(old, se) {
-		if lv, ok := r.latest[name]; ok && lv.Deleted.IsZero() {
-			r.res.Unchanged++
-			return nil
-		}
+	if r.unchanged(name, se) {
+		r.res.Unchanged++
+		return nil
 	}
 	me := ManifestEntry{Name: name, Size: 0, Mode: uint32(fi.Mode().Perm() | fi.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)), MTime: fi.ModTime().UTC(), Stored: r.now}
 	me.Version = max(r.latest[name].Version, r.dropped[name]) + 1
@@ -724,6 +782,10 @@ func (r *storeRun) encodeObject(src io.Reader, size int64, manifest []ManifestEn
 			r.bufs <- buf
 			readErr = err
 			break
+		}
+		if h != nil { // a large file: its bytes are told as read, a small one's once packed
+			r.prog.Add(int64(want), 0)
+			r.read += int64(want)
 		}
 		seg := &obj.Segments[s]
 		seg.Size = int64(want)

@@ -501,7 +501,7 @@ func (n *Node) startPruneFetch(id string) error {
 			}
 			job := &RecoveryJob{Name: prunePrefix + id, Kind: books.JobPrune, Target: id, State: RecoveryWaiting,
 				Started: n.Now().UTC(), Objects: map[string]bool{id: false}}
-			if err := n.askForObjects(tx, job); err != nil {
+			if _, err := n.askForObjects(tx, job); err != nil {
 				return err
 			}
 			return tx.PutJob(job)

@@ -4,18 +4,22 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"path/filepath"
 
 	"github.com/dibs-backup/dibs/agent"
 )
 
 var storeCmd = &command{
 	name:     "store",
-	synopsis: "--name ITEM [--as SNAME]",
+	synopsis: "--name ITEM [--as SNAME] [--json]",
 	help: `Store a file or a directory tree, incrementally: unchanged files are skipped (stat cache),
 changed ones become new versions (up to maxVersions). The stored name is ITEM's absolute
 path, or SNAME. ITEM itself is followed if it is a symlink; links inside a tree are stored
 as links. Pieces are sealed into outgoing/; send_message delivers them. With a single
-peer it warns that losing that peer loses the files.`,
+peer it warns that losing that peer loses the files. On a terminal, stderr shows a bar
+of the entries looked at and the bytes of the changed files read. --json prints one
+line: {"name", "entries", "unchanged", "stored", "bytes", "objects", "pieces",
+"deleted", "warnings"}.`,
 	required: []string{"name"},
 	flags:    withOptions((*storeOptions).declare, runStore),
 }
@@ -23,11 +27,13 @@ peer it warns that losing that peer loses the files.`,
 type storeOptions struct {
 	name string
 	as   stringFlag // --as "" is refused, not taken for "not given"
+	json bool
 }
 
 func (o *storeOptions) declare(fs *flag.FlagSet) {
 	fs.StringVar(&o.name, "name", "", "the file or directory to store")
 	fs.Var(&o.as, "as", "store it under this stored name instead of its absolute path")
+	fs.BoolVar(&o.json, "json", false, "print a one-line JSON summary for scripts")
 }
 
 func runStore(a *App, o storeOptions) error {
@@ -35,14 +41,46 @@ func runStore(a *App, o storeOptions) error {
 		return usagef("--as needs a stored name (leave it out to store under the absolute path)")
 	}
 	return a.withNode(func(n *agent.Node) error {
+		a.withProgress(n, "store")
 		res, err := n.Store(a.Ctx, o.name, o.as.value)
 		a.printStoreWarnings(res.Warnings)
 		if err != nil {
 			return err // a summary would read as a success
 		}
+		if o.json {
+			sname := o.as.value
+			if sname == "" {
+				sname, _ = filepath.Abs(o.name)
+			}
+			sname, _ = agent.StoredName(sname)
+			warnings := res.Warnings
+			if warnings == nil {
+				warnings = []string{}
+			}
+			return a.printJSON(storeSummary{Name: sname, Entries: res.Entries, Unchanged: res.Unchanged, Stored: res.Stored,
+				Bytes: res.Bytes, Objects: res.Objects, Pieces: res.Pieces, Deleted: res.Deleted, Warnings: warnings})
+		}
 		a.printStore(res)
 		return nil
 	})
+}
+
+// storeSummary is store --json's line.
+type storeSummary struct {
+	Name      string   `json:"name"` // the stored name
+	Entries   int      `json:"entries"`
+	Unchanged int      `json:"unchanged"`
+	Stored    int      `json:"stored"` // new versions
+	Bytes     int64    `json:"bytes"`  // content bytes coded and sealed
+	Objects   int      `json:"objects"`
+	Pieces    int      `json:"pieces"`
+	Deleted   int      `json:"deleted"` // found gone locally
+	Warnings  []string `json:"warnings"`
+}
+
+// printJSON prints v as one line of JSON: the summary of a command run with --json.
+func (a *App) printJSON(v any) error {
+	return json.NewEncoder(a.Stdout).Encode(v)
 }
 
 var autoCheckCmd = &command{
@@ -116,10 +154,12 @@ func runUnstore(a *App, o unstoreOptions) error {
 
 var recoverFileCmd = &command{
 	name:     "recover_file",
-	synopsis: "--file SNAME [--version N]",
+	synopsis: "--file SNAME [--version N] [--json]",
 	help: `Ask the peers for the pieces of a stored file or tree (its newest version, or version N).
 It appears under DIBS_DIR/recovery/SNAME once enough answers are processed
-(show_database --only recovery shows progress).`,
+(show_database --only recovery shows progress). The command only seals the requests
+(on a terminal, its bar counts them); process_message's bar shows the answers being
+processed. --json prints one line: {"name", "version" (0: the newest), "dir"}.`,
 	required: []string{"file"},
 	flags:    withOptions((*recoverFileOptions).declare, runRecoverFile),
 }
@@ -127,11 +167,13 @@ It appears under DIBS_DIR/recovery/SNAME once enough answers are processed
 type recoverFileOptions struct {
 	file    string
 	version int
+	json    bool
 }
 
 func (o *recoverFileOptions) declare(fs *flag.FlagSet) {
 	fs.StringVar(&o.file, "file", "", "the stored name")
 	fs.IntVar(&o.version, "version", 0, "the version to recover (default: the newest)")
+	fs.BoolVar(&o.json, "json", false, "print a one-line JSON summary for scripts")
 }
 
 func runRecoverFile(a *App, o recoverFileOptions) error {
@@ -139,9 +181,17 @@ func runRecoverFile(a *App, o recoverFileOptions) error {
 		return usagef("--version must be 1 or more")
 	}
 	return a.withNode(func(n *agent.Node) error {
+		a.withProgress(n, "recover_file requests")
 		job, err := n.RecoverFile(o.file, o.version)
 		if err != nil {
 			return err
+		}
+		if o.json {
+			return a.printJSON(struct {
+				Name    string `json:"name"`
+				Version int    `json:"version"`
+				Dir     string `json:"dir"`
+			}{job, o.version, filepath.Join(n.Dir, "recovery", filepath.FromSlash(job))})
 		}
 		fmt.Fprintf(a.Stdout, "asked the peers for %s; it will appear under %s/recovery%s\n", job, n.Dir, job)
 		return nil
@@ -150,16 +200,41 @@ func runRecoverFile(a *App, o recoverFileOptions) error {
 
 var recoverAllCmd = &command{
 	name:     "recover_all",
-	synopsis: "",
+	synopsis: "[--json]",
 	help: `Ask every peer for everything it holds for us. Needs only the key and the peer list
-(import_recovery_kit): the files and the file database are rebuilt from the pieces.`,
-	flags: noFlags(runRecoverAll),
+(import_recovery_kit): the files and the file database are rebuilt from the pieces.
+The command only seals the requests (on a terminal, its bar counts them);
+process_message's bar shows the answers being processed. --json prints one line:
+{"peers" (the peers asked), "dir"}.`,
+	flags: withOptions((*jsonOptions).declare, runRecoverAll),
 }
 
-func runRecoverAll(a *App) error {
+// jsonOptions is the flags of a command whose only flag is --json.
+type jsonOptions struct{ json bool }
+
+func (o *jsonOptions) declare(fs *flag.FlagSet) {
+	fs.BoolVar(&o.json, "json", false, "print a one-line JSON summary for scripts")
+}
+
+func runRecoverAll(a *App, o jsonOptions) error {
 	return a.withNode(func(n *agent.Node) error {
+		a.withProgress(n, "recover_all requests")
 		if err := n.RecoverAll(); err != nil {
 			return err
+		}
+		if o.json {
+			peers, err := n.Peers()
+			if err != nil {
+				return err
+			}
+			names := []string{}
+			for _, p := range peers {
+				names = append(names, p.Name)
+			}
+			return a.printJSON(struct {
+				Peers []string `json:"peers"`
+				Dir   string   `json:"dir"`
+			}{names, filepath.Join(n.Dir, "recovery")})
 		}
 		fmt.Fprintf(a.Stdout, "asked every peer; files appear under %s/recovery/ as answers are processed\n", n.Dir)
 		return nil
@@ -168,17 +243,21 @@ func runRecoverAll(a *App) error {
 
 var probeCmd = &command{
 	name:     "probe",
-	synopsis: "[--file SNAME]",
+	synopsis: "[--file SNAME] [--json]",
 	help: `Challenge the peers holding a random (or the named) stored file: each must answer with
 three random 64 KiB chunks of its piece, which only we can authenticate. Results:
-show_database --only probe.`,
+show_database --only probe. --json prints one line: {"name", "pieces" (challenged)}.`,
 	flags: withOptions((*probeOptions).declare, runProbe),
 }
 
-type probeOptions struct{ file string }
+type probeOptions struct {
+	file string
+	json bool
+}
 
 func (o *probeOptions) declare(fs *flag.FlagSet) {
 	fs.StringVar(&o.file, "file", "", "the stored name to probe")
+	fs.BoolVar(&o.json, "json", false, "print a one-line JSON summary for scripts")
 }
 
 func runProbe(a *App, o probeOptions) error {
@@ -186,6 +265,12 @@ func runProbe(a *App, o probeOptions) error {
 		res, err := n.Probe(o.file)
 		if err != nil {
 			return err
+		}
+		if o.json {
+			return a.printJSON(struct {
+				Name   string `json:"name"`
+				Pieces int    `json:"pieces"`
+			}{res.Name, res.Pieces})
 		}
 		fmt.Fprintf(a.Stdout, "probing %s of %s\n", agent.Count(res.Pieces, "piece"), res.Name)
 		return nil

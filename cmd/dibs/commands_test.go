@@ -49,7 +49,7 @@ func TestCommands_OptionsAreFreshPerRun(t *testing.T) {
 		}
 		run(nil)
 	}
-	if len(got) != 2 || got[0] != (storeOptions{"a", stringFlag{"b", true}}) || got[1] != (storeOptions{"c", stringFlag{}}) {
+	if len(got) != 2 || got[0] != (storeOptions{name: "a", as: stringFlag{"b", true}}) || got[1] != (storeOptions{name: "c"}) {
 		t.Errorf("runs saw %+v", got)
 	}
 }

@@ -11,18 +11,25 @@ import (
 
 var sendMessageCmd = &command{
 	name:     "send_message",
-	synopsis: "[--file F --peer NAME]",
+	synopsis: "[--file F --peer NAME] [--json]",
 	help: `Deliver the files in outgoing/ by each peer's talk method; files for passive peers wait
-for them to pull. With --file and --peer, send that one file of outgoing/NAME/ now.`,
+for them to pull. With --file and --peer, send that one file of outgoing/NAME/ now.
+On a terminal, stderr shows a bar of the files gone through and their bytes. --json
+prints one line: {"sent", "waiting", "undeliverable", "error" (after a failure, which
+still exits 1)}; with --file, {"sent": 1, "file", "peer"}.`,
 	flags:   withOptions((*sendMessageOptions).declare, runSendMessage),
 	reports: true,
 }
 
-type sendMessageOptions struct{ file, peer stringFlag } // both or neither
+type sendMessageOptions struct {
+	file, peer stringFlag // both or neither
+	json       bool
+}
 
 func (o *sendMessageOptions) declare(fs *flag.FlagSet) {
 	fs.Var(&o.file, "file", "one file of outgoing/NAME/ (its name or path)")
 	fs.Var(&o.peer, "peer", "the peer the file is for")
+	fs.BoolVar(&o.json, "json", false, "print a one-line JSON summary for scripts")
 }
 
 func runSendMessage(a *App, o sendMessageOptions) error {
@@ -35,25 +42,53 @@ func runSendMessage(a *App, o sendMessageOptions) error {
 			if err := n.SendFile(a.Ctx, o.peer.value, name); err != nil {
 				return err
 			}
+			if o.json {
+				return a.printJSON(struct {
+					Sent int    `json:"sent"`
+					File string `json:"file"`
+					Peer string `json:"peer"`
+				}{1, name, o.peer.value})
+			}
 			fmt.Fprintf(a.Stdout, "sent %s to %s\n", name, o.peer.value)
 			return nil
 		}
+		a.withProgress(n, "send_message")
 		res, err := n.SendOutgoing(a.Ctx, "")
+		if o.json {
+			s := sendSummary{Sent: res.Sent, Waiting: res.Waiting, Undeliverable: res.Quarantined}
+			if err != nil {
+				s.Error = oneLine(err.Error())
+			}
+			if jerr := a.printJSON(s); jerr != nil {
+				return jerr
+			}
+			return err
+		}
 		fmt.Fprintf(a.Stdout, "sent %d, waiting %d, undeliverable %d\n", res.Sent, res.Waiting, res.Quarantined)
 		return err
 	})
 }
 
+// sendSummary is send_message --json's line.
+type sendSummary struct {
+	Sent          int    `json:"sent"`
+	Waiting       int    `json:"waiting"`
+	Undeliverable int    `json:"undeliverable"`
+	Error         string `json:"error,omitempty"`
+}
+
 var pollPassivesCmd = &command{
 	name:     "poll_passives",
 	synopsis: "",
-	help:     "Pull the files addressed to us: from peers we listen to passively, our IMAP mailbox, our relay.",
-	flags:    noFlags(runPollPassives),
-	reports:  true,
+	help: `Pull the files addressed to us: from peers we listen to passively, our IMAP mailbox, our relay.
+On a terminal, stderr shows the files arriving and their bytes.`,
+	flags:   noFlags(runPollPassives),
+	reports: true,
 }
 
 func runPollPassives(a *App) error {
 	return a.withNode(func(n *agent.Node) error {
+		a.withProgress(n, "poll_passives")
 		k, err := n.PollPassives(a.Ctx)
 		fmt.Fprintf(a.Stdout, "received %d\n", k)
 		return err
@@ -66,7 +101,8 @@ var processMessageCmd = &command{
 	help: `Open, verify and act on every file in incoming/ (or just F). A file that fails a check
 goes to quarantine/ with its reason, and processing goes on. A file that cannot be read
 for now (a full disk, an I/O error) stays in incoming/ for the next run, and the output
-says why.`,
+says why. On a terminal, stderr shows a bar of the files opened and their bytes (for a
+recovery: its answers, which rebuild the files).`,
 	flags:   withOptions((*processMessageOptions).declare, runProcessMessage),
 	reports: true,
 }
@@ -84,6 +120,7 @@ func runProcessMessage(a *App, o processMessageOptions) error {
 		if o.file != "" {
 			res, err = n.ProcessFile(o.file)
 		} else {
+			a.withProgress(n, "process_message")
 			res, err = n.ProcessIncoming(a.Ctx)
 		}
 		if err != nil {
@@ -101,7 +138,8 @@ var exportMessagesCmd = &command{
 	name:     "export_messages",
 	synopsis: "--dir D [--peer NAME] [--keep]",
 	help: `Move outgoing files into D/<recipient key fingerprint>/ for carrying (sneakernet).
---keep leaves a copy in the spool too.`,
+--keep leaves a copy in the spool too. On a terminal, stderr shows a bar of the files
+and their bytes.`,
 	required: []string{"dir"},
 	flags:    withOptions((*exportMessagesOptions).declare, runExportMessages),
 }
@@ -119,6 +157,7 @@ func (o *exportMessagesOptions) declare(fs *flag.FlagSet) {
 
 func runExportMessages(a *App, o exportMessagesOptions) error {
 	return a.withNode(func(n *agent.Node) error {
+		a.withProgress(n, "export_messages")
 		res, err := n.ExportMessages(o.dir, o.peer, o.keep)
 		if err != nil {
 			return err
