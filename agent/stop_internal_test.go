@@ -168,4 +168,3 @@ func (g *gate) Read(p []byte) (int, error) {
 	}
 	return 0, io.EOF
 }
-
