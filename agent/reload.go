@@ -24,17 +24,22 @@ type peerReload struct {
 // used for every file, and a broken file stays broken until someone edits it.
 const peersRetryEvery = time.Second
 
-// reloadKeepingLocked re-reads the peer list for a daemon: a list that does not load, or
-// that drops peers the books still hold state for (a truncated file: see checkPeerList),
-// is logged and the list in use is kept.
+// reloadKeepingLocked re-reads the peer list for a daemon: a peers.toml that does not
+// load, or that drops peers the books still hold state for (a truncated file: see
+// checkPeerList), is logged and the list in use is kept.
 func (n *Node) reloadKeepingLocked() error {
 	now := time.Now()
 	if now.Before(n.reload.retry) {
 		return nil
 	}
 	old, keys, byFP, kr, stat := n.peers, n.keys, n.byFP, n.keyring, n.peerStat
-	err := n.readPeersLocked()
+	_, err := loadPeers(n.Dir)
 	if err == nil {
+		// A key file that is not the peer's stays an error, as in commands: the peer's
+		// files wait until its key is put back (TestPeerList_KeyFileMustMatchFingerprint).
+		if err := n.readPeersLocked(); err != nil {
+			return err
+		}
 		if err = n.checkDropped(old, n.peers); err != nil {
 			n.peers, n.keys, n.byFP, n.keyring, n.peerStat = old, keys, byFP, kr, stat
 		}
