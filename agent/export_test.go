@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"io"
 	"testing"
 
@@ -76,3 +77,6 @@ func WrapMessageReads(t testing.TB, wrap func(io.Reader) io.Reader) {
 	messageReader = func(c *queue.Claim) io.Reader { return wrap(c.Reader()) }
 	t.Cleanup(func() { messageReader = old })
 }
+
+// JobFailed exposes the daemon's report of a job's failure to the tests.
+func (n *Node) JobFailed(ctx context.Context, job string, err error) { n.jobFailed(ctx, job, err) }

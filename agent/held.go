@@ -211,6 +211,7 @@ func handleNack(r *Request) error {
 		return err
 	}
 	ps.LastRefusal, ps.LastRefusalAt = op+": "+reason, r.Now
+	ps.Refusals++
 	if err := r.Tx.PutPeer(r.Peer.Name, ps); err != nil {
 		return err
 	}

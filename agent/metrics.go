@@ -33,7 +33,7 @@ var (
 	mQuotaUsed     = desc("quota_used_bytes", "Quota used: remote (ours on the peer) and local (the peer's here).", "peer", "side")
 	mFiles         = desc("files", "Stored file versions by health.", "health")
 	mRecoveries    = desc("recoveries", "Recovery jobs by state.", "state")
-	mMessages      = desc("messages_total", "Incoming messages the daemon processed or quarantined since it started.", "outcome")
+	mMessages      = desc("messages_total", "Incoming messages the daemon processed or quarantined since it started, by message type (unknown: unreadable, or not a type of the protocol).", "outcome", "type")
 	mRepairs       = desc("repair_pieces_total", "What repair did since the daemon started: pieces marked lost, rebuilt; objects fetching; segments short.", "action")
 	mTransportErrs = desc("transport_errors_total", "Failed sends since the daemon started, by talk method.", "method")
 	mLastSuccess   = desc("last_success_timestamp_seconds", "When the job last succeeded (0: not since start, or never).", "job")
@@ -65,8 +65,13 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	r := &c.n.runs
 	r.mu.Lock()
-	cnt(mMessages, float64(r.processed), "processed")
-	cnt(mMessages, float64(r.quarantined), "quarantined")
+	for _, typ := range sortedKeys(r.messages) {
+		c := r.messages[typ]
+		if typ != typeUnknown { // an unknown type is never processed
+			cnt(mMessages, float64(c.Processed), "processed", typ)
+		}
+		cnt(mMessages, float64(c.Quarantined), "quarantined", typ)
+	}
 	cnt(mRepairs, float64(r.repairs.MarkedLost), "marked_lost")
 	cnt(mRepairs, float64(r.repairs.Rebuilt), "rebuilt")
 	cnt(mRepairs, float64(r.repairs.Fetching), "fetching")

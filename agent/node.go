@@ -75,6 +75,7 @@ type Node struct {
 	rehearse bool          // tests: every message's transaction runs once rolled back first (handlers.go)
 	incoming incomingState // incoming.go
 	runs     runLog        // what the daemon did, for its status (status.go)
+	reports  jobReports    // the daemon's job failures last reported (report.go)
 }
 
 // peerFileStat tells versions of the peer list apart: peers.toml and the key file of

@@ -134,7 +134,7 @@ var (
 	optDibsPublicKey         = stringOpt("dibsPublicKey", "", "name (user id) of our key: signs every message").withComputed(keyName)
 	optDibsPrivateKey        = stringOpt("dibsPrivateKey", "", "name of the key pieces are encrypted to (our own)").withComputed(keyName)
 	OptDibsAdmin             = stringOpt("dibsAdmin", "", "the owner's real e-mail address").withComputed(func() string { u, h := userHost(); return u + "@" + h })
-	optMailUserOnRecovery    = boolOpt("mailUserOnRecovery", true, "mail dibsAdmin when a recovery finishes").notUsedYet("mail to the owner")
+	optMailUserOnRecovery    = boolOpt("mailUserOnRecovery", true, "mail dibsAdmin when a recovery finishes")
 	optKbPerFile             = intOpt("kbPerFile", 10240, 1, 1<<30, "piece size in kilobytes (1000 bytes)")
 	optRedundantPieces       = intOpt("redundantPieces", 2, 1, 200, "parity pieces per segment: how many peers may be lost")
 	optMaxVersions           = intOpt("maxVersions", 3, 1, 1000, "versions kept of each stored file")
@@ -143,13 +143,13 @@ var (
 	optResendAfter           = secondsOpt("resendAfter", day, time.Minute, 0, "a request delivered and unanswered this long is sent again")
 	optRepairSpare           = intOpt("repairSpare", 1, 0, 200, "repair a segment that lost pieces once it has this many spare pieces (beyond k) or fewer")
 	optPackPrunePercent      = intOpt("packPrunePercent", 50, 1, 100, "a pack of small files is rewritten once this percentage of its bytes is unstored, so that they leave the peers")
-	optLogFile               = pathOpt("logFile", "logfile", "log of commands").notUsedYet("logging")
-	optLogLevel              = intOpt("logLevel", 0, -20, 20, "DEBUG -20, INFO -10, WARNING 0, ERROR 10, CRITICAL 20").notUsedYet("logging")
-	optPrintLogLevel         = intOpt("printLogLevel", -10, -20, 20, "log level echoed on stderr").notUsedYet("logging")
-	optMaxLogSize            = sizeOpt("maxLogSize", 1000000, 1000, "a log is rotated past this size").notUsedYet("logging")
-	optErrWarnCount          = intOpt("errWarnCount", 30, 0, 0, "error files in errorDir before a warning").notUsedYet("error reports")
-	optErrMaxCount           = intOpt("errMaxCount", 60, 0, 0, "error files in errorDir before error mails stop").notUsedYet("error reports")
-	optErrorDir              = pathOpt("errorDir", "errorDir", "where error reports are kept").notUsedYet("error reports")
+	OptLogFile               = pathOpt("logFile", "logfile", "log of commands")
+	OptLogLevel              = intOpt("logLevel", 0, -20, 20, "DEBUG -20, INFO -10, WARNING 0, ERROR 10, CRITICAL 20")
+	OptPrintLogLevel         = intOpt("printLogLevel", 0, -20, 20, "log level echoed on stderr (WARNING and up by default, so cron mails only what needs a look)")
+	OptMaxLogSize            = sizeOpt("maxLogSize", 1000000, 1000, "a log is rotated past this size")
+	optErrWarnCount          = intOpt("errWarnCount", 30, 0, 0, "error files in errorDir before a warning")
+	optErrMaxCount           = intOpt("errMaxCount", 60, 0, 0, "error files in errorDir before error mails stop")
+	optErrorDir              = pathOpt("errorDir", "errorDir", "where error reports are kept")
 	OptDaemonLogFile         = pathOpt("daemonLogFile", "daemonLog", "the daemon's log")
 	OptDaemonStopFile        = pathOpt("daemonStopFile", "stop_daemon", "the daemon stops when this file appears (stop_daemon writes it); a number of seconds in it delays the stop")
 	OptDaemonTimeout         = secondsOpt("daemonTimeout", 15*time.Minute, time.Second, 0, "network timeout of the daemon, seconds")
@@ -191,7 +191,7 @@ var (
 var optionDefs = rows(
 	optDibsPublicKey, optDibsPrivateKey, OptDibsAdmin, optMailUserOnRecovery,
 	optKbPerFile, optRedundantPieces, optMaxVersions, optKeepDeleted, optRepairAfter,
-	optResendAfter, optRepairSpare, optPackPrunePercent, optLogFile, optLogLevel, optPrintLogLevel, optMaxLogSize,
+	optResendAfter, optRepairSpare, optPackPrunePercent, OptLogFile, OptLogLevel, OptPrintLogLevel, OptMaxLogSize,
 	optErrWarnCount, optErrMaxCount, optErrorDir, OptDaemonLogFile, OptDaemonStopFile,
 	OptDaemonTimeout, optPollInterval, optDaemonPort, optDaemonAddress, optProbeTimeout,
 	optProbePeriod, optMaxMsgAge, optClockSkew, OptMaxMsgSize, optQuarantineMaxBytes,

@@ -24,9 +24,43 @@ type ProcessResult struct {
 	Processed   int // verified, acted on, removed
 	Quarantined int // moved to quarantine/ with a reason
 	Left        int // left in incoming/ for a later run (busy elsewhere, or a temporary failure)
+	// ByType splits Processed and Quarantined by the message's Type; a file quarantined
+	// before its Type could be read, or with a Type the protocol does not have, counts
+	// under "unknown".
+	ByType map[string]TypeCount
 	// Why is the first temporary failure (a full disk, an I/O error) that left a file
 	// for a later run, if one did.
 	Why string
+}
+
+// TypeCount is what a processing run did with the messages of one type.
+type TypeCount struct{ Processed, Quarantined int }
+
+// typeUnknown is the type counted for a file whose Type is unread or not the protocol's:
+// what a sender writes there does not become a metric label.
+const typeUnknown = "unknown"
+
+// count adds one file's outcome.
+func (r *ProcessResult) count(o outcome, typ string) {
+	switch o {
+	case outProcessed:
+		r.Processed++
+	case outQuarantined:
+		r.Quarantined++
+	default:
+		r.Left++
+		return
+	}
+	if r.ByType == nil {
+		r.ByType = map[string]TypeCount{}
+	}
+	c := r.ByType[typ]
+	if o == outProcessed {
+		c.Processed++
+	} else {
+		c.Quarantined++
+	}
+	r.ByType[typ] = c
 }
 
 // retryLater marks a handler error as temporary: the file stays in incoming/.
@@ -117,16 +151,9 @@ func (n *Node) processEntries(ctx context.Context, db *books.DB, entries []queue
 		go func() {
 			defer wg.Done()
 			for e := range work {
-				outcome := n.processOne(db, e.Name, acks)
+				outcome, typ := n.processOne(db, e.Name, acks)
 				mu.Lock()
-				switch outcome {
-				case outProcessed:
-					res.Processed++
-				case outQuarantined:
-					res.Quarantined++
-				default:
-					res.Left++
-				}
+				res.count(outcome, typ)
 				mu.Unlock()
 				if outcome == outProcessed {
 					select {
@@ -184,40 +211,35 @@ func (n *Node) ProcessFile(path string) (ProcessResult, error) {
 	var res ProcessResult
 	n.incoming.takeWhy()
 	err := n.withDB(func(db *books.DB) error {
-		switch n.processOne(db, name, nil) {
-		case outProcessed:
-			res.Processed++
-		case outQuarantined:
-			res.Quarantined++
-		default:
-			res.Left++
-		}
+		res.count(n.processOne(db, name, nil))
 		return n.FlushOutbox()
 	})
 	res.Why = n.incoming.takeWhy()
 	return res, err
 }
 
-// processOne claims, verifies and acts on one incoming file.
-func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) outcome {
+// processOne claims, verifies and acts on one incoming file; typ is the message's Type
+// once it is read and known to the protocol, else typeUnknown.
+func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) (_ outcome, typ string) {
+	typ = typeUnknown
 	c, err := n.Spool.Claim(queue.Incoming, name)
 	if err != nil {
-		return outLeft // busy with another worker, or already gone
+		return outLeft, typ // busy with another worker, or already gone
 	}
 	log := n.Log.With("msg", name)
 	var from *Peer // the signer, once it is known to be a peer
-	quarantine := func(reason string) outcome {
+	quarantine := func(reason string) (outcome, string) {
 		if strings.HasPrefix(name, strangerPrefix) {
 			log.Warn("stranger's file dropped", "reason", reason) // not kept: strangers write little
 			c.Ack()
-			return outQuarantined
+			return outQuarantined, typ
 		}
 		log.Warn("quarantined", "reason", reason)
 		if err := n.quarantine(db, c, from, reason); err != nil {
 			log.Error("quarantine failed", "err", err)
-			return outLeft
+			return outLeft, typ
 		}
-		return outQuarantined
+		return outQuarantined, typ
 	}
 	maxSize := OptMaxMsgSize.Get(n.Opts)
 	if c.Size() > maxSize {
@@ -227,7 +249,7 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) o
 	if err != nil {
 		c.Release()
 		log.Error("peer list", "err", err)
-		return outLeft
+		return outLeft, typ
 	}
 	src := &readErrs{r: messageReader(c)}
 	msg, err := pgpmsg.Open(src, n.ID, kr, pgpmsg.OpenOptions{MaxSize: maxSize, TempDir: n.TmpDir()})
@@ -238,14 +260,19 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) o
 	if err != nil {
 		// A full or failing disk says nothing of the message: it may be good.
 		if isTemporary(src.err) {
-			return n.leave(c, log, fmt.Errorf("reading it: %w", src.err))
+			return n.leave(c, log, fmt.Errorf("reading it: %w", src.err)), typ
 		}
 		if isTemporary(err) {
-			return n.leave(c, log, err)
+			return n.leave(c, log, err), typ
 		}
 		return quarantine(err.Error())
 	}
 	defer msg.Close()
+	given := msg.Header.Get(pgpmsg.FieldType)
+	h, known := handlerFor(given)
+	if known {
+		typ = given
+	}
 	peer, _, ok := n.PeerByFingerprint(msg.Signer.Fingerprint())
 	if !ok && stranger != nil {
 		peer, ok = &Peer{Name: "stranger " + string(stranger.Fingerprint())}, true
@@ -266,10 +293,8 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) o
 	if skew := date.Sub(now); skew > optClockSkew.Get(n.Opts) {
 		return quarantine(fmt.Sprintf("Date %s is %s in the future (clockSkew allows %s)", date.Format(time.RFC3339), skew.Round(time.Second), optClockSkew.Get(n.Opts)))
 	}
-	typ := msg.Header.Get(pgpmsg.FieldType)
-	h, ok := handlerFor(typ)
-	if !ok {
-		return quarantine("unknown message type " + typ)
+	if !known {
+		return quarantine("unknown message type " + given)
 	}
 	id := msg.Header.Get(pgpmsg.FieldMessageID)
 	idKey, err := hex.DecodeString(id)
@@ -303,7 +328,7 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) o
 		if isTemporary(err) {
 			log.Warn("left for a later run", "err", err)
 			c.Release()
-			return outLeft
+			return outLeft, typ
 		}
 		if n.seen(db, idKey) {
 			from = nil // a replay: anyone can send a peer's old message again, so it is not the peer's to pay for
@@ -316,7 +341,7 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) o
 		log.Error("ack", "err", err) // processed; a second run sees the Message-Id and drops it
 	}
 	log.Info("processed")
-	return outProcessed
+	return outProcessed, typ
 }
 
 // pruneSeen forgets Message-Ids whose Date is so old that the Date check alone now

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -732,8 +734,33 @@ func (n *Node) writeJob(tx *books.Tx, j *RecoveryJob, chosen map[string]FileVers
 		for id := range j.Objects {
 			os.RemoveAll(n.stagePath(id))
 		}
+		n.mailRecovered(*j)
 	})
 	return tx.PutJob(j)
+}
+
+// mailRecovered tells dibsAdmin that a recover_file or recover_all job is over, when
+// mailUserOnRecovery is on. A mail that fails is logged: the job is in the books.
+func (n *Node) mailRecovered(j RecoveryJob) {
+	if !optMailUserOnRecovery.Get(n.Opts) || n.Transports.Admin == nil {
+		return
+	}
+	what := "recover_all"
+	if j.Kind != books.JobAll {
+		what = "recover_file " + j.Target
+	}
+	dir := filepath.Join(n.Dir, recoveryDir)
+	body := fmt.Sprintf("%s on %s: %s, %s written into %s (started %s, ended %s).\n",
+		what, optHostname.Get(n.Opts), j.State, Count(j.Written, "entry"), dir,
+		j.Started.UTC().Format(time.RFC3339), j.Ended.UTC().Format(time.RFC3339))
+	if j.Error != "" {
+		body += "\n" + j.Error + "\n"
+	}
+	body += "\ndibs show_database --only recovery tells more.\n"
+	subject := fmt.Sprintf("dibs on %s: %s %s", optHostname.Get(n.Opts), what, j.State)
+	if err := n.Transports.Admin.MailAdmin(context.Background(), subject, body); err != nil {
+		n.Log.Warn("recovery mail not sent", "job", j.Name, "err", err)
+	}
 }
 
 // hashForm is the form of fv's content hash: fv.Hash itself, or for a large file whose

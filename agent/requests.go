@@ -24,6 +24,16 @@ func answering(h handler) handler {
 		if err := h(r); err != nil {
 			return err
 		}
+		if r.Peer != nil && r.Stranger == nil {
+			ps, err := r.Tx.Peer(r.Peer.Name)
+			if err != nil {
+				return err
+			}
+			ps.Answers++
+			if err := r.Tx.PutPeer(r.Peer.Name, ps); err != nil {
+				return err
+			}
+		}
 		if id := r.Header.Get(pgpmsg.FieldInReplyTo); id != "" {
 			return r.Tx.DeleteRequest(id)
 		}

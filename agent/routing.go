@@ -22,6 +22,8 @@ type Transports struct {
 	// sizes the pieces for peers who talk mail with it, from mailMaxSize. Nil leaves
 	// them to maxMsgSize alone.
 	MailPayload func(mailLimit int64) int64
+	// Admin mails dibsAdmin (error reports, recovery summaries); nil: nothing is mailed.
+	Admin AdminMailer
 }
 
 // SendResult counts what one delivery run did.

@@ -75,8 +75,10 @@ func (d *Daemon) runJob(ctx context.Context, j *job) {
 			return
 		}
 		start := d.clock.Now()
-		if err := j.run(ctx); err != nil && ctx.Err() == nil {
-			d.n.Log.Error("job failed", "job", j.name, "err", err)
+		if err := j.run(ctx); err != nil {
+			d.n.jobFailed(ctx, j.name, err) // logs, and reports the first of a kind (report.go)
+		} else {
+			d.n.jobSucceeded(j.name)
 		}
 		last = start
 	}

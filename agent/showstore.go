@@ -62,6 +62,8 @@ type StatsRow struct {
 	PiecesHere    int     `json:"pieces_here"`
 	BytesHere     int64   `json:"bytes_here"`
 	LostPieces    int     `json:"lost_pieces"`
+	Answers       int     `json:"answers"`
+	Refusals      int     `json:"refusals"`
 	ProbesGood    int     `json:"probes_good"`
 	ProbesFailed  int     `json:"probes_failed"`
 	ProbesTimeout int     `json:"probes_timeout"`
@@ -196,6 +198,7 @@ func (n *Node) engineSections(out map[string]any, want func(string) bool) error 
 				if h := held[p.Name]; h != nil {
 					st.PiecesHere, st.BytesHere = h.Pieces, h.Bytes
 				}
+				st.Answers, st.Refusals = ps.Answers, ps.Refusals
 				st.ProbesGood, st.ProbesFailed, st.ProbesTimeout, st.AvgResponseMS = ps.ProbesGood, ps.ProbesFailed, ps.ProbesTimeout, avg
 				st.LastHeard = timePtr(ps.LastHeard)
 				stats = append(stats, st)

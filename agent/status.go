@@ -119,8 +119,7 @@ type runLog struct {
 	repair          RepairResult
 	repairs         RepairResult // summed since start
 	lastStore       time.Time
-	processed       int64
-	quarantined     int64
+	messages        map[string]TypeCount // by message type, summed since start
 	transportErrors map[string]int64
 }
 
@@ -151,8 +150,15 @@ func (r *runLog) noteStore(at time.Time) {
 
 func (r *runLog) noteProcess(res ProcessResult) {
 	r.mu.Lock()
-	r.processed += int64(res.Processed)
-	r.quarantined += int64(res.Quarantined)
+	if r.messages == nil {
+		r.messages = map[string]TypeCount{}
+	}
+	for typ, c := range res.ByType {
+		sum := r.messages[typ]
+		sum.Processed += c.Processed
+		sum.Quarantined += c.Quarantined
+		r.messages[typ] = sum
+	}
 	r.mu.Unlock()
 }
 

@@ -10,11 +10,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
 	"github.com/dibs-backup/dibs/agent"
+	"github.com/dibs-backup/dibs/pgpmsg"
+	"github.com/dibs-backup/dibs/pgpmsg/pgpmsgtest"
 	"github.com/dibs-backup/dibs/testenv"
 )
 
@@ -165,7 +168,7 @@ func TestStatus_JSONMetricsAndPage(t *testing.T) {
 			t.Errorf("%s%v = %v (found %v), want %v", want.family, want.labels, v, ok, want.value)
 		}
 	}
-	for _, f := range []string{"dibs_queue_oldest_age_seconds", "dibs_messages_total", "dibs_bytes_stored", "dibs_bytes_held",
+	for _, f := range []string{"dibs_queue_oldest_age_seconds", "dibs_bytes_stored", "dibs_bytes_held",
 		"dibs_probes", "dibs_repair_pieces_total", "dibs_last_success_timestamp_seconds"} {
 		if families[f] == nil {
 			t.Errorf("/metrics has no %s", f)
@@ -183,5 +186,74 @@ func TestStatus_JSONMetricsAndPage(t *testing.T) {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page lacks %q", want)
 		}
+	}
+}
+
+// dibs_messages_total counts what the daemon's processing did by message type: a HELLO
+// processed, a stale HELLO quarantined, and under "unknown" a file that is no message
+// and a message of a type the protocol does not have (what a sender writes there is no
+// label).
+func TestStatus_MetricsCountMessagesByType(t *testing.T) {
+	env := testenv.New(t, testenv.Setup{Nodes: []testenv.NodeSpec{{Name: "alice"}, {Name: "bob"}}, Daemons: true})
+	bob := env.Node("bob")
+	alice, bobKey := pgpmsgtest.Identity(t, "alice"), pgpmsgtest.Key(t, "bob")
+	now := time.Now()
+	bogus := hello(alice, bob.ID, now)
+	bogus.Set(pgpmsg.FieldType, "BOGUS")
+	for name, data := range map[string][]byte{
+		"hello.pgp":   seal(t, hello(alice, bob.ID, now), alice, bobKey),
+		"stale.pgp":   seal(t, hello(alice, bob.ID, now.Add(-30*24*time.Hour)), alice, bobKey),
+		"garbage.pgp": []byte("not an OpenPGP message\n"),
+		"bogus.pgp":   rawSeal(t, bogus, alice, bobKey),
+	} {
+		put(t, bob, name, data)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob.Daemon.ServeStatus(ln)
+
+	want := map[[2]string]float64{
+		{"processed", agent.TypeHello}:   1,
+		{"quarantined", agent.TypeHello}: 1,
+		{"quarantined", "unknown"}:       2,
+	}
+	var got map[[2]string]float64
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		body, _ := get(t, "http://"+ln.Addr().String()+"/metrics")
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		families, err := parser.TextToMetricFamilies(strings.NewReader(body))
+		if err != nil {
+			t.Fatalf("/metrics does not parse: %v\n%s", err, body)
+		}
+		got = map[[2]string]float64{}
+		for _, m := range families["dibs_messages_total"].GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			got[[2]string{l["outcome"], l["type"]}] = m.GetCounter().GetValue()
+		}
+		if got[[2]string{"quarantined", "unknown"}] >= 2 && got[[2]string{"processed", agent.TypeHello}] >= 1 &&
+			got[[2]string{"quarantined", agent.TypeHello}] >= 1 || time.Now().After(deadline) {
+			break
+		}
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("dibs_messages_total{outcome=%q,type=%q} = %v, want %v", k[0], k[1], got[k], v)
+		}
+	}
+	for k, v := range got {
+		if _, ok := want[k]; !ok && v != 0 {
+			t.Errorf("dibs_messages_total{outcome=%q,type=%q} = %v: nothing of that was sent", k[0], k[1], v)
+		}
+		if k[1] == "BOGUS" {
+			t.Errorf("the sender's type BOGUS became a label")
+		}
+	}
+	if _, ok := got[[2]string{"processed", "unknown"}]; ok {
+		t.Errorf("an unknown type is never processed, yet /metrics has a series for it")
 	}
 }

@@ -54,6 +54,16 @@ func TestStore_OverQuotaRefusalIsShown(t *testing.T) {
 	if f.Spares == nil || *f.Spares != 1 {
 		t.Errorf("spares %v; want 1 (k=1, 3 pieces, one refused)", f.Spares)
 	}
+	// The stats count each peer's answers and, among them, its refusals.
+	db, err := alice.Database("stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range db["stats"].([]agent.StatsRow) {
+		if refused := r.Refusals > 0; r.Answers < max(1, r.Refusals) || refused != (r.Peer == "dave") {
+			t.Errorf("stats of %s: %d answers, %d refusals; want answers, and refusals from dave only", r.Peer, r.Answers, r.Refusals)
+		}
+	}
 }
 
 // A store on one peer says once that losing it loses the files, and show_database's

@@ -97,6 +97,11 @@ func compose(from, to, name, key string, size int64, now time.Time) (*envelope, 
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return nil, err
 	}
+	return composeWith(rnd, from, to, name, key, size, now)
+}
+
+// composeWith is compose with the boundary and Message-ID made of rnd.
+func composeWith(rnd [24]byte, from, to, name, key string, size int64, now time.Time) (*envelope, error) {
 	// Base64 never contains '-', so the boundary cannot occur in the body.
 	boundary := "dibs-" + hex.EncodeToString(rnd[:12])
 	domain := "dibs.invalid"

@@ -1,11 +1,13 @@
 package mailbox
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"regexp"
 	"strings"
 	"time"
@@ -241,4 +243,50 @@ func classify(ctx context.Context, step string, err error) error {
 		return queue.Permanent(fmt.Errorf("%s: %w", step, err))
 	}
 	return fmt.Errorf("%s: %w", step, ctxErr(ctx, err))
+}
+
+// SendText mails a short plain-text note (UTF-8, quoted-printable) to the address to:
+// for the people behind the agents, such as error reports to a node's owner. Its
+// outcomes are Send's, for a mail that is composed in memory.
+func (s *Sender) SendText(ctx context.Context, to, subject, body string) error {
+	fail := func(err error) error { return fmt.Errorf("mailbox: mail to %s: %w", to, err) }
+	addr, err := mail.ParseAddress(to)
+	if err != nil || addr.Address != to {
+		return queue.Permanent(fail(fmt.Errorf("bad recipient address %q", to)))
+	}
+	var h mail.Header
+	h.SetDate(s.now())
+	h.SetAddressList("From", []*mail.Address{{Address: s.cfg.From}})
+	h.SetAddressList("To", []*mail.Address{{Address: to}})
+	h.SetSubject(subject)
+	if err := h.GenerateMessageIDWithHostname(helloName(s.cfg.From)); err != nil {
+		return fail(err)
+	}
+	h.SetContentType("text/plain", map[string]string{"charset": "utf-8"}) // sent quoted-printable
+	h.Set("MIME-Version", "1.0")
+	var b bytes.Buffer
+	w, err := mail.CreateSingleInlineWriter(&b, h)
+	if err == nil {
+		_, err = io.WriteString(w, body)
+	}
+	if err == nil {
+		err = w.Close()
+	}
+	if err != nil {
+		return fail(err)
+	}
+	c, stop, err := s.connect(ctx)
+	if err != nil {
+		return fail(ctxErr(ctx, err))
+	}
+	defer stop()
+	defer c.Close()
+	if err := s.auth(c); err != nil {
+		return fail(ctxErr(ctx, err))
+	}
+	if err := c.SendMail(s.cfg.From, []string{to}, &b); err != nil {
+		return fail(classify(ctx, "send", err))
+	}
+	_ = c.Quit()
+	return nil
 }

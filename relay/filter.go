@@ -115,3 +115,15 @@ func checkRecipients(prefix []byte, want []uint64) error {
 	}
 	return &filterError{"file is not encrypted to the recipient's key"}
 }
+
+// CheckRecipients returns nil if prefix, the start of a file (16 KiB is plenty), is an
+// OpenPGP message encrypted to one of the key ids want, and an error wrapping ErrForbidden
+// otherwise: the recipients filter of deposits, for doors other than HTTP (relay_server's
+// SMTP door). It decrypts nothing; the key ids it reads are not authenticated.
+func CheckRecipients(prefix []byte, want []uint64) error {
+	return checkRecipients(prefix, want)
+}
+
+// FilterPrefix is how much of a file CheckRecipients needs: the public-key encrypted
+// session key packets that open an OpenPGP message are a few hundred bytes each.
+const FilterPrefix = filterPrefix

@@ -65,6 +65,9 @@ type Node struct {
 	URL string
 	// Faults decorates every sender of the node.
 	Faults *Faults
+	// Admin holds what a node not reached by mail mailed dibsAdmin (error reports,
+	// recovery summaries); a Mail node mails its dibsAdmin on Env.Mail for real.
+	Admin  *AdminBox
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -184,7 +187,7 @@ func (e *Env) serveNode(an *agent.Node, spec NodeSpec, s Setup, addr string) *No
 			t.Fatalf("testenv: %s: %v", spec.Name, err)
 		}
 	}
-	n := &Node{Node: an, Spec: spec, Faults: &Faults{}}
+	n := &Node{Node: an, Spec: spec, Faults: &Faults{}, Admin: &AdminBox{}}
 	n.Transports = e.transports(n)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -222,7 +225,36 @@ func (e *Env) transports(n *Node) agent.Transports {
 	for m, s := range t.Senders {
 		t.Senders[m] = n.Faults.Wrap(s)
 	}
+	if !n.Spec.Mail {
+		t.Admin = n.Admin
+	}
 	return t
+}
+
+// An AdminBox keeps the mails a node sent its dibsAdmin.
+type AdminBox struct {
+	mu    sync.Mutex
+	mails []AdminMail
+}
+
+// AdminMail is one mail to dibsAdmin.
+type AdminMail struct{ Subject, Body string }
+
+var _ agent.AdminMailer = (*AdminBox)(nil)
+
+// MailAdmin keeps the mail.
+func (b *AdminBox) MailAdmin(_ context.Context, subject, body string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.mails = append(b.mails, AdminMail{subject, body})
+	return nil
+}
+
+// Mails are the mails kept so far, oldest first.
+func (b *AdminBox) Mails() []AdminMail {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]AdminMail(nil), b.mails...)
 }
 
 // talk is how a sends to b.

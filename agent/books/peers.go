@@ -26,6 +26,10 @@ type PeerState struct {
 	ProbesTimeout int           `json:"probes_timeout,omitempty"`
 	ProbeRTTTotal time.Duration `json:"probe_rtt_total,omitempty"`
 	LastProbe     time.Time     `json:"last_probe,omitzero"`
+	// Answers counts the answers the peer sent to our requests (ACK, NACK, the
+	// responses); Refusals the NACKs among them.
+	Answers  int `json:"answers,omitempty"`
+	Refusals int `json:"refusals,omitempty"`
 	// Forgotten is set when the peer told us (FORGET_YOU) it dropped what it held for us.
 	Forgotten time.Time `json:"forgotten,omitzero"`
 }

@@ -31,6 +31,7 @@ func Default(n *agent.Node) agent.Transports {
 				Senders:     map[string]queue.Sender{agent.Active: broken, agent.Relay: broken, agent.Mail: broken},
 				Pollers:     map[string]queue.Poller{agent.Passive: broken, agent.Relay: broken},
 				MailPayload: mailbox.MaxPayload,
+				Admin:       admin(n), // the owner hears of it by mail still
 			}
 		}
 		rc.HTTP = hc
@@ -45,6 +46,7 @@ func Default(n *agent.Node) agent.Transports {
 	} else {
 		t.Senders[agent.Mail] = s
 	}
+	t.Admin = admin(n)
 	if agent.OptIMAPServer.Get(n.Opts) != "" {
 		if p, err := mailbox.NewPoller(imapConfig(n)); err != nil {
 			t.Pollers[agent.Mail] = brokenTransport{fmt.Errorf("imap settings: %w", err)}
@@ -86,6 +88,31 @@ func (b brokenTransport) Send(context.Context, queue.Endpoint, queue.Message) er
 
 func (b brokenTransport) Poll(context.Context, queue.Endpoint, queue.Sink) (int, error) {
 	return 0, queue.Permanent(b.err)
+}
+
+func (b brokenTransport) MailAdmin(context.Context, string, string) error {
+	return queue.Permanent(b.err)
+}
+
+// admin mails dibsAdmin by the SMTP settings, or fails every mail with why it cannot.
+func admin(n *agent.Node) agent.AdminMailer {
+	s, err := mailbox.NewSender(smtpConfig(n))
+	if err != nil {
+		return brokenTransport{fmt.Errorf("smtp settings: %w", err)}
+	}
+	return adminMailer{s, agent.OptDibsAdmin.Get(n.Opts)}
+}
+
+// adminMailer mails dibsAdmin through the SMTP settings peers' mail goes by.
+type adminMailer struct {
+	s  *mailbox.Sender
+	to string
+}
+
+var _ agent.AdminMailer = adminMailer{}
+
+func (m adminMailer) MailAdmin(ctx context.Context, subject, body string) error {
+	return m.s.SendText(ctx, m.to, subject, body)
 }
 
 // ImportMaildir takes the dibs mails addressed to n out of a Maildir into its incoming/.

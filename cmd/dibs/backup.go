@@ -53,7 +53,8 @@ removed from it are marked deleted (still recoverable until keepDeleted). Then t
 expire unanswered probes, send unanswered requests again, repair; its line says what it did.
 Once a day it also sends each peer the list of pieces we count there (the storage-list
 exchange); --sync sends the lists now.`,
-	flags: withOptions((*autoCheckOptions).declare, runAutoCheck),
+	flags:   withOptions((*autoCheckOptions).declare, runAutoCheck),
+	reports: true,
 }
 
 type autoCheckOptions struct{ sync bool }
@@ -260,7 +261,8 @@ var mergeStatsCmd = &command{
 	help: `Fold recorded statistics into the database and print them. dibs records probe answers
 and liveness in the database as messages are processed, so this only expires probes left
 unanswered past probeTimeout and prints the stats section.`,
-	flags: noFlags(runMergeStats),
+	flags:   noFlags(runMergeStats),
+	reports: true,
 }
 
 func runMergeStats(a *App) error {

@@ -2,9 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
 	"time"
 
 	"github.com/dibs-backup/dibs/agent"
@@ -18,7 +15,8 @@ at once, poll, auto_check and repair every pollInterval, probe every probePeriod
 timeouts (probeTimeout), the storage-list exchange and cleanup daily. A job never runs
 twice at once; a peer that fails is tried again after 2 s, 4 s, ... up to 10 minutes.
 Edits of dibsrc.toml and peers.toml are taken without a restart (a bad edit is logged and
-the old configuration kept). Logs go to stderr and daemonLogFile.
+the old configuration kept). Logs go to daemonLogFile (records at logLevel and up,
+rotated past maxLogSize) and to stderr (printLogLevel and up).
 
 It stops gracefully on stop_daemon, SIGTERM or SIGINT, or when daemonStopFile appears (a
 number of seconds in it delays the stop): each job finishes the file in hand first.
@@ -35,7 +33,8 @@ neither read nor forge them. To serve one interface only, set daemonAddress (e.g
 Its status is on statusAddress (127.0.0.1:6364 by default, loopback only unless
 statusAllowRemote, and then with the token of statusTokenFile): a page to read at a glance
 (/), the same for scripts (/status.json) and Prometheus metrics (/metrics).`,
-	flags: noFlags(runStartDaemon),
+	flags:   noFlags(runStartDaemon),
+	reports: true,
 }
 
 func runStartDaemon(a *App) error {
@@ -44,12 +43,7 @@ func runStartDaemon(a *App) error {
 		return err
 	}
 	defer n.Close()
-	logf, err := os.OpenFile(agent.OptDaemonLogFile.Get(n.Opts), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	n.Log = slog.New(slog.NewTextHandler(io.MultiWriter(a.Stderr, logf), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	a.logTo(n, agent.OptDaemonLogFile.Get(n.Opts))
 	d, err := n.StartDaemon(nil)
 	if err != nil {
 		return err

@@ -15,6 +15,7 @@ func TestCLI_DaemonStopsOnSignals(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			n := newCLINode(t, t.TempDir(), "alice")
+			n.OK("set_option", "--name", "printLogLevel", "--value", "-10") // INFO on stderr
 			d := n.startDaemon()
 			if err := d.Cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)
@@ -43,6 +44,7 @@ func TestCLI_StopDaemonUsesDaemonStopFile(t *testing.T) {
 	n := newCLINode(t, t.TempDir(), "alice")
 	stopFile := filepath.Join(t.TempDir(), "stop-alice")
 	n.OK("set_option", "--name", "daemonStopFile", "--value", stopFile)
+	n.OK("set_option", "--name", "printLogLevel", "--value", "-10") // INFO on stderr
 	d := n.startDaemon()
 	n.stopDaemon(d)
 	if _, err := os.Stat(filepath.Join(n.Dir, "stop_daemon")); err == nil {

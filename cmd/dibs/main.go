@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -37,6 +38,10 @@ type App struct {
 	Stdin          io.Reader
 	Getenv         func(string) string
 	Ctx            context.Context
+
+	opened   *agent.Node  // the node the command opened (a.node), for its error report
+	closeLog func() error // closes the log the node writes to
+	fileLog  *slog.Logger // the same log without stderr
 }
 
 // command is one CLI command: its name, its flags and help, and what it does.
@@ -45,6 +50,9 @@ type command struct {
 	synopsis string   // flags, as in CLI.md
 	help     string   // what it does, a few lines
 	required []string // flags that must be given, checked in this order
+	// reports: a failure of this command also goes to errorDir and dibsAdmin (the
+	// commands whose top-level failures DIBS mailed).
+	reports bool
 	// flags declares the command's flags on fs, into a new value of the command's
 	// options, and returns the command run with those options once fs is parsed.
 	flags func(fs *flag.FlagSet) (run func(a *App) error)
@@ -178,6 +186,7 @@ func (a *App) Main(args []string) int {
 	} else if err = c.checkRequired(fs); err == nil {
 		err = run(a)
 	}
+	defer a.closeNodeLog()
 	if err == nil {
 		return exitOK
 	}
@@ -186,7 +195,24 @@ func (a *App) Main(args []string) int {
 	if errors.As(err, &ue) {
 		return exitUsage
 	}
+	if a.fileLog != nil {
+		a.fileLog.Error(name, "err", err) // stderr has it already
+	}
+	if c.reports && a.opened != nil && !errors.Is(err, context.Canceled) {
+		if a.fileLog != nil {
+			a.opened.Log = a.fileLog // stderr says one line: the error
+		}
+		a.opened.ReportError(context.WithoutCancel(a.Ctx), name, err)
+	}
 	return exitError
+}
+
+// closeNodeLog closes the log a.node opened.
+func (a *App) closeNodeLog() {
+	if a.closeLog != nil {
+		a.closeLog()
+		a.closeLog = nil
+	}
 }
 
 func oneLine(s string) string {
@@ -221,6 +247,8 @@ func (a *App) node() (*agent.Node, error) {
 	}
 	a.printWarnings(n)
 	n.Transports = transports.Default(n)
+	a.logTo(n, agent.OptLogFile.Get(n.Opts))
+	a.opened = n
 	return n, nil
 }
 

@@ -14,7 +14,8 @@ var sendMessageCmd = &command{
 	synopsis: "[--file F --peer NAME]",
 	help: `Deliver the files in outgoing/ by each peer's talk method; files for passive peers wait
 for them to pull. With --file and --peer, send that one file of outgoing/NAME/ now.`,
-	flags: withOptions((*sendMessageOptions).declare, runSendMessage),
+	flags:   withOptions((*sendMessageOptions).declare, runSendMessage),
+	reports: true,
 }
 
 type sendMessageOptions struct{ file, peer stringFlag } // both or neither
@@ -48,6 +49,7 @@ var pollPassivesCmd = &command{
 	synopsis: "",
 	help:     "Pull the files addressed to us: from peers we listen to passively, our IMAP mailbox, our relay.",
 	flags:    noFlags(runPollPassives),
+	reports:  true,
 }
 
 func runPollPassives(a *App) error {
@@ -65,7 +67,8 @@ var processMessageCmd = &command{
 goes to quarantine/ with its reason, and processing goes on. A file that cannot be read
 for now (a full disk, an I/O error) stays in incoming/ for the next run, and the output
 says why.`,
-	flags: withOptions((*processMessageOptions).declare, runProcessMessage),
+	flags:   withOptions((*processMessageOptions).declare, runProcessMessage),
+	reports: true,
 }
 
 type processMessageOptions struct{ file string }

@@ -417,10 +417,12 @@ func relayScenario(t *testing.T, useTLS, useProxy bool) {
 			t.Errorf("%s quarantined %v", n.Name, q)
 		}
 	}
-	// The relay logs nothing else than the refusal and the test's own probes of its port.
+	// The relay logs nothing else than its deposits and collections, the refusal and the
+	// test's own probes of its port.
 	sc := bufio.NewScanner(strings.NewReader(srv.Stderr.String()))
 	for sc.Scan() {
-		if l := sc.Text(); !strings.Contains(l, "may not") && !strings.Contains(l, "TLS handshake error") {
+		if l := sc.Text(); !strings.Contains(l, "may not") && !strings.Contains(l, "TLS handshake error") &&
+			!strings.Contains(l, "msg=deposit door=http") && !strings.Contains(l, "msg=collected door=http") {
 			t.Errorf("relay_server logged: %s", l)
 		}
 	}
@@ -517,6 +519,8 @@ func TestRelayServer_BadArguments(t *testing.T) {
 	os.WriteFile(notPEM, []byte("not pem"), 0o600)
 	empty := filepath.Join(dir, "empty.asc")
 	os.WriteFile(empty, nil, 0o600)
+	emptyUsers := filepath.Join(dir, "users.toml")
+	os.WriteFile(emptyUsers, nil, 0o600)
 	d := filepath.Join(dir, "relay")
 	for _, tc := range []struct {
 		args []string
@@ -534,6 +538,11 @@ func TestRelayServer_BadArguments(t *testing.T) {
 		{[]string{"--listen", "127.0.0.1:0", "--dir", d, "--allow", empty, "--max_age", "10"}, exitUsage, "--max_age"},
 		{[]string{"--listen", "127.0.0.1:0", "--dir", d, "--allow", empty, "--tls_cert", notPEM, "--tls_key", notPEM}, exitError, "--tls_cert"},
 		{[]string{"--listen", "256.0.0.1:1", "--dir", d, "--allow", empty}, exitError, "--listen"},
+		{[]string{"--listen", "127.0.0.1:0", "--dir", d, "--allow", empty, "--smtp", "127.0.0.1:0"}, exitError, "users.toml"},
+		{[]string{"--listen", "127.0.0.1:0", "--dir", d, "--allow", empty, "--users", emptyUsers}, exitUsage, "--users goes with --smtp or --imap"},
+		{[]string{"--listen", "127.0.0.1:0", "--dir", d, "--allow", empty, "--imap", "127.0.0.1:0", "--users", garbage}, exitError, "garbage.asc"},
+		{[]string{"--listen", "127.0.0.1:0", "--dir", d, "--allow", empty, "--imap", "256.0.0.1:1", "--users", emptyUsers}, exitError, "--imap"},
+		{[]string{"--listen", "127.0.0.1:0", "--dir", d, "--allow", empty, "--smtp", "256.0.0.1:1", "--users", emptyUsers}, exitError, "--smtp"},
 	} {
 		var out, errb bytes.Buffer
 		ctx, cancel := context.WithCancel(context.Background())

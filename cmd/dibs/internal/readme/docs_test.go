@@ -402,13 +402,13 @@ func splitRow(l string) []string {
 }
 
 // TestCLIDoc_ListsWhatTheBinaryHas: docs/cli.md has a row for every command with exactly
-// the flags `dibs help COMMAND` lists, and a row for every option `dibs show_option`
-// prints with its default.
+// the flags `dibs help COMMAND` lists, and docs/options.md (written from the option
+// table, see agent/optionsdoc.go) a row for every option `dibs show_option` prints, with
+// its default.
 func TestCLIDoc_ListsWhatTheBinaryHas(t *testing.T) {
 	flags := commandFlags(t)
 	doc := readDoc(t, filepath.Join("docs", "cli.md"))
 	documented := map[string]bool{}
-	options := map[string]string{} // option -> default cell
 	for _, tb := range tables(doc) {
 		if len(tb.header) < 2 {
 			continue
@@ -438,8 +438,21 @@ func TestCLIDoc_ListsWhatTheBinaryHas(t *testing.T) {
 					t.Errorf("docs/cli.md: %s lists the flags %v; dibs help %s has %v", name, got, name, want)
 				}
 			case "option":
-				options[name] = row[1]
+				t.Errorf("docs/cli.md has a row for the option %s: options are in docs/options.md, written from the table", name)
 			}
+		}
+	}
+	options := map[string]string{} // option -> its default, the first code span of the cell
+	for _, tb := range tables(readDoc(t, filepath.Join("docs", "options.md"))) {
+		if len(tb.header) < 2 || tb.header[0] != "option" || tb.header[1] != "default" {
+			continue
+		}
+		for _, row := range tb.rows {
+			def := ""
+			if m := regexp.MustCompile("`([^`]*)`").FindStringSubmatch(row[1]); m != nil {
+				def = m[1]
+			}
+			options[strings.Trim(row[0], "` ")] = def
 		}
 	}
 	for c := range flags {
@@ -462,13 +475,11 @@ func TestCLIDoc_ListsWhatTheBinaryHas(t *testing.T) {
 		cell, ok := options[name]
 		switch {
 		case !ok:
-			t.Errorf("docs/cli.md has no row for the option %s", name)
+			t.Errorf("docs/options.md has no row for the option %s", name)
 		case strings.Contains(cell, "USER") || strings.Contains(cell, "HOST"):
 			// depends on the machine
-		case def == "" && cell != "" && cell != "—":
-			t.Errorf("docs/cli.md: option %s defaults to %s; dibs show_option says it is empty", name, cell)
-		case def != "" && strings.Trim(cell, "`") != def:
-			t.Errorf("docs/cli.md: option %s defaults to %s; dibs show_option says %s", name, cell, def)
+		case cell != def:
+			t.Errorf("docs/options.md: option %s defaults to %q; dibs show_option says %q", name, cell, def)
 		}
 		delete(options, name)
 	}
@@ -476,6 +487,6 @@ func TestCLIDoc_ListsWhatTheBinaryHas(t *testing.T) {
 		t.Fatalf("dibs show_option printed %d options: is the parser broken?", count)
 	}
 	for name := range options {
-		t.Errorf("docs/cli.md documents an option %s that dibs does not have", name)
+		t.Errorf("docs/options.md documents an option %s that dibs does not have", name)
 	}
 }
