@@ -32,6 +32,11 @@ type AutoResult struct {
 // a node run from cron needs no daemon for that.
 func (n *Node) AutoCheck(ctx context.Context) (AutoResult, error) {
 	var total AutoResult
+	unlock, err := n.lockJob(ctx, "auto_check") // the daemon's auto_check and cron's take turns
+	if err != nil {
+		return total, err
+	}
+	defer unlock()
 	dir := optAutoBackupDir.Get(n.Opts)
 	des, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -61,7 +66,7 @@ func (n *Node) AutoCheck(ctx context.Context) (AutoResult, error) {
 	}
 	gone, err := n.markGone(autoPrefix, present)
 	total.Deleted += gone
-	up, uerr := n.maintain()
+	up, uerr := n.maintain(ctx)
 	total.Upkeep = up
 	sent, _, serr := n.syncIfDue()
 	total.StorageLists = sent

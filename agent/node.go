@@ -63,6 +63,7 @@ type Node struct {
 	keys     map[string]*pgpmsg.Key // by peer name
 	byFP     map[pgpmsg.Fingerprint]*Peer
 	keyring  *pgpmsg.Keyring
+	reload   peerReload // how a daemon takes edits of peers.toml (reload.go)
 
 	dbMu   sync.Mutex
 	db     *books.DB
@@ -329,6 +330,14 @@ func (n *Node) reloadPeersLocked() error {
 	if n.keyring != nil && n.peerStat.same(n.peerStamps(n.peers)) {
 		return nil
 	}
+	if n.keyring != nil && n.reload.keep {
+		return n.reloadKeepingLocked()
+	}
+	return n.readPeersLocked()
+}
+
+// readPeersLocked reads the peer list and the peers' keys into the cache.
+func (n *Node) readPeersLocked() error {
 	peers, err := loadPeers(n.Dir)
 	if err != nil {
 		return err
@@ -457,7 +466,7 @@ func (n *Node) SetOption(name, value string) error {
 	if err := queue.WriteFileAtomic(filepath.Join(n.Dir, optionsFile), opts.encode(), 0o600); err != nil {
 		return err
 	}
-	n.Opts = opts
+	n.Opts.replace(opts) // in place: a running daemon's jobs read n.Opts
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -149,6 +151,7 @@ var (
 	optErrMaxCount           = intOpt("errMaxCount", 60, 0, 0, "error files in errorDir before error mails stop")
 	optErrorDir              = pathOpt("errorDir", "errorDir", "where error reports are kept")
 	OptDaemonLogFile         = pathOpt("daemonLogFile", "daemonLog", "the daemon's log")
+	OptDaemonStopFile        = pathOpt("daemonStopFile", "stop_daemon", "the daemon stops when this file appears (stop_daemon writes it); a number of seconds in it delays the stop")
 	OptDaemonTimeout         = secondsOpt("daemonTimeout", 15*time.Minute, time.Second, 0, "network timeout of the daemon, seconds")
 	optPollInterval          = secondsOpt("pollInterval", time.Hour, time.Second, 0, "seconds between the daemon's periodic batches (poll, auto_check, ...)")
 	optDaemonPort            = intOpt("daemonPort", 6363, 0, 65535, "TCP port the daemon serves peers on")
@@ -189,7 +192,7 @@ var optionDefs = rows(
 	optDibsPublicKey, optDibsPrivateKey, OptDibsAdmin, optMailUserOnRecovery,
 	optKbPerFile, optRedundantPieces, optMaxVersions, optKeepDeleted, optRepairAfter,
 	optResendAfter, optRepairSpare, optPackPrunePercent, OptLogFile, OptLogLevel, OptPrintLogLevel, OptMaxLogSize,
-	optErrWarnCount, optErrMaxCount, optErrorDir, OptDaemonLogFile,
+	optErrWarnCount, optErrMaxCount, optErrorDir, OptDaemonLogFile, OptDaemonStopFile,
 	OptDaemonTimeout, optPollInterval, optDaemonPort, optDaemonAddress, optProbeTimeout,
 	optProbePeriod, optMaxMsgAge, optClockSkew, OptMaxMsgSize, optQuarantineMaxBytes,
 	optHostname, optAutoBackupDir, optDefaultContractServer, optStatusAddress, optStatusAllowRemote, optStatusTokenFile,
@@ -325,6 +328,7 @@ func checkURL(s string) error {
 
 // Options are a node's settings from dibsrc.toml, over the defaults.
 type Options struct {
+	mu       sync.RWMutex // a running daemon reloads dibsrc.toml into its Options (replace)
 	dir      string
 	set      map[string]any // values present in dibsrc.toml
 	old      map[string]any // obsolete options present in dibsrc.toml, kept as they are
@@ -449,7 +453,10 @@ func (d *optDef) bounds(v int64) error {
 
 // stored is d's value in its stored form: from dibsrc.toml, else the default.
 func (o *Options) stored(d *optDef) any {
-	if v, ok := o.set[d.name]; ok {
+	o.mu.RLock()
+	v, ok := o.set[d.name]
+	o.mu.RUnlock()
+	if ok {
 		return v
 	}
 	return d.defaultValue()
@@ -479,6 +486,8 @@ func (o *Options) value(d *optDef) any {
 
 // isSet reports whether dibsrc.toml sets the option name.
 func (o *Options) isSet(name string) bool {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
 	_, ok := o.set[name]
 	return ok
 }
@@ -489,7 +498,9 @@ func (o *Options) Show(name string) (string, bool, error) {
 	if err != nil {
 		return "", false, err
 	}
+	o.mu.RLock()
 	_, set := o.set[d.name]
+	o.mu.RUnlock()
 	return fmt.Sprint(o.stored(d)), set, nil // a bool as true or false, as dibsrc.toml has it
 }
 
@@ -519,12 +530,37 @@ func (o *Options) Set(name, value string) error {
 	if err != nil {
 		return fmt.Errorf("option %s: %w", name, err)
 	}
+	o.mu.Lock()
 	o.set[d.name] = v
+	o.mu.Unlock()
 	return nil
+}
+
+// replace takes from's values, for a daemon that reloads dibsrc.toml: code that holds
+// o reads the new values from then on. It returns the names of the options whose
+// values changed.
+func (o *Options) replace(from *Options) []string {
+	from.mu.RLock()
+	set, old := maps.Clone(from.set), maps.Clone(from.old)
+	from.mu.RUnlock()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var changed []string
+	for _, d := range optionDefs {
+		a, inA := o.set[d.name]
+		b, inB := set[d.name]
+		if inA != inB || a != b {
+			changed = append(changed, d.name)
+		}
+	}
+	o.set, o.old = set, old
+	return changed
 }
 
 // encode renders dibsrc.toml: set options as assignments, the rest as commented defaults.
 func (o *Options) encode() []byte {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
 	var b bytes.Buffer
 	b.WriteString("# dibs options (DIBS 0.93 names). Change them with: dibs set_option --name N --value V\n")
 	b.WriteString("# Lines starting with # show defaults. Sizes are in bytes here.\n\n")

@@ -4,58 +4,116 @@ import (
 	"context"
 	"errors"
 	"os"
+	"sync"
 	"time"
+
+	"github.com/dibs-backup/dibs/agent/books"
 )
 
-// schedule remembers when the daemon last ran each periodic task. (The storage-list
-// exchange, which auto_check runs too, keeps its time in the books: see syncIfDue.)
-type schedule struct {
-	probe, cleanup time.Time
+// The daemon's periodic jobs beyond send, poll and process (daemon.go): auto_check and
+// repair every pollInterval, probe every probePeriod, the probe statistics (timeouts)
+// every pollInterval or probeTimeout if shorter, the storage-list exchange when the
+// books say it is due (syncIfDue), and cleanup once a day, the first a day after start.
+// Errors go back to runJob, which logs them: one failing job does not stop the others.
+
+// maintained is when maintain last ran in the daemon, by its repair job or inside an
+// auto_check: the repair job is due a pollInterval after either.
+type maintained struct {
+	mu sync.Mutex
+	at time.Time
 }
 
-// housekeeping is the daemon's periodic batch beyond polling: auto_check (when
-// autoBackupDir has entries), probes every probePeriod, re-sending unanswered requests,
-// repair, a storage-list exchange and cleanup once a day. Errors are logged: one failing
-// task does not stop the others.
-func (n *Node) housekeeping(ctx context.Context, s *schedule) {
-	now := n.Now()
-	logErr := func(task string, err error) {
-		if err != nil {
-			n.jobFailed(ctx, task, err)
-		} else {
-			n.jobSucceeded(task)
-		}
+func (m *maintained) note(at time.Time) {
+	m.mu.Lock()
+	if at.After(m.at) {
+		m.at = at
 	}
-	if des, err := os.ReadDir(optAutoBackupDir.Get(n.Opts)); err == nil && len(des) > 0 {
+	m.mu.Unlock()
+}
+
+func (m *maintained) last() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.at
+}
+
+// periodicJobs are the daemon's jobs of periodic.go.
+func (d *Daemon) periodicJobs() []*job {
+	n := d.n
+	poll := func() time.Duration { return optPollInterval.Get(n.Opts) }
+	var repair *job
+	autoCheck := newJob("auto_check", every(poll), func(ctx context.Context) error {
+		des, err := os.ReadDir(optAutoBackupDir.Get(n.Opts))
+		if err != nil || len(des) == 0 {
+			return nil // nothing to store: the repair job keeps the backups healthy
+		}
+		start := d.clock.Now()
 		res, err := n.AutoCheck(ctx) // stores, then maintains
-		logErr("auto_check", err)
+		d.maintained.note(start)
+		poke(repair.resched)
 		if res.Stored > 0 {
 			n.runs.noteStore(n.Now())
 			n.Log.Info("auto_check", "stored", res.Stored, "bytes", res.Bytes)
 		}
-	} else {
-		_, err := n.maintain()
-		logErr("maintain", err)
-	}
-	if now.Sub(s.probe) >= optProbePeriod.Get(n.Opts) {
-		if _, err := n.Probe(""); err == nil {
-			s.probe = now
-			n.runs.job("probe", now, now.Add(optProbePeriod.Get(n.Opts)))
-		} else {
-			n.Log.Info("probe", "skipped", err)
+		return err
+	})
+	repair = newJob("repair", func(last, now time.Time) time.Time {
+		if m := d.maintained.last(); m.After(last) {
+			last = m
 		}
-	}
-	sent, ran, err := n.syncIfDue() // not due if auto_check just did it
-	logErr("storage list", err)
-	if ran {
-		n.Log.Info("storage list", "peers", sent)
-	}
-	if now.Sub(s.cleanup) >= 24*time.Hour {
+		return every(poll)(last, now)
+	}, func(ctx context.Context) error {
+		d.maintained.note(d.clock.Now())
+		_, err := n.maintain(ctx)
+		return err
+	})
+	probe := newJob("probe", every(func() time.Duration { return optProbePeriod.Get(n.Opts) }), func(ctx context.Context) error {
+		if _, err := n.Probe(""); err != nil {
+			n.Log.Info("probe", "skipped", err) // nothing stored to probe yet
+		}
+		return nil
+	})
+	stats := newJob("stats", every(func() time.Duration { return min(poll(), optProbeTimeout.Get(n.Opts)) }), func(ctx context.Context) error {
+		k, err := n.ExpireProbes()
+		if k > 0 {
+			n.Log.Info("probes timed out", "probes", k)
+		}
+		return err
+	})
+	storageList := newJob("storage_list", func(last, now time.Time) time.Time {
+		at, known, err := n.lastRun(taskSync)
+		if err != nil || !known {
+			return now // syncIfDue starts the clock
+		}
+		return at.Add(syncPeriod - syncSlack)
+	}, func(ctx context.Context) error {
+		sent, ran, err := n.syncIfDue()
+		if ran {
+			n.Log.Info("storage list", "peers", sent)
+		}
+		return err
+	})
+	cleanup := newJob("cleanup", func(last, now time.Time) time.Time {
+		if last.IsZero() {
+			return d.started.Add(day) // a daily chore: not at start
+		}
+		return last.Add(day)
+	}, func(ctx context.Context) error {
 		_, err := n.Cleanup()
-		logErr("cleanup", err)
-		s.cleanup = now
-		n.runs.job("cleanup", now, now.Add(24*time.Hour))
-	}
+		return err
+	})
+	return []*job{autoCheck, repair, probe, stats, storageList, cleanup}
+}
+
+// lastRun is when the named task last ran, as the books keep it.
+func (n *Node) lastRun(task string) (at time.Time, known bool, err error) {
+	err = n.withDB(func(db *books.DB) error {
+		return db.View(func(tx *books.Tx) (err error) {
+			at, known, err = tx.LastRun(task)
+			return err
+		})
+	})
+	return at, known, err
 }
 
 // Upkeep says what maintain did.
@@ -68,9 +126,15 @@ type Upkeep struct {
 // maintain is the upkeep that follows every auto_check (so a node run from cron keeps its
 // backups healthy too): probes unanswered too long count as timeouts, unanswered
 // requests are sent again, segments that lost pieces are repaired, and packs mostly
-// unstored are rewritten (tidyPacks).
-func (n *Node) maintain() (Upkeep, error) {
+// unstored are rewritten (tidyPacks). It holds the maintain job lock: a cron auto_check
+// and the daemon's repair job take turns.
+func (n *Node) maintain(ctx context.Context) (Upkeep, error) {
 	var u Upkeep
+	unlock, err := n.lockJob(ctx, "maintain")
+	if err != nil {
+		return u, err
+	}
+	defer unlock()
 	var err1, err2, err3 error
 	u.ProbesExpired, err1 = n.ExpireProbes()
 	u.Resent, err2 = n.ResendRequests()

@@ -273,7 +273,7 @@ func (n *Node) Sink() queue.Sink {
 // outgoing/ for the peers that pull them.
 func (n *Node) PollPassives(ctx context.Context) (int, error) {
 	flushErr := n.FlushOutbox()
-	peers, err := n.Peers()
+	srcs, err := n.pollSources()
 	if err != nil {
 		return 0, errors.Join(flushErr, err)
 	}
@@ -282,27 +282,41 @@ func (n *Node) PollPassives(ctx context.Context) (int, error) {
 	defer prog.Done()
 	total := 0
 	errs := []error{flushErr}
-	poll := func(method string, ep queue.Endpoint) {
-		p, ok := n.Transports.Pollers[method]
-		if !ok {
-			errs = append(errs, fmt.Errorf("listen %s: no transport is configured", method))
-			return
-		}
-		k, err := p.Poll(ctx, ep, n.Sink())
+	for _, s := range srcs {
+		k, err := n.pollSource(ctx, s)
 		total += k
-		if err != nil {
-			errs = append(errs, fmt.Errorf("listen %s %s: %w", method, ep.Addr, err))
-			n.Log.Warn("poll failed", "transport", method, "peer", ep.Peer, "err", err)
-		} else if k > 0 {
-			n.Log.Info("polled", "transport", method, "peer", ep.Peer, "files", k)
-		}
+		errs = append(errs, err)
 	}
+	k, err := n.pollAnswers(ctx) // answers to our contract proposals (proposals.go)
+	total += k
+	if err != nil {
+		errs = append(errs, err)
+	}
+	return total, errors.Join(errs...)
+}
+
+// A pollSource is one place PollPassives pulls files from: a passive peer, our relay,
+// our mailbox. The daemon backs off each on its own (Key names it).
+type pollSource struct {
+	Key    string // the peer's name, "relay" or "mail"
+	method string
+	ep     queue.Endpoint
+}
+
+// pollSources lists where our files wait: each peer we listen to passively, our relay
+// and our mailbox.
+func (n *Node) pollSources() ([]pollSource, error) {
+	peers, err := n.Peers()
+	if err != nil {
+		return nil, err
+	}
+	var out []pollSource
 	me := string(n.Fingerprint())
 	relay, mail := false, false
 	for _, p := range peers {
 		switch p.Listen {
 		case Passive:
-			poll(Passive, queue.Endpoint{Peer: p.Name, Key: me, Addr: p.DaemonURL()})
+			out = append(out, pollSource{p.Name, Passive, queue.Endpoint{Peer: p.Name, Key: me, Addr: p.DaemonURL()}})
 		case Relay:
 			relay = true
 		case Mail:
@@ -313,16 +327,28 @@ func (n *Node) PollPassives(ctx context.Context) (int, error) {
 	}
 	if relay || optRelayURL.Get(n.Opts) != "" {
 		if u := optRelayURL.Get(n.Opts); u != "" {
-			poll(Relay, queue.Endpoint{Key: me, Addr: u})
+			out = append(out, pollSource{Relay, Relay, queue.Endpoint{Key: me, Addr: u}})
 		}
 	}
 	if mail || n.awaitsMail() {
-		poll(Mail, queue.Endpoint{Key: me, Addr: OptIMAPServer.Get(n.Opts)})
+		out = append(out, pollSource{Mail, Mail, queue.Endpoint{Key: me, Addr: OptIMAPServer.Get(n.Opts)}})
 	}
-	k, err := n.pollAnswers(ctx) // answers to our contract proposals (proposals.go)
-	total += k
+	return out, nil
+}
+
+// pollSource pulls the files waiting at s and returns how many arrived.
+func (n *Node) pollSource(ctx context.Context, s pollSource) (int, error) {
+	p, ok := n.Transports.Pollers[s.method]
+	if !ok {
+		return 0, fmt.Errorf("listen %s: no transport is configured", s.method)
+	}
+	k, err := p.Poll(ctx, s.ep, n.Sink())
 	if err != nil {
-		errs = append(errs, err)
+		n.Log.Warn("poll failed", "transport", s.method, "peer", s.ep.Peer, "err", err)
+		return k, fmt.Errorf("listen %s %s: %w", s.method, s.ep.Addr, err)
 	}
-	return total, errors.Join(errs...)
+	if k > 0 {
+		n.Log.Info("polled", "transport", s.method, "peer", s.ep.Peer, "files", k)
+	}
+	return k, nil
 }

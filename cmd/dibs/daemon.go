@@ -10,9 +10,16 @@ import (
 var startDaemonCmd = &command{
 	name: "start_daemon",
 	help: `Serve daemonPort for our peers (they push files, passive peers pull theirs), and run
-send, poll and process on their schedules, in the foreground, until stop_daemon or a signal.
-Logs go to daemonLogFile (records at logLevel and up, rotated past maxLogSize) and
-to stderr (printLogLevel and up).
+each job on its own timer, in the foreground: send within a second, process what arrives
+at once, poll, auto_check and repair every pollInterval, probe every probePeriod, probe
+timeouts (probeTimeout), the storage-list exchange and cleanup daily. A job never runs
+twice at once; a peer that fails is tried again after 2 s, 4 s, ... up to 10 minutes.
+Edits of dibsrc.toml and peers.toml are taken without a restart (a bad edit is logged and
+the old configuration kept). Logs go to daemonLogFile (records at logLevel and up,
+rotated past maxLogSize) and to stderr (printLogLevel and up).
+
+It stops gracefully on stop_daemon, SIGTERM or SIGINT, or when daemonStopFile appears (a
+number of seconds in it delays the stop): each job finishes the file in hand first.
 
 What it exposes: plain HTTP on daemonPort at daemonAddress, by default on every interface
 (what active peers need). Anyone who reaches it can ask who it is (GET /dibs/v1/hello: the
@@ -49,8 +56,10 @@ func runStartDaemon(a *App) error {
 }
 
 var stopDaemonCmd = &command{
-	name:  "stop_daemon",
-	help:  "Stop the running daemon gracefully and wait for it to exit.",
+	name: "stop_daemon",
+	help: `Stop the running daemon gracefully and wait for it to exit: write daemonStopFile and
+send the daemon SIGTERM. To stop it later, write a number of seconds into daemonStopFile
+instead (echo 600 > $DIBS_DIR/stop_daemon).`,
 	flags: noFlags(runStopDaemon),
 }
 
