@@ -22,6 +22,7 @@ var dibs093Options = map[string]bool{
 	"errorDir": true, "daemonLogFile": true, "daemonTimeout": true, "pollInterval": true,
 	"daemonPort": true, "probeTimeout": true, "probePeriod": true, "maxMsgAge": true,
 	"hostname": true, "autoBackupDir": true, "defaultContractServerURL": true, "smtpServer": true,
+	"daemonStopFile": true,
 }
 
 // optionReference is docs/options.md.
