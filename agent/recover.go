@@ -564,13 +564,17 @@ func (n *Node) stageShard(op *openedPiece) error {
 	return err
 }
 
-var assembling sync.Mutex
+// assembling holds a mutex per object being assembled (by its staging directory).
+var assembling sync.Map
 
 // assemble joins the object from staged shards once every segment has k of them. The
 // object file is kept until its job is done.
 func (n *Node) assemble(o *Object) (bool, error) {
-	assembling.Lock() // before the batch and in it: one assembly removes the shards another reads
-	defer assembling.Unlock()
+	// Before the batch and in it: one assembly removes the shards another reads. Per
+	// object, so that the batch does not wait on another object's assembly.
+	mu, _ := assembling.LoadOrStore(n.stagePath(o.ID), new(sync.Mutex))
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
 	dst := n.stagePath(o.ID, objectFile)
 	if _, err := os.Stat(dst); err == nil {
 		return true, nil
@@ -820,6 +824,7 @@ func (n *Node) writeJob(tx *books.Tx, j *RecoveryJob, chosen map[string]FileVers
 	tx.OnCommit(func() { // not before: a rolled-back run is run again and needs them
 		for id := range j.Objects {
 			os.RemoveAll(n.stagePath(id))
+			assembling.Delete(n.stagePath(id))
 		}
 	})
 	return tx.PutJob(j)
