@@ -20,6 +20,16 @@ type Request struct {
 	// Stranger is the signer's key when it is not a peer's (a contract proposal or its
 	// answer; Peer then stands for the stranger and is in no list).
 	Stranger *pgpmsg.Key
+	// Pre is what the message type's preparer made of it before the batch (preparers),
+	// or nil.
+	Pre any
+}
+
+// preparers do a message type's heavy work that needs no transaction (opening a
+// recovered piece) before the database batch, where it would hold up every other
+// message of the batch.
+var preparers = map[string]func(*Node, *books.DB, *pgpmsg.Opened) any{
+	TypeRecoverResponse: (*Node).prepareRecoverResponse,
 }
 
 // Reply queues a message of type typ back to the sender, answering this one.

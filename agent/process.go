@@ -309,11 +309,15 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) (
 	if err != nil {
 		return quarantine("bad Message-Id")
 	}
+	var pre any
+	if prepare := preparers[given]; prepare != nil && !n.seen(db, idKey) {
+		pre = prepare(n, db, msg)
+	}
 	err = n.batch(db, func(tx *books.Tx) error {
 		if tx.Seen(idKey) {
 			return reject("replay: Message-Id %s was processed before", id)
 		}
-		req := &Request{Node: n, Tx: tx, Peer: peer, Msg: msg, Header: msg.Header, Now: now, Stranger: stranger}
+		req := &Request{Node: n, Tx: tx, Peer: peer, Msg: msg, Header: msg.Header, Now: now, Stranger: stranger, Pre: pre}
 		if err := h(req); err != nil {
 			return err
 		}

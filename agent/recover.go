@@ -12,9 +12,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -285,15 +287,19 @@ func handleRecoverResponse(r *Request) error {
 	if err != nil {
 		return err
 	}
-	layout := pgpmsg.NewChunkScanner() // the piece's pin and chunk count, for probes
-	op, err := n.openPiece(io.TeeReader(r.Msg.Payload(), tolerant{layout}), OptMaxMsgSize.Get(n.Opts))
-	if err != nil {
-		return reject("RECOVER_RESPONSE from %s: %v", r.Peer.Name, err)
+	pp, _ := r.Pre.(*preparedPiece)
+	if pp == nil { // not opened before the batch (a caller that does not prepare)
+		pp = n.openForRecovery(r.Msg, id, nil)
+	}
+	op, layout := pp.op, pp.layout
+	if pp.err != nil {
+		return reject("RECOVER_RESPONSE from %s: %v", r.Peer.Name, pp.err)
 	}
 	if op.Info.Piece != id {
 		return reject("RECOVER_RESPONSE: piece %s carries %s", id, op.Info.Piece)
 	}
 	if len(jobs) == 0 {
+		pp.unstage(n)
 		// A late answer (a recover_all finished without this peer): the piece is not
 		// needed, but the books learn that the peer holds it, and a tombstone is
 		// honoured still.
@@ -344,8 +350,13 @@ func handleRecoverResponse(r *Request) error {
 		}
 	}
 	if wanted && o != nil {
-		if err := n.stageShard(op); err != nil {
-			return retryLater{err}
+		if pp.stageErr != nil {
+			return retryLater{pp.stageErr}
+		}
+		if !pp.staged {
+			if err := n.stageShard(op); err != nil {
+				return retryLater{err}
+			}
 		}
 		ok, err := n.assemble(o)
 		if err != nil {
@@ -359,6 +370,9 @@ func handleRecoverResponse(r *Request) error {
 			}
 		}
 	}
+	if !wanted || o == nil {
+		pp.unstage(n)
+	}
 	for _, j := range jobs {
 		if err := r.Tx.PutJob(j); err != nil {
 			return err
@@ -368,6 +382,77 @@ func handleRecoverResponse(r *Request) error {
 		}
 	}
 	return nil
+}
+
+// A preparedPiece is the piece of a RECOVER_RESPONSE opened, checked and (when a job
+// wants it) staged before the database batch the handler runs in: inside it, every
+// decrypt, hash and fsync of every answer ran one after another, on one core.
+type preparedPiece struct {
+	op       *openedPiece // its Shard is dropped once staged
+	layout   *pgpmsg.ChunkScanner
+	err      error // it does not open: the handler refuses the message
+	staged   bool  // the shard is under recovery.tmp/
+	stageErr error // staging it failed: the handler leaves the message for a later run
+}
+
+// openSlots bounds the pieces opened at once outside the batch: each holds its shard in
+// memory until it is staged, and the processor runs many more workers than cores.
+var openSlots = make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+
+// prepareRecoverResponse opens the piece a RECOVER_RESPONSE carries and, if a recovery
+// is waiting for its object, stages its shard and assembles the object once k shards of
+// every segment are staged, all outside the database batch. Nothing here is committed:
+// the books change only in handleRecoverResponse, which trusts only what is on disk
+// (stageShard and assemble are idempotent), so a message that fails or is killed later
+// is simply processed again.
+func (n *Node) prepareRecoverResponse(db *books.DB, msg *pgpmsg.Opened) any {
+	return n.openForRecovery(msg, msg.Header.Get(fieldPiece), db)
+}
+
+// openForRecovery opens and checks the piece in msg; with db it also stages it as
+// prepareRecoverResponse says.
+func (n *Node) openForRecovery(msg *pgpmsg.Opened, id string, db *books.DB) *preparedPiece {
+	openSlots <- struct{}{}
+	defer func() { <-openSlots }()
+	pp := &preparedPiece{layout: pgpmsg.NewChunkScanner()} // the piece's pin and chunk count, for probes
+	pp.op, pp.err = n.openPiece(io.TeeReader(msg.Payload(), tolerant{pp.layout}), OptMaxMsgSize.Get(n.Opts))
+	if pp.err != nil || db == nil || pp.op.Info.Piece != id {
+		return pp
+	}
+	var wanted bool
+	var o *Object
+	err := db.View(func(tx *books.Tx) error {
+		jobs, err := tx.ActiveJobs()
+		if err != nil {
+			return err
+		}
+		for _, j := range jobs {
+			done, in := j.Objects[pp.op.Info.Object]
+			wanted = wanted || j.Kind == books.JobAll || in && !done
+		}
+		if wanted {
+			o, err = tx.Object(pp.op.Info.Object)
+		}
+		return err
+	})
+	if err != nil || !wanted {
+		return pp // the handler decides, in its transaction
+	}
+	if pp.stageErr = n.stageShard(pp.op); pp.stageErr != nil {
+		return pp
+	}
+	pp.staged, pp.op.Shard = true, nil
+	if o != nil && o.K == pp.op.Info.K && o.N == pp.op.Info.N {
+		n.assemble(o) // best effort: the handler assembles what is still missing
+	}
+	return pp
+}
+
+// unstage removes a shard staged before the batch found that no job wants it.
+func (pp *preparedPiece) unstage(n *Node) {
+	if pp.staged {
+		os.Remove(n.stagePath(pp.op.Info.Object, fmt.Sprintf("%d.%d", pp.op.Info.Segment, pp.op.Info.Index)))
+	}
 }
 
 // tolerant passes what it reads to a chunk scanner, whose complaint must not stop the
@@ -499,9 +584,17 @@ func (n *Node) stageShard(op *openedPiece) error {
 	return err
 }
 
+// assembling holds a mutex per object being assembled (by its staging directory).
+var assembling sync.Map
+
 // assemble joins the object from staged shards once every segment has k of them. The
 // object file is kept until its job is done.
 func (n *Node) assemble(o *Object) (bool, error) {
+	// Before the batch and in it: one assembly removes the shards another reads. Per
+	// object, so that the batch does not wait on another object's assembly.
+	mu, _ := assembling.LoadOrStore(n.stagePath(o.ID), new(sync.Mutex))
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
 	dst := n.stagePath(o.ID, objectFile)
 	if _, err := os.Stat(dst); err == nil {
 		return true, nil
@@ -751,6 +844,7 @@ func (n *Node) writeJob(tx *books.Tx, j *RecoveryJob, chosen map[string]FileVers
 	tx.OnCommit(func() { // not before: a rolled-back run is run again and needs them
 		for id := range j.Objects {
 			os.RemoveAll(n.stagePath(id))
+			assembling.Delete(n.stagePath(id))
 		}
 		n.mailRecovered(*j)
 	})

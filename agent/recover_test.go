@@ -399,3 +399,37 @@ func TestRecoverAll_DamagedResponsesRefusedAndAskedAgain(t *testing.T) {
 	}
 	sameTree(t, tree, filepath.Join(alice.Dir, "recovery", "t"))
 }
+
+// The pieces are opened and staged before the database batch: when dave, who never
+// answered, answers after recover_all is done, his pieces are noted in the books but no
+// shard or object of them is kept under recovery.tmp/, and nothing is left there of the
+// finished job either.
+func TestRecoverAll_LateAnswerLeavesNothingStaged(t *testing.T) {
+	env := fourNodes(t, map[string]string{"kbPerFile": "100"})
+	alice := env.Node("alice")
+	tree := makeTree(t, 200, 700_000)
+	if _, err := alice.Store(ctx, tree, "/t"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	alice = recoverAllFrom(t, env, "dave")
+	if st := recoveryState(t, alice.Node, "*all*"); st != agent.RecoveryDone {
+		t.Fatalf("recover_all without dave: %q", st)
+	}
+	env.Mend("dave")
+	settleAllowingErrors(env, 20)
+	var left []string
+	filepath.WalkDir(filepath.Join(alice.Dir, "recovery.tmp"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			left = append(left, p)
+		}
+		return nil
+	})
+	if len(left) > 0 {
+		t.Errorf("%d files left under recovery.tmp/ after dave's late answers: %v", len(left), left[:min(len(left), 5)])
+	}
+	if q := alice.Quarantined(); len(q) > 0 {
+		t.Errorf("dave's late answers quarantined: %v", q)
+	}
+	sameTree(t, tree, filepath.Join(alice.Dir, "recovery", "t"))
+}
