@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dibs-backup/dibs/mailbox"
+	"github.com/dibs-backup/dibs/mailbox/saslogin"
 	"github.com/dibs-backup/dibs/relay"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -151,7 +152,7 @@ func (x *smtpSession) Auth(mech string) (sasl.Server, error) {
 			return check(user, pass)
 		}), nil
 	case sasl.Login:
-		return &loginServer{check: check}, nil
+		return saslogin.NewServer(check), nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
 }
@@ -289,29 +290,3 @@ func reasonOf(se *smtp.SMTPError) string {
 
 func (x *smtpSession) Reset()        { x.from, x.to, x.keyIDs = nil, nil, nil }
 func (x *smtpSession) Logout() error { return nil }
-
-// loginServer is the server side of SASL LOGIN (go-sasl has only the client).
-type loginServer struct {
-	check func(user, pass string) error
-	user  []byte
-	step  int
-}
-
-func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
-	switch l.step {
-	case 0:
-		l.step = 1
-		if resp == nil {
-			return []byte("Username:"), false, nil
-		}
-		l.user = resp
-		l.step = 2
-		return []byte("Password:"), false, nil
-	case 1:
-		l.user = resp
-		l.step = 2
-		return []byte("Password:"), false, nil
-	default:
-		return nil, true, l.check(string(l.user), string(resp))
-	}
-}

@@ -30,6 +30,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dibs-backup/dibs/mailbox/saslogin"
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -351,7 +352,7 @@ func (x *smtpSession) Auth(mech string) (sasl.Server, error) {
 	case sasl.Plain:
 		return sasl.NewPlainServer(func(_, user, pass string) error { return check(user, pass) }), nil
 	case sasl.Login:
-		return &loginServer{check: check}, nil
+		return saslogin.NewServer(check), nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
 }
@@ -392,32 +393,6 @@ func (x *smtpSession) Data(r io.Reader) error {
 
 func (x *smtpSession) Reset()        { x.rcpts = nil }
 func (x *smtpSession) Logout() error { return nil }
-
-// loginServer is the server side of SASL LOGIN (go-sasl has only the client).
-type loginServer struct {
-	check func(user, pass string) error
-	user  []byte
-	step  int
-}
-
-func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
-	switch l.step {
-	case 0:
-		l.step = 1
-		if resp == nil {
-			return []byte("Username:"), false, nil
-		}
-		l.user = resp
-		l.step = 2
-		return []byte("Password:"), false, nil
-	case 1:
-		l.user = resp
-		l.step = 2
-		return []byte("Password:"), false, nil
-	default:
-		return nil, true, l.check(string(l.user), string(resp))
-	}
-}
 
 type literal struct{ *bytes.Reader }
 
