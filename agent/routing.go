@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dibs-backup/dibs/queue"
@@ -182,7 +183,9 @@ func (n *Node) sendPeer(ctx context.Context, p *Peer, only string) (SendResult, 
 				continue
 			}
 			tried++
-			err := n.sendVia(ctx, p, m, c)
+			fctx, done := finishing(ctx, sendGrace)
+			err := n.sendVia(fctx, p, m, c)
+			done()
 			if err == nil {
 				sent = true
 				n.updatePeerState(p.Name, func(ps *PeerState) {
@@ -228,6 +231,33 @@ func (n *Node) sendPeer(ctx context.Context, p *Peer, only string) (SendResult, 
 // change of configuration will send: too large for it, or a name it cannot carry.
 func fileRefused(err error) bool {
 	return errors.Is(err, queue.ErrTooLarge) || errors.Is(err, queue.ErrBadName)
+}
+
+// sendGrace is how long a file already on its way may take to finish once a stop is asked
+// for (stop_daemon, SIGTERM, Ctrl-C): the send loop takes no new file, but the one in hand
+// goes through rather than being cut off and sent again from the start.
+const sendGrace = 30 * time.Second
+
+// finishing returns the context of one transfer under ctx: it ends grace after ctx does,
+// or when done is called.
+func finishing(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var t *time.Timer
+	var mu sync.Mutex
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		t = time.AfterFunc(grace, cancel)
+	})
+	return fctx, func() {
+		stop()
+		mu.Lock()
+		if t != nil {
+			t.Stop()
+		}
+		mu.Unlock()
+		cancel()
+	}
 }
 
 func (n *Node) sendVia(ctx context.Context, p *Peer, method string, c *queue.Claim) error {
