@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -395,11 +396,11 @@ func TestKillOneNode_NothingLostNothingTwiceInEffect(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills a node of a 3-node cluster: a few seconds of leader elections")
 	}
-	c := startCluster(t)
+	urls, kill := killableCluster(t)
 	prefix := freshPrefix(t)
 	allow := writeAllow(t)
-	one := relayFront(t, open(t, rotate(c.urls, 0), prefix, storetest.Options{AllowFile: allow}))
-	twoStore := open(t, rotate(c.urls, 1), prefix, storetest.Options{AllowFile: allow})
+	one := relayFront(t, open(t, rotate(urls, 0), prefix, storetest.Options{AllowFile: allow}))
+	twoStore := open(t, rotate(urls, 1), prefix, storetest.Options{AllowFile: allow})
 	two := relayFront(t, twoStore)
 	bob, alice := client(t, "bob"), client(t, "alice")
 	got := &collector{files: map[string][][]byte{}}
@@ -417,7 +418,7 @@ func TestKillOneNode_NothingLostNothingTwiceInEffect(t *testing.T) {
 	start := time.Now()
 	for i := range total {
 		if i == total/2 {
-			c.nodes[0].Shutdown() // the node relay one talks to first
+			kill() // the node relay one talks to first
 		}
 		name := queue.NewName(time.Now(), ".pgp")
 		want[name] = sealed(t, 500+i*97)
@@ -458,6 +459,30 @@ func TestKillOneNode_NothingLostNothingTwiceInEffect(t *testing.T) {
 	if err != nil || len(es) != 0 {
 		t.Fatalf("left in the store: %d files, %v", len(es), err)
 	}
+}
+
+// killableCluster returns a cluster for the kill test and how to kill its first node:
+// with DIBS_NATS_KILL_PID (the process id of the nats-server at the first of
+// DIBS_NATS_URLS, as .ci/nats/test.sh runs it), SIGKILL to that process, a crash with no
+// leadership handed over; else a cluster in this process, whose first node shuts down.
+func killableCluster(t *testing.T) (urls []string, kill func()) {
+	if pid := os.Getenv("DIBS_NATS_KILL_PID"); pid != "" && endpointsFromEnv() != nil {
+		n, err := strconv.Atoi(pid)
+		if err != nil {
+			t.Fatalf("DIBS_NATS_KILL_PID=%q: %v", pid, err)
+		}
+		return endpointsFromEnv(), func() {
+			p, err := os.FindProcess(n)
+			if err == nil {
+				err = p.Kill()
+			}
+			if err != nil {
+				t.Fatalf("kill nats-server %d: %v", n, err)
+			}
+		}
+	}
+	c := startCluster(t)
+	return c.urls, func() { c.nodes[0].Shutdown() }
 }
 
 // An object that no index names (its instance died between storing it and naming it) is
