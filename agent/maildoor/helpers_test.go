@@ -232,34 +232,9 @@ func (c collected) sink(name string, r io.Reader) error {
 	return nil
 }
 
-var (
-	sealedMu    sync.Mutex
-	sealedCache = map[string][]byte{}
-)
-
-// sealed is a real dibs message from from to to with size bytes of payload.
+// sealed is a real dibs message from from to to with size bytes of payload (cached).
 func sealed(t testing.TB, from, to string, size int) []byte {
-	key := fmt.Sprintf("%s>%s:%d", from, to, size)
-	sealedMu.Lock()
-	defer sealedMu.Unlock()
-	if b, ok := sealedCache[key]; ok {
-		return b
-	}
-	var h pgpmsg.Header
-	h.Set(pgpmsg.FieldVersion, pgpmsg.Version)
-	h.Set(pgpmsg.FieldType, "HELLO")
-	h.Set(pgpmsg.FieldMessageID, pgpmsg.NewMessageID())
-	h.Set(pgpmsg.FieldDate, time.Now().UTC().Format(time.RFC3339))
-	payload := make([]byte, size)
-	for i := range payload {
-		payload[i] = byte(i*7 + i>>8)
-	}
-	var buf bytes.Buffer
-	if err := pgpmsg.Seal(&buf, h, bytes.NewReader(payload), pgpmsgtest.Identity(t, from), pgpmsgtest.Key(t, to)); err != nil {
-		t.Fatal(err)
-	}
-	sealedCache[key] = buf.Bytes()
-	return buf.Bytes()
+	return pgpmsgtest.Sealed(t, from, to, size)
 }
 
 // rawMail frames file as a dibs mail named name for key, from one address to another.
