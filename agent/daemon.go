@@ -56,7 +56,7 @@ type Daemon struct {
 	started             time.Time
 	stop                context.CancelFunc // set by Run
 	stopAt              time.Time          // a stop file asked to stop then (watch)
-	optStamp            fileStamp          // dibsrc.toml as last loaded
+	optStamp            queue.Stamp        // dibsrc.toml as last loaded
 	// status serves statusAddress (status.go); nil when statusAddress is empty or taken.
 	status   *http.Server
 	statusLn net.Listener

@@ -83,29 +83,13 @@ type Node struct {
 
 // peerFileStat tells versions of the peer list apart: peers.toml and the key file of
 // every peer in it (a key file replaced alone must be noticed too).
-type peerFileStat []fileStamp
+type peerFileStat []queue.Stamp
 
 func (a peerFileStat) same(b peerFileStat) bool { return slices.Equal(a, b) }
 
-// fileStamp tells versions of a file apart: a rewrite changes its mtime, ctime or size,
-// a replacement by rename its inode.
-type fileStamp struct {
-	mod, ctime int64
-	size       int64
-	ino        uint64
-	ok         bool
-}
-
-func stampOf(path string) fileStamp {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fileStamp{}
-	}
-	s := fileStamp{mod: fi.ModTime().UnixNano(), size: fi.Size(), ok: true}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		sec, nsec := ctime(st)
-		s.ctime, s.ino = sec*1e9+nsec, uint64(st.Ino)
-	}
+// stampOf is path's queue.Stamp, the zero Stamp if it cannot be statted.
+func stampOf(path string) queue.Stamp {
+	s, _ := queue.StampOf(path)
 	return s
 }
 

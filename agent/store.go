@@ -429,7 +429,7 @@ func statOf(fi fs.FileInfo, name string) books.StatEntry {
 	se := books.StatEntry{Size: fi.Size(), MTime: fi.ModTime().UTC(), Mode: uint32(fi.Mode()), Name: name}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		se.Ino = st.Ino
-		se.CTime = time.Unix(ctime(st)).UTC()
+		se.CTime = time.Unix(queue.ChangeTime(st)).UTC()
 	}
 	return se
 }

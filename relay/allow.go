@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/dibs-backup/dibs/pgpmsg"
+	"github.com/dibs-backup/dibs/queue"
 )
 
 // AllowList is the policy of a relay_server's store, whatever keeps its bytes: only keys
@@ -18,7 +19,7 @@ type AllowList struct {
 	file string
 
 	mu      sync.Mutex
-	fi      fs.FileInfo // of the allow file as last read; nil if missing
+	stamp   queue.Stamp // of the allow file as last read; zero if missing
 	allowed *pgpmsg.Keyring
 	err     error // of the last read that failed, for Reload
 }
@@ -48,19 +49,19 @@ func (a *AllowList) Reload() error {
 }
 
 func (a *AllowList) reloadLocked() {
-	fi, err := os.Stat(a.file)
+	st, err := queue.StampOf(a.file)
 	if errors.Is(err, fs.ErrNotExist) {
-		a.fi, a.allowed, a.err = nil, pgpmsg.NewKeyring(), nil
+		a.stamp, a.allowed, a.err = queue.Stamp{}, pgpmsg.NewKeyring(), nil
 		return
 	}
 	if err != nil {
 		a.err = fmt.Errorf("relay: allow file: %w", err)
 		return
 	}
-	if old := a.fi; old != nil && os.SameFile(old, fi) && old.Size() == fi.Size() && old.ModTime().Equal(fi.ModTime()) {
+	if st == a.stamp {
 		return
 	}
-	a.fi = fi // a file that fails to parse is read again only once it changes again
+	a.stamp = st // a file that fails to parse is read again only once it changes again
 	b, err := os.ReadFile(a.file)
 	if err != nil {
 		a.err = fmt.Errorf("relay: allow file: %w", err)

@@ -6,12 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"strings"
 	"sync"
 
 	"github.com/BurntSushi/toml"
 	"github.com/dibs-backup/dibs/pgpmsg"
+	"github.com/dibs-backup/dibs/queue"
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -44,7 +44,7 @@ type Users struct {
 	path string
 
 	mu      sync.Mutex
-	fi      fs.FileInfo
+	stamp   queue.Stamp      // of the file as last read; zero if missing
 	byLogin map[string]*User // by name and by mail address, lower case
 	byMail  map[string]*User
 	domains map[string]bool
@@ -72,9 +72,9 @@ func (u *Users) Reload() error {
 }
 
 func (u *Users) reloadLocked() {
-	fi, err := os.Stat(u.path)
+	st, err := queue.StampOf(u.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		u.fi, u.err = nil, nil
+		u.stamp, u.err = queue.Stamp{}, nil
 		u.set(nil)
 		return
 	}
@@ -82,10 +82,10 @@ func (u *Users) reloadLocked() {
 		u.err = fmt.Errorf("maildoor: users file: %w", err)
 		return
 	}
-	if old := u.fi; old != nil && os.SameFile(old, fi) && old.Size() == fi.Size() && old.ModTime().Equal(fi.ModTime()) {
+	if st == u.stamp {
 		return
 	}
-	u.fi = fi // a file that fails to parse is read again only once it changes again
+	u.stamp = st // a file that fails to parse is read again only once it changes again
 	users, err := parseUsers(u.path)
 	if err != nil {
 		u.err = err
