@@ -126,7 +126,8 @@ type jobFailure struct {
 
 // jobFailed logs a daemon job's failure and reports it (ReportError) unless the same
 // failure of the same job was reported in the last day. A failure while the daemon
-// stops (ctx done) is neither.
+// stops (ctx done) is neither. The report names the daemon and the job as the status
+// page does ("start_daemon's poll job"), so that it is not taken for a cron command's.
 func (n *Node) jobFailed(ctx context.Context, job string, err error) {
 	if err == nil || ctx.Err() != nil {
 		return
@@ -145,7 +146,7 @@ func (n *Node) jobFailed(ctx context.Context, job string, err error) {
 	}
 	j.mu.Unlock()
 	if again {
-		n.ReportError(ctx, job, err)
+		n.ReportError(ctx, "start_daemon's "+job+" job", err)
 	}
 }
 

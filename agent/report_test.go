@@ -136,15 +136,20 @@ func TestJobFailed_ReportsARepeatOncePerDay(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	n.Now = func() time.Time { return now }
 	for range 3 {
-		n.JobFailed(t.Context(), "poll_passives", errors.New("listen relay: refused"))
+		n.JobFailed(t.Context(), "poll", errors.New("listen relay: refused"))
 		now = now.Add(time.Minute)
 	}
-	n.JobFailed(t.Context(), "poll_passives", errors.New("listen relay: timeout"))
+	n.JobFailed(t.Context(), "poll", errors.New("listen relay: timeout"))
 	now = now.Add(25 * time.Hour)
-	n.JobFailed(t.Context(), "poll_passives", errors.New("listen relay: timeout"))
+	n.JobFailed(t.Context(), "poll", errors.New("listen relay: timeout"))
 	des, _ := os.ReadDir(filepath.Join(n.Dir, "errorDir"))
 	if len(des) != 3 || len(subjects(t, ms)) != 3 {
 		t.Errorf("%d reports, %d mails; want 3: the first, the changed one, the one a day later", len(des), len(subjects(t, ms)))
+	}
+	for _, s := range subjects(t, ms) {
+		if !strings.Contains(s, "start_daemon's poll job failed") {
+			t.Errorf("subject %q does not name the daemon's job", s)
+		}
 	}
 }
 
