@@ -38,7 +38,7 @@ func (a *App) openLog(n *agent.Node, file string) (close func() error, fileOnly 
 		w.size = fi.Size()
 	}
 	toFile := slog.NewTextHandler(w, handlerOptions(agent.OptLogLevel.Get(n.Opts)))
-	n.Log = slog.New(fanout{toFile, slog.NewTextHandler(a.Stderr, handlerOptions(agent.OptPrintLogLevel.Get(n.Opts)))})
+	n.Log = slog.New(fanout{toFile, slog.NewTextHandler(stderrLog{a}, handlerOptions(agent.OptPrintLogLevel.Get(n.Opts)))})
 	return lj.Close, slog.New(toFile)
 }
 

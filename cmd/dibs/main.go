@@ -18,6 +18,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/dibs-backup/dibs/agent"
@@ -39,9 +40,10 @@ type App struct {
 	Getenv         func(string) string
 	Ctx            context.Context
 
-	opened   *agent.Node  // the node the command opened (a.node), for its error report
-	closeLog func() error // closes the log the node writes to
-	fileLog  *slog.Logger // the same log without stderr
+	opened   *agent.Node         // the node the command opened (a.node), for its error report
+	closeLog func() error        // closes the log the node writes to
+	fileLog  *slog.Logger        // the same log without stderr
+	bar      atomic.Pointer[bar] // the progress bar on stderr, if one is drawn
 }
 
 // command is one CLI command: its name, its flags and help, and what it does.

@@ -23,8 +23,21 @@ func terminal(w io.Writer) bool {
 // leaves n without one otherwise (a pipe, a file, cron: nothing extra is printed).
 func (a *App) withProgress(n *agent.Node, label string) {
 	if terminal(a.Stderr) {
-		n.Progress = &bar{w: a.Stderr, label: label}
+		b := &bar{w: a.Stderr, label: label}
+		a.bar.Store(b)
+		n.Progress = b
 	}
+}
+
+// stderrLog is where log records for stderr go: around the bar while one is drawn, so
+// that a warning during a store is a line of its own and the bar is drawn again below it.
+type stderrLog struct{ a *App }
+
+func (l stderrLog) Write(p []byte) (int, error) {
+	if b := l.a.bar.Load(); b != nil {
+		return b.interrupt(p)
+	}
+	return l.a.Stderr.Write(p)
 }
 
 // bar draws an agent.Progress on a terminal: bytes with their rate and the time left
@@ -95,6 +108,20 @@ func (b *bar) Add(bytes int64, files int) {
 		b.pb.Describe(b.describe())
 	}
 	b.pb.Add64(step)
+}
+
+// interrupt writes p (whole lines) on the bar's terminal: the bar is cleared, p written,
+// and the bar drawn again under it.
+func (b *bar) interrupt(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.pb == nil {
+		return b.w.Write(p)
+	}
+	b.pb.Clear()
+	n, err := b.w.Write(p)
+	io.WriteString(b.w, "\r"+b.pb.String()) // as last drawn: a render now may be throttled
+	return n, err
 }
 
 func (b *bar) Done() {

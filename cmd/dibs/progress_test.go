@@ -169,3 +169,37 @@ func TestCLI_ProgressBarOnATerminal(t *testing.T) {
 		t.Errorf("the summary went to the terminal: %q", bar)
 	}
 }
+
+// A log record written while the bar is drawn clears the bar first, so the record
+// starts its own line, and the bar is drawn again after it.
+func TestBar_LogLineInterruptsTheBar(t *testing.T) {
+	var out bytes.Buffer
+	a := &App{Stderr: &out}
+	b := &bar{w: &out, label: "store"}
+	a.bar.Store(b)
+	b.Start(1<<20, 4)
+	b.Add(1<<19, 2)
+	b.pb.RenderBlank()
+	before := out.Len()
+	if _, err := (stderrLog{a}).Write([]byte("level=WARNING msg=\"peer unreachable\"\n")); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()[before:]
+	i := strings.Index(got, "level=WARNING")
+	if i < 0 {
+		t.Fatalf("the record was not written: %q", got)
+	}
+	if cleared := got[:i]; !strings.HasSuffix(cleared, "\r") || strings.Contains(cleared, "store") {
+		t.Errorf("the bar was not cleared before the record: %q", cleared)
+	}
+	if after := got[i:]; !strings.Contains(after, "store 2/4 files") {
+		t.Errorf("the bar was not drawn again after the record: %q", after)
+	}
+	b.Done()
+	a.bar.Store(nil)
+	out.Reset()
+	(stderrLog{a}).Write([]byte("level=ERROR msg=x\n"))
+	if out.String() != "level=ERROR msg=x\n" {
+		t.Errorf("without a bar the record is not written as is: %q", out.String())
+	}
+}
