@@ -2,6 +2,7 @@ package agent
 
 import (
 	"math"
+	"path"
 	"sort"
 	"time"
 
@@ -295,4 +296,134 @@ func lossClass(q float64) int {
 		return math.MinInt32
 	}
 	return int(math.Floor(math.Log(q) / math.Log(moveFactor)))
+}
+
+// durabilityRows fills show_database's durability column: a version's from its object,
+// a directory's from the newest versions of the entries under it (a stored tree's
+// objects, each counted once however many files share it).
+type durabilityRows struct {
+	model    lossModel
+	objs     map[string]*Object
+	loss     map[string]float64 // by object id, computed once
+	versions []FileVersion      // in the order of the rows
+	latest   map[string]int     // stored name -> index of its newest version
+}
+
+func newDurabilityRows(m lossModel, objs map[string]*Object) *durabilityRows {
+	return &durabilityRows{model: m, objs: objs, loss: map[string]float64{}, latest: map[string]int{}}
+}
+
+// add notes the next row's version; versions come oldest first for each name.
+func (d *durabilityRows) add(fv FileVersion) {
+	d.latest[fv.Name] = len(d.versions)
+	d.versions = append(d.versions, fv)
+}
+
+// objectLoss is the chance of losing object id: 1 if the books no longer have it.
+func (d *durabilityRows) objectLoss(id string) float64 {
+	if l, ok := d.loss[id]; ok {
+		return l
+	}
+	l := 1.0
+	if o := d.objs[id]; o != nil {
+		l = d.model.object(o)
+	}
+	d.loss[id] = l
+	return l
+}
+
+// fill sets the Durability of rows, which are the versions added, in order.
+func (d *durabilityRows) fill(rows []FileRow) {
+	trees := map[string]map[string]bool{} // directory -> objects of the entries under it
+	for i, fv := range d.versions {
+		if fv.Object == "" {
+			continue
+		}
+		v := Nines(d.objectLoss(fv.Object))
+		rows[i].Durability = &v
+		if d.latest[fv.Name] != i || !fv.Deleted.IsZero() {
+			continue // an old version, or one gone locally: not part of the tree now
+		}
+		for dir := fv.Name; dir != "/"; {
+			dir = path.Dir(dir)
+			if j, ok := d.latest[dir]; ok && d.versions[j].Kind == KindDir && d.versions[j].Deleted.IsZero() {
+				if trees[dir] == nil {
+					trees[dir] = map[string]bool{}
+				}
+				trees[dir][fv.Object] = true
+			}
+		}
+	}
+	for dir, objs := range trees {
+		var losses []float64
+		for id := range objs {
+			losses = append(losses, d.objectLoss(id))
+		}
+		v := Nines(allSurvive(losses...))
+		rows[d.latest[dir]].Durability = &v
+	}
+}
+
+// Durability sums up the estimate for the status page and /metrics.
+type Durability struct {
+	TargetNines float64 `json:"target_nines"` // durabilityTarget
+	HorizonDays float64 `json:"horizon_days"` // durabilityHorizon
+	// MinNines is the lowest estimate of a stored file as it is now (the newest version
+	// of each name not deleted); null: none stored.
+	MinNines *float64 `json:"min_nines"`
+	// BelowTarget counts those files whose estimate is below TargetNines.
+	BelowTarget int `json:"below_target"`
+	// Trees are the stored trees (directories not inside another stored one).
+	Trees []TreeDurability `json:"trees"`
+}
+
+// TreeDurability is a stored tree's estimate.
+type TreeDurability struct {
+	Name  string  `json:"name"`
+	Nines float64 `json:"nines"`
+}
+
+// durabilitySummary sums up show_database's file rows.
+func (n *Node) durabilitySummary(files []FileRow) Durability {
+	d := Durability{TargetNines: float64(optDurabilityTarget.Get(n.Opts)),
+		HorizonDays: optDurabilityHorizon.Get(n.Opts).Hours() / 24, Trees: []TreeDurability{}}
+	latest := map[string]FileRow{}
+	for _, f := range files {
+		if l, ok := latest[f.Name]; !ok || f.Version > l.Version {
+			latest[f.Name] = f
+		}
+	}
+	for _, name := range sortedKeys(latest) {
+		f := latest[name]
+		if f.Deleted != nil || f.Durability == nil {
+			continue
+		}
+		if f.Kind == KindDir {
+			if parent, ok := latest[path.Dir(name)]; name == "/" || !ok || parent.Kind != KindDir || parent.Deleted != nil {
+				d.Trees = append(d.Trees, TreeDurability{Name: name, Nines: *f.Durability})
+			}
+			continue
+		}
+		if d.MinNines == nil || *f.Durability < *d.MinNines {
+			v := *f.Durability
+			d.MinNines = &v
+		}
+		if *f.Durability < d.TargetNines {
+			d.BelowTarget++
+		}
+	}
+	return d
+}
+
+// statusLossModel is the loss model from the peer list and the books.
+func (n *Node) statusLossModel() (lossModel, error) {
+	peers, err := n.Peers()
+	if err != nil {
+		return lossModel{}, err
+	}
+	states, err := n.PeerStates()
+	if err != nil {
+		return lossModel{}, err
+	}
+	return n.newLossModel(peers, states), nil
 }
