@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -185,7 +186,7 @@ func TestPeerLoss_CalibratedAgainstSimulation(t *testing.T) {
 	watched, horizon := 5*365*day, 30*day
 	days := func(d time.Duration) float64 { return d.Hours() / 24 }
 	type bucket struct {
-		n, lost int
+		n, lost   int
 		predicted float64
 	}
 	byFailures := map[int]*bucket{}
@@ -271,4 +272,83 @@ func TestPeerLoss_FromWhatThePeerShowed(t *testing.T) {
 	if got := peerLoss(watched, now, 2*h); got <= loss(watched) {
 		t.Errorf("a longer horizon: %v, not above %v", got, loss(watched))
 	}
+}
+
+// show_database's durability column: a file's from its object, a directory's from the
+// objects of its entries' newest versions, each counted once; an old version or one
+// deleted locally is not part of the tree.
+func TestDurabilityRows_FilesAndTrees(t *testing.T) {
+	m := lossModel{peer: map[string]float64{"bob": 0.1, "carol": 0.2, "dave": 0.3}}
+	obj := func(id string, peers ...string) *Object {
+		o := &Object{ID: id, K: 1, N: len(peers), Refs: 1, Segments: []Segment{{}}}
+		for i, p := range peers {
+			o.Segments[0].Pieces = append(o.Segments[0].Pieces, Piece{ID: id + p, Index: i, Peer: p, State: PieceStored})
+		}
+		return o
+	}
+	objs := map[string]*Object{"pack": obj("pack", "bob", "carol"), "big": obj("big", "dave"), "old": obj("old", "bob")}
+	entry := func(name, kind string, version int, object string) FileVersion {
+		return FileVersion{ManifestEntry: ManifestEntry{Name: name, Kind: kind, Version: version}, Object: object}
+	}
+	gone := entry("/t/gone", KindFile, 1, "old")
+	gone.Deleted = time.Now()
+	versions := []FileVersion{ // in the books' order: by name, then version
+		entry("/t", KindDir, 1, ""),
+		entry("/t/a", KindFile, 1, "old"), entry("/t/a", KindFile, 2, "pack"),
+		entry("/t/b", KindFile, 1, "pack"),
+		gone,
+		entry("/t/link", KindSymlink, 1, ""),
+		entry("/t/sub", KindDir, 1, ""),
+		entry("/t/sub/c", KindFile, 1, "big"),
+		entry("/t/sub/lost", KindFile, 1, "missing"),
+		entry("/u", KindDir, 1, ""),
+	}
+	d := newDurabilityRows(m, objs)
+	rows := make([]FileRow, len(versions))
+	for i, fv := range versions {
+		rows[i] = FileRow{Name: fv.Name, Version: fv.Version, Kind: fv.Kind}
+		d.add(fv)
+	}
+	d.fill(rows)
+	got := map[string]*float64{}
+	for _, r := range rows {
+		got[fmt.Sprintf("%s@%d", r.Name, r.Version)] = r.Durability
+	}
+	want := map[string]*float64{
+		"/t@1":          durPtr(Nines(1)), // /t/sub/lost's object is gone
+		"/t/a@1":        durPtr(Nines(0.1)),
+		"/t/a@2":        durPtr(Nines(0.1 * 0.2)),
+		"/t/b@1":        durPtr(Nines(0.1 * 0.2)),
+		"/t/gone@1":     durPtr(Nines(0.1)),
+		"/t/link@1":     nil,
+		"/t/sub@1":      durPtr(Nines(1)),
+		"/t/sub/c@1":    durPtr(Nines(0.3)),
+		"/t/sub/lost@1": durPtr(Nines(1)),
+		"/u@1":          nil, // an empty directory: nothing to lose
+	}
+	for k, w := range want {
+		g := got[k]
+		if (g == nil) != (w == nil) || (g != nil && *g != *w) {
+			t.Errorf("%s: durability %v, want %v", k, deref(g), deref(w))
+		}
+	}
+	// Without the lost file, the tree is its two objects: 1 - (1-0.02)(1-0.3).
+	rows = rows[:len(rows)-2]
+	d = newDurabilityRows(m, objs)
+	for _, fv := range versions[:len(versions)-2] {
+		d.add(fv)
+	}
+	d.fill(rows)
+	if w := Nines(1 - (1-0.02)*(1-0.3)); rows[0].Durability == nil || *rows[0].Durability != w {
+		t.Errorf("/t: %v, want %v", deref(rows[0].Durability), w)
+	}
+}
+
+func durPtr(v float64) *float64 { return &v }
+
+func deref(p *float64) any {
+	if p == nil {
+		return nil
+	}
+	return *p
 }
