@@ -1,13 +1,19 @@
 package agent_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/dibs-backup/dibs/agent"
 	"github.com/dibs-backup/dibs/queue"
@@ -150,4 +156,69 @@ func lossOf(t *testing.T, n *testenv.Node, peer string) float64 {
 		}
 	}
 	return -1
+}
+
+// The status page, /status.json and /metrics show the estimate: bob failed probes, so he
+// is the riskiest peer, and the file whose pieces he damaged is the weakest.
+func TestStatus_ShowsDurability(t *testing.T) {
+	_, base := statusNode(t)
+	body, _ := get(t, base+"/status.json")
+	var rep agent.StatusReport
+	if err := json.Unmarshal([]byte(body), &rep); err != nil {
+		t.Fatal(err)
+	}
+	loss := map[string]float64{}
+	for _, p := range rep.Peers {
+		loss[p.Peer] = p.LossProbability
+	}
+	if !(loss["bob"] > 1.5*loss["dave"] && loss["dave"] > 0) {
+		t.Errorf("loss probabilities %v: bob failed probes, dave did not", loss)
+	}
+	nines := map[string]float64{}
+	for _, f := range rep.Files {
+		if f.Durability == nil {
+			t.Fatalf("%s has no durability", f.Name)
+		}
+		nines[f.Name] = *f.Durability
+	}
+	d := rep.Durability
+	if d.TargetNines != 6 || d.HorizonDays != 30 || d.MinNines == nil || *d.MinNines != nines["/damaged.txt"] ||
+		nines["/damaged.txt"] >= nines["/notes.txt"] || d.BelowTarget != 3 {
+		t.Errorf("durability %+v (min %v), files %v: want the damaged file the weakest, all three below 6 nines", d, deref(d.MinNines), nines)
+	}
+	body, _ = get(t, base+"/metrics")
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gauge := func(name, peer string) float64 {
+		for _, m := range families[name].GetMetric() {
+			if peer == "" || (len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == peer) {
+				return m.GetGauge().GetValue()
+			}
+		}
+		t.Errorf("/metrics has no %s %s", name, peer)
+		return -1
+	}
+	if v := gauge("dibs_durability_min_nines", ""); v != *d.MinNines {
+		t.Errorf("dibs_durability_min_nines %v, want %v", v, *d.MinNines)
+	}
+	if v := gauge("dibs_peer_loss_probability", "bob"); math.Abs(v-loss["bob"]) > 1e-6*v { // the clock moved on
+		t.Errorf("dibs_peer_loss_probability{bob} %v, want %v", v, loss["bob"])
+	}
+	if gauge("dibs_files_below_durability_target", "") != 3 || gauge("dibs_durability_target_nines", "") != 6 {
+		t.Errorf("below target / target: %v / %v", gauge("dibs_files_below_durability_target", ""), gauge("dibs_durability_target_nines", ""))
+	}
+	page, _ := get(t, base+"/")
+	if !strings.Contains(page, "3 below target") || !strings.Contains(page, fmt.Sprintf("%.1f nines", *d.MinNines)) {
+		t.Errorf("the page does not show the durability:\n%s", page)
+	}
+}
+
+func deref(p *float64) any {
+	if p == nil {
+		return nil
+	}
+	return *p
 }
