@@ -80,3 +80,27 @@ func WrapMessageReads(t testing.TB, wrap func(io.Reader) io.Reader) {
 
 // JobFailed exposes the daemon's report of a job's failure to the tests.
 func (n *Node) JobFailed(ctx context.Context, job string, err error) { n.jobFailed(ctx, job, err) }
+
+// SegmentNines is the durability estimate of every segment of every stored object, in
+// nines.
+func (n *Node) SegmentNines() ([]float64, error) {
+	var out []float64
+	err := n.withDB(func(db *books.DB) error {
+		return db.View(func(tx *books.Tx) error {
+			m, err := n.lossModelTx(tx)
+			if err != nil {
+				return err
+			}
+			return tx.EachObject(func(o *Object) error {
+				if o.Refs <= 0 {
+					return nil
+				}
+				for s := range o.Segments {
+					out = append(out, Nines(m.segment(o, s)))
+				}
+				return nil
+			})
+		})
+	})
+	return out, err
+}

@@ -39,6 +39,11 @@ var (
 	mLastSuccess   = desc("last_success_timestamp_seconds", "When the job last succeeded (0: not since start, or never).", "job")
 	mUp            = desc("status_up", "1 when the status could be read from the database (0: busy or failing).")
 	mStarted       = desc("start_timestamp_seconds", "When the daemon started.")
+	mPeerLoss      = desc("peer_loss_probability", "Estimated chance that the peer loses our pieces within durabilityHorizon.", "peer")
+	mMinNines      = desc("durability_min_nines", "Lowest durability estimate of a stored file, in nines over durabilityHorizon (absent: none stored).")
+	mTreeNines     = desc("tree_durability_nines", "Durability estimate of a stored tree, in nines over durabilityHorizon.", "tree")
+	mBelowTarget   = desc("files_below_durability_target", "Stored files whose durability estimate is below durabilityTarget.")
+	mTargetNines   = desc("durability_target_nines", "durabilityTarget, in nines.")
 )
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -76,6 +81,7 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	cnt(mRepairs, float64(r.repairs.Rebuilt), "rebuilt")
 	cnt(mRepairs, float64(r.repairs.Fetching), "fetching")
 	cnt(mRepairs, float64(r.repairs.Short), "short")
+	cnt(mRepairs, float64(r.repairs.Moved), "moved")
 	for _, m := range sortedKeys(r.transportErrors) {
 		cnt(mTransportErrs, float64(r.transportErrors[m]), m)
 	}
@@ -102,7 +108,16 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		g(mPiecesLost, float64(p.LostPieces), p.Peer)
 		g(mQuotaUsed, float64(p.RemoteUsed), p.Peer, "remote")
 		g(mQuotaUsed, float64(p.LocalUsed), p.Peer, "local")
+		g(mPeerLoss, p.LossProbability, p.Peer)
 	}
+	if d := rep.Durability; d.MinNines != nil {
+		g(mMinNines, *d.MinNines)
+	}
+	for _, t := range rep.Durability.Trees {
+		g(mTreeNines, t.Nines, t.Name)
+	}
+	g(mBelowTarget, float64(rep.Durability.BelowTarget))
+	g(mTargetNines, rep.Durability.TargetNines)
 	for _, h := range sortedKeys(rep.FileCounts) {
 		g(mFiles, float64(rep.FileCounts[h]), h)
 	}

@@ -142,6 +142,8 @@ var (
 	optRepairAfter           = secondsOpt("repairAfter", 7*day, time.Minute, 0, "a peer silent this long, or a piece unacknowledged this long, counts as lost and is repaired")
 	optResendAfter           = secondsOpt("resendAfter", day, time.Minute, 0, "a request delivered and unanswered this long is sent again")
 	optRepairSpare           = intOpt("repairSpare", 1, 0, 200, "repair a segment that lost pieces once it has this many spare pieces (beyond k) or fewer")
+	optDurabilityHorizon     = secondsOpt("durabilityHorizon", 30*day, time.Hour, 0, "the time over which a peer's chance of losing our pieces is estimated (docs/durability.md)")
+	optDurabilityTarget      = intOpt("durabilityTarget", 6, 1, 30, "nines a segment should keep over durabilityHorizon: repair moves pieces off unreliable peers, and rebuilds lost ones, one nine before it falls below")
 	optPackPrunePercent      = intOpt("packPrunePercent", 50, 1, 100, "a pack of small files is rewritten once this percentage of its bytes is unstored, so that they leave the peers")
 	OptLogFile               = pathOpt("logFile", "logfile", "log of commands")
 	OptLogLevel              = intOpt("logLevel", 0, -20, 20, "DEBUG -20, INFO -10, WARNING 0, ERROR 10, CRITICAL 20")
@@ -191,7 +193,7 @@ var (
 var optionDefs = rows(
 	optDibsPublicKey, optDibsPrivateKey, OptDibsAdmin, optMailUserOnRecovery,
 	optKbPerFile, optRedundantPieces, optMaxVersions, optKeepDeleted, optRepairAfter,
-	optResendAfter, optRepairSpare, optPackPrunePercent, OptLogFile, OptLogLevel, OptPrintLogLevel, OptMaxLogSize,
+	optResendAfter, optRepairSpare, optDurabilityHorizon, optDurabilityTarget, optPackPrunePercent, OptLogFile, OptLogLevel, OptPrintLogLevel, OptMaxLogSize,
 	optErrWarnCount, optErrMaxCount, optErrorDir, OptDaemonLogFile, OptDaemonStopFile,
 	OptDaemonTimeout, optPollInterval, optDaemonPort, optDaemonAddress, optProbeTimeout,
 	optProbePeriod, optMaxMsgAge, optClockSkew, OptMaxMsgSize, optQuarantineMaxBytes,

@@ -142,8 +142,8 @@ func (n *Node) maintain(ctx context.Context) (Upkeep, error) {
 	if err3 == nil {
 		n.runs.noteRepair(n.Now(), u.Repair)
 	}
-	if res := u.Repair; res.Rebuilt+res.Fetching+res.MarkedLost > 0 {
-		n.Log.Info("repair", "lost", res.MarkedLost, "rebuilt", res.Rebuilt, "fetching", res.Fetching, "short", res.Short)
+	if res := u.Repair; res.Rebuilt+res.Fetching+res.MarkedLost+res.Moved > 0 {
+		n.Log.Info("repair", "lost", res.MarkedLost, "rebuilt", res.Rebuilt, "fetching", res.Fetching, "short", res.Short, "moved", res.Moved)
 	}
 	err4 := n.tidyPacks(context.Background())
 	return u, errors.Join(err1, err2, err3, err4)

@@ -331,6 +331,9 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) (
 		if date.After(ps.LastHeard) {
 			ps.LastHeard = date
 		}
+		if ps.FirstHeard.IsZero() || date.Before(ps.FirstHeard) {
+			ps.FirstHeard = date
+		}
 		if err := tx.PutPeer(peer.Name, ps); err != nil {
 			return err
 		}

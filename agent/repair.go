@@ -21,12 +21,16 @@ type RepairResult struct {
 	Rebuilt    int // pieces sealed again and placed on other peers
 	Fetching   int // objects whose pieces are being fetched back to rebuild them
 	Short      int // segments that still miss pieces (no peer with room)
+	Moved      int // pieces taken off unreliable peers, to be placed on reliable ones
 }
 
 // Repair marks pieces lost whose peer has been silent for repairAfter, or that were
-// never acknowledged in that time, and rebuilds every segment whose healthy pieces
-// leave fewer than repairSpare spares: from the local files if they are unchanged, else
-// by fetching k pieces back. New pieces go to peers holding no piece of that segment.
+// never acknowledged in that time, moves pieces off unreliable peers where a segment's
+// durability estimate nears durabilityTarget (markMoves), and rebuilds every segment
+// whose healthy pieces leave fewer than repairSpare spares or whose estimate is below
+// the trigger (repairSegments): from the local files if they are unchanged, else by
+// fetching k pieces back. New pieces go to peers holding no piece of that segment, the
+// most reliable first.
 func (n *Node) Repair() (RepairResult, error) {
 	var res RepairResult
 	states, err := n.PeerStates()
@@ -44,6 +48,14 @@ func (n *Node) Repair() (RepairResult, error) {
 	var todo []string
 	err = n.withDB(func(db *books.DB) error {
 		return db.Update(func(tx *books.Tx) error {
+			model, err := n.lossModelTx(tx)
+			if err != nil {
+				return err
+			}
+			peers, err := n.Peers()
+			if err != nil {
+				return err
+			}
 			return tx.EachObject(func(o *Object) error {
 				if o.Refs <= 0 {
 					return nil
@@ -72,6 +84,12 @@ func (n *Node) Repair() (RepairResult, error) {
 						changed = true
 					}
 				}
+				moved, err := n.markMoves(tx, o, model, peers)
+				if err != nil {
+					return err
+				}
+				res.Moved += moved
+				changed = changed || moved > 0
 				if changed {
 					if err := tx.PutObject(o); err != nil {
 						return err
@@ -82,7 +100,7 @@ func (n *Node) Repair() (RepairResult, error) {
 						return err
 					}
 				}
-				if len(o.NeedRepair(n.spare(o))) > 0 {
+				if len(n.repairSegments(o, model)) > 0 {
 					todo = append(todo, o.ID)
 				}
 				return nil
@@ -111,7 +129,11 @@ func (n *Node) Repair() (RepairResult, error) {
 				if j, err := tx.Job(repairPrefix + id); err != nil || (j != nil && j.State == RecoveryWaiting) {
 					return err // already fetching
 				}
-				shards, err := n.localShards(tx, o)
+				model, err := n.lossModelTx(tx)
+				if err != nil {
+					return err
+				}
+				shards, err := n.localShards(tx, o, n.repairSegments(o, model))
 				if err != nil {
 					n.Log.Info("repair: local copy unusable, fetching pieces back", "object", id, "why", err)
 					res.Fetching++
@@ -148,9 +170,9 @@ func (n *Node) Repair() (RepairResult, error) {
 // still there; a peer that is only briefly away is not counted lost (repairAfter).
 func (n *Node) spare(o *Object) int { return int(optRepairSpare.Get(n.Opts)) }
 
-// localShards rebuilds the shards of the segments needing repair from the local files,
-// if they still hold exactly what was stored (every shard hash must match).
-func (n *Node) localShards(tx *books.Tx, o *Object) (map[int][]erasure.Shard, error) {
+// localShards rebuilds the shards of segments segs from the local files, if they still
+// hold exactly what was stored (every shard hash must match).
+func (n *Node) localShards(tx *books.Tx, o *Object, segs []int) (map[int][]erasure.Shard, error) {
 	code, err := erasure.New(o.K, o.N-o.K)
 	if err != nil {
 		return nil, err
@@ -170,7 +192,7 @@ func (n *Node) localShards(tx *books.Tx, o *Object) (map[int][]erasure.Shard, er
 		sources[me.Name] = fv.Source
 	}
 	out := map[int][]erasure.Shard{}
-	for _, s := range o.NeedRepair(n.spare(o)) {
+	for _, s := range segs {
 		seg := o.Segments[s]
 		start := int64(s) * o.SegmentSize
 		buf := make([]byte, code.BufferSize(int(seg.Size)))
@@ -247,8 +269,12 @@ func (n *Node) finishRepairTx(tx *books.Tx, j *RecoveryJob) error {
 		return retryLater{err}
 	}
 	defer f.Close()
+	model, err := n.lossModelTx(tx)
+	if err != nil {
+		return err
+	}
 	shards := map[int][]erasure.Shard{}
-	for _, s := range o.NeedRepair(n.spare(o)) {
+	for _, s := range n.repairSegments(o, model) {
 		seg := o.Segments[s]
 		buf := make([]byte, code.BufferSize(int(seg.Size)))
 		if _, err := f.ReadAt(buf[:seg.Size], int64(s)*o.SegmentSize); err != nil && !errors.Is(err, io.EOF) {
@@ -282,6 +308,11 @@ func (n *Node) replace(tx *books.Tx, o *Object, shards map[int][]erasure.Shard, 
 	if err != nil {
 		return 0, 0, err
 	}
+	model, err := n.lossModelTx(tx)
+	if err != nil {
+		return 0, 0, err
+	}
+	byReliability(peers, model)
 	unstore := map[string][]string{}
 	pending := map[string]int64{}
 	for s, sh := range shards {

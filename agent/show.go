@@ -50,6 +50,11 @@ type FileRow struct {
 	Spares *int `json:"spares"`
 	// LastRefusal is the last refusal (NACK) of one of its pieces, "PEER refused OP: reason".
 	LastRefusal string `json:"last_refusal"`
+	// Durability is the estimated chance of keeping the version over durabilityHorizon,
+	// in nines (docs/durability.md); for a directory, that of the tree under it (its
+	// entries' newest versions). Null where there is nothing to lose (an empty file, a
+	// link, an empty directory).
+	Durability *float64 `json:"durability"`
 }
 
 // StorageRow is what we hold for one peer.

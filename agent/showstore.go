@@ -120,6 +120,7 @@ func (n *Node) engineSections(out map[string]any, want func(string) bool) error 
 			}
 			if want("files") {
 				files := []FileRow{}
+				d := newDurabilityRows(n.newLossModel(peers, states), objs)
 				err := tx.EachVersion(func(fv FileVersion) error {
 					r := FileRow{Name: fv.Name, Version: fv.Version, Size: fv.Size, Status: StatusStored, Kind: fv.Kind, Deleted: timePtr(fv.Deleted)}
 					if o := objs[fv.Object]; o != nil {
@@ -130,11 +131,13 @@ func (n *Node) engineSections(out map[string]any, want func(string) bool) error 
 						r.Status = StatusLost
 					}
 					files = append(files, r)
+					d.add(fv)
 					return nil
 				})
 				if err != nil {
 					return err
 				}
+				d.fill(files)
 				out["files"] = files
 			}
 			held := map[string]*StorageRow{}

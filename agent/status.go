@@ -36,6 +36,16 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 		}
 		return fmt.Sprintf("%.0f%%", 100**f)
 	},
+	"nines": func(v any) string {
+		switch v := v.(type) {
+		case *float64:
+			return fmt.Sprintf("%.1f nines", *v)
+		case float64:
+			return fmt.Sprintf("%.1f nines", v)
+		}
+		return "—"
+	},
+	"risk": func(q float64) string { return fmt.Sprintf("%.2g%%", 100*q) },
 	"str": func(s *string) string {
 		if s == nil {
 			return "never"
@@ -69,6 +79,7 @@ type StatusReport struct {
 	// degraded, lost); Files lists them, the worst first.
 	FileCounts map[string]int `json:"file_counts"`
 	Files      []FileRow      `json:"files"`
+	Durability Durability     `json:"durability"`
 	Recoveries []RecoveryRow  `json:"recoveries"`
 	Storage    []StorageRow   `json:"storage"`
 	Jobs       []JobRun       `json:"jobs"`
@@ -91,6 +102,9 @@ type StatusPeer struct {
 	PiecesHere          int      `json:"pieces_here"`
 	BytesHere           int64    `json:"bytes_here"`
 	LostPieces          int      `json:"lost_pieces"`
+	// LossProbability is the estimated chance that the peer loses our pieces within
+	// durabilityHorizon (docs/durability.md).
+	LossProbability float64 `json:"loss_probability"`
 }
 
 // JobRun is one of the daemon's scheduled jobs: when it last ran and runs next.
@@ -107,6 +121,7 @@ type RepairRun struct {
 	Rebuilt    int    `json:"rebuilt"`
 	Fetching   int    `json:"fetching"`
 	Short      int    `json:"short"`
+	Moved      int    `json:"moved"`
 }
 
 // runLog is what the daemon's loops tell the status server: counts and times that no
@@ -140,6 +155,7 @@ func (r *runLog) noteRepair(at time.Time, res RepairResult) {
 	r.repairs.Rebuilt += res.Rebuilt
 	r.repairs.Fetching += res.Fetching
 	r.repairs.Short += res.Short
+	r.repairs.Moved += res.Moved
 }
 
 func (r *runLog) noteStore(at time.Time) {
@@ -207,7 +223,7 @@ func (n *Node) Status() (*StatusReport, error) {
 	}
 	if !r.repairAt.IsZero() {
 		rp := r.repair
-		rep.LastRepair = &RepairRun{At: r.repairAt.UTC().Format(time.RFC3339), MarkedLost: rp.MarkedLost, Rebuilt: rp.Rebuilt, Fetching: rp.Fetching, Short: rp.Short}
+		rep.LastRepair = &RepairRun{At: r.repairAt.UTC().Format(time.RFC3339), MarkedLost: rp.MarkedLost, Rebuilt: rp.Rebuilt, Fetching: rp.Fetching, Short: rp.Short, Moved: rp.Moved}
 	}
 	for _, name := range sortedKeys(r.jobs) {
 		t := r.jobs[name]
@@ -233,6 +249,10 @@ func (n *Node) Status() (*StatusReport, error) {
 	for _, s := range db["stats"].([]StatsRow) {
 		stats[s.Peer] = s
 	}
+	model, err := n.statusLossModel()
+	if err != nil {
+		return nil, err
+	}
 	rep.Peers = []StatusPeer{}
 	for _, p := range db["peers"].([]PeerRow) {
 		sp := StatusPeer{PeerRow: p}
@@ -253,9 +273,11 @@ func (n *Node) Status() (*StatusReport, error) {
 		}
 		st := stats[p.Peer]
 		sp.PiecesThere, sp.BytesThere, sp.PiecesHere, sp.BytesHere, sp.LostPieces = st.PiecesThere, st.BytesThere, st.PiecesHere, st.BytesHere, st.LostPieces
+		sp.LossProbability = model.of(p.Peer)
 		rep.Peers = append(rep.Peers, sp)
 	}
 	rep.Files = db["files"].([]FileRow)
+	rep.Durability = n.durabilitySummary(rep.Files)
 	slices.SortStableFunc(rep.Files, func(a, b FileRow) int {
 		return cmp.Or(cmp.Compare(healthRank[a.Status], healthRank[b.Status]), strings.Compare(a.Name, b.Name), cmp.Compare(b.Version, a.Version))
 	})

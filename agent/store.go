@@ -105,6 +105,7 @@ type candidate struct {
 	key  *pgpmsg.Key
 	room int64 // remote_quota left, counting pieces not yet acknowledged
 	used int   // pieces placed in this run, to spread them
+	loss int   // lossClass of the peer's loss probability: placement prefers reliable peers
 }
 
 // storeRun is one store command: its peers, code, buffers and workers.
@@ -300,6 +301,7 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 		n.Log.Warn("store: pieces of an interrupted store not settled", "err", err)
 	}
 	r := &storeRun{n: n, ctx: ctx, now: n.Now().UTC(), prog: noProgress{}}
+	model := n.newLossModel(peers, states)
 	maxPayload := OptMaxMsgSize.Get(n.Opts) - pieceOverhead
 	var noKey, forgot, full []string // the peers left out, by why: said when none is left
 	for _, p := range peers {
@@ -321,7 +323,7 @@ func (n *Node) newStoreRun(ctx context.Context) (*storeRun, error) {
 		if p.Talks(Mail) && n.Transports.MailPayload != nil {
 			maxPayload = min(maxPayload, n.Transports.MailPayload(OptMailMaxSize.Get(n.Opts))-pieceOverhead)
 		}
-		r.peers = append(r.peers, &candidate{name: p.Name, key: n.wireKey(key), room: room})
+		r.peers = append(r.peers, &candidate{name: p.Name, key: n.wireKey(key), room: room, loss: lossClass(model.of(p.Name))})
 	}
 	if len(r.peers) == 0 {
 		if len(peers) == 0 {
@@ -925,8 +927,9 @@ func (r *storeRun) setFailed(err error) {
 	}
 }
 
-// place picks a distinct peer with room for each of n pieces of size bytes, the
-// emptiest first; nil where no peer is left.
+// place picks a distinct peer with room for each of n pieces of size bytes: those with
+// the fewest pieces of this run first, then the most reliable, then the emptiest; nil
+// where no peer is left.
 func (r *storeRun) place(n int, size int64) []*candidate {
 	r.placeMu.Lock()
 	defer r.placeMu.Unlock()
@@ -934,6 +937,9 @@ func (r *storeRun) place(n int, size int64) []*candidate {
 	sort.SliceStable(order, func(i, j int) bool {
 		if order[i].used != order[j].used {
 			return order[i].used < order[j].used
+		}
+		if order[i].loss != order[j].loss {
+			return order[i].loss < order[j].loss
 		}
 		return order[i].room > order[j].room
 	})

@@ -4,7 +4,10 @@ import "time"
 
 // PeerState is what the node knows of a peer beyond the peer list: usage and liveness.
 type PeerState struct {
-	LastHeard  time.Time `json:"last_heard,omitzero"`
+	LastHeard time.Time `json:"last_heard,omitzero"`
+	// FirstHeard is the Date of the first message processed from the peer: with LastHeard,
+	// how long it has been watched (the durability estimate's exposure).
+	FirstHeard time.Time `json:"first_heard,omitzero"`
 	LocalUsed  int64     `json:"local_used"`
 	RemoteUsed int64     `json:"remote_used"`
 	// LastMethod is the last talk method that delivered a file; LastError the last failure.

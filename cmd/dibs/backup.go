@@ -380,7 +380,7 @@ func (a *App) printStore(res agent.StoreResult) {
 // printUpkeep says what auto_check's upkeep did after storing.
 func (a *App) printUpkeep(u agent.Upkeep) {
 	r := u.Repair
-	fmt.Fprintf(a.Stdout, "upkeep: %s timed out, %s sent again; repair: %s counted lost, %s placed again, %s being fetched back, %s short of peers\n",
+	fmt.Fprintf(a.Stdout, "upkeep: %s timed out, %s sent again; repair: %s counted lost, %s placed again, %s being fetched back, %s short of peers, %s moved off unreliable peers\n",
 		agent.Count(u.ProbesExpired, "probe"), agent.Count(u.Resent, "request"), agent.Count(r.MarkedLost, "piece"),
-		agent.Count(r.Rebuilt, "piece"), agent.Count(r.Fetching, "object"), agent.Count(r.Short, "segment"))
+		agent.Count(r.Rebuilt, "piece"), agent.Count(r.Fetching, "object"), agent.Count(r.Short, "segment"), agent.Count(r.Moved, "piece"))
 }
