@@ -39,6 +39,8 @@ var (
 	mLastSuccess   = desc("last_success_timestamp_seconds", "When the job last succeeded (0: not since start, or never).", "job")
 	mUp            = desc("status_up", "1 when the status could be read from the database (0: busy or failing).")
 	mStarted       = desc("start_timestamp_seconds", "When the daemon started.")
+	mBudgetLeft    = desc("transport_budget_remaining_bytes", "What is left today of the peer's daily budget of the talk method (budget.go).", "peer", "method")
+	mHeld          = desc("transport_held", "1 when the peer's files wait on a budget or the send window.", "peer")
 )
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -102,6 +104,14 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		g(mPiecesLost, float64(p.LostPieces), p.Peer)
 		g(mQuotaUsed, float64(p.RemoteUsed), p.Peer, "remote")
 		g(mQuotaUsed, float64(p.LocalUsed), p.Peer, "local")
+		for _, b := range p.Budgets {
+			g(mBudgetLeft, float64(b.Remaining), p.Peer, b.Method)
+		}
+		held := 0.0
+		if p.Held != "" {
+			held = 1
+		}
+		g(mHeld, held, p.Peer)
 	}
 	for _, h := range sortedKeys(rep.FileCounts) {
 		g(mFiles, float64(rep.FileCounts[h]), h)

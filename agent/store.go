@@ -105,6 +105,9 @@ type candidate struct {
 	key  *pgpmsg.Key
 	room int64 // remote_quota left, counting pieces not yet acknowledged
 	used int   // pieces placed in this run, to spread them
+	// repair marks the pieces of a repair: their files draw on the budgets' repair share
+	// (budget.go).
+	repair bool
 }
 
 // storeRun is one store command: its peers, code, buffers and workers.
@@ -1123,6 +1126,9 @@ func (n *Node) sealStoreWith(peer *candidate, pi PieceInfo, manifest, shard []by
 	defer done()
 	var l pgpmsg.ChunkLayout
 	name := storeFileName(m, pi.Piece)
+	if peer.repair {
+		name = repairFileName(name)
+	}
 	write := func(w io.Writer) error {
 		var err error
 		l, err = pgpmsg.SealBoundWrapped(w, pgpmsg.Wrapping{Outer: h, Inner: ph, Head: manifest, Tail: shard,
