@@ -60,19 +60,19 @@ type peerLimits struct {
 
 // limitsOf resolves the peer's limits: its peers.toml entry over the options.
 func (n *Node) limitsOf(p *Peer) peerLimits {
-	pick := func(own *int64, opt Option[int64]) int64 {
+	pick := func(own *int64, opt int64) int64 {
 		if own != nil {
 			return *own
 		}
-		return opt.Get(n.Opts)
+		return opt
 	}
 	l := peerLimits{
 		perDay: map[string]int64{
-			Mail:  pick(p.MailBytesPerDay, optMailBytesPerDay),
-			Relay: pick(p.RelayBytesPerDay, optRelayBytesPerDay),
+			Mail:  pick(p.MailBytesPerDay, optMailBytesPerDay.Get(n.Opts)),
+			Relay: pick(p.RelayBytesPerDay, optRelayBytesPerDay.Get(n.Opts)),
 		},
 		share: optRepairBudgetPercent.Get(n.Opts),
-		pace:  pick(p.BandwidthLimit, optBandwidthLimit),
+		pace:  pick(p.BandwidthLimit, optBandwidthLimit.Get(n.Opts)),
 	}
 	w := optSendWindow.Get(n.Opts)
 	if p.SendWindow != "" {
@@ -214,9 +214,10 @@ type budgetRun struct {
 	blocked map[string]string
 }
 
-func (n *Node) newBudgetRun(p *Peer, entries []queue.Entry, sent books.SendDay) *budgetRun {
-	now := n.Now()
-	b := &budgetRun{lim: n.limitsOf(p), now: now, day: localDay(now), blocked: map[string]string{}}
+// newBudgetRun starts the run at now of files entries under lim, with what the books
+// count as sent.
+func newBudgetRun(lim peerLimits, now time.Time, entries []queue.Entry, sent books.SendDay) *budgetRun {
+	b := &budgetRun{lim: lim, now: now, day: localDay(now), blocked: map[string]string{}}
 	s := sentToday(sent, b.day)
 	b.used, b.repair = map[string]int64{}, map[string]int64{}
 	for m, v := range s.Bytes {
@@ -245,7 +246,7 @@ func (n *Node) budgetRunFor(p *Peer, entries []queue.Entry) *budgetRun {
 			return err
 		})
 	})
-	return n.newBudgetRun(p, entries, sent)
+	return newBudgetRun(n.limitsOf(p), n.Now(), entries, sent)
 }
 
 // hold says why e may not go by method now, or "" if it may. A file held on a method's
