@@ -154,7 +154,7 @@ func (n *Node) sendPeer(ctx context.Context, p *Peer, only string) (SendResult, 
 			methods = append(methods, m)
 		}
 	}
-	down := map[string]error{} // methods that failed temporarily in this run: the peer is away
+	down := map[string]error{}           // methods that failed temporarily in this run: the peer is away
 	budget := n.budgetRunFor(p, entries) // budgets and window (budget.go)
 	var lastErr error
 	prog := n.progress()
