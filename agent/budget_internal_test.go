@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -247,5 +249,33 @@ func TestLimitsOf(t *testing.T) {
 	}
 	if err := n.SetOption("sendWindow", "25:00-06:00"); err == nil || !strings.Contains(err.Error(), "HH:MM-HH:MM") {
 		t.Errorf("set_option sendWindow 25:00-06:00: %v", err)
+	}
+}
+
+// peers.toml carries a peer's own budgets; a bad window is refused with the entry's line.
+func TestLoadPeers_Budgets(t *testing.T) {
+	dir := t.TempDir()
+	entry := "[[peer]]\npeer = \"bob\"\nemail = \"bob@example.org\"\ntalk = \"mail\"\nlisten = \"mail\"\nlocal_quota = 1\nremote_quota = 1\n"
+	write := func(extra string) {
+		if err := os.WriteFile(filepath.Join(dir, peersFile), []byte(entry+extra), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("mail_bytes_per_day = 1000000\nbandwidth_limit = 0\nsend_window = \"22:00-06:00\"\n")
+	peers, err := loadPeers(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := peers[0]
+	if p.MailBytesPerDay == nil || *p.MailBytesPerDay != 1_000_000 || p.BandwidthLimit == nil || *p.BandwidthLimit != 0 || p.RelayBytesPerDay != nil || p.SendWindow != "22:00-06:00" {
+		t.Fatalf("%+v", p)
+	}
+	out, err := encodePeers(peers)
+	if err != nil || !strings.Contains(string(out), "mail_bytes_per_day = 1000000") || strings.Contains(string(out), "relay_bytes_per_day") {
+		t.Fatalf("encoded:\n%s%v", out, err)
+	}
+	write("send_window = \"22:00-6\"\n")
+	if _, err := loadPeers(dir); err == nil || !strings.Contains(err.Error(), "peers.toml:1: peer \"bob\": send_window") {
+		t.Fatalf("a bad send_window: %v", err)
 	}
 }
