@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -210,4 +211,27 @@ func TestBudget_SendWindowHoldsFiles(t *testing.T) {
 	if st := bobStatus(t, alice.Node); st.Held != "" {
 		t.Errorf("status: held %q", st.Held)
 	}
+}
+
+// storeFiles counts the STORE files waiting in n's outgoing boxes: fresh ones and
+// repair's (named *.repair.pgp, which budgets tell apart). A STORE's name carries its
+// piece id: <date>-<piece>-<message id>.pgp.
+func storeFiles(t *testing.T, n *testenv.Node) (fresh, repair int) {
+	t.Helper()
+	peers, err := n.Spool.Peers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range peers {
+		es, _ := n.Spool.List(queue.Outgoing(p))
+		for _, e := range es {
+			switch {
+			case strings.HasSuffix(e.Name, ".repair.pgp"):
+				repair++
+			case strings.Count(e.Name, "-") == 2:
+				fresh++
+			}
+		}
+	}
+	return fresh, repair
 }
