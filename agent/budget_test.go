@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -136,6 +137,21 @@ func TestBudget_MailPeerGetsFilesAcrossDays(t *testing.T) {
 	}
 	if len(st.Budgets) != 1 || st.Budgets[0] != (agent.BudgetRow{Method: agent.Mail, PerDay: 1000 * k, Used: 800 * k, Remaining: 200 * k}) {
 		t.Errorf("status: budgets %+v", st.Budgets)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice.Daemon.ServeStatus(ln)
+	base := "http://" + ln.Addr().String()
+	metrics, _ := get(t, base+"/metrics")
+	for _, want := range []string{`dibs_transport_budget_remaining_bytes{method="mail",peer="bob"} 200000`, `dibs_transport_held{peer="bob"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if page, _ := get(t, base+"/"); !strings.Contains(page, "held: over mail budget until 2026-12-04 00:00") || !strings.Contains(page, "mail: 200.0 kB of 1.0 MB left today") {
+		t.Errorf("the status page does not say what is held:\n%s", page)
 	}
 	clock.Set(day(3, 23))
 	send(alice.Node, nil)
