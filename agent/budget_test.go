@@ -201,8 +201,15 @@ func TestBudget_MailPeerGetsFilesAcrossDays(t *testing.T) {
 // A send window holds the files it is not in: the big ones wait until it opens, the
 // small ones go.
 func TestBudget_SendWindowHoldsFiles(t *testing.T) {
-	_, alice, clock, log := mailPair(t, map[string]string{"sendWindow": "22:00-06:00"})
+	env, alice, clock, log := mailPair(t, map[string]string{"sendWindow": "22:00-06:00"})
 	names, _ := queueFiles(t, alice, "bob", clock.Now().Add(-time.Hour), []int{200_000, 1_000, 300_000})
+	// The last is a repair's STORE: its name says so, and mail carries it as it is.
+	box := alice.Spool.Dir(queue.Outgoing("bob"))
+	repair := strings.TrimSuffix(names[2], ".pgp") + ".repair.pgp"
+	if err := os.Rename(filepath.Join(box, names[2]), filepath.Join(box, repair)); err != nil {
+		t.Fatal(err)
+	}
+	names[2] = repair
 	if _, err := alice.SendOutgoing(ctx, "bob"); err != nil {
 		t.Fatal(err)
 	}
@@ -226,6 +233,18 @@ func TestBudget_SendWindowHoldsFiles(t *testing.T) {
 	}
 	if st := bobStatus(t, alice.Node); st.Held != "" {
 		t.Errorf("status: held %q", st.Held)
+	}
+	bob := env.Node("bob")
+	if _, err := bob.PollPassives(ctx); err != nil {
+		t.Fatal(err)
+	}
+	es, _ := bob.Spool.List(queue.Incoming)
+	var got []string
+	for _, e := range es {
+		got = append(got, e.Name)
+	}
+	if !slices.Equal(got, names) {
+		t.Errorf("bob got %v, want %v", got, names)
 	}
 }
 
