@@ -44,6 +44,8 @@ var (
 	mTreeNines     = desc("tree_durability_nines", "Durability estimate of a stored tree, in nines over durabilityHorizon.", "tree")
 	mBelowTarget   = desc("files_below_durability_target", "Stored files whose durability estimate is below durabilityTarget.")
 	mTargetNines   = desc("durability_target_nines", "durabilityTarget, in nines.")
+	mBudgetLeft    = desc("transport_budget_remaining_bytes", "What is left today of the peer's daily budget of the talk method (budget.go).", "peer", "method")
+	mHeld          = desc("transport_held", "1 when the peer's files wait on a budget or the send window.", "peer")
 )
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -109,6 +111,14 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		g(mQuotaUsed, float64(p.RemoteUsed), p.Peer, "remote")
 		g(mQuotaUsed, float64(p.LocalUsed), p.Peer, "local")
 		g(mPeerLoss, p.LossProbability, p.Peer)
+		for _, b := range p.Budgets {
+			g(mBudgetLeft, float64(b.Remaining), p.Peer, b.Method)
+		}
+		held := 0.0
+		if p.Held != "" {
+			held = 1
+		}
+		g(mHeld, held, p.Peer)
 	}
 	if d := rep.Durability; d.MinNines != nil {
 		g(mMinNines, *d.MinNines)

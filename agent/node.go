@@ -74,6 +74,7 @@ type Node struct {
 
 	outboxMu sync.Mutex
 	wire     sync.Map // fingerprint -> key copy that seals with AEAD (held.go)
+	pacers   sync.Map // peer name -> *pacer: its bandwidthLimit (budget.go)
 
 	rehearse bool          // tests: every message's transaction runs once rolled back first (handlers.go)
 	incoming incomingState // incoming.go

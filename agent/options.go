@@ -186,6 +186,12 @@ var (
 	optRelayURL              = stringOpt("relayURL", "", "our relay: where poll_passives collects our files").withCheck(checkURL)
 	OptRelayCAFile           = pathOpt("relayCAFile", "", "extra CA certificates to trust for https relays and daemons (a relay's self-signed certificate)")
 	optTalkRetryDelay        = secondsOpt("talkRetryDelay", 10*time.Minute, 0, 0, "how long a file waits before the next talk method is tried")
+	// Transport budgets and windows (budget.go); a peer's entry in peers.toml overrides them.
+	optMailBytesPerDay     = sizeOpt("mailBytesPerDay", 0, 0, "bytes a day each peer may be sent by mail (0: no limit); files below 64 KiB do not count")
+	optRelayBytesPerDay    = sizeOpt("relayBytesPerDay", 0, 0, "bytes a day each peer may be sent through a relay (0: no limit); files below 64 KiB do not count")
+	optRepairBudgetPercent = intOpt("repairBudgetPercent", 50, 1, 100, "share of a daily budget, percent, that repair traffic may use while fresh backups wait")
+	optBandwidthLimit      = sizeOpt("bandwidthLimit", 0, 0, "bytes a second sent to each peer, by any talk method (0: no limit)")
+	optSendWindow          = stringOpt("sendWindow", "", "local hours files of 64 KiB and more are sent in, HH:MM-HH:MM, several comma-separated (22:00-06:00); empty: any time").withCheck(checkSendWindow)
 )
 
 // optionDefs is the option table in dibsrc.toml order. TestOptionTable checks that it
@@ -201,6 +207,7 @@ var optionDefs = rows(
 	OptSMTPServer, OptSMTPUser, OptSMTPPassword, OptSMTPPasswordFile, OptSMTPTLS,
 	OptIMAPServer, OptIMAPUser, OptIMAPPassword, OptIMAPPasswordFile, OptIMAPMailbox,
 	OptIMAPTLS, OptMailCAFile, OptMailMaxSize, optRelayURL, OptRelayCAFile, optTalkRetryDelay,
+	optMailBytesPerDay, optRelayBytesPerDay, optRepairBudgetPercent, optBandwidthLimit, optSendWindow,
 )
 
 func rows(opts ...interface{ row() *optDef }) []*optDef {

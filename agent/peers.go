@@ -49,6 +49,13 @@ type Peer struct {
 	Relay       string `toml:"relay,omitempty"`
 	LocalQuota  int64  `toml:"local_quota"`
 	RemoteQuota int64  `toml:"remote_quota"`
+	// The peer's own budgets and send window (budget.go), over the options
+	// mailBytesPerDay, relayBytesPerDay, bandwidthLimit and sendWindow; unset: the
+	// option's. send_window "always" lifts a sendWindow for this peer.
+	MailBytesPerDay  *int64 `toml:"mail_bytes_per_day,omitempty"`
+	RelayBytesPerDay *int64 `toml:"relay_bytes_per_day,omitempty"`
+	BandwidthLimit   *int64 `toml:"bandwidth_limit,omitempty"`
+	SendWindow       string `toml:"send_window,omitempty"`
 }
 
 // TalkMethods returns the peer's talk methods in order.
@@ -141,6 +148,9 @@ func (p *Peer) validateRecord() error {
 	}
 	if p.LocalQuota < 0 || p.RemoteQuota < 0 {
 		return fmt.Errorf("quotas cannot be negative")
+	}
+	if err := p.validateBudgets(); err != nil {
+		return err
 	}
 	if p.Fingerprint != "" {
 		fp, err := pgpmsg.ParseFingerprint(p.Fingerprint)

@@ -366,7 +366,7 @@ func (n *Node) replace(tx *books.Tx, o *Object, shards map[int][]erasure.Shard, 
 				if p.RemoteQuota-ps.RemoteUsed-ps.RemotePending-pending[p.Name] < size {
 					continue
 				}
-				cand = &candidate{name: p.Name, key: n.wireKey(key)}
+				cand = &candidate{name: p.Name, key: n.wireKey(key), repair: true}
 				break
 			}
 			if cand == nil {

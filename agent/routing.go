@@ -154,7 +154,8 @@ func (n *Node) sendPeer(ctx context.Context, p *Peer, only string) (SendResult, 
 			methods = append(methods, m)
 		}
 	}
-	down := map[string]error{} // methods that failed temporarily in this run: the peer is away
+	down := map[string]error{}           // methods that failed temporarily in this run: the peer is away
+	budget := n.budgetRunFor(p, entries) // budgets and window (budget.go)
 	var lastErr error
 	prog := n.progress()
 	for _, e := range entries {
@@ -163,6 +164,10 @@ func (n *Node) sendPeer(ctx context.Context, p *Peer, only string) (SendResult, 
 		}
 		prog.Add(e.Size, 1) // sent, waiting or undeliverable: gone through
 		if len(methods) == 0 || ctx.Err() != nil {
+			res.Waiting++
+			continue
+		}
+		if budget.holdsAll(methods, e) {
 			res.Waiting++
 			continue
 		}
@@ -182,14 +187,20 @@ func (n *Node) sendPeer(ctx context.Context, p *Peer, only string) (SendResult, 
 				tried++
 				continue
 			}
+			if why := budget.hold(m, e); why != "" {
+				n.Log.Debug("held", "peer", p.Name, "msg", e.Name, "transport", m, "why", why)
+				continue
+			}
 			tried++
 			fctx, done := finishing(ctx, sendGrace)
 			err := n.sendVia(fctx, p, m, c)
 			done()
 			if err == nil {
 				sent = true
+				budget.sent(m, e)
 				n.updatePeerState(p.Name, func(ps *PeerState) {
 					ps.LastMethod, ps.LastSent = m, n.Now().UTC()
+					budget.record(ps, m, e)
 				})
 				n.Log.Info("sent", "peer", p.Name, "msg", e.Name, "transport", m)
 				break
@@ -273,7 +284,17 @@ func (n *Node) sendVia(ctx context.Context, p *Peer, method string, c *queue.Cla
 		return queue.Permanent(fmt.Errorf("no address for talk %s", method))
 	}
 	path := c.Path()
-	msg := queue.Message{Name: c.Name(), Size: c.Size(), Body: func() (io.ReadCloser, error) { return os.Open(path) }}
+	body := func() (io.ReadCloser, error) { return os.Open(path) }
+	if pc := n.pacerFor(p); pc != nil { // bandwidthLimit (budget.go)
+		body = func() (io.ReadCloser, error) {
+			f, err := os.Open(path)
+			if err != nil {
+				return nil, err
+			}
+			return pc.reader(ctx, f), nil
+		}
+	}
+	msg := queue.Message{Name: c.Name(), Size: c.Size(), Body: body}
 	return s.Send(ctx, ep, msg)
 }
 

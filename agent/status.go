@@ -105,6 +105,11 @@ type StatusPeer struct {
 	// LossProbability is the estimated chance that the peer loses our pieces within
 	// durabilityHorizon (docs/durability.md).
 	LossProbability float64 `json:"loss_probability"`
+	// Held says why the peer's files wait on a budget or the send window, and until when
+	// ("held: over mail budget until 2026-12-04 00:00"); Budgets are its daily budgets
+	// (budget.go).
+	Held    string      `json:"held,omitempty"`
+	Budgets []BudgetRow `json:"budgets,omitempty"`
 }
 
 // JobRun is one of the daemon's scheduled jobs: when it last ran and runs next.
@@ -264,6 +269,12 @@ func (n *Node) Status() (*StatusReport, error) {
 				}
 			}
 			sp.OldestQueuedSeconds = max(0, int64(now.Sub(oldest)/time.Second))
+			if peer, _, err := n.Peer(p.Peer); err == nil {
+				sp.Held = n.heldReason(peer, es)
+			}
+		}
+		if peer, _, err := n.Peer(p.Peer); err == nil {
+			sp.Budgets = n.budgetRows(peer)
 		}
 		pr := probes[p.Peer]
 		sp.ProbeGood, sp.ProbeFailed, sp.ProbeTimeout = pr.Good, pr.Failed, pr.Timeout

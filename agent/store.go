@@ -106,6 +106,9 @@ type candidate struct {
 	room int64 // remote_quota left, counting pieces not yet acknowledged
 	used int   // pieces placed in this run, to spread them
 	loss int   // lossClass of the peer's loss probability: placement prefers reliable peers
+	// repair marks the pieces of a repair: their files draw on the budgets' repair share
+	// (budget.go).
+	repair bool
 }
 
 // storeRun is one store command: its peers, code, buffers and workers.
@@ -1129,6 +1132,9 @@ func (n *Node) sealStoreWith(peer *candidate, pi PieceInfo, manifest, shard []by
 	defer done()
 	var l pgpmsg.ChunkLayout
 	name := storeFileName(m, pi.Piece)
+	if peer.repair {
+		name = repairFileName(name)
+	}
 	write := func(w io.Writer) error {
 		var err error
 		l, err = pgpmsg.SealBoundWrapped(w, pgpmsg.Wrapping{Outer: h, Inner: ph, Head: manifest, Tail: shard,

@@ -377,6 +377,9 @@ func TestProbe_WrongBlockFailsAndRepairPlacesElsewhere(t *testing.T) {
 	if _, err := alice.Store(ctx, filepath.Join(dir, "f"), "/f"); err != nil {
 		t.Fatal(err)
 	}
+	if fresh, repair := storeFiles(t, alice); fresh == 0 || repair != 0 {
+		t.Fatalf("a store queued %d fresh STOREs and %d of repair", fresh, repair)
+	}
 	env.Settle(ctx, 20)
 	// A good probe first: every peer answers right.
 	if _, err := alice.Probe("/f"); err != nil {
@@ -422,6 +425,9 @@ func TestProbe_WrongBlockFailsAndRepairPlacesElsewhere(t *testing.T) {
 	}
 	if res.Rebuilt != len(held) {
 		t.Fatalf("repair: %+v, want %d rebuilt", res, len(held))
+	}
+	if fresh, repair := storeFiles(t, alice); fresh != 0 || repair != len(held) {
+		t.Fatalf("repair queued %d fresh STOREs and %d of repair, want %d of repair (budget.go tells them apart)", fresh, repair, len(held))
 	}
 	env.Settle(ctx, 20)
 	checkQuiet(t, env)

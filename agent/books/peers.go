@@ -35,6 +35,16 @@ type PeerState struct {
 	Refusals int `json:"refusals,omitempty"`
 	// Forgotten is set when the peer told us (FORGET_YOU) it dropped what it held for us.
 	Forgotten time.Time `json:"forgotten,omitzero"`
+	// Sent counts what today's sends used of the peer's daily budgets (agent/budget.go).
+	Sent SendDay `json:"sent,omitzero"`
+}
+
+// SendDay is what was sent to a peer on one local day, for its daily budgets: bytes by
+// talk method, and of those, the bytes of repair traffic.
+type SendDay struct {
+	Day    string           `json:"day,omitempty"` // 2006-01-02, local time
+	Bytes  map[string]int64 `json:"bytes,omitempty"`
+	Repair map[string]int64 `json:"repair,omitempty"`
 }
 
 // Peer returns the state of the named peer (the zero state if it has none yet).
