@@ -106,7 +106,7 @@ func TestRoundTrip(t *testing.T) {
 	})
 	view(t, db, func(tx *Tx) error { // what is not there
 		ps, err := tx.Peer("nobody")
-		if err != nil || ps != (PeerState{}) {
+		if err != nil || !reflect.DeepEqual(ps, PeerState{}) {
 			t.Errorf("missing peer: %+v, %v", ps, err)
 		}
 		if o, err := tx.Object("none"); o != nil || err != nil {
