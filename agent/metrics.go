@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/dibs-backup/dibs/agent/books"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -45,6 +46,9 @@ var (
 	mBelowTarget   = desc("files_below_durability_target", "Stored files whose durability estimate is below durabilityTarget.")
 	mTargetNines   = desc("durability_target_nines", "durabilityTarget, in nines.")
 	mBudgetLeft    = desc("transport_budget_remaining_bytes", "What is left today of the peer's daily budget of the talk method (budget.go).", "peer", "method")
+	mDrills        = desc("drills", "Restore drills in the books (the last 20) by state: waiting, done (passed), failed.", "state")
+	mDrillBytes    = desc("drill_last_success_bytes", "Bytes of pieces the last drill that passed fetched.")
+	mDrillSeconds  = desc("drill_last_success_duration_seconds", "How long the last drill that passed took, from start to end.")
 	mHeld          = desc("transport_held", "1 when the peer's files wait on a budget or the send window.", "peer")
 )
 
@@ -133,7 +137,9 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	states := map[string]int{}
 	for _, j := range rep.Recoveries {
-		states[j.State]++
+		if j.Kind != books.JobDrill {
+			states[j.State]++
+		}
 	}
 	for _, s := range sortedKeys(states) {
 		g(mRecoveries, float64(states[s]), s)
@@ -142,9 +148,25 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	g(mLastSuccess, ts(rep.LastProbe), "probe")
 	last := ""
 	for _, j := range rep.Recoveries {
-		if j.State == RecoveryDone && j.Ended != nil && *j.Ended > last {
+		if j.Kind != books.JobDrill && j.State == RecoveryDone && j.Ended != nil && *j.Ended > last {
 			last = *j.Ended
 		}
 	}
 	g(mLastSuccess, ts(&last), "recover")
+	drills := map[string]int{RecoveryWaiting: 0, RecoveryDone: 0, RecoveryFailed: 0}
+	for _, j := range rep.Recoveries {
+		if j.Kind == books.JobDrill {
+			drills[j.State]++
+		}
+	}
+	for _, s := range sortedKeys(drills) {
+		g(mDrills, float64(drills[s]), s)
+	}
+	if d := rep.LastGoodDrill; d != nil {
+		g(mLastSuccess, ts(d.Ended), "drill")
+		g(mDrillBytes, float64(d.Bytes))
+		g(mDrillSeconds, d.Seconds)
+	} else {
+		g(mLastSuccess, 0, "drill")
+	}
 }

@@ -192,6 +192,10 @@ var (
 	optRepairBudgetPercent = intOpt("repairBudgetPercent", 50, 1, 100, "share of a daily budget, percent, that repair traffic may use while fresh backups wait")
 	optBandwidthLimit      = sizeOpt("bandwidthLimit", 0, 0, "bytes a second sent to each peer, by any talk method (0: no limit)")
 	optSendWindow          = stringOpt("sendWindow", "", "local hours files of 64 KiB and more are sent in, HH:MM-HH:MM, several comma-separated (22:00-06:00); empty: any time").withCheck(checkSendWindow)
+	// Restore drills (drill.go).
+	optDrillPeriod  = secondsOpt("drillPeriod", 7*day, 0, 0, "seconds between the daemon's restore drills (0: none); dibs drill runs one now")
+	optDrillBudget  = sizeOpt("drillBudget", 64_000_000, 1, "bytes of pieces a restore drill may fetch: its random sample of stored files fits in this")
+	optDrillTimeout = secondsOpt("drillTimeout", 2*day, time.Minute, 0, "a drill with pieces still unanswered this long ends, and fails on them")
 )
 
 // optionDefs is the option table in dibsrc.toml order. TestOptionTable checks that it
@@ -208,6 +212,7 @@ var optionDefs = rows(
 	OptIMAPServer, OptIMAPUser, OptIMAPPassword, OptIMAPPasswordFile, OptIMAPMailbox,
 	OptIMAPTLS, OptMailCAFile, OptMailMaxSize, optRelayURL, OptRelayCAFile, optTalkRetryDelay,
 	optMailBytesPerDay, optRelayBytesPerDay, optRepairBudgetPercent, optBandwidthLimit, optSendWindow,
+	optDrillPeriod, optDrillBudget, optDrillTimeout,
 )
 
 func rows(opts ...interface{ row() *optDef }) []*optDef {

@@ -78,7 +78,35 @@ func (d *Daemon) periodicJobs() []*job {
 		if k > 0 {
 			n.Log.Info("probes timed out", "probes", k)
 		}
+		if d, derr := n.ExpireDrills(); derr != nil || d > 0 {
+			n.Log.Info("drills ended on drillTimeout", "drills", d, "err", derr)
+			err = errors.Join(err, derr)
+		}
 		return err
+	})
+	drill := newJob("drill", func(last, now time.Time) time.Time {
+		period := optDrillPeriod.Get(n.Opts)
+		if period <= 0 {
+			return now.Add(day) // off: looked at again daily, or when the options change
+		}
+		if at, known, err := n.lastDrill(); err == nil && known {
+			return at.Add(period)
+		}
+		if last.IsZero() { // no drill yet: one poll after start, and each poll until one starts
+			return d.started.Add(poll())
+		}
+		return last.Add(poll())
+	}, func(ctx context.Context) error {
+		if optDrillPeriod.Get(n.Opts) <= 0 {
+			return nil
+		}
+		st, err := n.Drill()
+		if err != nil {
+			n.Log.Info("drill", "skipped", err) // nothing stored yet, or one still waiting
+			return nil
+		}
+		n.Log.Info("drill started", "files", st.Files, "pieces", st.Pieces, "bytes", st.Bytes)
+		return nil
 	})
 	storageList := newJob("storage_list", func(last, now time.Time) time.Time {
 		at, known, err := n.lastRun(taskSync)
@@ -102,7 +130,7 @@ func (d *Daemon) periodicJobs() []*job {
 		_, err := n.Cleanup()
 		return err
 	})
-	return []*job{autoCheck, repair, probe, stats, storageList, cleanup}
+	return []*job{autoCheck, repair, probe, stats, storageList, cleanup, drill}
 }
 
 // lastRun is when the named task last ran, as the books keep it.

@@ -347,6 +347,8 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) (
 		}
 		if n.seen(db, idKey) {
 			from = nil // a replay: anyone can send a peer's old message again, so it is not the peer's to pay for
+		} else if typ == TypeRecoverResponse {
+			n.drillPieceRefused(db, peer.Name, msg.Header.Get(fieldPiece), err.Error())
 		}
 		return quarantine(err.Error())
 	}

@@ -161,7 +161,7 @@ func routeOf(typ string) (route, bool) {
 	case TypeStorageList:
 		return route{handle: handleStorageList, acked: handleStorageListAck}, true
 	case TypeRecover:
-		return route{handle: handleRecover}, true // a NACK: the piece is gone there, others will do
+		return route{handle: handleRecover, refused: handleRecoverNack}, true // a NACK: the piece is gone there, others will do (a drill notes it)
 	case TypeRecoverAll:
 		return route{handle: handleRecoverAll}, true
 	case TypeRecoverResponse:

@@ -136,6 +136,9 @@ func (n *Node) askForObjects(tx *books.Tx, job *RecoveryJob) (int, error) {
 			for _, p := range seg.Pieces {
 				if p.ID != "" && (p.State == PieceStored || p.State == PieceSent) {
 					byPeer[p.Peer] = append(byPeer[p.Peer], p.ID)
+					if job.Kind == books.JobDrill {
+						job.Pieces[p.ID] = false // a drill waits for every answer
+					}
 				}
 			}
 		}
@@ -373,6 +376,7 @@ func handleRecoverResponse(r *Request) error {
 	if !wanted || o == nil {
 		pp.unstage(n)
 	}
+	drillAnswered(jobs, id, "")
 	for _, j := range jobs {
 		if err := r.Tx.PutJob(j); err != nil {
 			return err
@@ -670,6 +674,12 @@ func (n *Node) assemble(o *Object) (bool, error) {
 func (n *Node) checkJob(tx *books.Tx, j *RecoveryJob) error {
 	if j.State != RecoveryWaiting {
 		return nil
+	}
+	if j.Kind == books.JobDrill {
+		if !drillDone(j) {
+			return nil
+		}
+		return n.finishDrillTx(tx, j)
 	}
 	if j.Kind == books.JobAll {
 		// Done when the peers that answered have sent all they hold and every object

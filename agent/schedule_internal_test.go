@@ -19,7 +19,7 @@ import (
 // every job's loop sleeps again (fakeClock.Waiting), so nothing sleeps for real
 // intervals and what ran when is exact.
 
-const testJobs = 10 // process, send, poll, auto_check, repair, probe, stats, storage_list, cleanup, watch
+const testJobs = 11 // process, send, poll, auto_check, repair, probe, stats, storage_list, cleanup, drill, watch
 
 var t0 = time.Date(2026, 1, 5, 12, 0, 0, 0, time.UTC)
 
@@ -226,7 +226,8 @@ func (e *schedEnv) wantRun(job string, last, next time.Duration) {
 
 // Every job runs on its own timer: pollInterval (poll, auto_check, repair), probePeriod,
 // the probe statistics every probeTimeout when that is shorter than pollInterval, the
-// storage-list exchange when the books say so, cleanup daily from a day after start;
+// storage-list exchange when the books say so, cleanup daily from a day after start, a
+// drill each poll until one starts (then every drillPeriod);
 // and the status page knows each one's next run.
 func TestSchedule_EachJobOnItsTimer(t *testing.T) {
 	e := newSchedEnv(t, "active", "passive", map[string]string{"pollInterval": "600", "probePeriod": "1800", "probeTimeout": "300"})
@@ -237,6 +238,7 @@ func TestSchedule_EachJobOnItsTimer(t *testing.T) {
 	e.wantRun("stats", 0, 300*time.Second)
 	e.wantRun("storage_list", 0, 23*time.Hour) // the first run starts the exchange's clock
 	e.wantRun("cleanup", -1, 24*time.Hour)
+	e.wantRun("drill", -1, 600*time.Second) // no drill yet: one poll after start
 	e.wantRun("send", 0, time.Second)
 	e.wantRun("process", 0, 5*time.Second)
 	if got := e.net.times(&e.net.polls); len(got) != 1 {
@@ -252,6 +254,7 @@ func TestSchedule_EachJobOnItsTimer(t *testing.T) {
 	e.wantRun("auto_check", 600*time.Second, 1200*time.Second)
 	e.wantRun("repair", 600*time.Second, 1200*time.Second)
 	e.wantRun("probe", 0, 1800*time.Second)
+	e.wantRun("drill", 600*time.Second, 1200*time.Second) // nothing stored: tried again each poll
 	if got := e.net.times(&e.net.polls); len(got) != 2 || got[1] != 600*time.Second {
 		t.Fatalf("bob polled at %v; want at 0 and 10m0s", got)
 	}

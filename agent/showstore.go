@@ -217,6 +217,11 @@ func (n *Node) engineSections(out map[string]any, want func(string) bool) error 
 					stats = []StatsRow{}
 				}
 				out["stats"] = stats
+				drills, err := drillRows(tx)
+				if err != nil {
+					return err
+				}
+				out["drills"] = drills // printed after stats: not a section --only names
 			}
 			return nil
 		})

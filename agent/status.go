@@ -86,7 +86,10 @@ type StatusReport struct {
 	LastRepair *RepairRun     `json:"last_repair"`
 	LastProbe  *string        `json:"last_probe"` // the latest probe sent to any peer
 	LastStore  *string        `json:"last_store"` // the last store that succeeded (a command or the daemon)
-	Errors     []string       `json:"errors,omitempty"`
+	// LastDrill is the newest restore drill, LastGoodDrill the newest that passed (drill.go).
+	LastDrill     *DrillRow `json:"last_drill"`
+	LastGoodDrill *DrillRow `json:"last_good_drill"`
+	Errors        []string  `json:"errors,omitempty"`
 }
 
 // StatusPeer is a peer's show_database row with what the daemon adds.
@@ -298,6 +301,16 @@ func (n *Node) Status() (*StatusReport, error) {
 	}
 	rep.Recoveries = db["recovery"].([]RecoveryRow)
 	rep.Storage = db["storage"].([]StorageRow)
+	drills := db["drills"].([]DrillRow) // newest first
+	if len(drills) > 0 {
+		rep.LastDrill = &drills[0]
+	}
+	for i := range drills {
+		if drills[i].State == RecoveryDone {
+			rep.LastGoodDrill = &drills[i]
+			break
+		}
+	}
 	return rep, nil
 }
 

@@ -15,6 +15,7 @@ const (
 	JobAll    = "all"    // recover_all: everything the peers hold for us
 	JobRepair = "repair" // an object fetched back to be coded again
 	JobPrune  = "prune"  // a pack fetched back to be rewritten without its dropped files
+	JobDrill  = "drill"  // a restore drill: a sample recovered into a scratch directory and checked
 )
 
 // RecoveryJob is a recovery in progress: it lives in the database, with the shards
@@ -36,12 +37,29 @@ type RecoveryJob struct {
 	Pieces  map[string]bool `json:"pieces,omitempty"`
 	Written int             `json:"written"`
 	Error   string          `json:"error,omitempty"`
+	// A drill's sample: the stored names it recovers, each with its version.
+	Sample map[string]int `json:"sample,omitempty"`
+	// Bad maps the pieces a drill found bad or missing to why, "PEER: reason".
+	Bad map[string]string `json:"bad,omitempty"`
+	// Bytes is what a drill fetches: the sizes of its objects.
+	Bytes int64 `json:"bytes,omitempty"`
 }
 
 // init gives a job read back from the database its maps (empty ones are not stored).
 func (j *RecoveryJob) init() {
 	if j.Objects == nil {
 		j.Objects = map[string]bool{}
+	}
+	if j.Kind == JobDrill {
+		if j.Pieces == nil {
+			j.Pieces = map[string]bool{}
+		}
+		if j.Bad == nil {
+			j.Bad = map[string]string{}
+		}
+		if j.Sample == nil {
+			j.Sample = map[string]int{}
+		}
 	}
 	if j.Kind == JobAll {
 		if j.Finished == nil {
@@ -69,6 +87,9 @@ func (t *Tx) Job(name string) (*RecoveryJob, error) {
 
 // PutJob records j under its name.
 func (t *Tx) PutJob(j *RecoveryJob) error { return t.put(bucketRecovery, []byte(j.Name), j) }
+
+// DeleteJob forgets the named job.
+func (t *Tx) DeleteJob(name string) error { return t.delete(bucketRecovery, []byte(name)) }
 
 // EachJob calls fn with every recovery job, running or ended, by name.
 func (t *Tx) EachJob(fn func(j *RecoveryJob) error) error {

@@ -69,7 +69,7 @@ var commands = []*command{
 	initCmd, exportKeyCmd, addPeerCmd, editPeerCmd, deletePeerCmd, showDatabaseCmd,
 	setOptionCmd, showOptionCmd, exportRecoveryKitCmd, importRecoveryKitCmd,
 	// backup and recovery
-	storeCmd, autoCheckCmd, unstoreFileCmd, recoverFileCmd, recoverAllCmd, probeCmd,
+	storeCmd, autoCheckCmd, unstoreFileCmd, recoverFileCmd, recoverAllCmd, probeCmd, drillCmd,
 	clearCmd, forgetCmd, cleanupCmd, mergeStatsCmd,
 	// moving messages
 	sendMessageCmd, pollPassivesCmd, processMessageCmd, exportMessagesCmd,

@@ -52,6 +52,9 @@ func runShowDatabase(a *App, o showDatabaseOptions) error {
 				if files, ok := v.([]agent.FileRow); ok {
 					warnNoSpares(a.Stdout, files)
 				}
+				if d, ok := db["drills"]; ok && s == "stats" {
+					printSection(a.Stdout, "drills", d, o.wide)
+				}
 			}
 		}
 		return nil
@@ -106,6 +109,8 @@ var narrowColumns = map[string][]column{
 		{name: "local", fields: []string{"local_used", "local_quota"}},
 		{name: "remote", fields: []string{"remote_used", "remote_quota"}},
 		{name: "last_heard"}, {name: "queue_depth"}},
+	"drills": {{name: "started"}, {name: "state"}, {name: "checked", fields: []string{"checked", "files"}},
+		{name: "bytes"}, {name: "bad_pieces"}, {name: "seconds"}, {name: "error"}},
 }
 
 // cell is the column's text in row r. Every cell holds something ("-" for nothing), so
