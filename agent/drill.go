@@ -56,15 +56,8 @@ func (n *Node) Drill() (DrillStarted, error) {
 	asked := 0
 	err := n.withDB(func(db *books.DB) error {
 		return db.Update(func(tx *books.Tx) error {
-			jobs, err := tx.ActiveJobs()
-			if err != nil {
+			if err := n.noDrillWaiting(tx); err != nil {
 				return err
-			}
-			for _, j := range jobs {
-				if j.Kind == books.JobDrill {
-					return fmt.Errorf("the drill started %s is still waiting for answers (show_database --only recovery); it ends by %s",
-						j.Started.Format(time.RFC3339), j.Started.Add(optDrillTimeout.Get(n.Opts)).Format(time.RFC3339))
-				}
 			}
 			job := &RecoveryJob{Name: drillPrefix + now.Format("2006-01-02T15:04:05.000000000Z"), Kind: books.JobDrill,
 				State: RecoveryWaiting, Started: now, Objects: map[string]bool{}, Pieces: map[string]bool{},
@@ -72,6 +65,7 @@ func (n *Node) Drill() (DrillStarted, error) {
 			if err := sampleForDrill(tx, job, budget); err != nil {
 				return err
 			}
+			var err error
 			if asked, err = n.askForObjects(tx, job); err != nil {
 				return err
 			}
@@ -268,10 +262,19 @@ func drillDone(j *RecoveryJob) bool {
 }
 
 // ExpireDrills ends the drills waiting longer than drillTimeout: the pieces still
-// unanswered count as bad. It returns how many it ended.
+// unanswered count as bad; a drill from the kit ends with what its node has recovered.
+// It returns how many it ended.
 func (n *Node) ExpireDrills() (int, error) {
 	timeout := optDrillTimeout.Get(n.Opts)
 	ended := 0
+	if k, err := n.kitDrillWaiting(); err != nil {
+		return 0, err
+	} else if k != nil && n.Now().Sub(k.Started) >= timeout {
+		if err := n.stepKitDrill(context.Background(), true); err != nil {
+			return 0, err
+		}
+		ended++
+	}
 	err := n.withDB(func(db *books.DB) error {
 		return db.Update(func(tx *books.Tx) error {
 			jobs, err := tx.ActiveJobs()
@@ -279,7 +282,7 @@ func (n *Node) ExpireDrills() (int, error) {
 				return err
 			}
 			for _, j := range jobs {
-				if j.Kind != books.JobDrill || n.Now().Sub(j.Started) < timeout {
+				if j.Kind != books.JobDrill || isKitDrill(j) || n.Now().Sub(j.Started) < timeout {
 					continue
 				}
 				holders := pieceHolders(tx, j)
@@ -429,6 +432,8 @@ type DrillRow struct {
 	Ended      *string `json:"ended"`
 	Error      string  `json:"error"`
 	Unanswered int     `json:"unanswered"` // pieces still waited for
+	// FromKit: a drill --from_kit, which checks every stored file (files), not a sample.
+	FromKit bool `json:"from_kit"`
 }
 
 // drillRows lists the drills in the books, newest first.
@@ -439,7 +444,10 @@ func drillRows(tx *books.Tx) ([]DrillRow, error) {
 			return nil
 		}
 		r := DrillRow{Started: j.Started.UTC().Format(time.RFC3339), State: j.State, Files: len(j.Sample), Checked: j.Written,
-			Bytes: j.Bytes, Pieces: len(j.Pieces), BadPieces: len(j.Bad), Error: j.Error}
+			Bytes: j.Bytes, Pieces: len(j.Pieces), BadPieces: len(j.Bad), Error: j.Error, FromKit: isKitDrill(j)}
+		if r.FromKit {
+			r.Files = j.Files
+		}
 		for _, answered := range j.Pieces {
 			if !answered {
 				r.Unanswered++

@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -147,5 +148,55 @@ func TestDrill_BudgetTooSmallSaysSo(t *testing.T) {
 	_, err := env.Node("alice").Drill()
 	if err == nil || !strings.Contains(err.Error(), "drillBudget") {
 		t.Fatalf("drill with a 1-byte budget: %v", err)
+	}
+}
+
+// One answer the kit's node gets is a piece damaged on bob's disk: its recover_all
+// waits for bob's piece, as recover_all after a disaster would, and on drillTimeout the
+// drill from the kit fails, with the refused answer and the files it did not get back.
+func TestDrillFromKit_DamagedPieceFailsIt(t *testing.T) {
+	env := fourNodes(t, map[string]string{"kbPerFile": "100", "resendAfter": "60", "drillTimeout": "3600"})
+	storedTree(t, env)
+	alice, bob := env.Node("alice"), env.Node("bob")
+	var kit bytes.Buffer
+	if err := alice.ExportRecoveryKit(&kit); err != nil {
+		t.Fatal(err)
+	}
+	damaged := false
+	filepath.WalkDir(filepath.Join(bob.Dir, "storage", "alice"), func(p string, de os.DirEntry, err error) error {
+		if err != nil || de.IsDir() || damaged {
+			return err
+		}
+		b, _ := os.ReadFile(p)
+		b[len(b)/2] ^= 0x10
+		damaged = true
+		return os.WriteFile(p, b, 0o600)
+	})
+	st, err := alice.DrillFromKit(bytes.NewReader(kit.Bytes()))
+	if err != nil || st.Peers != 3 {
+		t.Fatalf("DrillFromKit: %+v, %v", st, err)
+	}
+	settleAllowingErrors(env, 30)
+	if rows := drills(t, alice.Node); len(rows) != 1 || rows[0].State != agent.RecoveryWaiting {
+		t.Fatalf("drill from the kit, bob's piece refused, before resendAfter: %+v", rows)
+	}
+	later := time.Now().Add(2 * time.Minute)
+	alice.Now = func() time.Time { return later }
+	before := len(alice.Quarantined())
+	settleAllowingErrors(env, 30) // the kit's node asks bob again: his piece is damaged still
+	if q := len(alice.Quarantined()); q != before {
+		t.Errorf("alice's own node quarantined %d files: the answers were the kit node's", q-before)
+	}
+	later = later.Add(2 * time.Hour)
+	if n, err := alice.ExpireDrills(); err != nil || n != 1 {
+		t.Fatalf("ExpireDrills: %d, %v", n, err)
+	}
+	rows := drills(t, alice.Node)
+	if len(rows) != 1 || !rows[0].FromKit || rows[0].State != agent.RecoveryFailed || rows[0].Files == 0 ||
+		!strings.Contains(rows[0].Error, "the first from bob: incoming: RECOVER_RESPONSE from bob: piece: ") || !strings.Contains(rows[0].Error, "did not end within drillTimeout") {
+		t.Fatalf("drill from the kit with a damaged piece at bob: %+v", rows)
+	}
+	if _, err := os.Stat(filepath.Join(alice.Dir, "drill.tmp", "kit")); err == nil {
+		t.Error("the kit's node is left in drill.tmp/kit")
 	}
 }

@@ -95,7 +95,11 @@ func (n *Node) ProcessIncoming(ctx context.Context) (ProcessResult, error) {
 	}
 	var res ProcessResult
 	if len(entries) == 0 {
-		// Nothing new, but a killed run may have committed replies it never sealed.
+		// Nothing new, but a killed run may have committed replies it never sealed, or
+		// left what it handed to a drill's kit node unprocessed.
+		if err := n.stepKitDrill(ctx, false); err != nil {
+			n.Log.Warn("drill --from_kit: the kit's node", "err", err)
+		}
 		return res, n.FlushOutbox()
 	}
 	n.incoming.takeWhy()
@@ -113,6 +117,9 @@ func (n *Node) ProcessIncoming(ctx context.Context) (ProcessResult, error) {
 	res.Why = n.incoming.takeWhy()
 	if err != nil {
 		return res, err
+	}
+	if err := n.stepKitDrill(ctx, false); err != nil {
+		n.Log.Warn("drill --from_kit: the kit's node", "err", err)
 	}
 	return res, ctx.Err()
 }
@@ -308,6 +315,19 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) (
 	idKey, err := hex.DecodeString(id)
 	if err != nil {
 		return quarantine("bad Message-Id")
+	}
+	if rt, _ := routeOf(given); rt.answers {
+		handed, err := n.handToKit(db, c, msg.Header.Get(pgpmsg.FieldInReplyTo))
+		if err != nil {
+			return n.leave(c, log, fmt.Errorf("drill --from_kit: handing the answer to the kit's node: %w", err)), typ
+		}
+		if handed {
+			if err := c.Ack(); err != nil {
+				log.Error("ack", "err", err)
+			}
+			log.Info("handed to the kit's node (drill --from_kit)")
+			return outProcessed, typ
+		}
 	}
 	var pre any
 	if prepare := preparers[given]; prepare != nil && !n.seen(db, idKey) {

@@ -676,7 +676,7 @@ func (n *Node) checkJob(tx *books.Tx, j *RecoveryJob) error {
 		return nil
 	}
 	if j.Kind == books.JobDrill {
-		if !drillDone(j) {
+		if isKitDrill(j) || !drillDone(j) { // a drill from the kit ends in stepKitDrill
 			return nil
 		}
 		return n.finishDrillTx(tx, j)

@@ -43,6 +43,11 @@ type RecoveryJob struct {
 	Bad map[string]string `json:"bad,omitempty"`
 	// Bytes is what a drill fetches: the sizes of its objects.
 	Bytes int64 `json:"bytes,omitempty"`
+	// Requests are a drill from the kit's requests, by Message-Id, with their peer: the
+	// answers to them go to the kit's node.
+	Requests map[string]string `json:"requests,omitempty"`
+	// Files is how many stored files a drill from the kit checked.
+	Files int `json:"files,omitempty"`
 }
 
 // init gives a job read back from the database its maps (empty ones are not stored).
@@ -59,6 +64,9 @@ func (j *RecoveryJob) init() {
 		}
 		if j.Sample == nil {
 			j.Sample = map[string]int{}
+		}
+		if j.Requests == nil {
+			j.Requests = map[string]string{}
 		}
 	}
 	if j.Kind == JobAll {

@@ -25,13 +25,12 @@ func drillRows(n *cliNode) []map[string]any {
 	return db.Drills
 }
 
-// Real processes: alice pushes to three peers' daemons and pulls their answers. A drill
-// passes and leaves recovery/ alone; after one of bob's pieces is damaged on his disk,
-// the next drill fails on it and writes an error report naming bob.
-func TestCLI_DrillPassesThenFailsOnATamperedPiece(t *testing.T) {
-	root := t.TempDir()
-	alice := newCLINode(t, root, "alice")
-	peers := []*cliNode{newCLINode(t, root, "bob"), newCLINode(t, root, "carol"), newCLINode(t, root, "dave")}
+// drillFixture: real processes, alice pushes to three peers' daemons and pulls their
+// answers; a tree is stored. cron runs alice's three cron commands until until holds.
+func drillFixture(t *testing.T) (root string, alice *cliNode, peers []*cliNode, cron func(until func() bool)) {
+	root = t.TempDir()
+	alice = newCLINode(t, root, "alice")
+	peers = []*cliNode{newCLINode(t, root, "bob"), newCLINode(t, root, "carol"), newCLINode(t, root, "dave")}
 	for _, p := range peers {
 		alice.addPeer(p, "active", "passive")
 		p.addPeer(alice, "passive", "active")
@@ -46,7 +45,7 @@ func TestCLI_DrillPassesThenFailsOnATamperedPiece(t *testing.T) {
 	tree := filepath.Join(root, "tree")
 	writeTree(t, tree)
 	alice.OK("store", "--name", tree, "--as", "docs")
-	cron := func(until func() bool) {
+	cron = func(until func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(60 * time.Second)
 		for !until() {
@@ -68,12 +67,20 @@ func TestCLI_DrillPassesThenFailsOnATamperedPiece(t *testing.T) {
 		}
 		return len(rows) > 120
 	})
-	drillEnded := func(count int) func() bool {
-		return func() bool {
-			rows := drillRows(alice)
-			return len(rows) == count && rows[0]["state"] != "waiting"
-		}
+	return root, alice, peers, cron
+}
+
+func drillEnded(alice *cliNode, count int) func() bool {
+	return func() bool {
+		rows := drillRows(alice)
+		return len(rows) == count && rows[0]["state"] != "waiting"
 	}
+}
+
+// A drill passes and leaves recovery/ alone; after one of bob's pieces is damaged on his
+// disk, the next drill fails on it and writes an error report naming bob.
+func TestCLI_DrillPassesThenFailsOnATamperedPiece(t *testing.T) {
+	_, alice, peers, cron := drillFixture(t)
 
 	if out := alice.OK("drill"); !strings.Contains(out, "asked 3 peers for") {
 		t.Fatalf("drill: %q", out)
@@ -81,7 +88,7 @@ func TestCLI_DrillPassesThenFailsOnATamperedPiece(t *testing.T) {
 	if _, errs, code := alice.Run("drill"); code == 0 || !strings.Contains(errs, "still waiting") || strings.Count(strings.TrimSpace(errs), "\n") > 0 {
 		t.Errorf("a second drill while one waits: exit %d, %q; want one line saying so", code, errs)
 	}
-	cron(drillEnded(1))
+	cron(drillEnded(alice, 1))
 	d := drillRows(alice)[0]
 	if d["state"] != "done" || d["checked"] != d["files"] || d["bad_pieces"].(float64) != 0 {
 		t.Fatalf("first drill: %v", d)
@@ -110,7 +117,7 @@ func TestCLI_DrillPassesThenFailsOnATamperedPiece(t *testing.T) {
 		t.Fatal("bob holds no piece of alice's")
 	}
 	alice.OK("drill", "--json")
-	cron(drillEnded(2))
+	cron(drillEnded(alice, 2))
 	d = drillRows(alice)[0]
 	if d["state"] != "failed" || d["bad_pieces"].(float64) != 1 || !strings.Contains(fmt.Sprint(d["error"]), damaged+" (bob: ") {
 		t.Fatalf("drill after bob's piece %s was damaged: %v", damaged, d)
@@ -126,5 +133,44 @@ func TestCLI_DrillPassesThenFailsOnATamperedPiece(t *testing.T) {
 	}
 	if des, _ := os.ReadDir(filepath.Join(alice.Dir, "recovery")); len(des) > 0 {
 		t.Errorf("a drill wrote into recovery/: %v", des)
+	}
+}
+
+// drill --from_kit: a kit of another node's key, or no kit, is one line; alice's own kit
+// rebuilds every stored file in a node of its own, checked against alice's books, and
+// leaves nothing behind.
+func TestCLI_DrillFromKit(t *testing.T) {
+	root, alice, peers, cron := drillFixture(t)
+	bobKit := filepath.Join(root, "bob-kit.asc")
+	peers[0].OK("export_recovery_kit", "--out", bobKit)
+	if _, errs, code := alice.Run("drill", "--from_kit", bobKit); code == 0 || !strings.Contains(errs, "would not recover this node") || strings.Count(strings.TrimSpace(errs), "\n") > 0 {
+		t.Errorf("drill --from_kit with bob's kit: exit %d, %q", code, errs)
+	}
+	if _, errs, code := alice.Run("drill", "--from_kit", filepath.Join(root, "nothing.asc")); code == 0 || !strings.Contains(errs, "--from_kit") {
+		t.Errorf("drill --from_kit with no such file: exit %d, %q", code, errs)
+	}
+	kit := filepath.Join(root, "kit.asc")
+	alice.OK("export_recovery_kit", "--out", kit)
+	if out := alice.OK("drill", "--from_kit", kit); !strings.Contains(out, "asked 3 peers") {
+		t.Fatalf("drill --from_kit: %q", out)
+	}
+	cron(drillEnded(alice, 1))
+	d := drillRows(alice)[0]
+	files := 0
+	for _, r := range alice.Database("files") {
+		if r["kind"] == "file" {
+			files++
+		}
+	}
+	if d["state"] != "done" || d["from_kit"] != true || d["checked"].(float64) != float64(files) || d["files"] != d["checked"] || d["bytes"].(float64) <= 0 {
+		t.Fatalf("drill --from_kit: %v; want done, all %d files checked", d, files)
+	}
+	for _, dir := range []string{"recovery", "drill.tmp"} {
+		if des, _ := os.ReadDir(filepath.Join(alice.Dir, dir)); len(des) > 0 {
+			t.Errorf("%s/ holds %v after the drill", dir, des)
+		}
+	}
+	if q, _ := os.ReadDir(filepath.Join(alice.Dir, "quarantine")); len(q) > 0 {
+		t.Errorf("alice quarantined %d files", len(q))
 	}
 }
