@@ -192,6 +192,10 @@ var (
 	optRepairBudgetPercent = intOpt("repairBudgetPercent", 50, 1, 100, "share of a daily budget, percent, that repair traffic may use while fresh backups wait")
 	optBandwidthLimit      = sizeOpt("bandwidthLimit", 0, 0, "bytes a second sent to each peer, by any talk method (0: no limit)")
 	optSendWindow          = stringOpt("sendWindow", "", "local hours files of 64 KiB and more are sent in, HH:MM-HH:MM, several comma-separated (22:00-06:00); empty: any time").withCheck(checkSendWindow)
+	// LAN discovery (lan.go).
+	optLANDiscovery        = boolOpt("lanDiscovery", false, "the daemon announces itself on the LAN and pushes directly to the peers it hears there, before their talk methods")
+	optLANDiscoveryAddress = stringOpt("lanDiscoveryAddress", "239.255.63.63:6365", "UDP host:port of LAN discovery: a multicast group is joined, another address listened on; announcements go there").withCheck(checkLANAddress)
+	optLANAnnounceInterval = secondsOpt("lanAnnounceInterval", 30*time.Second, time.Second, day, "seconds between the daemon's LAN announcements; a peer not heard for three is off the LAN")
 )
 
 // optionDefs is the option table in dibsrc.toml order. TestOptionTable checks that it
@@ -208,6 +212,7 @@ var optionDefs = rows(
 	OptIMAPServer, OptIMAPUser, OptIMAPPassword, OptIMAPPasswordFile, OptIMAPMailbox,
 	OptIMAPTLS, OptMailCAFile, OptMailMaxSize, optRelayURL, OptRelayCAFile, optTalkRetryDelay,
 	optMailBytesPerDay, optRelayBytesPerDay, optRepairBudgetPercent, optBandwidthLimit, optSendWindow,
+	optLANDiscovery, optLANDiscoveryAddress, optLANAnnounceInterval,
 )
 
 func rows(opts ...interface{ row() *optDef }) []*optDef {
@@ -290,6 +295,18 @@ func checkHostPort(s string) error {
 		if strings.Contains(s, ":") {
 			return fmt.Errorf("%q is not host or host:port", s)
 		}
+	}
+	return nil
+}
+
+// checkLANAddress accepts host:port with a port number.
+func checkLANAddress(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", s)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%q: the port must be a number from 1 to 65535", s)
 	}
 	return nil
 }
