@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,6 +103,23 @@ func TestLAN_RelayPeersSendDirectOnTheLAN(t *testing.T) {
 	env.JoinLAN("alice", "bob")
 	if u := hearOnLAN(t, alice, bob); u != bob.URL {
 		t.Fatalf("alice heard bob on the LAN at %s, want his daemon %s", u, bob.URL)
+	}
+	rep, err := alice.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range rep.Peers {
+		if p.Peer == "bob" && p.LANAddress != bob.URL {
+			t.Errorf("status: bob's lan_address %q, want %s", p.LANAddress, bob.URL)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice.Daemon.ServeStatus(ln)
+	if body, _ := get(t, "http://"+ln.Addr().String()+"/metrics"); !strings.Contains(body, `dibs_lan_announcements_total{result="accepted"}`) {
+		t.Errorf("/metrics counts no accepted LAN announcement:\n%s", body)
 	}
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "f"), []byte("pieces that go over the LAN\n"), 0o644)

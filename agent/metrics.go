@@ -45,6 +45,7 @@ var (
 	mBelowTarget   = desc("files_below_durability_target", "Stored files whose durability estimate is below durabilityTarget.")
 	mTargetNines   = desc("durability_target_nines", "durabilityTarget, in nines.")
 	mBudgetLeft    = desc("transport_budget_remaining_bytes", "What is left today of the peer's daily budget of the talk method (budget.go).", "peer", "method")
+	mLANHeard      = desc("lan_announcements_total", "LAN announcements heard since the daemon started, by result: accepted, or why ignored (self, malformed, unknown, bad_signature, stale, replayed).", "result")
 	mHeld          = desc("transport_held", "1 when the peer's files wait on a budget or the send window.", "peer")
 )
 
@@ -91,6 +92,10 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		g(mStarted, float64(r.started.Unix()))
 	}
 	r.mu.Unlock()
+	lan := c.n.lanCounts()
+	for _, k := range sortedKeys(lan) {
+		cnt(mLANHeard, float64(lan[k]), k)
+	}
 
 	rep, err := c.n.Status()
 	if err != nil {
