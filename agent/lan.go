@@ -202,7 +202,8 @@ func (n *Node) judgeLAN(pkt []byte, src netip.Addr) (result, peer string, fresh 
 	if a.Time.After(now.Add(lanSkew)) || a.Time.Before(now.Add(-2*interval-lanSkew)) {
 		return lanStale, p.Name, false
 	}
-	url := "http://" + netip.AddrPortFrom(src.Unmap(), uint16(a.Port)).String()
+	// A link-local IPv6 source keeps its zone, escaped as URLs write it (%25).
+	url := "http://" + strings.Replace(netip.AddrPortFrom(src.Unmap(), uint16(a.Port)).String(), "%", "%25", 1)
 	l := &n.lan
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -309,7 +310,7 @@ type lanSocket struct {
 }
 
 // openLAN opens the LAN discovery socket of addr (host:port): a multicast group is
-// joined on every interface, another address is listened on as it is. A listener that
+// joined on the system's multicast interface, another address is listened on as it is. A listener that
 // cannot be opened is logged, and the daemon only announces.
 func (n *Node) openLAN(addr string) (*lanSocket, error) {
 	ua, err := net.ResolveUDPAddr("udp", addr)

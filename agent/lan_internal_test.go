@@ -86,6 +86,14 @@ func TestLAN_AnnouncementFindsPeerUntilItExpires(t *testing.T) {
 	if res, _, fresh := a.hearLAN(lt.announce(t, lt.bob, 7001), home); res != lanAccepted || !fresh {
 		t.Fatalf("bob back on the LAN: %s fresh=%v, want accepted and fresh", res, fresh)
 	}
+	lt.now = lt.now.Add(time.Second)
+	if res, _, _ := a.hearLAN(lt.announce(t, lt.bob, 7001), netip.MustParseAddr("fe80::1%eth0")); res != lanAccepted || a.lanURL("bob") != "http://[fe80::1%25eth0]:7001" {
+		t.Fatalf("bob from a link-local IPv6 address: %s at %q", res, a.lanURL("bob"))
+	}
+	lt.now = lt.now.Add(time.Second)
+	if res, _, _ := a.hearLAN(lt.announce(t, lt.bob, 7001), netip.MustParseAddr("::ffff:192.168.1.20")); res != lanAccepted {
+		t.Fatalf("bob from a v4-mapped address: %s", res)
+	}
 	if got := a.LANPeers(); got["bob"] != "http://192.168.1.20:7001" || len(got) != 1 {
 		t.Fatalf("LANPeers = %v, want bob at his new port", got)
 	}
