@@ -60,6 +60,8 @@ type Daemon struct {
 	// status serves statusAddress (status.go); nil when statusAddress is empty or taken.
 	status   *http.Server
 	statusLn net.Listener
+	// lan is the LAN discovery socket (lan.go); nil without lanDiscovery.
+	lan *lanSocket
 }
 
 // StartDaemon takes the daemon lock and starts serving on ln (nil: daemonAddress:daemonPort,
@@ -142,6 +144,13 @@ func (n *Node) StartDaemon(ln net.Listener) (*Daemon, error) {
 	n.runs.mu.Unlock()
 	if statusLn != nil {
 		d.serveStatus(statusLn, token)
+	}
+	if optLANDiscovery.Get(n.Opts) {
+		if d.lan, err = n.openLAN(optLANDiscoveryAddress.Get(n.Opts)); err != nil {
+			n.Log.Error("LAN discovery is off", "err", err)
+		} else {
+			go d.lan.listen(d.hearLAN)
+		}
 	}
 	return d, nil
 }
@@ -234,6 +243,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	shut, cancelShut := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancelShut()
 	d.srv.Shutdown(shut)
+	if d.lan != nil {
+		d.lan.close()
+	}
 	if d.status != nil {
 		d.status.Shutdown(shut)
 	}
@@ -267,6 +279,12 @@ func (d *Daemon) makeJobs() {
 	watch.hidden = true
 	d.jobs = append([]*job{d.process, d.send, d.poll}, d.periodicJobs()...)
 	d.jobs = append(d.jobs, watch)
+	if optLANDiscovery.Get(n.Opts) {
+		announce := newJob("lan", every(func() time.Duration { return optLANAnnounceInterval.Get(n.Opts) }), func(context.Context) error {
+			return d.AnnounceLAN()
+		})
+		d.jobs = append(d.jobs, announce)
+	}
 }
 
 // sendDue delivers what is queued for the peers we talk to actively (push, relay, mail),
@@ -286,8 +304,8 @@ func (d *Daemon) sendDue(ctx context.Context) error {
 			continue
 		}
 		p, _, err := n.Peer(name)
-		if err != nil || !sendsActively(p) {
-			continue // a passive peer pulls its files; a carried one waits for export_messages
+		if err != nil || !sendsActively(p) && n.lanURL(name) == "" {
+			continue // a passive peer pulls its files, a carried one waits for export_messages: unless on the LAN
 		}
 		if d.sendBackoff.waiting(name, d.clock.Now()) {
 			continue

@@ -49,6 +49,7 @@ var (
 	mDrills        = desc("drills", "Restore drills in the books (the last 20) by state: waiting, done (passed), failed.", "state")
 	mDrillBytes    = desc("drill_last_success_bytes", "Bytes of pieces the last drill that passed fetched.")
 	mDrillSeconds  = desc("drill_last_success_duration_seconds", "How long the last drill that passed took, from start to end.")
+	mLANHeard      = desc("lan_announcements_total", "LAN announcements heard since the daemon started, by result: accepted, or why ignored (self, malformed, unknown, bad_signature, stale, replayed).", "result")
 	mHeld          = desc("transport_held", "1 when the peer's files wait on a budget or the send window.", "peer")
 )
 
@@ -95,6 +96,10 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		g(mStarted, float64(r.started.Unix()))
 	}
 	r.mu.Unlock()
+	lan := c.n.lanCounts()
+	for _, k := range sortedKeys(lan) {
+		cnt(mLANHeard, float64(lan[k]), k)
+	}
 
 	rep, err := c.n.Status()
 	if err != nil {

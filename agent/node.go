@@ -79,6 +79,7 @@ type Node struct {
 	rehearse bool          // tests: every message's transaction runs once rolled back first (handlers.go)
 	incoming incomingState // incoming.go
 	runs     runLog        // what the daemon did, for its status (status.go)
+	lan      lanPeers      // the peers heard on the LAN (lan.go)
 	reports  jobReports    // the daemon's job failures last reported (report.go)
 }
 

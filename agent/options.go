@@ -196,6 +196,10 @@ var (
 	optDrillPeriod  = secondsOpt("drillPeriod", 7*day, 0, 0, "seconds between the daemon's restore drills (0: none); dibs drill runs one now")
 	optDrillBudget  = sizeOpt("drillBudget", 64_000_000, 1, "bytes of pieces a restore drill may fetch: its random sample of stored files fits in this")
 	optDrillTimeout = secondsOpt("drillTimeout", 2*day, time.Minute, 0, "a drill with pieces still unanswered this long ends, and fails on them")
+	// LAN discovery (lan.go).
+	optLANDiscovery        = boolOpt("lanDiscovery", false, "the daemon announces itself on the LAN and pushes directly to the peers it hears there, before their talk methods")
+	optLANDiscoveryAddress = stringOpt("lanDiscoveryAddress", "239.255.63.63:6365", "UDP host:port of LAN discovery: a multicast group is joined, another address listened on; announcements go there").withCheck(checkLANAddress)
+	optLANAnnounceInterval = secondsOpt("lanAnnounceInterval", 30*time.Second, time.Second, day, "seconds between the daemon's LAN announcements; a peer not heard for three is off the LAN")
 )
 
 // optionDefs is the option table in dibsrc.toml order. TestOptionTable checks that it
@@ -213,6 +217,7 @@ var optionDefs = rows(
 	OptIMAPTLS, OptMailCAFile, OptMailMaxSize, optRelayURL, OptRelayCAFile, optTalkRetryDelay,
 	optMailBytesPerDay, optRelayBytesPerDay, optRepairBudgetPercent, optBandwidthLimit, optSendWindow,
 	optDrillPeriod, optDrillBudget, optDrillTimeout,
+	optLANDiscovery, optLANDiscoveryAddress, optLANAnnounceInterval,
 )
 
 func rows(opts ...interface{ row() *optDef }) []*optDef {
@@ -295,6 +300,18 @@ func checkHostPort(s string) error {
 		if strings.Contains(s, ":") {
 			return fmt.Errorf("%q is not host or host:port", s)
 		}
+	}
+	return nil
+}
+
+// checkLANAddress accepts host:port with a port number.
+func checkLANAddress(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", s)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%q: the port must be a number from 1 to 65535", s)
 	}
 	return nil
 }

@@ -156,6 +156,11 @@ func (n *Node) sendPeer(ctx context.Context, p *Peer, only string) (SendResult, 
 	}
 	down := map[string]error{}           // methods that failed temporarily in this run: the peer is away
 	budget := n.budgetRunFor(p, entries) // budgets and window (budget.go)
+	lanURL := n.lanURL(p.Name)           // found on the LAN (lan.go): pushed to there first
+	held := methods
+	if lanURL != "" {
+		held = append([]string{LAN}, methods...)
+	}
 	var lastErr error
 	prog := n.progress()
 	for _, e := range entries {
@@ -163,11 +168,11 @@ func (n *Node) sendPeer(ctx context.Context, p *Peer, only string) (SendResult, 
 			continue
 		}
 		prog.Add(e.Size, 1) // sent, waiting or undeliverable: gone through
-		if len(methods) == 0 || ctx.Err() != nil {
+		if len(held) == 0 || ctx.Err() != nil {
 			res.Waiting++
 			continue
 		}
-		if budget.holdsAll(methods, e) {
+		if budget.holdsAll(held, e) {
 			res.Waiting++
 			continue
 		}
@@ -179,7 +184,26 @@ func (n *Node) sendPeer(ctx context.Context, p *Peer, only string) (SendResult, 
 		var refusals []string
 		sent := false
 		tried := 0
+		if lanURL != "" && budget.hold(LAN, e) == "" {
+			fctx, done := finishing(ctx, sendGrace)
+			err := n.sendLAN(fctx, p, lanURL, c)
+			done()
+			if err == nil {
+				sent = true
+				n.updatePeerState(p.Name, func(ps *PeerState) { ps.LastMethod, ps.LastSent = LAN, n.Now().UTC() })
+				n.Log.Info("sent", "peer", p.Name, "msg", e.Name, "transport", LAN, "url", lanURL)
+			} else {
+				// Gone from the LAN, or not taking pushes there: its talk methods carry
+				// this file and the rest until it announces itself again.
+				n.Log.Warn("send on the LAN failed; using the talk methods", "peer", p.Name, "msg", e.Name, "url", lanURL, "err", err)
+				n.lanFailed(p.Name)
+				lanURL = ""
+			}
+		}
 		for i, m := range methods {
+			if sent {
+				break
+			}
 			if i > 0 && age < time.Duration(i)*optTalkRetryDelay.Get(n.Opts) {
 				break
 			}
@@ -224,7 +248,7 @@ func (n *Node) sendPeer(ctx context.Context, p *Peer, only string) (SendResult, 
 		case sent:
 			c.Ack()
 			res.Sent++
-		case len(refusals) == len(methods) && tried == len(methods):
+		case len(methods) > 0 && len(refusals) == len(methods) && tried == len(methods):
 			c.Quarantine("undeliverable to " + p.Name + ": " + strings.Join(refusals, "; "))
 			res.Quarantined++
 		default:
@@ -283,6 +307,11 @@ func (n *Node) sendVia(ctx context.Context, p *Peer, method string, c *queue.Cla
 	if ep.Addr == "" {
 		return queue.Permanent(fmt.Errorf("no address for talk %s", method))
 	}
+	return n.sendTo(ctx, p, s, ep, c)
+}
+
+// sendTo sends the claimed file to ep by s, at p's bandwidthLimit.
+func (n *Node) sendTo(ctx context.Context, p *Peer, s queue.Sender, ep queue.Endpoint, c *queue.Claim) error {
 	path := c.Path()
 	body := func() (io.ReadCloser, error) { return os.Open(path) }
 	if pc := n.pacerFor(p); pc != nil { // bandwidthLimit (budget.go)

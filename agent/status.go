@@ -113,6 +113,9 @@ type StatusPeer struct {
 	// (budget.go).
 	Held    string      `json:"held,omitempty"`
 	Budgets []BudgetRow `json:"budgets,omitempty"`
+	// LANAddress is the peer's daemon URL on the LAN while it is heard there (lan.go):
+	// its files are pushed there first.
+	LANAddress string `json:"lan_address,omitempty"`
 }
 
 // JobRun is one of the daemon's scheduled jobs: when it last ran and runs next.
@@ -279,6 +282,7 @@ func (n *Node) Status() (*StatusReport, error) {
 		if peer, _, err := n.Peer(p.Peer); err == nil {
 			sp.Budgets = n.budgetRows(peer)
 		}
+		sp.LANAddress = n.lanURL(p.Peer)
 		pr := probes[p.Peer]
 		sp.ProbeGood, sp.ProbeFailed, sp.ProbeTimeout = pr.Good, pr.Failed, pr.Timeout
 		if all := pr.Good + pr.Failed + pr.Timeout; all > 0 {

@@ -51,6 +51,8 @@ type Env struct {
 	Nodes []*Node
 	// Relay is the relay server two NAT'd nodes talk through (nil if none was needed).
 	Relay *httptest.Server
+	// RelayStore is what Relay keeps: the files waiting there.
+	RelayStore *relay.DirStore
 	// Mail is the mail server of Mail nodes (nil if none).
 	Mail  *mailtest.Server
 	net   *network
@@ -77,15 +79,18 @@ type Node struct {
 // with "connection refused", as they would behind NAT or with a cable pulled.
 type network struct {
 	mu      sync.Mutex
-	blocked map[string]bool // daemon addresses no one may reach
-	down    map[string]bool // nodes that may not dial out
+	blocked map[string]bool   // daemon addresses no one may reach
+	down    map[string]bool   // nodes that may not dial out
+	lan     map[string]bool   // nodes at home on one LAN: they reach each other's daemons
+	owner   map[string]string // daemon address -> node name
 }
 
 func (nw *network) dialer(from string) func(ctx context.Context, netw, addr string) (net.Conn, error) {
 	var d net.Dialer
 	return func(ctx context.Context, netw, addr string) (net.Conn, error) {
 		nw.mu.Lock()
-		refused := nw.blocked[addr] || nw.down[from]
+		home := nw.lan[from] && nw.lan[nw.owner[addr]]
+		refused := nw.blocked[addr] && !home || nw.down[from]
 		nw.mu.Unlock()
 		if refused {
 			return nil, &net.OpError{Op: "dial", Net: netw, Err: syscall.ECONNREFUSED}
@@ -97,7 +102,7 @@ func (nw *network) dialer(from string) func(ctx context.Context, netw, addr stri
 // New starts the grid; everything stops in t.Cleanup.
 func New(t testing.TB, s Setup) *Env {
 	t.Helper()
-	e := &Env{T: t, net: &network{blocked: map[string]bool{}, down: map[string]bool{}}, setup: s}
+	e := &Env{T: t, net: &network{blocked: map[string]bool{}, down: map[string]bool{}, lan: map[string]bool{}, owner: map[string]string{}}, setup: s}
 	root := t.TempDir()
 	needRelay, needMail := false, false
 	for i, a := range s.Nodes {
@@ -123,6 +128,7 @@ func New(t testing.TB, s Setup) *Env {
 		if err != nil {
 			t.Fatal(err)
 		}
+		e.RelayStore = store
 		e.Relay = httptest.NewServer(relay.NewServer(store, relay.ServerOptions{Version: "test"}))
 		t.Cleanup(e.Relay.Close)
 	}
@@ -195,6 +201,9 @@ func (e *Env) serveNode(an *agent.Node, spec NodeSpec, s Setup, addr string) *No
 		t.Fatal(err)
 	}
 	n.URL = "http://" + ln.Addr().String()
+	e.net.mu.Lock()
+	e.net.owner[ln.Addr().String()] = spec.Name
+	e.net.mu.Unlock()
 	if spec.NAT || spec.Mail {
 		e.net.blocked[ln.Addr().String()] = true
 	}
@@ -352,6 +361,29 @@ func (e *Env) Mend(name string) {
 		delete(e.net.blocked, n.Daemon.Addr().String())
 	}
 	delete(e.net.down, name)
+}
+
+// JoinLAN puts nodes on one LAN, as at home behind one router: they reach each other's
+// daemons, NAT'd or not (a cut node stays cut). The LAN announcements themselves go by
+// the nodes' lanDiscoveryAddress.
+func (e *Env) JoinLAN(names ...string) {
+	for _, name := range names {
+		e.Node(name)
+	}
+	e.net.mu.Lock()
+	defer e.net.mu.Unlock()
+	for _, name := range names {
+		e.net.lan[name] = true
+	}
+}
+
+// LeaveLAN takes nodes off the LAN: a NAT'd node is unreachable again.
+func (e *Env) LeaveLAN(names ...string) {
+	e.net.mu.Lock()
+	defer e.net.mu.Unlock()
+	for _, name := range names {
+		delete(e.net.lan, name)
+	}
 }
 
 // Round is what one Cron did.
