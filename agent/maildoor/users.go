@@ -146,8 +146,12 @@ func (u *Users) set(users []*User) {
 }
 
 // dummyHash is checked against when the login is unknown, so that an unknown name takes
-// as long to refuse as a wrong password.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("dibs relay"), bcrypt.DefaultCost)
+// as long to refuse as a wrong password. Made on first use: a bcrypt hash costs ~60 ms,
+// which every dibs command paid at start when it was made at init.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("dibs relay"), bcrypt.DefaultCost)
+	return h
+})
 
 // Login returns the user whose name or mail address is login, if password is theirs.
 func (u *Users) Login(login, password string) (*User, bool) {
@@ -156,7 +160,7 @@ func (u *Users) Login(login, password string) (*User, bool) {
 	x := u.byLogin[strings.ToLower(strings.TrimSpace(login))]
 	u.mu.Unlock()
 	if x == nil {
-		bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
 		return nil, false
 	}
 	if !checkPassword(x.hash, password) {
