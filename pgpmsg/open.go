@@ -29,6 +29,10 @@ type OpenOptions struct {
 	MemLimit int    // payloads up to this many bytes stay in memory; 0 means DefaultMemLimit (1 MiB)
 	TempDir  string // directory for larger payloads; "" means os.TempDir()
 	Bound    bool   // also accept a bound message (SealBound) in place of a signed one
+	// SizeHint, when known, is about the payload's size (the ciphertext's, say): a
+	// payload that stays in memory is then read into one buffer of that size at once,
+	// not one grown as it arrives. It is never trusted as a bound.
+	SizeHint int64
 }
 
 // Opened is a message that passed every check of Open. Close it to release
@@ -68,6 +72,17 @@ func (o *Opened) PayloadBytes() ([]byte, error) {
 		return nil, fmt.Errorf("pgpmsg: payload: %w", err)
 	}
 	return b, nil
+}
+
+// TakePayload returns the whole payload and releases it from o: the buffer itself when
+// it is in memory (no copy), else read from the temporary file. For a payload read once.
+func (o *Opened) TakePayload() ([]byte, error) {
+	if o.file == nil {
+		b := o.mem
+		o.mem = nil
+		return b, nil
+	}
+	return o.PayloadBytes()
 }
 
 // Close removes the temporary file, if any. It is safe to call more than once.
@@ -166,6 +181,9 @@ func Open(src io.Reader, me *Identity, peers *Keyring, opts OpenOptions) (*Opene
 	plain := &limitReader{r: &stickyErrReader{r: md.UnverifiedBody}, n: opts.MaxSize}
 	hbr := bufio.NewReaderSize(plain, 16<<10)
 	sink := &spill{memLimit: opts.MemLimit, dir: opts.TempDir}
+	if opts.SizeHint > 0 {
+		sink.mem = make([]byte, 0, min(opts.SizeHint, int64(opts.MemLimit)))
+	}
 	ok := false
 	defer func() {
 		if !ok {
