@@ -335,6 +335,11 @@ func (n *Node) finishDrillTx(tx *books.Tx, j *RecoveryJob) error {
 		return retryLater{fmt.Errorf("drill: %w", err)}
 	}
 	defer root.Close()
+	w, err := newDirWalker(root, false) // a scratch directory: nothing in it needs to survive a crash
+	if err != nil {
+		return retryLater{fmt.Errorf("drill: %w", err)}
+	}
+	defer w.Close()
 	var failed []string
 	j.Written = 0
 	for _, name := range sortedKeys(j.Sample) {
@@ -352,7 +357,7 @@ func (n *Node) finishDrillTx(tx *books.Tx, j *RecoveryJob) error {
 			failed = append(failed, name+": no content hash to check it against")
 			continue
 		}
-		if _, err := n.writeRecovered(root, fv, hashForm(tx, fv), false); err != nil {
+		if _, err := n.writeRecovered(w, fv, hashForm(tx, fv), false, false); err != nil {
 			failed = append(failed, name+": "+err.Error())
 			continue
 		}

@@ -180,8 +180,13 @@ type openedPiece struct {
 
 // openPiece opens and checks a sealed piece: sealed by us, to us, and its shard matches
 // the hash it carries.
-func (n *Node) openPiece(r io.Reader, maxSize int64) (*openedPiece, error) {
-	msg, err := pgpmsg.Open(r, n.ID, pgpmsg.NewKeyring(n.ID.Public()), pgpmsg.OpenOptions{MaxSize: maxSize, TempDir: n.TmpDir(), Bound: true})
+//
+// The piece is kept whole in memory (its shard is staged from there), so it is opened
+// into memory, in one buffer of about size bytes (the ciphertext's), and never spilled
+// to a temporary file to be read back.
+func (n *Node) openPiece(r io.Reader, maxSize, size int64) (*openedPiece, error) {
+	msg, err := pgpmsg.Open(r, n.ID, pgpmsg.NewKeyring(n.ID.Public()), pgpmsg.OpenOptions{
+		MaxSize: maxSize, MemLimit: int(min(maxSize, 1<<31)), SizeHint: size, TempDir: n.TmpDir(), Bound: true})
 	if err != nil {
 		return nil, fmt.Errorf("piece: %w", err)
 	}
@@ -196,7 +201,7 @@ func (n *Node) openPiece(r io.Reader, maxSize int64) (*openedPiece, error) {
 	if msg.PayloadSize() < int64(ml) || msg.PayloadSize()-int64(ml) > 1<<31 {
 		return nil, errors.New("piece: payload shorter than its manifest")
 	}
-	body, err := msg.PayloadBytes()
+	body, err := msg.TakePayload()
 	if err != nil {
 		return nil, fmt.Errorf("piece: %w", err)
 	}

@@ -267,7 +267,7 @@ func (n *Node) processOne(db *books.DB, name string, acks chan<- *queue.Claim) (
 		return outLeft, typ
 	}
 	src := &readErrs{r: messageReader(c)}
-	msg, err := pgpmsg.Open(src, n.ID, kr, pgpmsg.OpenOptions{MaxSize: maxSize, TempDir: n.TmpDir()})
+	msg, err := pgpmsg.Open(src, n.ID, kr, pgpmsg.OpenOptions{MaxSize: maxSize, TempDir: n.TmpDir(), SizeHint: c.Size()})
 	var stranger *pgpmsg.Key // the signer, if not a peer: a contract message (proposals.go)
 	if errors.Is(err, pgpmsg.ErrUnknownSigner) && c.Size() <= relay.MaxStrangerFile {
 		msg, stranger, err = n.openStranger(c)

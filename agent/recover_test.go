@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -432,4 +433,48 @@ func TestRecoverAll_LateAnswerLeavesNothingStaged(t *testing.T) {
 		t.Errorf("dave's late answers quarantined: %v", q)
 	}
 	sameTree(t, tree, filepath.Join(alice.Dir, "recovery", "t"))
+}
+
+// A large file is hard-linked out of its assembled object rather than copied. Two large
+// files with the same content must still come back as files of their own, with their
+// own mode and mtime, and neither is a link of the other or of the staging area once
+// the job is done (a staged object left behind would show as a second link).
+func TestRecoverAll_LinkedLargeFilesAreFilesOfTheirOwn(t *testing.T) {
+	env := fourNodes(t, map[string]string{"kbPerFile": "100"})
+	alice := env.Node("alice")
+	tree := t.TempDir()
+	data := bytes.Repeat([]byte("same content, twice; "), 30_000) // 630 kB: several segments
+	for i, name := range []string{"a.bin", "b.bin"} {
+		p := filepath.Join(tree, name)
+		if err := os.WriteFile(p, data, 0o600+fs.FileMode(i)*0o40); err != nil {
+			t.Fatal(err)
+		}
+		mt := time.Date(2020, 1, 1+i, 0, 0, 0, 0, time.UTC)
+		if err := os.Chtimes(p, mt, mt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := alice.Store(ctx, tree, "/t"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	alice = recoverAllFrom(t, env)
+	if st := recoveryState(t, alice.Node, "*all*"); st != agent.RecoveryDone {
+		t.Fatalf("recover_all: %q", st)
+	}
+	out := filepath.Join(alice.Dir, "recovery", "t")
+	sameTree(t, tree, out)
+	a, errA := os.Stat(filepath.Join(out, "a.bin"))
+	b, errB := os.Stat(filepath.Join(out, "b.bin"))
+	if errA != nil || errB != nil {
+		t.Fatal(errA, errB)
+	}
+	if os.SameFile(a, b) {
+		t.Fatal("a.bin and b.bin came back as one inode")
+	}
+	for _, fi := range []fs.FileInfo{a, b} {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink != 1 {
+			t.Errorf("%s has %d links once the job is done, want 1", fi.Name(), st.Nlink)
+		}
+	}
 }

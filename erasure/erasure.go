@@ -144,20 +144,41 @@ func (c *Code) encode(buf []byte, size int) ([]Shard, error) {
 // fit with the others. Join needs k good shards, else it fails with an error wrapping
 // ErrTooFewShards that says how many were good. Nothing is written unless Join can decode.
 func (c *Code) Join(w io.Writer, shards []Shard) error {
+	_, err := c.JoinHashes(w, shards)
+	return err
+}
+
+// JoinHashes is Join that also returns the SHA-256 of each of the k data shards it
+// joined (padded as they were coded): the hashes of the given shards it used, which it
+// checked, and the hashes of those it rebuilt, which it computes.
+func (c *Code) JoinHashes(w io.Writer, shards []Shard) ([][32]byte, error) {
 	all, size, err := c.decode(shards, false)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	sums := make([][32]byte, c.k)
+	for i := range sums {
+		given := false
+		for _, s := range shards {
+			if s.Index == i && len(s.Data) > 0 && len(all[i]) > 0 && &s.Data[0] == &all[i][0] {
+				sums[i], given = s.Hash, true
+				break
+			}
+		}
+		if !given {
+			sums[i] = sha256.Sum256(all[i])
+		}
 	}
 	ss := shardSize(size, c.k)
 	left := size
 	for i := 0; i < c.k && left > 0; i++ {
 		d := all[i][:min(int64(ss), left)]
 		if _, err := w.Write(d); err != nil {
-			return fmt.Errorf("erasure: join: %w", err)
+			return nil, fmt.Errorf("erasure: join: %w", err)
 		}
 		left -= int64(len(d))
 	}
-	return nil
+	return sums, nil
 }
 
 // Reconstruct rebuilds all n shards (data and parity) of the segment from any k good ones,

@@ -126,7 +126,7 @@ func TestSplitJoin_Table(t *testing.T) {
 				}
 			}
 			var out bytes.Buffer
-			err = c.Join(&out, given)
+			sums, err := c.JoinHashes(&out, given)
 			if tc.wantErr {
 				if !errors.Is(err, ErrTooFewShards) {
 					t.Fatalf("Join: err = %v, want ErrTooFewShards", err)
@@ -144,6 +144,14 @@ func TestSplitJoin_Table(t *testing.T) {
 			}
 			if !bytes.Equal(out.Bytes(), data) {
 				t.Fatalf("Join gave %d bytes, not the %d-byte segment", out.Len(), len(data))
+			}
+			for i, sum := range sums { // the hashes of the data shards, given or rebuilt
+				if sum != shards[i].Hash {
+					t.Errorf("JoinHashes: data shard %d's hash %x, the split's %x", i, sum[:4], shards[i].Hash[:4])
+				}
+			}
+			if len(sums) != tc.k {
+				t.Errorf("JoinHashes gave %d hashes, want k = %d", len(sums), tc.k)
 			}
 			rebuilt, err := c.Reconstruct(given)
 			if err != nil {
