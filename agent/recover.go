@@ -913,10 +913,18 @@ func (n *Node) writeJob(tx *books.Tx, j *RecoveryJob, chosen map[string]FileVers
 		n.Log.Warn("recover: setuid/setgid/sticky bits not applied", "job", j.Name, "names", dropped)
 		note(fmt.Sprintf("setuid/setgid/sticky bits not applied to %d: %s", len(dropped), strings.Join(dropped[:min(len(dropped), 5)], ", ")))
 	}
+	// An object another job still waits on (the daemon's repair of the books recover_all
+	// rebuilds, say) keeps its staged shards and object: that job's end removes them.
+	others, err := tx.ActiveJobs()
+	if err != nil {
+		return err
+	}
 	tx.OnCommit(func() { // not before: a rolled-back run is run again and needs them
 		for id := range j.Objects {
-			os.RemoveAll(n.stagePath(id))
-			assembling.Delete(n.stagePath(id))
+			if !wantedByOther(others, j.Name, id) {
+				os.RemoveAll(n.stagePath(id))
+				assembling.Delete(n.stagePath(id))
+			}
 		}
 		n.mailRecovered(*j)
 	})

@@ -478,3 +478,65 @@ func TestRecoverAll_LinkedLargeFilesAreFilesOfTheirOwn(t *testing.T) {
 		}
 	}
 }
+
+// The daemon repairs while recover_all still waits: carol is gone, so the rebuilt books
+// show degraded objects as the answers come in, and a repair job fetches the same
+// objects back. Whichever job ends first must leave the other's staged shards and
+// assembled objects alone (a repair that ended first took the objects the recovery was
+// about to write its files from, and the recovery failed on them).
+func TestRecoverAll_RepairMeanwhileLeavesItsObjects(t *testing.T) {
+	env := fourNodes(t, map[string]string{"kbPerFile": "100", "redundantPieces": "1"})
+	alice := env.Node("alice")
+	tree := makeTree(t, 200, 700_000)
+	if _, err := alice.Store(ctx, tree, "/t"); err != nil {
+		t.Fatal(err)
+	}
+	env.Settle(ctx, 20)
+	var kit bytes.Buffer
+	if err := alice.ExportRecoveryKit(&kit); err != nil {
+		t.Fatal(err)
+	}
+	alice = env.Rebuild("alice", &kit)
+	env.Cut("carol")
+	// Dave's small messages (his FINISHED among them) wait: every object is assembled
+	// while recover_all still waits to hear that dave sent all he holds.
+	dave := env.Node("dave")
+	dave.Faults.SetRule(func(to string, m queue.Message) testenv.Fault {
+		if to == "alice" && m.Size < 4000 {
+			return testenv.Hold
+		}
+		return testenv.Pass
+	})
+	if err := alice.RecoverAll(); err != nil {
+		t.Fatal(err)
+	}
+	repairs := 0
+	for range 10 {
+		moved := false
+		for _, n := range env.Nodes {
+			moved = n.Cron(ctx).Moved() || moved
+		}
+		if res, err := alice.Repair(); err == nil {
+			repairs += res.Fetching + res.Rebuilt
+		}
+		if !moved {
+			break
+		}
+	}
+	if st := recoveryState(t, alice.Node, "*all*"); st != agent.RecoveryWaiting {
+		t.Fatalf("recover_all is %q before dave's FINISHED came", st)
+	}
+	dave.Faults.SetRule(nil)
+	if err := dave.Faults.Release(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	settleAllowingErrors(env, 20)
+	if repairs == 0 {
+		t.Fatal("no repair job started while recover_all ran: the test tested nothing")
+	}
+	if st := recoveryState(t, alice.Node, "*all*"); st != agent.RecoveryDone {
+		db, _ := alice.Database("recovery")
+		t.Fatalf("recover_all with repairs beside it: %q %+v", st, db["recovery"])
+	}
+	sameTree(t, tree, filepath.Join(alice.Dir, "recovery", "t"))
+}

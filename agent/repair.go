@@ -252,8 +252,18 @@ func (n *Node) finishRepairTx(tx *books.Tx, j *RecoveryJob) error {
 		return err
 	}
 	j.State, j.Ended = RecoveryDone, n.Now().UTC()
-	// Deferred, so that it runs after the hooks replace adds, which read the staging area.
-	defer tx.OnCommit(func() { os.RemoveAll(n.stagePath(j.Target)) })
+	others, err := tx.ActiveJobs()
+	if err != nil {
+		return err
+	}
+	// Deferred, so that it runs after the hooks replace adds, which read the staging area;
+	// not while another job (recover_all) still waits on the object.
+	defer tx.OnCommit(func() {
+		if !wantedByOther(others, j.Name, j.Target) {
+			os.RemoveAll(n.stagePath(j.Target))
+			assembling.Delete(n.stagePath(j.Target))
+		}
+	})
 	if o == nil || !j.Objects[j.Target] {
 		if o != nil {
 			j.State, j.Error = RecoveryFailed, "fewer than k pieces came back"
