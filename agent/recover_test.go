@@ -317,6 +317,18 @@ func TestRecoverAll_EmptyAnswerFirstDoesNotEndTheWait(t *testing.T) {
 // while the peers in cut never answer.
 func recoverAllFrom(t *testing.T, env *testenv.Env, cut ...string) *testenv.Node {
 	t.Helper()
+	alice := loseAlice(t, env, cut...)
+	if err := alice.RecoverAll(); err != nil {
+		t.Fatal(err)
+	}
+	settleAllowingErrors(env, 20)
+	return alice
+}
+
+// loseAlice rebuilds alice from her recovery kit alone, as after a disk loss, and cuts
+// the named peers off for good.
+func loseAlice(t *testing.T, env *testenv.Env, cut ...string) *testenv.Node {
+	t.Helper()
 	var kit bytes.Buffer
 	if err := env.Node("alice").ExportRecoveryKit(&kit); err != nil {
 		t.Fatal(err)
@@ -325,10 +337,6 @@ func recoverAllFrom(t *testing.T, env *testenv.Env, cut ...string) *testenv.Node
 	for _, name := range cut {
 		env.Cut(name)
 	}
-	if err := alice.RecoverAll(); err != nil {
-		t.Fatal(err)
-	}
-	settleAllowingErrors(env, 20)
 	return alice
 }
 
@@ -492,12 +500,7 @@ func TestRecoverAll_RepairMeanwhileLeavesItsObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	env.Settle(ctx, 20)
-	var kit bytes.Buffer
-	if err := alice.ExportRecoveryKit(&kit); err != nil {
-		t.Fatal(err)
-	}
-	alice = env.Rebuild("alice", &kit)
-	env.Cut("carol")
+	alice = loseAlice(t, env, "carol")
 	// Dave's small messages (his FINISHED among them) wait: every object is assembled
 	// while recover_all still waits to hear that dave sent all he holds.
 	dave := env.Node("dave")
