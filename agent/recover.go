@@ -1035,7 +1035,10 @@ func (w *dirWalker) parent(name string) (*os.Root, string, error) {
 		fi, err := d.Lstat(part)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
-			err = mkdirDurable(d, part, w.sync)
+			// Another walker (writeFiles runs several) may make it at the same time.
+			if err = mkdirDurable(d, part, w.sync); errors.Is(err, fs.ErrExist) {
+				err = nil
+			}
 		case err == nil && fi.Mode()&fs.ModeSymlink != 0:
 			err = fmt.Errorf("its parent /%s is a symlink", strings.Join(dirs[:i+1], "/"))
 		}
