@@ -357,7 +357,7 @@ func (n *Node) finishDrillTx(tx *books.Tx, j *RecoveryJob) error {
 			failed = append(failed, name+": no content hash to check it against")
 			continue
 		}
-		if _, err := n.writeRecovered(w, fv, hashForm(tx, fv), false, false); err != nil {
+		if _, err := n.writeRecovered(w, fv, hashForm(tx, fv), false); err != nil {
 			failed = append(failed, name+": "+err.Error())
 			continue
 		}
@@ -379,17 +379,12 @@ func (n *Node) finishDrillTx(tx *books.Tx, j *RecoveryJob) error {
 	if len(problems) > 0 {
 		j.State, j.Error = RecoveryFailed, strings.Join(problems, "; ")
 	}
-	others, err := tx.ActiveJobs()
+	release, err := n.releaseStaging(tx, j.Name, sortedKeys(j.Objects)...)
 	if err != nil {
 		return err
 	}
 	tx.OnCommit(func() {
-		for id := range j.Objects {
-			if !wantedByOther(others, j.Name, id) {
-				os.RemoveAll(n.stagePath(id))
-				assembling.Delete(n.stagePath(id))
-			}
-		}
+		release()
 		if j.State == RecoveryFailed {
 			n.Log.Error("drill failed", "job", j.Name, "err", j.Error)
 			n.ReportError(context.Background(), "drill", errors.New(j.Error+"\n\ndibs show_database --only stats tells more."))
@@ -398,16 +393,6 @@ func (n *Node) finishDrillTx(tx *books.Tx, j *RecoveryJob) error {
 		}
 	})
 	return tx.PutJob(j)
-}
-
-// wantedByOther says whether a waiting job other than name needs object id.
-func wantedByOther(jobs []*RecoveryJob, name, id string) bool {
-	for _, o := range jobs {
-		if _, in := o.Objects[id]; in && o.Name != name && o.State == RecoveryWaiting {
-			return true
-		}
-	}
-	return false
 }
 
 // versionOf is the given version of a stored name.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -280,11 +281,7 @@ func (n *Node) LANPeers() map[string]string {
 func (n *Node) lanCounts() map[string]int64 {
 	n.lan.mu.Lock()
 	defer n.lan.mu.Unlock()
-	out := map[string]int64{}
-	for k, v := range n.lan.counts {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(n.lan.counts)
 }
 
 // sendLAN pushes the claimed file to p's daemon at url, found on the LAN, as the active

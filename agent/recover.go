@@ -589,6 +589,35 @@ func (n *Node) stageShard(op *openedPiece) error {
 	return err
 }
 
+// releaseStaging returns what removes the staged shards and assembled objects ids once
+// the job name is done, for its transaction's commit. An object another waiting job
+// needs (the daemon's repair of the books recover_all rebuilds, say) is left for that
+// job's end to remove: else the first of the two to end takes the other's object.
+func (n *Node) releaseStaging(tx *books.Tx, name string, ids ...string) (func(), error) {
+	others, err := tx.ActiveJobs()
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		for _, id := range ids {
+			if !wantedByOther(others, name, id) {
+				os.RemoveAll(n.stagePath(id))
+				assembling.Delete(n.stagePath(id))
+			}
+		}
+	}, nil
+}
+
+// wantedByOther says whether a waiting job other than name needs object id.
+func wantedByOther(jobs []*RecoveryJob, name, id string) bool {
+	for _, o := range jobs {
+		if _, in := o.Objects[id]; in && o.Name != name && o.State == RecoveryWaiting {
+			return true
+		}
+	}
+	return false
+}
+
 // assembling holds a mutex per object being assembled (by its staging directory).
 var assembling sync.Map
 
@@ -797,7 +826,7 @@ func (n *Node) writeFiles(root *os.Root, files []fileWrite, eachSync bool) {
 			defer w.Close()
 			for k := range part {
 				f := &part[k]
-				f.got, f.err = n.writeRecovered(w, f.fv, f.like, eachSync, f.mayLink)
+				f.got, f.err = n.writeRecovered(w, f.fv, f.like, f.mayLink)
 			}
 		}()
 	}
@@ -876,14 +905,14 @@ func (n *Node) writeJob(tx *books.Tx, j *RecoveryJob, chosen map[string]FileVers
 		}
 	}
 	for _, fv := range links {
-		if _, err := n.writeRecovered(w, fv, "", eachSync, false); err != nil {
+		if _, err := n.writeRecovered(w, fv, "", false); err != nil {
 			failed = append(failed, fv.Name+": "+err.Error())
 			continue
 		}
 		j.Written++
 	}
 	for i := len(dirs) - 1; i >= 0; i-- { // deepest first: children do not touch a finished parent
-		if _, err := n.writeRecovered(w, dirs[i], "", eachSync, false); err != nil {
+		if _, err := n.writeRecovered(w, dirs[i], "", false); err != nil {
 			failed = append(failed, dirs[i].Name+": "+err.Error())
 			continue
 		}
@@ -913,19 +942,12 @@ func (n *Node) writeJob(tx *books.Tx, j *RecoveryJob, chosen map[string]FileVers
 		n.Log.Warn("recover: setuid/setgid/sticky bits not applied", "job", j.Name, "names", dropped)
 		note(fmt.Sprintf("setuid/setgid/sticky bits not applied to %d: %s", len(dropped), strings.Join(dropped[:min(len(dropped), 5)], ", ")))
 	}
-	// An object another job still waits on (the daemon's repair of the books recover_all
-	// rebuilds, say) keeps its staged shards and object: that job's end removes them.
-	others, err := tx.ActiveJobs()
+	release, err := n.releaseStaging(tx, j.Name, sortedKeys(j.Objects)...)
 	if err != nil {
 		return err
 	}
 	tx.OnCommit(func() { // not before: a rolled-back run is run again and needs them
-		for id := range j.Objects {
-			if !wantedByOther(others, j.Name, id) {
-				os.RemoveAll(n.stagePath(id))
-				assembling.Delete(n.stagePath(id))
-			}
-		}
+		release()
 		n.mailRecovered(*j)
 	})
 	return tx.PutJob(j)
@@ -994,7 +1016,7 @@ func (n *Node) recoveryRoot() (*os.Root, error) {
 type dirWalker struct {
 	parts []string   // the open chain's path elements
 	open  []*os.Root // open[0] is the root, open[i+1] is parts[i] in open[i]
-	sync  bool       // fsync a directory's parent when it is made (else the caller syncs all)
+	sync  bool       // fsync what is written through it: a new directory's parent, a file and its directory (else the caller syncs all)
 }
 
 func newDirWalker(root *os.Root, sync bool) (*dirWalker, error) {
@@ -1089,13 +1111,13 @@ func mkdirDurable(parent *os.Root, name string, sync bool) error {
 
 // writeRecovered writes one version under root with its content, permission bits and
 // mtime. For a file it returns the content hash in the form of like (see hashForm),
-// checked against fv.Hash when fv has one. With sync, the file and its directory are
-// fsynced; without, the caller makes them durable (syncAll).
+// checked against fv.Hash when fv has one. When w syncs, the file and its directory are
+// fsynced; else the caller makes them durable (syncAll).
 //
 // With mayLink, a file that is the whole of its object is hard-linked from the assembled
 // object instead of copied out of it (see linkRecovered); the caller allows it once per
 // object, so that two files never share an inode.
-func (n *Node) writeRecovered(w *dirWalker, fv FileVersion, like string, sync, mayLink bool) (string, error) {
+func (n *Node) writeRecovered(w *dirWalker, fv FileVersion, like string, mayLink bool) (string, error) {
 	parent, base, err := w.parent(fv.Name)
 	if err != nil {
 		return "", err
@@ -1103,7 +1125,7 @@ func (n *Node) writeRecovered(w *dirWalker, fv FileVersion, like string, sync, m
 	mode := fs.FileMode(fv.Mode).Perm()
 	switch fv.Kind {
 	case KindDir:
-		if err := realDir(parent, base, sync); err != nil {
+		if err := realDir(parent, base, w.sync); err != nil {
 			return "", err
 		}
 		if err := parent.Chmod(base, mode); err != nil {
@@ -1140,7 +1162,7 @@ func (n *Node) writeRecovered(w *dirWalker, fv FileVersion, like string, sync, m
 	if err := f.Chmod(mode); err != nil {
 		return "", err
 	}
-	if sync {
+	if w.sync {
 		if err := f.Sync(); err != nil {
 			return "", err
 		}
@@ -1154,7 +1176,7 @@ func (n *Node) writeRecovered(w *dirWalker, fv FileVersion, like string, sync, m
 	if err := parent.Rename(tmp, base); err != nil {
 		return "", err
 	}
-	if !sync {
+	if !w.sync {
 		return got, nil
 	}
 	d, err := parent.Open(".")

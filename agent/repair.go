@@ -252,18 +252,12 @@ func (n *Node) finishRepairTx(tx *books.Tx, j *RecoveryJob) error {
 		return err
 	}
 	j.State, j.Ended = RecoveryDone, n.Now().UTC()
-	others, err := tx.ActiveJobs()
+	release, err := n.releaseStaging(tx, j.Name, j.Target)
 	if err != nil {
 		return err
 	}
-	// Deferred, so that it runs after the hooks replace adds, which read the staging area;
-	// not while another job (recover_all) still waits on the object.
-	defer tx.OnCommit(func() {
-		if !wantedByOther(others, j.Name, j.Target) {
-			os.RemoveAll(n.stagePath(j.Target))
-			assembling.Delete(n.stagePath(j.Target))
-		}
-	})
+	// Deferred, so that it runs after the hooks replace adds, which read the staging area.
+	defer tx.OnCommit(release)
 	if o == nil || !j.Objects[j.Target] {
 		if o != nil {
 			j.State, j.Error = RecoveryFailed, "fewer than k pieces came back"
