@@ -428,11 +428,18 @@ type DrillRow struct {
 
 // drillRows lists the drills in the books, newest first.
 func drillRows(tx *books.Tx) ([]DrillRow, error) {
-	rows := []DrillRow{}
+	var jobs []*RecoveryJob
 	err := tx.EachJob(func(j *RecoveryJob) error {
-		if j.Kind != books.JobDrill {
-			return nil
+		if j.Kind == books.JobDrill {
+			jobs = append(jobs, j)
 		}
+		return nil
+	})
+	// By the start to the nanosecond: Started is to the second, and two drills a second
+	// apart would tie on it.
+	sort.SliceStable(jobs, func(a, b int) bool { return jobs[a].Started.After(jobs[b].Started) })
+	rows := make([]DrillRow, 0, len(jobs))
+	for _, j := range jobs {
 		r := DrillRow{Started: j.Started.UTC().Format(time.RFC3339), State: j.State, Files: len(j.Sample), Checked: j.Written,
 			Bytes: j.Bytes, Pieces: len(j.Pieces), BadPieces: len(j.Bad), Error: j.Error, FromKit: isKitDrill(j)}
 		if r.FromKit {
@@ -448,9 +455,7 @@ func drillRows(tx *books.Tx) ([]DrillRow, error) {
 			r.Seconds = j.Ended.Sub(j.Started).Seconds()
 		}
 		rows = append(rows, r)
-		return nil
-	})
-	sort.Slice(rows, func(a, b int) bool { return rows[a].Started > rows[b].Started })
+	}
 	return rows, err
 }
 
