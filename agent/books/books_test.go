@@ -450,3 +450,30 @@ func TestUnstored_ByObject(t *testing.T) {
 		t.Errorf("after ClearStored: %q", got)
 	}
 }
+
+// Versions written in name order, as a store or a recover_all writes them, leave the
+// versions pages nearly full (bbolt's default leaves them half empty): the database a
+// recovery of many files maps into memory is that much smaller.
+func TestVersionsPagesPacked(t *testing.T) {
+	db, _ := open(t)
+	err := db.Update(func(tx *Tx) error {
+		for i := range 20_000 {
+			fv := FileVersion{ManifestEntry: ManifestEntry{Name: fmt.Sprintf("/tree/d%03d/f%06d.txt", i/100, i), Version: 1, Kind: KindFile, Size: 1000,
+				Hash: strings.Repeat("ab", 32)}, Object: strings.Repeat("cd", 16)}
+			if err := tx.PutVersion(fv); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.b.View(func(tx *bolt.Tx) error {
+		s := tx.Bucket(bucketVersions).Stats()
+		if fill := float64(s.LeafInuse) / float64(s.LeafAlloc); fill < 0.8 {
+			t.Errorf("versions leaf pages %.0f%% full (%d pages for %d bytes); want at least 80%%", 100*fill, s.LeafPageN, s.LeafInuse)
+		}
+		return nil
+	})
+}
