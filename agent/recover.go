@@ -105,12 +105,17 @@ func (n *Node) sealRequests(requests int) error {
 }
 
 // chooseVersions picks, for every stored name under root, the requested version (or the
-// newest when version is 0).
-func chooseVersions(tx *books.Tx, root string, version int) (map[string]FileVersion, error) {
-	chosen := map[string]FileVersion{}
+// newest when version is 0), sorted by name. A slice, not a map by name: a recovery of
+// 100,000 files holds them all while it writes them.
+func chooseVersions(tx *books.Tx, root string, version int) ([]FileVersion, error) {
+	var chosen []FileVersion
 	err := tx.EachVersionUnder(root, func(fv FileVersion) error {
-		if version == 0 || fv.Version == version {
-			chosen[fv.Name] = fv // versions come in order: the newest wins
+		switch last := len(chosen) - 1; {
+		case version != 0 && fv.Version != version:
+		case last >= 0 && chosen[last].Name == fv.Name:
+			chosen[last] = fv // versions come in order, a name's oldest first: the newest wins
+		default:
+			chosen = append(chosen, fv) // and names in order
 		}
 		return nil
 	})
@@ -796,7 +801,7 @@ func (n *Node) checkJob(tx *books.Tx, j *RecoveryJob) error {
 
 // fileWrite is one file writeFiles writes, and how that went.
 type fileWrite struct {
-	fv      FileVersion
+	fv      *FileVersion // in writeJob's chosen
 	like    string // the form of its content hash (hashForm)
 	mayLink bool   // the first file of its object: it may be linked (writeRecovered)
 	got     string // its content hash, as written
@@ -826,7 +831,7 @@ func (n *Node) writeFiles(root *os.Root, files []fileWrite, eachSync bool) {
 			defer w.Close()
 			for k := range part {
 				f := &part[k]
-				f.got, f.err = n.writeRecovered(w, f.fv, f.like, f.mayLink)
+				f.got, f.err = n.writeRecovered(w, *f.fv, f.like, f.mayLink)
 			}
 		}()
 	}
@@ -839,7 +844,7 @@ func (n *Node) writeFiles(root *os.Root, files []fileWrite, eachSync bool) {
 // that lost them: the books do not record owners, and a recovered file belongs to
 // whoever recovers it (root, often, after a disk loss), who never chose to run it
 // setuid. libarchive's extraction drops them likewise unless asked.
-func (n *Node) writeJob(tx *books.Tx, j *RecoveryJob, chosen map[string]FileVersion) error {
+func (n *Node) writeJob(tx *books.Tx, j *RecoveryJob, chosen []FileVersion) error {
 	root, err := n.recoveryRoot()
 	if err != nil {
 		return retryLater{fmt.Errorf("recovery: %w", err)}
@@ -855,13 +860,12 @@ func (n *Node) writeJob(tx *books.Tx, j *RecoveryJob, chosen map[string]FileVers
 		return retryLater{fmt.Errorf("recovery: %w", err)}
 	}
 	defer w.Close()
-	names := sortedKeys(chosen)
 	var failed, dropped []string
-	var dirs, links []FileVersion
+	var dirs, links []*FileVersion
 	var files []fileWrite
 	linked := make(map[string]bool) // objects a file may be hard-linked from (writeRecovered)
-	for _, name := range names {
-		fv := chosen[name]
+	for i := range chosen {
+		fv, name := &chosen[i], chosen[i].Name
 		switch fv.Kind {
 		case KindDir:
 			// Made first, so that the files in a directory find a real one where an
@@ -882,7 +886,7 @@ func (n *Node) writeJob(tx *books.Tx, j *RecoveryJob, chosen map[string]FileVers
 				failed = append(failed, name)
 				continue
 			}
-			files = append(files, fileWrite{fv: fv, like: hashForm(tx, fv), mayLink: !linked[fv.Object]})
+			files = append(files, fileWrite{fv: fv, like: hashForm(tx, *fv), mayLink: !linked[fv.Object]})
 			linked[fv.Object] = true
 		}
 	}
@@ -899,20 +903,20 @@ func (n *Node) writeJob(tx *books.Tx, j *RecoveryJob, chosen map[string]FileVers
 		}
 		if f.fv.Hash == "" && f.like != "" { // note it: the next store finds the file unchanged
 			f.fv.Hash = f.got
-			if err := tx.PutVersion(f.fv); err != nil {
+			if err := tx.PutVersion(*f.fv); err != nil {
 				return err
 			}
 		}
 	}
 	for _, fv := range links {
-		if _, err := n.writeRecovered(w, fv, "", false); err != nil {
+		if _, err := n.writeRecovered(w, *fv, "", false); err != nil {
 			failed = append(failed, fv.Name+": "+err.Error())
 			continue
 		}
 		j.Written++
 	}
 	for i := len(dirs) - 1; i >= 0; i-- { // deepest first: children do not touch a finished parent
-		if _, err := n.writeRecovered(w, dirs[i], "", false); err != nil {
+		if _, err := n.writeRecovered(w, *dirs[i], "", false); err != nil {
 			failed = append(failed, dirs[i].Name+": "+err.Error())
 			continue
 		}
