@@ -7,6 +7,7 @@
 # Usage: bash bench/store.sh            (1 GiB tree, 3 rounds each, 4 GiB file)
 #        TREE_MB=256 BIG_MB=512 ROUNDS=1 bash bench/store.sh   (quicker)
 #        PROFILE_TREE=/tmp/cpu.prof ...: CPU profile of dibs store (go tool pprof)
+#        TREE=DIR bash bench/store.sh   (store DIR, left as it is, instead of a made tree)
 # Needs: go, gpg, tar, GNU time (/usr/bin/time). Uses a temp dir on the same disk as /tmp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,10 @@ done
 # 3 peers: k=2 data + 1 parity piece per segment (1.5x the input goes out).
 dibs alice set_option --name redundantPieces --value 1 >/dev/null
 
+if [[ -n "${TREE:-}" ]]; then
+  tree=$(cd "$TREE" && pwd)
+  echo "== the tree $tree: $(find "$tree" -type f | wc -l) files"
+else
 echo "== making a ${TREE_MB} MB tree (80% in 8 large files, 20% in files of 4-200 kB)"
 tree="$work/tree"; mkdir -p "$tree/big" "$tree/small"
 big_each=$(( TREE_MB * 8 / 10 / 8 ))
@@ -44,6 +49,7 @@ while left > 0:
     left -= n; i += 1
 print("small files:", i)
 PY
+fi
 bytes=$(du -sb "$tree" | cut -f1)
 cat $(find "$tree" -type f) > /dev/null   # warm the page cache for both contenders
 
@@ -73,7 +79,7 @@ for round in $(seq "$ROUNDS"); do
 
   echo "== round $round: tar | gpg --sign --encrypt -z 0 (one copy, to one recipient)"
   t0=$(date +%s.%N)
-  tar -cf - -C "$work" tree | gpg --batch --quiet --trust-model always --sign --encrypt -z 0 \
+  tar -cf - -C "$(dirname "$tree")" "$(basename "$tree")" | gpg --batch --quiet --trust-model always --sign --encrypt -z 0 \
     -u alice.dibs@bench.invalid -r bob.dibs@bench.invalid > "$work/tree.gpg"
   gpg_s=$(secs "$t0"); gpg_all+=("$gpg_s")
   echo "tar|gpg: $bytes bytes in ${gpg_s}s = $(rate "$bytes" "$gpg_s") MB/s"
@@ -86,7 +92,8 @@ d = statistics.median(float(x) for x in sys.argv[2].split())
 g = statistics.median(float(x) for x in sys.argv[3].split())
 print("== medians: dibs store %.0f MB/s, tar|gpg %.0f MB/s; dibs / gpg throughput: %.2fx" % (n / d / 1e6, n / g / 1e6, g / d))
 PY
-rm -rf "$tree" "$work/alice"; cp -a "$work/alice.empty" "$work/alice"
+[[ -n "${TREE:-}" ]] || rm -rf "$tree"
+rm -rf "$work/alice"; cp -a "$work/alice.empty" "$work/alice"
 
 echo "== peak memory of dibs store of one ${BIG_MB} MB file"
 head -c "${BIG_MB}M" /dev/urandom > "$work/big"
