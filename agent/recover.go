@@ -802,9 +802,9 @@ func (n *Node) checkJob(tx *books.Tx, j *RecoveryJob) error {
 // fileWrite is one file writeFiles writes, and how that went.
 type fileWrite struct {
 	fv      *FileVersion // in writeJob's chosen
-	like    string // the form of its content hash (hashForm)
-	mayLink bool   // the first file of its object: it may be linked (writeRecovered)
-	got     string // its content hash, as written
+	like    string       // the form of its content hash (hashForm)
+	mayLink bool         // the first file of its object: it may be linked (writeRecovered)
+	got     string       // its content hash, as written
 	err     error
 }
 
