@@ -613,6 +613,23 @@ func (n *Node) releaseStaging(tx *books.Tx, name string, ids ...string) (func(),
 	}, nil
 }
 
+// releaseStagingNow removes the staging of objects ids at once, outside a job's
+// transaction, but for an object a waiting job still wants (see releaseStaging).
+func (n *Node) releaseStagingNow(ids ...string) error {
+	var release func()
+	err := n.withDB(func(db *books.DB) error {
+		return db.View(func(tx *books.Tx) (err error) {
+			release, err = n.releaseStaging(tx, "", ids...)
+			return err
+		})
+	})
+	if err != nil {
+		return err
+	}
+	release()
+	return nil
+}
+
 // wantedByOther says whether a waiting job other than name needs object id.
 func wantedByOther(jobs []*RecoveryJob, name, id string) bool {
 	for _, o := range jobs {

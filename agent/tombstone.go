@@ -403,7 +403,10 @@ func (r *storeRun) rewritePack(id string) error {
 			}
 			b, err := readStored(fv, src)
 			if err != nil && fetched != nil {
-				os.RemoveAll(r.n.stagePath(id)) // not what was stored: fetched again next time
+				// Not what was stored: fetched again next time.
+				if rerr := r.n.releaseStagingNow(id); rerr != nil {
+					r.n.Log.Warn("tidy packs: staging not released", "object", id, "err", rerr)
+				}
 				return fmt.Errorf("the pack fetched back: %w", err)
 			}
 			if err != nil {
@@ -468,7 +471,9 @@ func (r *storeRun) rewritePack(id string) error {
 	if err != nil && !errors.Is(err, errNothingLeft) {
 		return err
 	}
-	os.RemoveAll(r.n.stagePath(id)) // a pack fetched back is done with
+	if err := r.n.releaseStagingNow(id); err != nil { // a pack fetched back is done with
+		r.n.Log.Warn("tidy packs: staging not released", "object", id, "err", err)
+	}
 	if err == nil && po != nil {
 		return r.release(po.obj) // a piece that fails to move on stays staged for the next sweep
 	}
@@ -519,8 +524,11 @@ func (n *Node) finishPruneFetchTx(tx *books.Tx, j *RecoveryJob) error {
 	j.State, j.Ended = RecoveryDone, n.Now().UTC()
 	if !j.Objects[j.Target] {
 		j.State, j.Error = RecoveryFailed, "fewer than k pieces came back"
-		dir := n.stagePath(j.Target)
-		tx.OnCommit(func() { os.RemoveAll(dir) }) // a batch run again still finds it
+		release, err := n.releaseStaging(tx, j.Name, j.Target)
+		if err != nil {
+			return err
+		}
+		tx.OnCommit(release) // a batch run again still finds it
 	}
 	return tx.PutJob(j)
 }
