@@ -614,8 +614,9 @@ func (n *Node) releaseStaging(tx *books.Tx, name string, ids ...string) (func(),
 }
 
 // releaseStagingNow removes the staging of objects ids at once, outside a job's
-// transaction, but for an object a waiting job still wants (see releaseStaging).
-func (n *Node) releaseStagingNow(ids ...string) error {
+// transaction, but for an object a waiting job still wants (see releaseStaging). Best
+// effort: what it cannot release is logged, and cleanup removes what no job wants.
+func (n *Node) releaseStagingNow(ids ...string) {
 	var release func()
 	err := n.withDB(func(db *books.DB) error {
 		return db.View(func(tx *books.Tx) (err error) {
@@ -624,10 +625,10 @@ func (n *Node) releaseStagingNow(ids ...string) error {
 		})
 	})
 	if err != nil {
-		return err
+		n.Log.Warn("staging not released", "objects", ids, "err", err)
+		return
 	}
 	release()
-	return nil
 }
 
 // wantedByOther says whether a waiting job other than name needs object id.

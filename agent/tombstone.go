@@ -403,10 +403,7 @@ func (r *storeRun) rewritePack(id string) error {
 			}
 			b, err := readStored(fv, src)
 			if err != nil && fetched != nil {
-				// Not what was stored: fetched again next time.
-				if rerr := r.n.releaseStagingNow(id); rerr != nil {
-					r.n.Log.Warn("tidy packs: staging not released", "object", id, "err", rerr)
-				}
+				r.n.releaseStagingNow(id) // not what was stored: fetched again next time
 				return fmt.Errorf("the pack fetched back: %w", err)
 			}
 			if err != nil {
@@ -471,9 +468,7 @@ func (r *storeRun) rewritePack(id string) error {
 	if err != nil && !errors.Is(err, errNothingLeft) {
 		return err
 	}
-	if err := r.n.releaseStagingNow(id); err != nil { // a pack fetched back is done with
-		r.n.Log.Warn("tidy packs: staging not released", "object", id, "err", err)
-	}
+	r.n.releaseStagingNow(id) // a pack fetched back is done with
 	if err == nil && po != nil {
 		return r.release(po.obj) // a piece that fails to move on stays staged for the next sweep
 	}
